@@ -1,0 +1,1 @@
+"""Asset group `ava` (see shared/DESIGN.md)."""

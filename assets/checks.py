@@ -1,0 +1,1 @@
+"""Asset checks, plain functions returning dg.AssetCheckResult, one per gate."""

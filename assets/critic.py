@@ -1,0 +1,1 @@
+"""Asset group `critic` (see shared/DESIGN.md)."""

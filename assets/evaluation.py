@@ -1,0 +1,1 @@
+"""Asset group `evaluation` (see shared/DESIGN.md)."""

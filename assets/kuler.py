@@ -1,0 +1,1 @@
+"""Asset group `kuler` (see shared/DESIGN.md)."""

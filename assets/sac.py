@@ -1,0 +1,1 @@
+"""Asset group `sac` (see shared/DESIGN.md)."""

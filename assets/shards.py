@@ -1,0 +1,1 @@
+"""Asset group `shards` (see shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Asset group `training` (see shared/DESIGN.md)."""

@@ -1,0 +1,196 @@
+"""Verify an image and write its square crop: the one place every dataset stage crops pixels.
+
+Everything that can go wrong with a real file (truncated, empty, not an image,
+decompression bomb, too small) raises RejectedImage with a human-readable
+reason; callers turn that into a `rejects` row and go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+# Pillow's default bomb limit is ~89 Mpx; the largest real AVA photos are far below 50 Mpx.
+MAX_PIXELS = 64_000_000
+
+
+class RejectedImage(Exception):
+    """A source image that cannot become a crop; str(exc) is the reason."""
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    size: int = 256
+    mode: str = "center"  # "center": centred square crop; "squash": resize the whole frame
+    min_side: int = 32
+    quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("center", "squash"):
+            raise ValueError(f"crop mode must be 'center' or 'squash', got {self.mode!r}")
+        if self.size < 8 or self.min_side < 1:
+            raise ValueError(f"bad crop spec {self}")
+
+
+@dataclass(frozen=True)
+class CropResult:
+    item_id: str
+    path: str  # where the crop was written
+    width: int
+    height: int
+    sha256: str
+    source_width: int
+    source_height: int
+
+
+@dataclass(frozen=True)
+class CropJob:
+    item_id: str
+    source: str | bytes  # a file path, or the encoded bytes themselves
+    dest: str
+
+
+def _open_verified(data: bytes, label: str) -> Image.Image:
+    if not data:
+        raise RejectedImage("empty: file has 0 bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            probe = Image.open(io.BytesIO(data))
+            probe.verify()  # structure and checksums; the image must be reopened after this
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RejectedImage(f"decompression bomb: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise RejectedImage(f"not an image: {label} is not a format Pillow reads") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RejectedImage(f"corrupt: {exc}") from exc
+    if img.width * img.height > MAX_PIXELS:
+        raise RejectedImage(f"decompression bomb: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits rather than clipping at 255.
+        img = img.point(lambda v: v / 256).convert("L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def crop_image(data: bytes, spec: CropSpec, label: str = "image") -> tuple[Image.Image, tuple[int, int]]:
+    """Decode, orient, convert and crop; returns the square RGB crop and the source size."""
+    img = _open_verified(data, label)
+    source_size = ImageOps.exif_transpose(img).size if "exif" in img.info else img.size
+    if min(source_size) < spec.min_side:
+        raise RejectedImage(f"too small: {source_size[0]}x{source_size[1]}, short side under {spec.min_side}px")
+    try:
+        if img.format == "JPEG":
+            # Decode at 1/2, 1/4 or 1/8 scale when the crop needs no more: much less work for big photos.
+            side = min(img.size) if spec.mode == "center" else max(img.size)
+            scale = side / spec.size
+            img.draft("RGB", (max(1, int(img.width / scale)), max(1, int(img.height / scale))))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RejectedImage(f"corrupt: {exc}") from exc
+    if spec.mode == "center":
+        out = ImageOps.fit(img, (spec.size, spec.size), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    else:
+        out = img.resize((spec.size, spec.size), Image.Resampling.LANCZOS)
+    return out, source_size
+
+
+def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    # subsampling=0 keeps full chroma resolution (4:4:4): colour edges and swatches stay exact.
+    img.save(buf, format="JPEG", quality=quality, subsampling=0, optimize=False)
+    return buf.getvalue()
+
+
+def write_atomic(dest: str | Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder and rename: a kill never leaves half a file."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, dest)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_crop_job(job: CropJob, spec: CropSpec) -> CropResult | RejectedImage:
+    """One job, never raising for a bad image: returns the result or the RejectedImage."""
+    try:
+        if isinstance(job.source, bytes):
+            data, label = job.source, job.item_id
+        else:
+            try:
+                data = Path(job.source).read_bytes()
+            except FileNotFoundError:
+                return RejectedImage(f"missing: {job.source} does not exist")
+            except IsADirectoryError:
+                return RejectedImage(f"not an image: {job.source} is a directory")
+            label = job.source
+        out, (sw, sh) = crop_image(data, spec, label)
+        encoded = encode_jpeg(out, spec.quality)
+        write_atomic(job.dest, encoded)
+        return CropResult(job.item_id, job.dest, out.width, out.height, sha256_bytes(encoded), sw, sh)
+    except RejectedImage as exc:
+        return exc
+
+
+def _run_chunk(args: tuple[list[CropJob], CropSpec]) -> list[CropResult | RejectedImage]:
+    jobs, spec = args
+    return [run_crop_job(job, spec) for job in jobs]
+
+
+def crop_many(
+    jobs: Iterable[CropJob],
+    spec: CropSpec,
+    workers: int | None = None,
+    chunk_size: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[CropJob, CropResult | RejectedImage]]:
+    """Crop jobs over a process pool (workers=1 runs inline), yielding (job, outcome) in input order."""
+    jobs = list(jobs)
+    workers = workers or os.cpu_count() or 1
+    chunks = [jobs[i : i + chunk_size] for i in range(0, len(jobs), chunk_size)]
+    if workers == 1 or len(chunks) <= 1:
+        results = map(_run_chunk, [(c, spec) for c in chunks])
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
+        results = pool.map(_run_chunk, [(c, spec) for c in chunks])
+    try:
+        for chunk, outcomes in zip(chunks, results, strict=True):
+            yield from zip(chunk, outcomes, strict=True)
+            if on_progress:
+                on_progress(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)

@@ -1,0 +1,105 @@
+"""`make demo`: sample data when AESTHETIC_RAW has none, the whole asset graph, then a summary.
+
+The run goes through the Dagster instance in DAGSTER_HOME with the default
+multiprocess executor, exactly as a launch from the UI would, so it shows up in
+`make ui` afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.instance import ensure_dagster_home
+from pipelines.resources import aesthetic_home, aesthetic_raw
+from warehouse.db import connect
+from warehouse.records import rejects_by_reason, table_counts
+
+DATASET_MARKERS = {"ava": "ava/AVA.txt", "sac": "sac", "kuler": "kuler/themeData.mat"}
+
+
+def raw_is_empty(raw: Path) -> bool:
+    return not any((raw / marker).exists() for marker in DATASET_MARKERS.values())
+
+
+def full_pipeline_job() -> dg.JobDefinition:
+    from pipelines.definitions import defs
+
+    return defs.resolve_job_def("full_pipeline")
+
+
+def run_full_pipeline(instance: dg.DagsterInstance) -> dg.ExecutionResult:
+    with dg.execute_job(dg.reconstructable(full_pipeline_job), instance=instance) as result:
+        return result
+
+
+def summarize(warehouse_path: Path, home: Path) -> str:
+    lines = []
+    with connect(warehouse_path, read_only=True) as conn:
+        lines.append("warehouse rows: " + ", ".join(f"{k}={v}" for k, v in table_counts(conn).items()))
+        rejects = rejects_by_reason(conn)
+        lines.append("rejects by reason:" if rejects else "rejects by reason: none")
+        lines += [f"  {ds:6s} {stage:10s} {kind:28s} {n}" for ds, stage, kind, n in rejects]
+        shards = conn.execute(
+            "SELECT dataset, split, count(*), sum(n_samples), sum(bytes) FROM shards"
+            " GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+        lines.append("shards:" if shards else "shards: none")
+        lines += [f"  {d:6s} {s:5s} {k} tar(s), {n} samples, {b / 1e6:.1f} MB" for d, s, k, n, b in shards]
+        reports = conn.execute(
+            "SELECT m.name, r.model_version, r.dataset, r.split, r.n, r.binary_accuracy, r.srcc_mean,"
+            " r.lcc_mean, r.emd_r1 FROM eval_reports r LEFT JOIN models m ON m.version = r.model_version"
+            " ORDER BY r.created_at"
+        ).fetchall()
+        if reports:
+            lines.append("evaluation:")
+            for name, version, ds, split, n, acc, srcc, lcc, emd in reports:
+                lines.append(
+                    f"  {name or '?'} {version} on {ds}/{split} (n={n}): binary accuracy {acc:.3f},"
+                    f" SRCC {srcc:.3f}, LCC {lcc:.3f}, EMD(r=1) {emd:.3f}"
+                )
+            lines.append(f"  reports under {home / 'reports'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ava", type=int, default=240)
+    parser.add_argument("--sac", type=int, default=120)
+    parser.add_argument("--kuler", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-faults", action="store_true", help="sample data without planted damage")
+    args = parser.parse_args(argv)
+
+    home, raw = aesthetic_home(), aesthetic_raw()
+    dagster_home = ensure_dagster_home(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    print(f"AESTHETIC_HOME={home}\nAESTHETIC_RAW={raw}\nDAGSTER_HOME={dagster_home}")
+    if raw_is_empty(raw):
+        from ingest.sample_data import write_sample_data
+
+        t0 = time.perf_counter()
+        report = write_sample_data(raw, args.ava, args.sac, args.kuler, args.seed, not args.no_faults)
+        print(f"sample data written to {raw} in {time.perf_counter() - t0:.1f}s "
+              f"({report.ava_rows} AVA rows, {report.sac_images} SAC images, {report.kuler_themes} themes)")
+    else:
+        print(f"using the raw drops already in {raw}")
+
+    t0 = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = run_full_pipeline(instance)
+        elapsed = time.perf_counter() - t0
+        status = "succeeded" if result.success else "FAILED"
+        print(f"\nfull_pipeline run {result.run_id} {status} in {elapsed:.0f}s")
+    print(summarize(home / "warehouse.duckdb", home))
+    print("\nNext: `make ui`, then open http://127.0.0.1:3000 to browse the asset graph and this run.")
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

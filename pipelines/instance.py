@@ -1,0 +1,43 @@
+"""The Dagster instance folder (DAGSTER_HOME) and its dagster.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# SQLite storage under DAGSTER_HOME; pools of one for the GPU (one training per worker) and the
+# DuckDB writer. Move storage to Postgres by replacing the storage block (README, "Operating it").
+DAGSTER_YAML = """\
+storage:
+  sqlite:
+    base_dir: {home}
+
+concurrency:
+  pools:
+    default_limit: 1
+
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home(path: str | Path) -> Path:
+    """Create DAGSTER_HOME with its dagster.yaml if missing; an existing dagster.yaml is left alone."""
+    home = Path(path).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML.format(home=home))
+    return home
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    print(ensure_dagster_home(sys.argv[1] if len(sys.argv) > 1 else os.environ["DAGSTER_HOME"]))

@@ -1,0 +1,105 @@
+"""Writes and reads of the images and rejects tables, shared by every dataset stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    image_id: str
+    split: str
+    source_path: str | None
+    path: str
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    item_id: str
+    reason: str
+
+
+def upsert_images(conn: duckdb.DuckDBPyConnection, dataset: str, rows: Sequence[ImageRow]) -> int:
+    if not rows:
+        return 0
+    table = pa.table(
+        {
+            "image_id": [r.image_id for r in rows],
+            "split": [r.split for r in rows],
+            "source_path": [r.source_path for r in rows],
+            "path": [r.path for r in rows],
+            "width": pa.array([r.width for r in rows], pa.int32()),
+            "height": pa.array([r.height for r in rows], pa.int32()),
+            "sha256": [r.sha256 for r in rows],
+        }
+    )
+    conn.register("_images_arrow", table)
+    try:
+        conn.execute(
+            "INSERT OR REPLACE INTO images"
+            " (dataset, image_id, split, source_path, path, width, height, sha256, updated_at)"
+            " SELECT ?, image_id, split, source_path, path, width, height, sha256, current_timestamp"
+            " FROM _images_arrow",
+            [dataset],
+        )
+    finally:
+        conn.unregister("_images_arrow")
+    return len(rows)
+
+
+def record_rejects(
+    conn: duckdb.DuckDBPyConnection, dataset: str, stage: str, rejects: Iterable[Reject], batch: str | None
+) -> int:
+    rejects = list(rejects)
+    if not rejects:
+        return 0
+    table = pa.table({"item_id": [r.item_id for r in rejects], "reason": [r.reason for r in rejects]})
+    conn.register("_rejects_arrow", table)
+    try:
+        conn.execute(
+            "INSERT OR REPLACE INTO rejects (dataset, item_id, stage, reason, batch, rejected_at)"
+            " SELECT ?, item_id, ?, reason, ?, current_timestamp FROM _rejects_arrow",
+            [dataset, stage, batch],
+        )
+    finally:
+        conn.unregister("_rejects_arrow")
+    return len(rejects)
+
+
+def clear_rejects(conn: duckdb.DuckDBPyConnection, dataset: str, stage: str, item_ids: Iterable[str]) -> None:
+    """Forget earlier rejects of items that have now been accepted (e.g. a fixed file)."""
+    ids = list(item_ids)
+    if ids:
+        conn.execute(
+            "DELETE FROM rejects WHERE dataset = ? AND stage = ? AND list_contains(?, item_id)",
+            [dataset, stage, ids],
+        )
+
+
+def known_images(conn: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, tuple[str, str]]:
+    """image_id -> (source_path, sha256 of the crop) for a dataset's accepted images."""
+    rows = conn.execute(
+        "SELECT image_id, source_path, sha256 FROM images WHERE dataset = ?", [dataset]
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    names = ["images", "histograms", "rejects", "shards", "models", "eval_reports"]
+    return {n: conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}
+
+
+def rejects_by_reason(conn: duckdb.DuckDBPyConnection, dataset: str | None = None) -> list[tuple]:
+    """(dataset, stage, reason kind, count); the kind is the reason up to its first colon."""
+    return conn.execute(
+        "SELECT dataset, stage, split_part(reason, ':', 1) AS kind, count(*) AS n FROM rejects"
+        " WHERE ? IS NULL OR dataset = ? GROUP BY ALL ORDER BY dataset, stage, n DESC",
+        [dataset, dataset],
+    ).fetchall()
