@@ -1,0 +1,43 @@
+"""Checkpoints: everything needed to resume or to serve, loadable with weights_only=True.
+
+A checkpoint is a dict: "model" (state dict of the unwrapped NIMA), "args" (plain
+dict with at least "backbone"), and for training runs "optimizer", "scheduler",
+"epoch", "phase". It is written to a temporary name and renamed into place, so a
+kill never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nima_train.model import NIMA
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> NIMA:
+    """A NIMA with the checkpoint's backbone and weights, in eval mode."""
+    state = load_checkpoint(path, map_location)
+    args = state.get("args") or {}
+    if "model" not in state or "backbone" not in args:
+        raise ValueError(f"{path} is not a NIMA checkpoint (needs 'model' and args.backbone)")
+    model = NIMA(args["backbone"], weights="none", dropout=float(args.get("dropout", 0.75)))
+    model.load_state_dict(state["model"])
+    return model.eval()
