@@ -12,7 +12,7 @@ import io
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from PIL import Image, ImageOps
 
 # Pillow's default bomb limit is ~89 Mpx; the largest real AVA photos are far below 50 Mpx.
 MAX_PIXELS = 64_000_000
+# EXIF orientations 5..8 rotate by 90 or 270 degrees, swapping width and height.
+_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 class RejectedImage(Exception):
@@ -87,30 +89,44 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    """The size after EXIF orientation, read from the tag: exif_transpose here would decode every pixel."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        orientation = 1  # unreadable EXIF: the pixels still decode, so treat the frame as upright
+    return (img.height, img.width) if orientation in _SWAPPING_ORIENTATIONS else img.size
 
 
 def crop_image(data: bytes, spec: CropSpec, label: str = "image") -> tuple[Image.Image, tuple[int, int]]:
     """Decode, orient, convert and crop; returns the square RGB crop and the source size."""
     img = _open_verified(data, label)
-    source_size = ImageOps.exif_transpose(img).size if "exif" in img.info else img.size
+    source_size = _oriented_size(img)
     if min(source_size) < spec.min_side:
         raise RejectedImage(f"too small: {source_size[0]}x{source_size[1]}, short side under {spec.min_side}px")
     try:
         if img.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale when the crop needs no more: much less work for big photos.
-            side = min(img.size) if spec.mode == "center" else max(img.size)
-            scale = side / spec.size
+            # Both modes need the short side to stay >= size, or the crop would be upsampled.
+            scale = min(img.size) / spec.size
             img.draft("RGB", (max(1, int(img.width / scale)), max(1, int(img.height / scale))))
         img.load()
         img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
     except (OSError, SyntaxError, ValueError) as exc:
         raise RejectedImage(f"corrupt: {exc}") from exc
+    w, h = img.size
     if spec.mode == "center":
-        out = ImageOps.fit(img, (spec.size, spec.size), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+        # One resample of the centred square box: same geometry as ImageOps.fit without its extra copy.
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        box = (left, top, left + side, top + side)
     else:
-        out = img.resize((spec.size, spec.size), Image.Resampling.LANCZOS)
+        box = (0, 0, w, h)
+    out = img.resize((spec.size, spec.size), Image.Resampling.LANCZOS, box=box)
     return out, source_size
 
 
@@ -175,22 +191,28 @@ def crop_many(
     workers: int | None = None,
     chunk_size: int = 64,
     on_progress: Callable[[int], None] | None = None,
+    pool: Executor | None = None,
 ) -> Iterator[tuple[CropJob, CropResult | RejectedImage]]:
-    """Crop jobs over a process pool (workers=1 runs inline), yielding (job, outcome) in input order."""
+    """Crop jobs over a process pool (workers=1 runs inline), yielding (job, outcome) in input order.
+
+    Pass `pool` to reuse one executor across many calls (batches of a long run); it is left open.
+    """
     jobs = list(jobs)
     workers = workers or os.cpu_count() or 1
     chunks = [jobs[i : i + chunk_size] for i in range(0, len(jobs), chunk_size)]
-    if workers == 1 or len(chunks) <= 1:
-        results = map(_run_chunk, [(c, spec) for c in chunks])
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
+    own_pool = None
+    if pool is not None and chunks:
         results = pool.map(_run_chunk, [(c, spec) for c in chunks])
+    elif workers == 1 or len(chunks) <= 1:
+        results = map(_run_chunk, [(c, spec) for c in chunks])
+    else:
+        own_pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
+        results = own_pool.map(_run_chunk, [(c, spec) for c in chunks])
     try:
         for chunk, outcomes in zip(chunks, results, strict=True):
             yield from zip(chunk, outcomes, strict=True)
             if on_progress:
                 on_progress(len(chunk))
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        if own_pool is not None:
+            own_pool.shutdown(cancel_futures=True)

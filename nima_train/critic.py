@@ -1,0 +1,217 @@
+"""The aesthetic critic: a trained NIMA that scores images in batches.
+
+Images are prepared exactly as the training data was: decoded and verified by
+ingest.crops (the square 256 crop every dataset stage stores), then
+nima_train.transforms.eval_transform (the centre 224 crop). One forward pass
+gives the score histogram, its mean and std, and the pooled features used to
+find near-duplicates.
+
+    critic = Critic.from_checkpoint("models/nima_color/abc123/model.pt")
+    for item in critic.score_sources(["a.jpg", "b.png"]):
+        print(item.source, item.score.mean if item.score else item.error)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ingest.crops import CropSpec, RejectedImage, crop_image
+from nima_train.checkpoint import model_from_checkpoint
+from nima_train.model import NIMA, score_moments
+from nima_train.transforms import eval_transform
+
+# The stored-crop size the model was trained on; small inputs are still scored (min_side 8).
+DECODE_SPEC = CropSpec(size=256, mode="center", min_side=8)
+
+
+class UnreadableImage(ValueError):
+    """An input that cannot be scored; str(exc) starts with a short kind ('not an image: ...')."""
+
+    @property
+    def kind(self) -> str:
+        return str(self).split(":", 1)[0]
+
+
+class CheckpointMismatch(RuntimeError):
+    """The checkpoint file's sha256 is not the one the warehouse recorded."""
+
+
+@dataclass(frozen=True)
+class Score:
+    mean: float
+    std: float
+    histogram: tuple[float, ...]  # probabilities of the scores 1..10
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "histogram": list(self.histogram)}
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    probs: torch.Tensor  # (B, 10)
+    mean: torch.Tensor  # (B,)
+    std: torch.Tensor  # (B,)
+    features: torch.Tensor  # (B, D) pooled backbone features
+
+    def scores(self) -> list[Score]:
+        return [
+            Score(float(m), float(s), tuple(float(v) for v in p))
+            for m, s, p in zip(self.mean.tolist(), self.std.tolist(), self.probs.tolist(), strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    source: str
+    score: Score | None
+    features: torch.Tensor | None  # (D,), when asked for
+    error: str | None  # why it was skipped
+
+
+def decode_image(data: bytes, label: str = "image", max_pixels: int | None = None) -> Image.Image:
+    """Verify and decode encoded bytes into the 256 square RGB crop; UnreadableImage on any fault."""
+    if max_pixels is not None:
+        size = _probe_size(data)
+        if size is not None and size[0] * size[1] > max_pixels:
+            raise UnreadableImage(
+                f"decompression bomb: {size[0]}x{size[1]} is {size[0] * size[1]} pixels, limit {max_pixels}")
+    try:
+        img, _ = crop_image(data, DECODE_SPEC, label)
+    except RejectedImage as exc:
+        raise UnreadableImage(str(exc)) from exc
+    return img
+
+
+def _probe_size(data: bytes) -> tuple[int, int] | None:
+    """The size in the header, read without decoding pixels (None when Pillow cannot tell)."""
+    import io
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data)).size
+    except Image.DecompressionBombError:
+        return (Image.MAX_IMAGE_PIXELS or 0, 3)  # Pillow refused: far beyond any sane limit
+    except Exception:  # noqa: BLE001 - crop_image reports the real fault with its reason
+        return None
+
+
+def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UnreadableImage(f"missing: {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise UnreadableImage(f"not an image: {path} is a directory") from exc
+    except OSError as exc:
+        raise UnreadableImage(f"unreadable: {path}: {exc.strerror or exc}") from exc
+    return decode_image(data, str(path), max_pixels)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Critic:
+    """A NIMA in eval mode plus its preprocessing; thread-safe (one forward at a time)."""
+
+    def __init__(self, model: NIMA, image_size: int = 224, batch_size: int = 32,
+                 device: str | torch.device = "cpu", version: str | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.version = version
+        self.transform = eval_transform(image_size)
+        # Concurrent CPU forwards only fight over the same cores; serialising them keeps latency flat.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, expected_sha256: str | None = None, **kwargs) -> Critic:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        if expected_sha256:
+            actual = file_sha256(path)
+            if actual != expected_sha256:
+                raise CheckpointMismatch(
+                    f"checkpoint {path} has sha256 {actual[:12]}..., the warehouse recorded "
+                    f"{expected_sha256[:12]}...: the file changed since it was registered")
+        return cls(model_from_checkpoint(path), **kwargs)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(B, 3, S, S) float tensors, ImageNet-normalised centre crops."""
+        return torch.stack([self.transform(img if img.mode == "RGB" else img.convert("RGB")) for img in images])
+
+    def forward(self, x: torch.Tensor) -> ScoredBatch:
+        with self._lock, torch.inference_mode():
+            x = x.to(self.device)
+            # NIMA.forward is softmax(head(embed(x))); split here so one pass also yields the features.
+            features = self.model.embed(x)
+            probs = torch.softmax(self.model.head(features), dim=-1)
+            mean, std = score_moments(probs)
+        return ScoredBatch(probs.float().cpu(), mean.float().cpu(), std.float().cpu(), features.float().cpu())
+
+    def score_images(self, images: Sequence[Image.Image]) -> ScoredBatch:
+        """Score decoded images, batch_size at a time."""
+        if not images:
+            raise ValueError("no images to score")
+        parts = [self.forward(self.preprocess(images[i : i + self.batch_size]))
+                 for i in range(0, len(images), self.batch_size)]
+        if len(parts) == 1:
+            return parts[0]
+        return ScoredBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("probs", "mean", "std", "features")))
+
+    def score_sources(
+        self,
+        sources: Iterable[str | Path],
+        with_features: bool = False,
+        max_pixels: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Iterator[ScoredItem]:
+        """Score files in input order; an unreadable one yields an item with `error` and the rest go on."""
+        # Failed items wait in the queue too, so results come back in input order without breaking batches.
+        pending: list[tuple[str, Image.Image | None, str | None]] = []
+
+        def flush() -> Iterator[ScoredItem]:
+            good = [img for _, img, _ in pending if img is not None]
+            batch = self.score_images(good) if good else None
+            scores = iter(batch.scores() if batch else [])
+            feats = iter(batch.features if batch else [])
+            for src, img, err in pending:
+                if img is None:
+                    yield ScoredItem(src, None, None, err)
+                else:
+                    feat = next(feats)
+                    yield ScoredItem(src, next(scores), feat if with_features else None, None)
+            if on_progress:
+                on_progress(len(pending))
+            pending.clear()
+
+        n_good = 0
+        for source in sources:
+            try:
+                pending.append((str(source), load_image(source, max_pixels), None))
+                n_good += 1
+            except UnreadableImage as exc:
+                pending.append((str(source), None, str(exc)))
+            if n_good >= self.batch_size or len(pending) >= 4 * self.batch_size:
+                yield from flush()
+                n_good = 0
+        if pending:
+            yield from flush()

@@ -1,0 +1,24 @@
+"""Shared fixtures: small raw drops in the real formats, written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.sample_data import SampleReport, write_sample_data
+
+
+@pytest.fixture(scope="session")
+def sample_raw(tmp_path_factory: pytest.TempPathFactory) -> SampleReport:
+    """AVA, SAC and Kuler drops with planted faults; treat as read-only (copy before changing)."""
+    out = tmp_path_factory.mktemp("raw")
+    return write_sample_data(out, ava=40, sac=24, kuler=40, seed=7, faults=True)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty AESTHETIC_HOME for one test."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
