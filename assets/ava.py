@@ -1,1 +1,108 @@
-"""Asset group `ava` (see shared/DESIGN.md)."""
+"""Asset group `ava` (see shared/DESIGN.md): AVA.txt + photos -> images, histograms, rejects and crops."""
+# No `from __future__ import annotations`: Dagster resolves the config and resource annotations at runtime.
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from assets.resources import StorageResource, WarehouseResource
+from ingest.ava import ACQUISITIONS, DEFAULT_TEST_LIST, AvaOptions, AvaReport, ingest_ava, preview_grid
+from ingest.crops import CropSpec, write_atomic
+from ingest.fetch import HttpOptions
+
+
+class AvaConfig(dg.Config):
+    """How AVA photos are acquired and cropped, and which official list pair sets the splits."""
+
+    acquisition: str = Field("directory", description=f"one of {ACQUISITIONS}")
+    source: str = Field(
+        "",
+        description="directory: folder of <id>.jpg (default $AESTHETIC_RAW/ava/images); tar: archive path;"
+        " http: URL template containing {image_id}",
+    )
+    crop_size: int = 256
+    crop_mode: str = Field("center", description="center: centred square; squash: whole frame resized")
+    min_side: int = Field(32, description="sources whose short side is under this are rejected")
+    test_list: str = Field(DEFAULT_TEST_LIST, description="file under ava/aesthetics_image_lists/ naming test ids")
+    train_list: str = Field("", description="e.g. animal_train.jpgl; empty: every id not in test_list is train/val")
+    http_concurrency: int = 8
+    http_timeout_s: float = 30.0
+    http_retries: int = 3
+    max_bytes: int = Field(50 * 2**20, description="largest source file accepted from tar or http")
+    workers: int = Field(0, description="crop processes; 0 = all cores")
+
+    def options(self, storage: StorageResource) -> AvaOptions:
+        ava_dir = storage.raw_path / "ava"
+        if self.acquisition not in ACQUISITIONS:
+            raise dg.Failure(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
+        if self.acquisition != "directory" and not self.source:
+            raise dg.Failure(f"acquisition {self.acquisition!r} needs `source` (archive path or URL template)")
+        return AvaOptions(
+            ava_dir=ava_dir,
+            acquisition=self.acquisition,
+            images_dir=_path(self.source) if self.acquisition == "directory" and self.source else None,
+            archive=_path(self.source) if self.acquisition == "tar" else None,
+            url_template=self.source if self.acquisition == "http" else "",
+            cache_dir=storage.home_path / "downloads" / "ava",
+            http=HttpOptions(self.http_concurrency, self.http_timeout_s, self.http_retries, max_bytes=self.max_bytes),
+            spec=CropSpec(size=self.crop_size, mode=self.crop_mode, min_side=self.min_side),
+            test_list=self.test_list,
+            train_list=self.train_list,
+            workers=self.workers,
+        )
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _metadata(report: AvaReport, preview_md: str, preview_path: str) -> dict:
+    return {
+        "lines_read": report.lines_read,
+        "blank_lines": report.blank_lines,
+        "accepted": report.accepted,
+        "rejected": report.rejected,
+        "rejected_by_reason": dg.MetadataValue.json(report.rejected_by_reason),
+        "splits": dg.MetadataValue.json(report.splits),
+        "cropped_this_run": report.cropped,
+        "up_to_date": report.up_to_date,
+        "images_per_s": dg.MetadataValue.float(round(report.images_per_s, 1)),
+        "images_rows_written": report.images_written,
+        "rejects_written": report.rejects_written,
+        "tags": report.tags,
+        "challenges": report.challenges,
+        "preview": dg.MetadataValue.md(preview_md),
+        "preview_path": dg.MetadataValue.path(preview_path),
+    }
+
+
+@dg.asset(group_name="ava", kinds={"duckdb", "pillow"})
+def ava_images(
+    context: dg.AssetExecutionContext, config: AvaConfig, storage: StorageResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """AVA ratings, splits, tags and square crops: every AVA.txt line ends in images+histograms or rejects."""
+    report = ingest_ava(
+        config.options(storage),
+        warehouse.connect,
+        storage.images_dir("ava"),
+        storage.to_stored,
+        storage.from_stored,
+        batch=context.run.run_id,
+        log=context.log.info,
+    )
+    png = preview_grid([(f"{image_id}  mean {mean:.2f}", storage.from_stored(path))
+                        for image_id, path, mean in report.preview])
+    preview_path = storage.reports_dir() / "ava_preview.png"
+    if png:
+        write_atomic(preview_path, png)
+        encoded = base64.b64encode(png).decode()
+        preview_md = f"![AVA crops, lowest to highest mean score](data:image/png;base64,{encoded})"
+    else:
+        preview_md = "no accepted images yet"
+    context.log.info(
+        f"ava: {report.accepted} accepted, {report.rejected} rejected of {report.lines_read} lines;"
+        f" {report.cropped} cropped, {report.up_to_date} up to date"
+    )
+    return dg.MaterializeResult(metadata=_metadata(report, preview_md, str(preview_path)))

@@ -1,1 +1,79 @@
-"""Asset group `critic` (see shared/DESIGN.md)."""
+"""Asset group `critic` (see shared/DESIGN.md): the promoted model judging a short design evolution."""
+
+# No `from __future__ import annotations`: Dagster must see the real config class, not a string.
+import base64
+import io
+from pathlib import Path
+
+import dagster as dg
+from PIL import Image
+
+from assets import evaluation, training
+from assets.resources import StorageResource, WarehouseResource
+from nima_train.critic import Critic
+from nima_train.evolve import evolve
+from warehouse.models_lookup import PRODUCTION, ModelNotFound, resolve_model
+
+
+def _upstream_keys() -> list[dg.AssetKey]:
+    """What decides which model is promoted: the evaluation assets (they set the 'production' alias).
+
+    Read from the stage modules rather than named here, so the critic follows that stage's asset
+    names; before the evaluation stage exists, the training assets are the nearest upstream.
+    """
+    for module in (evaluation, training):
+        keys = [key for a in dg.load_assets_from_modules([module]) if isinstance(a, dg.AssetsDefinition)
+                for key in a.keys]
+        if keys:
+            return sorted(keys, key=lambda k: k.to_user_string())
+    return []
+
+
+class CriticEvolutionConfig(dg.Config):
+    model: str = PRODUCTION  # an alias or a version from the `models` table
+    shape: str = "heart"  # heart, star, kite (trapezoid) or landscape
+    rounds: int = 4
+    batch: int = 8
+    seed: int = 0
+
+
+def _markdown_image(path: Path, max_width: int = 1024) -> str:
+    """The image inlined as Markdown, so the Dagster UI shows it without a file server."""
+    img = Image.open(path).convert("RGB")
+    if img.width > max_width:
+        img = img.resize((max_width, round(img.height * max_width / img.width)), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return f"![{path.name}](data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+@dg.asset(group_name="critic", deps=_upstream_keys(), code_version="1")
+def critic_evolution(
+    context: dg.AssetExecutionContext,
+    config: CriticEvolutionConfig,
+    storage: StorageResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """A short genetic design run judged by the promoted model: strip of the best design per round."""
+    if not Path(warehouse.path).exists():
+        raise dg.Failure(description=f"no warehouse at {warehouse.path}: nothing has been trained yet")
+    with warehouse.connect(read_only=True) as conn:
+        try:
+            found = resolve_model(conn, storage.home_path, config.model)
+        except ModelNotFound as exc:
+            raise dg.Failure(description=f"the critic has no model to run: {exc}") from exc
+    critic = Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version)
+    out = storage.reports_dir() / "critic" / found.version / f"{config.shape}-seed{config.seed}"
+    result = evolve(critic, config.shape, config.rounds, config.batch, config.seed, out,
+                    on_round=lambda r: context.log.info(r.message))
+    return dg.MaterializeResult(metadata={
+        "model": f"{found.name} {found.version}" + (f" ({found.alias})" if found.alias else ""),
+        "initial_mean": result.initial_mean,
+        "best_mean": result.best_mean,
+        "improvement": result.best_mean - result.initial_mean,
+        "stuck_rounds": result.stuck_rounds,
+        "rounds": config.rounds,
+        "strip": dg.MetadataValue.md(_markdown_image(Path(result.strip))),
+        "strip_path": dg.MetadataValue.path(result.strip),
+        "log_path": dg.MetadataValue.path(result.log),
+    })

@@ -1,1 +1,65 @@
-"""Asset group `kuler` (see shared/DESIGN.md)."""
+"""Asset group `kuler` (see shared/DESIGN.md): colour themes -> swatches, histograms and rejects.
+
+The work is in ingest/kuler.py (reading, labels, swatches) and warehouse/kuler.py (the diff sync);
+this module only configures it and reports.
+"""
+
+# No `from __future__ import annotations` here: Dagster must see the real KulerConfig class, not a string.
+import dagster as dg
+
+from assets.resources import StorageResource, WarehouseResource
+from ingest.kuler import KulerSettings, ingest_kuler, preview_markdown
+
+
+class KulerConfig(dg.Config):
+    """Which release to read and how to turn its ratings into labels and swatches."""
+
+    release: str = "2014"  # "2014": themeData.mat + allMTurkRatings.mat; "2011": one file, mean ratings only
+    file_2011: str = "mturkData.mat"  # the 2011 file under raw/kuler/: kulerData.mat or mturkData.mat
+    mapping: str = "high_spread"  # stars r -> score 2r-1 ("high_spread") or r+2 ("low_spread")
+    swatch_size: int = 256  # side of the square swatch, px
+    softmax_temperature: float = 1.0  # T of histograms.p_softmax = softmax(counts / T)
+
+    def settings(self) -> KulerSettings:
+        return KulerSettings(
+            release=self.release,
+            file_2011=self.file_2011,
+            mapping=self.mapping,
+            swatch_size=self.swatch_size,
+            temperature=self.softmax_temperature,
+        )
+
+
+@dg.asset(group_name="kuler", kinds={"duckdb", "jpeg"})
+def kuler_images(
+    context: dg.AssetExecutionContext,
+    config: KulerConfig,
+    storage: StorageResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """Kuler colour themes as 5-stripe swatches with 10-bin rating histograms; bad ratings go to rejects."""
+    out = ingest_kuler(storage, warehouse, config.settings(), batch=context.run.run_id, log=context.log.info)
+    return dg.MaterializeResult(
+        metadata={
+            "release": out.release,
+            "mapping": config.mapping,
+            "sources": dg.MetadataValue.json(out.sources),
+            "themes_read": out.themes_read,
+            "themes_accepted": out.themes_accepted,
+            "themes_rejected": out.themes_rejected,
+            "ratings_read": out.ratings_read,
+            "ratings_kept": out.ratings_kept,
+            "ratings_rejected": out.ratings_rejected,
+            "rejects_by_reason": dg.MetadataValue.json(out.rejects_by_reason),
+            "splits": dg.MetadataValue.json(out.splits),
+            "mean_score": out.mean_score,
+            "swatches_written": out.swatches_written,
+            "swatches_unchanged": out.swatches_unchanged,
+            "swatches_removed": out.swatches_removed,
+            "jpeg_quality": dg.MetadataValue.json({str(q): n for q, n in out.jpeg_quality.items()}),
+            "rows_written": dg.MetadataValue.json(vars(out.sync)),
+            "images_dir": dg.MetadataValue.path(str(storage.images_dir("kuler"))),
+            "preview": dg.MetadataValue.md(preview_markdown(out.preview_png)),
+            "preview_path": dg.MetadataValue.path(out.preview_path),
+        }
+    )

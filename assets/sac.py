@@ -1,1 +1,99 @@
-"""Asset group `sac` (see shared/DESIGN.md)."""
+"""Asset group `sac` (see shared/DESIGN.md): Simulacra Aesthetic Captions -> images, histograms, rejects.
+
+`sac_snapshots` is partitioned by snapshot file (a dynamic partition per new SQLite file in
+`$AESTHETIC_RAW/sac/inbox/`, added by the sensor in pipelines/sensors.py); `sac_images` ingests the
+drop's own `sac/*.sqlite` and is the asset the shards depend on. Both merge through ingest/sac.py, so a
+snapshot only adds ratings not seen before and rebuilds only the histograms they touch.
+"""
+
+import os
+
+import dagster as dg
+
+from assets.resources import StorageResource, WarehouseResource
+from ingest.crops import CropSpec
+from ingest.sac import (
+    INBOX,
+    ImageSources,
+    IngestReport,
+    Snapshot,
+    drop_databases,
+    find_snapshot,
+    ingest_snapshot,
+    mean_score_plot_md,
+    read_snapshot,
+)
+from warehouse.sac import DATASET, mean_scores
+
+sac_snapshot_partitions = dg.DynamicPartitionsDefinition(name="sac_snapshots")
+
+
+class SacConfig(dg.Config):
+    temperature: float = 1.0  # p_softmax temperature; 1 reproduces the original notebook's target
+    crop_size: int = 256
+    crop_mode: str = "center"  # or "squash"
+    workers: int = 0  # crop processes; 0 = one per CPU core
+
+
+def _ingest(config: SacConfig, storage: StorageResource, warehouse: WarehouseResource,
+            snapshots: list[Snapshot], log: dg.DagsterLogManager) -> list[IngestReport]:
+    sources = ImageSources(storage.raw_path / DATASET)
+    spec = CropSpec(size=config.crop_size, mode=config.crop_mode)
+    reports = []
+    for snap in snapshots:
+        report = ingest_snapshot(
+            warehouse.connect, snap, sources, storage.images_dir(DATASET), storage.to_stored,
+            spec, config.temperature, config.workers or os.cpu_count(),
+        )
+        log.info(f"{snap.key}: {report}")
+        reports.append(report)
+    return reports
+
+
+def _metadata(reports: list[IngestReport], warehouse: WarehouseResource) -> dict:
+    by_reason: dict[str, int] = {}
+    for r in reports:
+        for kind, n in r.rejects_by_reason.items():
+            by_reason[kind] = by_reason.get(kind, 0) + n
+    with warehouse.connect(read_only=True) as conn:
+        means = mean_scores(conn)
+    return {
+        "snapshots": [r.snapshot for r in reports],
+        "ratings_read": sum(r.ratings.read for r in reports),
+        "ratings_ignored_null": sum(r.ratings.ignored for r in reports),
+        "ratings_rejected": sum(r.ratings.rejected for r in reports),
+        "ratings_new": sum(r.ratings_new for r in reports),
+        "images_read": sum(r.images_read for r in reports),
+        "images_added": sum(r.images_added for r in reports),
+        "images_updated": sum(r.histograms_updated for r in reports),
+        "images_rejected": sum(r.images_rejected for r in reports),
+        "rejects_by_reason": dg.MetadataValue.json(by_reason),
+        "sac_histograms_total": len(means),
+        "mean_score_distribution": dg.MetadataValue.md(mean_score_plot_md(means)),
+        "seconds": round(sum(r.seconds for r in reports), 2),
+    }
+
+
+@dg.asset(
+    group_name="sac",
+    partitions_def=sac_snapshot_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def sac_snapshots(
+    context: dg.AssetExecutionContext, config: SacConfig, storage: StorageResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """A new snapshot of the SAC database from sac/inbox/: unseen ratings, their histograms, new crops."""
+    inbox = storage.raw_path / DATASET / INBOX
+    snapshots = [find_snapshot(inbox, key) for key in context.partition_keys]
+    reports = _ingest(config, storage, warehouse, snapshots, context.log)
+    return dg.MaterializeResult(metadata=_metadata(reports, warehouse))
+
+
+@dg.asset(group_name="sac", deps=[sac_snapshots])
+def sac_images(
+    context: dg.AssetExecutionContext, config: SacConfig, storage: StorageResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """SAC crops under images/sac/ with their rating histograms, from the drop's sac/*.sqlite (or tarball)."""
+    files = drop_databases(storage.raw_path / DATASET, storage.home_path / "tmp" / DATASET)
+    reports = _ingest(config, storage, warehouse, [read_snapshot(f) for f in files], context.log)
+    return dg.MaterializeResult(metadata=_metadata(reports, warehouse))

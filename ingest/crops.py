@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -22,6 +23,8 @@ from PIL import Image, ImageOps
 MAX_PIXELS = 64_000_000
 # EXIF orientations 5..8 rotate by 90 or 270 degrees, swapping width and height.
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+# What Pillow's decoders raise on damaged files (struct/index errors come from broken headers).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 
 
 class RejectedImage(Exception):
@@ -73,7 +76,7 @@ def _open_verified(data: bytes, label: str) -> Image.Image:
         raise RejectedImage(f"decompression bomb: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
         raise RejectedImage(f"not an image: {label} is not a format Pillow reads") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except _DECODE_ERRORS as exc:
         raise RejectedImage(f"corrupt: {exc}") from exc
     if img.width * img.height > MAX_PIXELS:
         raise RejectedImage(f"decompression bomb: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
@@ -114,9 +117,9 @@ def crop_image(data: bytes, spec: CropSpec, label: str = "image") -> tuple[Image
             scale = min(img.size) / spec.size
             img.draft("RGB", (max(1, int(img.width / scale)), max(1, int(img.height / scale))))
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the pixels when upright
         img = _to_rgb(img)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except _DECODE_ERRORS as exc:
         raise RejectedImage(f"corrupt: {exc}") from exc
     w, h = img.size
     if spec.mode == "center":
@@ -171,6 +174,8 @@ def run_crop_job(job: CropJob, spec: CropSpec) -> CropResult | RejectedImage:
                 return RejectedImage(f"missing: {job.source} does not exist")
             except IsADirectoryError:
                 return RejectedImage(f"not an image: {job.source} is a directory")
+            except PermissionError as exc:
+                return RejectedImage(f"unreadable: {exc}")
             label = job.source
         out, (sw, sh) = crop_image(data, spec, label)
         encoded = encode_jpeg(out, spec.quality)

@@ -274,3 +274,43 @@ def write_sample_data(
     if kuler:
         write_kuler(out, kuler, np.random.default_rng([seed, 3]), faults, report)
     return report
+
+
+KULER_2011_FILES = ("kulerData.mat", "mturkData.mat")
+
+
+def write_kuler_2011(
+    out: str | Path,
+    n: int = 120,
+    seed: int = 0,
+    faults: bool = False,
+    filename: str = "mturkData.mat",
+    report: SampleReport | None = None,
+) -> SampleReport:
+    """The 2011 release (O'Donovan et al., "Color Compatibility From Large Datasets"): out/kuler/<filename>.
+
+    One file per source (kulerData.mat or mturkData.mat) holding `data` (N x 5 x 3 colours in 0..1),
+    `targets` (N mean ratings in 1..5), `ids` (int32) and `names`. With faults, two themes get an
+    impossible mean rating (one above 5, one NaN), listed as 'target_out_of_range' by theme row.
+    """
+    out = Path(out)
+    report = report or SampleReport(out=out)
+    rng = np.random.default_rng([seed, 4])
+    kuler = out / "kuler"
+    kuler.mkdir(parents=True, exist_ok=True)
+    data = np.zeros((n, 5, 3))
+    targets = np.zeros(n)
+    for row in range(n):
+        q = float(rng.random())
+        data[row] = theme_colours(rng, q)
+        hist = votes_for(rng, q, int(rng.integers(20, 45)), scores=5, spread=0.8)
+        targets[row] = float(np.dot(hist, np.arange(1, 6)) / hist.sum())
+    if faults and n >= 4:
+        targets[1] = 5.6
+        targets[2] = np.nan
+        report.fault("target_out_of_range", "2")
+        report.fault("target_out_of_range", "3")
+    ids = rng.choice(np.arange(100_000, 2_000_000), size=n, replace=False).astype(np.int32)
+    names = np.array([f"theme {i} {rng.choice(_STYLES)}" for i in range(n)], dtype=object)
+    scipy.io.savemat(kuler / filename, {"data": data, "targets": targets, "ids": ids, "names": names})
+    return report

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ingest.crops import CropSpec, RejectedImage, crop_image
 from nima_train.checkpoint import model_from_checkpoint
+from nima_train.dedupe import dhash
 from nima_train.model import NIMA, score_moments
 from nima_train.transforms import eval_transform
 
@@ -73,6 +74,7 @@ class ScoredItem:
     score: Score | None
     features: torch.Tensor | None  # (D,), when asked for
     error: str | None  # why it was skipped
+    phash: int | None = None  # dHash of the decoded crop, when asked for
 
 
 def decode_image(data: bytes, label: str = "image", max_pixels: int | None = None) -> Image.Image:
@@ -117,6 +119,29 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     return decode_image(data, str(path), max_pixels)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def expand_sources(args: Iterable[str]) -> list[Path]:
+    """Files, folders (searched recursively for image suffixes) and globs, in order, without repeats.
+
+    An argument that matches nothing is kept, so that it is reported as missing rather than vanishing.
+    """
+    import glob
+
+    out: dict[Path, None] = {}
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists() or not glob.has_magic(arg):
+            found = [path]
+        else:
+            found = [Path(p) for p in sorted(glob.glob(arg, recursive=True)) if Path(p).is_file()] or [path]
+        out.update(dict.fromkeys(found))
+    return list(out)
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -137,7 +162,8 @@ class Critic:
         self.image_size = image_size
         self.batch_size = batch_size
         self.version = version
-        self.transform = eval_transform(image_size)
+        # The stored crops are 256 for a 224 input: keep that ratio at other input sizes.
+        self.transform = eval_transform(image_size, resize=round(image_size * 256 / 224))
         # Concurrent CPU forwards only fight over the same cores; serialising them keeps latency flat.
         self._lock = threading.Lock()
 
@@ -181,6 +207,7 @@ class Critic:
         self,
         sources: Iterable[str | Path],
         with_features: bool = False,
+        with_hash: bool = False,
         max_pixels: int | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> Iterator[ScoredItem]:
@@ -198,7 +225,8 @@ class Critic:
                     yield ScoredItem(src, None, None, err)
                 else:
                     feat = next(feats)
-                    yield ScoredItem(src, next(scores), feat if with_features else None, None)
+                    yield ScoredItem(src, next(scores), feat if with_features else None, None,
+                                     dhash(img) if with_hash else None)
             if on_progress:
                 on_progress(len(pending))
             pending.clear()

@@ -45,6 +45,216 @@ def _sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_critic(model: str | None, **kwargs):
+    """The critic for --model: a checkpoint file, a version or alias in the warehouse, or 'production'."""
+    from pathlib import Path
+
+    from nima_train.critic import Critic
+
+    if model and Path(model).is_file():
+        return Critic.from_checkpoint(model, version=Path(model).parent.name or model, **kwargs)
+
+    from pipelines.resources import aesthetic_home
+    from warehouse.db import connect
+    from warehouse.models_lookup import ModelNotFound, resolve_model
+
+    home = aesthetic_home()
+    db = home / "warehouse.duckdb"
+    if not db.exists():
+        raise SystemExit(f"aesthetic: no warehouse at {db}; set AESTHETIC_HOME, or pass --model CHECKPOINT.pt")
+    try:
+        with connect(db, read_only=True) as conn:
+            found = resolve_model(conn, home, model)
+        return Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version,
+                                      **kwargs)
+    except (ModelNotFound, FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise SystemExit(f"aesthetic: {exc}") from None
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="model version or alias from the warehouse, or a checkpoint file (default: production)")
+
+
+def _score_many(critic, paths, with_features: bool = False, with_hash: bool = False) -> list:
+    """Every path scored or skipped (reported on stderr), with a progress bar when there are many."""
+    from tqdm import tqdm
+
+    many = len(paths) >= 2 * critic.batch_size
+    with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None if many else True) as bar:
+        items = list(critic.score_sources(paths, with_features, with_hash, on_progress=bar.update))
+    for item in items:
+        if item.error:
+            print(f"skipped {item.source}: {item.error}", file=sys.stderr)
+    return items
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    _model_arg(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    out.add_argument("--csv", action="store_true", help="CSV on stdout: path, mean, std, p1..p10")
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+@verb("score", "mean, std and 10-bin histogram per image with the promoted (or named) model", _score_args)
+def _score(args: argparse.Namespace) -> int:
+    import csv
+
+    from nima_train.critic import expand_sources
+
+    critic = _load_critic(args.model, batch_size=args.batch_size)
+    items = _score_many(critic, expand_sources(args.paths))
+    scored = [i for i in items if i.score]
+    if args.json:
+        print(json.dumps({
+            "model": critic.version,
+            "results": [{"path": i.source, **i.score.as_dict()} for i in scored],
+            "skipped": [{"path": i.source, "error": i.error} for i in items if i.error],
+        }, indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "mean", "std", *(f"p{k}" for k in range(1, 11))])
+        for i in scored:
+            writer.writerow([i.source, f"{i.score.mean:.4f}", f"{i.score.std:.4f}",
+                             *(f"{v:.4f}" for v in i.score.histogram)])
+    else:
+        width = max([len(i.source) for i in scored] + [4])
+        print(f"{'path':{width}s}  mean   std    histogram p(1..10)")
+        for i in scored:
+            hist = " ".join(f"{v:.2f}" for v in i.score.histogram)
+            print(f"{i.source:{width}s}  {i.score.mean:5.2f}  {i.score.std:5.2f}  {hist}")
+        print(f"{len(scored)} scored, {len(items) - len(scored)} skipped, model {critic.version}", file=sys.stderr)
+    return 0 if scored or not items else 1
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
+    p.add_argument("--min-score", type=float, required=True, help="keep images whose predicted mean is >= this")
+    p.add_argument("--copy-to", default=None, help="copy the kept files into this folder")
+    p.add_argument("--dedupe", action="store_true", help="keep only the best image of each near-duplicate group")
+    p.add_argument("--dedupe-by", choices=("features", "phash", "both"), default="both",
+                   help="features: cosine similarity of pooled features; phash: difference hash; both: both agree")
+    p.add_argument("--similarity", type=float, default=0.95, help="cosine similarity that makes a duplicate")
+    p.add_argument("--max-hamming", type=int, default=6, help="dHash bits that may differ in a duplicate (of 64)")
+    p.add_argument("--json", action="store_true")
+    _model_arg(p)
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+@verb("filter", "keep images that score at least --min-score, optionally one per near-duplicate group",
+      _filter_args)
+def _filter(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    from nima_train.critic import expand_sources
+    from nima_train.dedupe import duplicate_groups, keep_best
+
+    critic = _load_critic(args.model, batch_size=args.batch_size)
+    items = [i for i in _score_many(critic, expand_sources(args.paths), args.dedupe, args.dedupe)]
+    decisions = {i.source: ("skipped", i.error) for i in items if i.error}
+    passing = [i for i in items if i.score and i.score.mean >= args.min_score]
+    for i in items:
+        if i.score and i.score.mean < args.min_score:
+            decisions[i.source] = ("dropped", f"score {i.score.mean:.2f} below {args.min_score}")
+    kept = passing
+    if args.dedupe and passing:
+        groups = duplicate_groups(
+            len(passing), torch.stack([i.features for i in passing]), [i.phash for i in passing],
+            args.dedupe_by, args.similarity, args.max_hamming)
+        best = keep_best(groups, [i.score.mean for i in passing])
+        for group in groups:
+            winner = next(g for g in group if g in best)
+            for g in group:
+                if g != winner:
+                    decisions[passing[g].source] = ("dropped", f"near-duplicate of {passing[winner].source}")
+        kept = [passing[k] for k in best]
+    for i in kept:
+        decisions[i.source] = ("kept", f"score {i.score.mean:.2f}")
+    copied: dict[str, str] = {}
+    if args.copy_to:
+        dest = Path(args.copy_to)
+        dest.mkdir(parents=True, exist_ok=True)
+        for i in kept:
+            src = Path(i.source)
+            target, n = dest / src.name, 1
+            while target.exists() or str(target) in copied.values():
+                target, n = dest / f"{src.stem}-{n}{src.suffix}", n + 1
+            shutil.copy2(src, target)
+            copied[i.source] = str(target)
+    if args.json:
+        print(json.dumps({
+            "model": critic.version, "min_score": args.min_score,
+            "items": [{"path": i.source, "decision": decisions[i.source][0], "why": decisions[i.source][1],
+                       "mean": i.score.mean if i.score else None, "copied_to": copied.get(i.source)}
+                      for i in items],
+        }, indent=2))
+    else:
+        for i in items:
+            what, why = decisions[i.source]
+            print(f"{what:8s} {i.source}  ({why})")
+        print(f"{len(kept)} kept of {len(items)}" + (f", copied to {args.copy_to}" if args.copy_to else ""),
+              file=sys.stderr)
+    return 0
+
+
+def _evolve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shape", default="heart", choices=("heart", "star", "kite", "trapezoid", "landscape"))
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--batch", type=int, default=32, help="variants mutated from the parent each round")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for the contact sheets, strip.png and log.json")
+    p.add_argument("--size", type=int, default=256, help="rendered design size in pixels")
+    p.add_argument("--rate", type=float, default=0.3, help="probability that a gene mutates")
+    p.add_argument("--strength", type=float, default=0.15, help="mutation noise as a fraction of a gene's range")
+    _model_arg(p)
+
+
+@verb("evolve", "the genetic design loop judged by the critic", _evolve_args)
+def _evolve(args: argparse.Namespace) -> int:
+    from nima_train.evolve import evolve
+
+    critic = _load_critic(args.model, batch_size=args.batch)
+    result = evolve(critic, args.shape, args.rounds, args.batch, args.seed, args.out, args.size,
+                    args.rate, args.strength, on_round=lambda r: print(r.message, flush=True))
+    print(f"start {result.initial_mean:.3f} -> best {result.best_mean:.3f} after {args.rounds} rounds "
+          f"({result.stuck_rounds} stuck); strip {result.strip}, log {result.log}")
+    return 0
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from nima_train.serve import Limits
+
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="largest request body accepted")
+    p.add_argument("--max-images", type=int, default=Limits.max_images, help="most images in one request")
+    p.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="most pixels in one image")
+    p.add_argument("--image-size", type=int, default=224, help="model input size")
+    _model_arg(p)
+
+
+@verb("serve", "HTTP scoring service: POST /score, GET /healthz", _serve_args)
+def _serve(args: argparse.Namespace) -> int:
+    from nima_train.serve import Limits, make_server
+
+    critic = _load_critic(args.model, image_size=args.image_size)
+    server = make_server(critic, args.host, args.port, Limits(args.max_bytes, args.max_images, args.max_pixels))
+    host, port = server.server_address[:2]
+    print(f"serving model {critic.version} on http://{host}:{port} (POST /score, GET /healthz)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aesthetic", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")

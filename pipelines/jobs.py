@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.sac import sac_snapshots
 from pipelines.assets_index import GROUPS
 
-full_pipeline_job = dg.define_asset_job("full_pipeline", selection=dg.AssetSelection.all())
+# Partitioned assets run through their own backfill jobs: a job may not mix partitions definitions, and
+# full_pipeline must run without a partition key.
+PARTITIONED = dg.AssetSelection.assets(sac_snapshots)
+
+full_pipeline_job = dg.define_asset_job("full_pipeline", selection=dg.AssetSelection.all() - PARTITIONED)
+
+# One run per new SAC snapshot (the sensor), or one run over many (a backfill from the UI).
+sac_backfill_job = dg.define_asset_job(
+    "sac_backfill", selection=dg.AssetSelection.assets(sac_snapshots)
+)
 
 
 def group_job(group: str) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(f"{group}_job", selection=dg.AssetSelection.groups(group))
+    return dg.define_asset_job(f"{group}_job", selection=dg.AssetSelection.groups(group) - PARTITIONED)
 
 
 def all_jobs() -> list:
-    return [full_pipeline_job, *(group_job(g) for g in GROUPS)]
+    return [full_pipeline_job, sac_backfill_job, *(group_job(g) for g in GROUPS)]

@@ -2,6 +2,44 @@
 
 from __future__ import annotations
 
+import json
+
+import dagster as dg
+
+from assets.resources import StorageResource
+from assets.sac import sac_snapshot_partitions
+from ingest.sac import INBOX, inbox_files, read_snapshot
+from pipelines.jobs import sac_backfill_job
+
+
+@dg.sensor(job=sac_backfill_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def sac_inbox_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    """A dynamic partition and a run for every new SQLite snapshot in $AESTHETIC_RAW/sac/inbox/.
+
+    The cursor maps each file name to (size, mtime_ns, key) so unchanged files are not hashed again;
+    the run_key is the partition key (name + content hash), so a snapshot never runs twice.
+    """
+    seen: dict[str, list] = json.loads(context.cursor) if context.cursor else {}
+    current: dict[str, list] = {}
+    new_keys: list[str] = []
+    for path in inbox_files(storage.raw_path / "sac" / INBOX):
+        stat = path.stat()
+        before = seen.get(path.name)
+        if before and before[:2] == [stat.st_size, stat.st_mtime_ns]:
+            current[path.name] = before
+            continue
+        key = read_snapshot(path).key
+        current[path.name] = [stat.st_size, stat.st_mtime_ns, key]
+        if key not in new_keys and not context.instance.has_dynamic_partition(sac_snapshot_partitions.name, key):
+            new_keys.append(key)
+    if new_keys:
+        context.log.info(f"new SAC snapshots: {', '.join(new_keys)}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=key, partition_key=key) for key in new_keys],
+        dynamic_partitions_requests=[sac_snapshot_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=json.dumps(current, sort_keys=True),
+    )
+
 
 def all_sensors() -> list:
-    return []
+    return [sac_inbox_sensor]

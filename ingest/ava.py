@@ -1,0 +1,423 @@
+"""AVA: ratings from AVA.txt, splits from the official lists, crops of the photos (shared/DESIGN.md).
+
+`ingest_ava` is the whole stage as a plain function; assets/ava.py only wires it
+to Dagster. Every line of AVA.txt ends in exactly one place: an accepted image
+(images + histograms) or one rejects row, so accepted + rejected = lines read.
+
+Incremental: the crop state table remembers each item's source signature (where,
+size, mtime), the crop settings and the outcome. An item whose signature, settings
+and crop file are unchanged is not decoded again, and nothing is rewritten for it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+from PIL import Image, ImageDraw, ImageFont
+
+from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many
+from ingest.fetch import FetchFailure, HttpOptions, Source, http_sources, local_sources, tar_sources
+from ingest.splits import hash_fraction
+from warehouse import ava as wh
+from warehouse.records import ImageRow
+
+N_TOKENS = 15  # index, image id, ten vote counts, two tags, challenge id
+VAL_FRACTION = 0.05
+VAL_SALT = "ava-val"
+DEFAULT_TEST_LIST = "generic_test.jpgl"
+ACQUISITIONS = ("directory", "tar", "http")
+_LINE = re.compile(r"\d+(?: \d+){14}")
+
+
+@dataclass(frozen=True)
+class AvaRow:
+    line: int
+    image_id: str
+    counts: tuple[int, ...]
+    tag1: int
+    tag2: int
+    challenge_id: int
+
+
+@dataclass
+class ParsedRatings:
+    rows: list[AvaRow] = field(default_factory=list)  # first occurrence of each id, zero-vote rows excluded
+    rejects: list[wh.RejectRow] = field(default_factory=list)
+    lines_read: int = 0
+    blank_lines: int = 0
+
+
+def _line_problem(text: str) -> str | None:
+    tokens = text.split(" ")
+    if len(tokens) != N_TOKENS:
+        return f"unparsable: expected {N_TOKENS} integers separated by single spaces, got {len(tokens)} tokens"
+    for k, token in enumerate(tokens, start=1):
+        if not token.isascii() or not token.isdigit():
+            return f"unparsable: token {k} {token[:20]!r} is not a non-negative integer"
+    return None
+
+
+def parse_ava_lines(lines: Iterable[bytes | str]) -> ParsedRatings:
+    """Strict AVA.txt parsing; line numbers are 1-based. Blank lines carry no item and are only counted."""
+    out = ParsedRatings()
+    first_line: dict[str, int] = {}
+    repeated: set[str] = set()
+    for n, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("ascii")
+            except UnicodeDecodeError:
+                out.lines_read += 1
+                out.rejects.append(wh.RejectRow(f"line:{n}", "parse", "unparsable: line is not ASCII text"))
+                continue
+        text = raw.strip("\r\n\t ")
+        if not text:
+            out.blank_lines += 1
+            continue
+        out.lines_read += 1
+        problem = None if _LINE.fullmatch(text) else _line_problem(text)
+        if problem:
+            out.rejects.append(wh.RejectRow(f"line:{n}", "parse", problem))
+            continue
+        values = [int(t) for t in text.split(" ")]
+        image_id, counts = str(values[1]), tuple(values[2:12])
+        if image_id in first_line:
+            # The first occurrence wins; the first repeat is filed under the id itself (so a search
+            # for the id finds it), any further repeat under its line so none overwrites another.
+            item = f"line:{n}" if image_id in repeated else image_id
+            repeated.add(image_id)
+            reason = f"duplicate: image id {image_id} on line {n} repeats line {first_line[image_id]}; kept the first"
+            out.rejects.append(wh.RejectRow(item, "parse", reason))
+            continue
+        first_line[image_id] = n
+        if sum(counts) == 0:
+            out.rejects.append(wh.RejectRow(image_id, "ratings", f"zero votes: all ten counts are 0 on line {n}"))
+            continue
+        out.rows.append(AvaRow(n, image_id, counts, values[12], values[13], values[14]))
+    return out
+
+
+def parse_ava_txt(path: str | Path) -> ParsedRatings:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"AVA ratings file not found: {path} (expected $AESTHETIC_RAW/ava/AVA.txt)")
+    with open(path, "rb") as fh:
+        return parse_ava_lines(fh)
+
+
+def parse_names(path: str | Path) -> tuple[list[tuple[int, str]], list[int]]:
+    """tags.txt / challenges.txt: `id name`, split on the first space (names hold spaces).
+    Returns (rows, numbers of lines that did not parse); a repeated id keeps the first."""
+    rows: dict[int, str] = {}
+    bad: list[int] = []
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        head, _, name = line.partition(" ")
+        if not head.isdigit() or not name.strip():
+            bad.append(n)
+            continue
+        rows.setdefault(int(head), name.strip())
+    return sorted(rows.items()), bad
+
+
+def read_id_list(path: str | Path) -> set[str]:
+    """An AVA .jpgl list: one image id a line. A line that is not an id is an error, not a guess."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"AVA image list not found: {path}")
+    ids = set()
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        token = line.strip()
+        if not token:
+            continue
+        if not token.isdigit():
+            raise ValueError(f"{path}:{n}: {token[:30]!r} is not an image id")
+        ids.add(str(int(token)))
+    return ids
+
+
+def split_for(
+    image_id: str, test_ids: set[str], train_ids: set[str] | None, val_fraction: float = VAL_FRACTION
+) -> str | None:
+    """'test' if listed as test; else, if train_ids is None or lists it, 'val' for a stable
+    val_fraction of ids (sha256 of the id) and 'train' for the rest; None when no list names it."""
+    if image_id in test_ids:
+        return "test"
+    if train_ids is not None and image_id not in train_ids:
+        return None
+    return "val" if hash_fraction(image_id, VAL_SALT) < val_fraction else "train"
+
+
+@dataclass(frozen=True)
+class AvaOptions:
+    ava_dir: Path  # the raw drop: AVA.txt, tags.txt, challenges.txt, aesthetics_image_lists/
+    acquisition: str = "directory"
+    images_dir: Path | None = None  # directory mode; default ava_dir/images
+    archive: Path | None = None  # tar mode
+    url_template: str = ""  # http mode, e.g. https://host/ava/{image_id}.jpg
+    cache_dir: Path | None = None  # http mode: where downloads are kept (resume)
+    http: HttpOptions = HttpOptions()
+    spec: CropSpec = CropSpec()
+    test_list: str = DEFAULT_TEST_LIST
+    train_list: str = ""  # empty: every id not in the test list is train/val
+    val_fraction: float = VAL_FRACTION
+    workers: int = 0  # 0: all cores
+    batch_size: int = 1024  # items cropped and written to the warehouse together
+
+    def __post_init__(self) -> None:
+        if self.acquisition not in ACQUISITIONS:
+            raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
+        if self.acquisition == "tar" and not self.archive:
+            raise ValueError("acquisition 'tar' needs an archive path")
+        if self.acquisition == "http" and (not self.url_template or not self.cache_dir):
+            raise ValueError("acquisition 'http' needs a url_template and a cache_dir")
+        if not 0 <= self.val_fraction < 1 or self.batch_size < 1:
+            raise ValueError(f"bad options: val_fraction={self.val_fraction}, batch_size={self.batch_size}")
+
+
+def spec_key(spec: CropSpec) -> str:
+    return f"{spec.size}/{spec.mode}/{spec.min_side}/q{spec.quality}"
+
+
+@dataclass
+class AvaReport:
+    lines_read: int = 0
+    blank_lines: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # "stage/kind" -> n
+    splits: dict[str, int] = field(default_factory=dict)
+    cropped: int = 0  # image work done this run (accepted or rejected)
+    up_to_date: int = 0  # items skipped because source, settings and crop were unchanged
+    crop_seconds: float = 0.0
+    images_written: int = 0
+    rejects_written: int = 0
+    rejects_deleted: int = 0
+    histograms_changed: int = 0
+    tags: int = 0
+    challenges: int = 0
+    bad_name_lines: int = 0
+    preview: list[tuple[str, str, float]] = field(default_factory=list)  # (image_id, crop path, mean)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.cropped / self.crop_seconds if self.crop_seconds > 0 else 0.0
+
+
+Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+
+def acquire(opts: AvaOptions, ids: list[str], needs_data: Callable[[Source], bool]) -> Iterator[Source | FetchFailure]:
+    if opts.acquisition == "tar":
+        return tar_sources(opts.archive, ids, needs_data, max_bytes=opts.http.max_bytes)
+    if opts.acquisition == "http":
+        return http_sources(opts.url_template, ids, opts.cache_dir, opts.http)
+    return local_sources(opts.images_dir or opts.ava_dir / "images", ids)
+
+
+class _Cropper:
+    """Batches of crop jobs over one process pool for the whole run (created on first need)."""
+
+    def __init__(self, spec: CropSpec, workers: int) -> None:
+        self.spec, self.workers = spec, workers or os.cpu_count() or 1
+        self.pool: Executor | None = None
+        self.seconds = 0.0
+
+    def run(self, jobs: list[CropJob]) -> list[tuple[CropJob, CropResult | RejectedImage]]:
+        t0 = time.perf_counter()
+        chunk = max(1, min(64, len(jobs) // (self.workers * 4) or 1))
+        if self.pool is None and self.workers > 1 and len(jobs) > chunk:
+            self.pool = ProcessPoolExecutor(max_workers=self.workers)
+        out = list(crop_many(jobs, self.spec, workers=1, chunk_size=chunk, pool=self.pool))
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def ingest_ava(
+    opts: AvaOptions,
+    connect: Connect,
+    out_dir: Path,
+    to_stored: Callable[[Path], str],
+    from_stored: Callable[[str], Path],
+    batch: str | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> AvaReport:
+    """The whole AVA stage: parse, split, acquire, crop what changed, and bring the warehouse in step."""
+    report = AvaReport()
+    parsed = parse_ava_txt(opts.ava_dir / "AVA.txt")
+    report.lines_read, report.blank_lines = parsed.lines_read, parsed.blank_lines
+    rejects = list(parsed.rejects)
+
+    lists = opts.ava_dir / "aesthetics_image_lists"
+    test_ids = read_id_list(lists / opts.test_list)
+    train_ids = read_id_list(lists / opts.train_list) if opts.train_list else None
+    wanted: dict[str, tuple[str, AvaRow]] = {}
+    for row in parsed.rows:
+        split = split_for(row.image_id, test_ids, train_ids, opts.val_fraction)
+        if split is None:
+            reason = f"not listed: image id is in neither {opts.train_list} nor {opts.test_list}"
+            rejects.append(wh.RejectRow(row.image_id, "split", reason))
+        else:
+            wanted[row.image_id] = (split, row)
+
+    names = {}
+    for table, file in (("ava_tags", "tags.txt"), ("ava_challenges", "challenges.txt")):
+        path = opts.ava_dir / file
+        rows, bad = parse_names(path) if path.is_file() else ([], [])
+        if bad:
+            log(f"{path}: lines {bad[:10]} are not `id name`; skipped")
+        names[table] = rows
+        report.bad_name_lines += len(bad)
+    report.tags, report.challenges = len(names["ava_tags"]), len(names["ava_challenges"])
+
+    with connect() as conn:
+        for table, rows in names.items():
+            wh.sync_names(conn, table, rows)
+        meta = [(r.image_id, r.line, r.tag1, r.tag2, r.challenge_id) for _, r in wanted.values()]
+        wh.sync_image_meta(conn, meta)
+        states = wh.load_crop_state(conn)
+        stored_ids = wh.accepted_ids(conn)
+
+    skey = spec_key(opts.spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def up_to_date(src: Source) -> bool:
+        st = states.get(src.item_id)
+        if st is None or (st.source_key, st.source_size, st.source_mtime_ns, st.spec) != (
+            src.key, src.size, src.mtime_ns, skey
+        ):
+            return False
+        if st.outcome == "rejected":
+            return True
+        if src.item_id not in stored_ids or not st.crop_path:
+            return False
+        try:
+            crop = from_stored(st.crop_path).stat()
+        except OSError:
+            return False
+        return (crop.st_size, crop.st_mtime_ns) == (st.crop_size, st.crop_mtime_ns)
+
+    accepted: dict[str, tuple[str, tuple[int, ...]]] = {}
+    cropper = _Cropper(opts.spec, opts.workers)
+    pending: list[tuple[CropJob, Source]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        sources = {job.item_id: src for job, src in pending}
+        images, counts, new_states, dropped = [], [], [], []
+        for job, outcome in cropper.run([job for job, _ in pending]):
+            src = sources[job.item_id]
+            split, row = wanted[job.item_id]
+            signature = (src.key, src.size, src.mtime_ns, skey)
+            if isinstance(outcome, CropResult):
+                stored = to_stored(Path(outcome.path))
+                crop = Path(outcome.path).stat()
+                source_path = to_stored(Path(src.path)) if opts.acquisition == "directory" else src.key
+                images.append(ImageRow(job.item_id, split, source_path, stored, outcome.width, outcome.height,
+                                       outcome.sha256))
+                counts.append((job.item_id, row.counts))
+                new_states.append(wh.CropState(job.item_id, *signature, "ok", None, stored, crop.st_size,
+                                               crop.st_mtime_ns))
+                accepted[job.item_id] = (split, row.counts)
+            else:
+                reason = str(outcome)
+                rejects.append(wh.RejectRow(job.item_id, "image", reason))
+                new_states.append(wh.CropState(job.item_id, *signature, "rejected", reason))
+                dropped.append(job.item_id)
+                Path(job.dest).unlink(missing_ok=True)  # an older crop of a source that is now bad
+        with connect() as conn:
+            report.images_written += wh.write_crop_batch(conn, images, counts, new_states, dropped)
+        report.cropped += len(pending)
+        log(f"ava: {report.cropped} cropped ({report.up_to_date} up to date), "
+            f"{report.cropped / max(cropper.seconds, 1e-9):.0f} images/s")
+        pending.clear()
+
+    try:
+        for item in acquire(opts, sorted(wanted, key=int), lambda s: not up_to_date(s)):
+            if isinstance(item, FetchFailure):
+                rejects.append(wh.RejectRow(item.item_id, "fetch", item.reason))
+                continue
+            split, row = wanted[item.item_id]
+            if up_to_date(item):
+                report.up_to_date += 1
+                st = states[item.item_id]
+                if st.outcome == "ok":
+                    accepted[item.item_id] = (split, row.counts)
+                else:
+                    rejects.append(wh.RejectRow(item.item_id, "image", st.reason or "rejected: earlier run"))
+                continue
+            source = item.data if item.data is not None else item.path
+            if source is None:  # an archive member skipped as unchanged whose crop changed meanwhile
+                rejects.append(wh.RejectRow(item.item_id, "fetch", "changed: crop changed during the run; rerun"))
+                continue
+            pending.append((CropJob(item.item_id, source, str(out_dir / f"{item.item_id}.jpg")), item))
+            if len(pending) >= opts.batch_size:
+                flush()
+        flush()
+    finally:
+        cropper.close()
+    report.crop_seconds = cropper.seconds
+
+    with connect() as conn:
+        sync = wh.sync_accepted(conn, accepted)
+        wh.forget_crop_state(conn, wanted)
+        report.rejects_written, report.rejects_deleted = wh.sync_rejects(conn, rejects, batch)
+        report.preview = wh.preview_rows(conn, 8)
+    report.histograms_changed = sync.histograms_changed
+    for stored in sync.pruned_paths:  # crops of items that left the drop or lost their source
+        path = from_stored(stored)
+        if path.parent.resolve() == out_dir.resolve():
+            path.unlink(missing_ok=True)
+
+    report.accepted = len(accepted)
+    report.rejected = len(rejects)
+    report.rejected_by_reason = dict(
+        sorted(Counter(f"{r.stage}/{r.reason.split(':', 1)[0]}" for r in rejects).items())
+    )
+    report.splits = dict(sorted(Counter(split for split, _ in accepted.values()).items()))
+    if report.accepted + report.rejected != report.lines_read:
+        raise RuntimeError(
+            f"AVA accounting broken: {report.accepted} accepted + {report.rejected} rejected"
+            f" != {report.lines_read} lines read"
+        )
+    return report
+
+
+def preview_grid(items: list[tuple[str, Path]], thumb: int = 112, cols: int = 4) -> bytes:
+    """A PNG contact sheet: each crop with its caption (e.g. 'id  mean 5.43') under it."""
+    if not items:
+        return b""
+    font = ImageFont.load_default(size=12)
+    rows = (len(items) + cols - 1) // cols
+    cell_h = thumb + 18
+    sheet = Image.new("RGB", (cols * (thumb + 6) + 6, rows * (cell_h + 6) + 6), (250, 250, 250))
+    draw = ImageDraw.Draw(sheet)
+    for k, (caption, path) in enumerate(items):
+        x, y = 6 + (k % cols) * (thumb + 6), 6 + (k // cols) * (cell_h + 6)
+        try:
+            with Image.open(path) as img:
+                sheet.paste(img.convert("RGB").resize((thumb, thumb), Image.Resampling.BILINEAR), (x, y))
+        except OSError:
+            draw.rectangle([x, y, x + thumb, y + thumb], outline=(200, 0, 0))
+        draw.text((x, y + thumb + 2), caption, fill=(20, 20, 20), font=font)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()

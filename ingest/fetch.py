@@ -1,0 +1,260 @@
+"""Acquisition of source images: a local folder, a tar archive read as a stream, or HTTP.
+
+Every acquisition yields, per wanted item id, either a `Source` (where the bytes
+are, plus a cheap signature: size and mtime) or a `FetchFailure` with a reason
+that becomes a `rejects` row with stage 'fetch'. Nothing here decodes pixels;
+that is ingest/crops.py's job.
+
+The caller passes `needs_data(source)`: archive members whose signature already
+matches what was cropped before are skipped without reading their bytes, which
+is what makes a second run over an unchanged archive cheap.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import posixpath
+import random
+import re
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ID_PLACEHOLDER = "{image_id}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one item's encoded bytes are; `data` is set only for archive members that need work."""
+
+    item_id: str
+    key: str  # the original location: a file path, a URL, or "<archive>::<member>"
+    size: int
+    mtime_ns: int
+    path: str | None = None  # a local file holding the bytes
+    data: bytes | None = None  # bytes already read (archive members)
+
+
+@dataclass(frozen=True)
+class FetchFailure:
+    item_id: str
+    reason: str  # "<kind>: details", e.g. "http 404: ..." or "missing: ..."
+
+
+Acquired = Source | FetchFailure
+NeedsData = Callable[[Source], bool]
+
+
+def _always(_: Source) -> bool:
+    return True
+
+
+def child_path(directory: str | Path, name: str) -> Path:
+    """directory/name, refusing names that climb out of the directory (.., absolute, links out)."""
+    base = Path(directory).resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise ValueError(f"unsafe path: {name!r} climbs out of {base}")
+    return path
+
+
+def local_sources(directory: str | Path, ids: Iterable[str], suffix: str = ".jpg") -> Iterator[Acquired]:
+    """`<directory>/<id><suffix>` for each id; a missing file is a FetchFailure."""
+    for item_id in ids:
+        try:
+            path = child_path(directory, f"{item_id}{suffix}")
+            st = path.stat()
+        except ValueError as exc:
+            yield FetchFailure(item_id, str(exc))
+            continue
+        except FileNotFoundError:
+            yield FetchFailure(item_id, f"missing: {Path(directory) / (item_id + suffix)} does not exist")
+            continue
+        except OSError as exc:
+            yield FetchFailure(item_id, f"unreadable: {exc}")
+            continue
+        yield Source(item_id, str(path), st.st_size, st.st_mtime_ns, path=str(path))
+
+
+_MEMBER_NAME = re.compile(r"^(\d+)\.jpe?g$", re.IGNORECASE)
+
+
+def _unsafe_member(name: str) -> bool:
+    parts = name.split("/")
+    return name.startswith("/") or ".." in parts
+
+
+def tar_sources(
+    archive: str | Path,
+    ids: Iterable[str],
+    needs_data: NeedsData = _always,
+    max_bytes: int = 50 * 2**20,
+) -> Iterator[Acquired]:
+    """Members named `<id>.jpg` (in any folder) of a tar/tar.gz/tar.bz2/tar.xz, read once, front to back.
+
+    The archive is opened in stream mode ("r|*"), so it may be larger than memory or
+    disk and is never extracted; only members that need work are read. Wanted ids with
+    no member, and all ids not reached when the archive turns out to be damaged,
+    become FetchFailures.
+    """
+    wanted = set(ids)
+    done: set[str] = set()  # ids already answered (a Source or a FetchFailure)
+    archive = Path(archive)
+    try:
+        with tarfile.open(archive, mode="r|*") as tf:
+            for member in tf:
+                match = _MEMBER_NAME.match(posixpath.basename(member.name))
+                if not match or not member.isfile():
+                    continue
+                item_id = str(int(match.group(1)))
+                if item_id not in wanted or item_id in done:
+                    continue  # not ours, or a repeated member: the first one wins
+                if _unsafe_member(member.name):
+                    result: Acquired = FetchFailure(
+                        item_id, f"unsafe path: member {member.name!r} climbs out of the archive"
+                    )
+                elif member.size > max_bytes:
+                    result = FetchFailure(item_id, f"too large: member {member.name} has {member.size} bytes")
+                else:
+                    result = Source(item_id, f"{archive}::{member.name}", member.size, int(member.mtime) * 10**9)
+                    if needs_data(result):
+                        fh = tf.extractfile(member)
+                        result = replace(result, data=fh.read() if fh else b"")
+                done.add(item_id)
+                yield result
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        for item_id in sorted(wanted - done):
+            yield FetchFailure(item_id, f"archive unreadable: {archive} stopped before this item: {exc}")
+        return
+    for item_id in sorted(wanted - done):
+        yield FetchFailure(item_id, f"missing: no member {item_id}.jpg in {archive}")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    concurrency: int = 8
+    timeout_s: float = 30.0
+    retries: int = 3  # further tries after the first, for errors that may pass (5xx, 429, resets, timeouts)
+    backoff_s: float = 1.0  # first wait; doubles each retry, with jitter
+    max_bytes: int = 50 * 2**20
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.timeout_s <= 0 or self.retries < 0 or self.max_bytes < 1:
+            raise ValueError(f"bad HTTP options {self}")
+
+
+class _FetchError(Exception):
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+def url_for(template: str, item_id: str) -> str:
+    if ID_PLACEHOLDER not in template:
+        raise ValueError(f"URL template {template!r} lacks {ID_PLACEHOLDER}")
+    scheme = urllib.parse.urlsplit(template).scheme
+    if scheme not in ("http", "https"):
+        raise ValueError(f"URL template {template!r} must be http or https")
+    return template.replace(ID_PLACEHOLDER, urllib.parse.quote(item_id, safe=""))
+
+
+def _download(url: str, dest: Path, opts: HttpOptions) -> None:
+    """One GET into dest (temporary name, renamed once complete); raises _FetchError."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        with urllib.request.urlopen(url, timeout=opts.timeout_s) as resp:
+            declared = resp.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > opts.max_bytes:
+                raise _FetchError(f"too large: {url} declares {declared} bytes, cap {opts.max_bytes}", False)
+            received = 0
+            with open(tmp, "wb") as fh:
+                while block := resp.read(1 << 16):
+                    received += len(block)
+                    if received > opts.max_bytes:
+                        raise _FetchError(f"too large: {url} sent over {opts.max_bytes} bytes", False)
+                    fh.write(block)
+            if declared is not None and declared.isdigit() and received != int(declared):
+                raise _FetchError(f"incomplete: {url} sent {received} of {declared} bytes", True)
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as exc:
+        retryable = exc.code >= 500 or exc.code == 429  # a 404 will not heal by asking again
+        raise _FetchError(f"http {exc.code}: {url} {exc.reason}", retryable) from exc
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        detail = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise _FetchError(f"network: {url}: {type(exc).__name__}: {detail}", True) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_one(url: str, dest: Path, opts: HttpOptions, sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """Download with retries and jittered exponential backoff; None on success, else the reason."""
+    delay = opts.backoff_s
+    for attempt in range(opts.retries + 1):
+        try:
+            _download(url, dest, opts)
+            return None
+        except _FetchError as exc:
+            if not exc.retryable or attempt == opts.retries:
+                tries = f" (after {attempt + 1} tries)" if attempt else ""
+                return exc.reason + tries
+        sleep(delay * (0.5 + random.random()))
+        delay *= 2
+    return None  # unreachable: the loop returns on its last attempt
+
+
+def _cached(item_id: str, key: str, path: Path) -> Source:
+    st = path.stat()
+    return Source(item_id, key, st.st_size, st.st_mtime_ns, path=str(path))
+
+
+def http_sources(
+    url_template: str,
+    ids: Iterable[str],
+    cache_dir: str | Path,
+    opts: HttpOptions = HttpOptions(),
+    suffix: str = ".jpg",
+) -> Iterator[Acquired]:
+    """Fetch `url_template` (with {image_id}) for each id into cache_dir, at most opts.concurrency at once.
+
+    Resumable: a file already in cache_dir was renamed there only after its whole
+    body arrived, so it is used as is and not fetched again. Results arrive in
+    completion order.
+    """
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    todo: list[tuple[str, str, Path]] = []
+    for item_id in ids:
+        url = url_for(url_template, item_id)
+        try:
+            dest = child_path(cache, f"{item_id}{suffix}")
+        except ValueError as exc:
+            yield FetchFailure(item_id, str(exc))
+            continue
+        if dest.is_file():
+            yield _cached(item_id, url, dest)
+        else:
+            todo.append((item_id, url, dest))
+    if not todo:
+        return
+    window = opts.concurrency * 4  # bounded queue: never a future per item for 255k items
+    pending: dict[Future, tuple[str, str, Path]] = {}
+    queue = iter(todo)
+    with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="fetch") as pool:
+        while True:
+            while len(pending) < window and (job := next(queue, None)) is not None:
+                pending[pool.submit(fetch_one, job[1], job[2], opts)] = job
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                item_id, url, dest = pending.pop(future)
+                reason = future.result()
+                yield FetchFailure(item_id, reason) if reason else _cached(item_id, url, dest)

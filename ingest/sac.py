@@ -1,0 +1,325 @@
+"""SAC (Simulacra Aesthetic Captions): snapshot files, image sources, and one snapshot end to end.
+
+A snapshot is one copy of the public SQLite file (`sac_public_2022_06_29.sqlite`, or a later one
+dropped into `$AESTHETIC_RAW/sac/inbox/`). `ingest_snapshot` merges it into the warehouse:
+
+1. one transaction: unseen (sid, iid) ratings -> sac_ratings, bad rows -> rejects, images whose
+   histogram is now stale -> sac_pending_histograms (warehouse/sac.py, SQL in warehouse/sac_*.sql);
+2. no connection held: crop the images that have no crop yet (ingest/crops.py), from
+   `$AESTHETIC_RAW/sac/images/` or straight out of the public tarball;
+3. one transaction: images rows, image rejects, histograms of the stale and newly cropped images.
+
+A kill between the steps loses nothing: step 1's work is committed with its pending marks, step 3 of
+any later run picks them up, and crops are written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path, PurePosixPath
+
+import duckdb
+
+from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
+from ingest.splits import three_way_split
+from warehouse.db import transaction
+from warehouse.records import ImageRow, Reject, clear_rejects, upsert_images
+from warehouse.sac import (
+    DATASET,
+    Candidate,
+    RatingCounts,
+    attach_snapshot,
+    crop_candidates,
+    insert_new_ratings,
+    log_snapshot,
+    merge_pending_histograms,
+    new_ingest_id,
+    record_new_rejects,
+    record_rating_rejects,
+    stage_snapshot,
+)
+
+# Where the public tarball keeps the database and the images.
+TAR_PREFIX = "home/jdp/simulacra-aesthetic-captions/"
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+SPLIT_SALT = "sac"
+INBOX = "inbox"
+# Crop this many images per process-pool round: bounds the bytes held when reading from a tarball.
+CROP_BATCH = 512
+
+Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    key: str  # the dynamic partition key: sanitised file stem + content hash
+    path: Path
+    sha256: str
+
+
+def snapshot_key(path: str | Path, sha256: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem).strip("._-") or "snapshot"
+    return f"{stem}-{sha256[:12]}"
+
+
+def read_snapshot(path: str | Path) -> Snapshot:
+    path = Path(path).resolve()
+    sha = sha256_file(path)
+    return Snapshot(snapshot_key(path, sha), path, sha)
+
+
+def inbox_files(inbox: Path) -> list[Path]:
+    """SQLite files waiting in the inbox; dot-names are skipped (copy to `.name`, then rename in)."""
+    if not inbox.is_dir():
+        return []
+    return sorted(p for p in inbox.iterdir() if p.suffix == ".sqlite" and not p.name.startswith(".") and p.is_file())
+
+
+def find_snapshot(inbox: Path, key: str) -> Snapshot:
+    """The inbox file whose name and content make `key`; hashes only the files whose name fits."""
+    for path in inbox_files(inbox):
+        if key.startswith(snapshot_key(path, "")) and (snap := read_snapshot(path)).key == key:
+            return snap
+    raise FileNotFoundError(
+        f"no snapshot {key!r} in {inbox}: the file was renamed, changed or removed after the sensor saw it"
+    )
+
+
+def tarballs(sac_dir: Path) -> list[Path]:
+    return sorted(p for p in sac_dir.glob("*") if p.is_file() and p.name.endswith(TAR_SUFFIXES))
+
+
+def _member_name(member: tarfile.TarInfo) -> str:
+    name = member.name
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def drop_databases(sac_dir: Path, scratch: Path) -> list[Path]:
+    """The drop's SQLite file(s): `sac/*.sqlite`, else the ones inside the public tarball (extracted once)."""
+    found = sorted(p for p in sac_dir.glob("*.sqlite") if p.is_file())
+    if found:
+        return found
+    for tar_path in tarballs(sac_dir):
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                name = _member_name(member)
+                rel = name[len(TAR_PREFIX):] if name.startswith(TAR_PREFIX) else None
+                # Only regular files directly under the prefix: never a link, never a climbing name.
+                if not rel or "/" in rel or not rel.endswith(".sqlite") or not member.isfile():
+                    continue
+                dest = scratch / rel
+                if not (dest.is_file() and dest.stat().st_size == member.size):
+                    scratch.mkdir(parents=True, exist_ok=True)
+                    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+                    with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                    os.replace(tmp, dest)
+                found.append(dest)
+    if not found:
+        raise FileNotFoundError(
+            f"no SAC database in {sac_dir}: put sac_public_2022_06_29.sqlite (or the public tarball, members "
+            f"under {TAR_PREFIX}) there, or set AESTHETIC_RAW to the folder that holds sac/"
+        )
+    return sorted(found)
+
+
+def unsafe_path_reason(path: str | None) -> str | None:
+    """Why a paths.path value may not be opened, or None. Checked before any file is touched."""
+    if path is None or not path.strip():
+        return "missing: no paths row for this image"
+    if "\x00" in path or "\\" in path:
+        return f"unsafe path: {path!r} has a NUL or backslash"
+    pure = PurePosixPath(path)
+    if pure.is_absolute():
+        return f"unsafe path: {path!r} is absolute"
+    if ".." in pure.parts:
+        return f"unsafe path: {path!r} climbs out of the image root with '..'"
+    return None
+
+
+Located = tuple[Candidate, "str | bytes | RejectedImage", str]
+
+
+class ImageSources:
+    """The images of a drop: files under `sac/images/`, then members of the public tarball(s)."""
+
+    def __init__(self, sac_dir: Path) -> None:
+        self.root = sac_dir / "images"
+        self.tars = tarballs(sac_dir)
+
+    def describe(self) -> str:
+        return ", ".join([str(self.root), *map(str, self.tars)])
+
+    def locate(self, candidates: Iterable[Candidate]) -> Iterator[Located]:
+        """(candidate, file path | bytes | RejectedImage, source label) for candidates with safe paths."""
+        root = self.root.resolve()
+        wanted: dict[str, Candidate] = {}
+        for c in candidates:
+            assert c.path is not None and unsafe_path_reason(c.path) is None, "check unsafe_path_reason first"
+            path = self.root / c.path
+            if os.path.lexists(path):
+                resolved = path.resolve()
+                if not resolved.is_relative_to(root):
+                    yield c, RejectedImage(f"unsafe path: {c.path!r} resolves outside {self.root} (link)"), str(path)
+                else:
+                    yield c, str(resolved), str(path)
+            else:
+                wanted[TAR_PREFIX + str(PurePosixPath(c.path))] = c
+        for tar_path in self.tars:
+            if not wanted:
+                break
+            with tarfile.open(tar_path) as tar:
+                for member in tar:
+                    c = wanted.pop(_member_name(member), None)
+                    if c is None:
+                        continue
+                    label = f"{tar_path}:{member.name}"
+                    if member.issym() or member.islnk():
+                        yield c, RejectedImage(f"unsafe path: {member.name} is a link inside {tar_path.name}"), label
+                    elif not member.isfile():
+                        yield c, RejectedImage(f"not an image: {member.name} is not a regular file"), label
+                    else:
+                        with tar.extractfile(member) as fh:
+                            yield c, fh.read(), label
+                    if not wanted:
+                        break
+        for c in wanted.values():
+            yield c, RejectedImage(f"missing: {c.path} is in none of {self.describe()}"), c.path or ""
+
+
+@dataclass
+class IngestReport:
+    snapshot: str
+    images_read: int = 0
+    ratings: RatingCounts = field(default_factory=lambda: RatingCounts({}))
+    ratings_new: int = 0
+    rating_rejects_new: int = 0
+    images_added: int = 0
+    images_rejected: int = 0
+    histograms_written: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def histograms_updated(self) -> int:
+        """Histograms rebuilt for images that already had a crop (new ratings on old images)."""
+        return max(self.histograms_written - self.images_added, 0)
+
+
+def _batched(items: Iterable, n: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def split_for(c: Candidate) -> str:
+    # By generation: the images of one prompt never straddle splits. No generation: the image alone.
+    return three_way_split(str(c.gid) if c.gid is not None else f"iid:{c.iid}", SPLIT_SALT)
+
+
+def ingest_snapshot(
+    connect: Connect,
+    snapshot: Snapshot,
+    sources: ImageSources,
+    images_dir: Path,
+    to_stored: Callable[[str | Path], str],
+    spec: CropSpec = CropSpec(),
+    temperature: float = 1.0,
+    workers: int | None = None,
+) -> IngestReport:
+    """Merge one snapshot into the warehouse (steps in the module docstring); safe to re-run."""
+    t0 = time.perf_counter()
+    report = IngestReport(snapshot.key)
+    ingest_id = new_ingest_id()
+    with connect() as conn, attach_snapshot(conn, snapshot.path), transaction(conn):
+        report.images_read, report.ratings = stage_snapshot(conn)
+        report.ratings_new = insert_new_ratings(conn, snapshot.key, ingest_id)
+        report.rating_rejects_new = record_rating_rejects(conn, snapshot.key)
+        candidates = crop_candidates(conn)
+
+    rejects: dict[str, list[Reject]] = {"parse": [], "ratings": [], "image": []}
+    to_locate = []
+    for c in candidates:
+        if c.iid is None:
+            rejects["parse"].append(Reject(c.raw_id, f"bad id: images.id {c.raw_id!r} is not an integer"))
+        elif not c.has_votes:
+            rejects["ratings"].append(Reject(str(c.iid), "no votes: no rating 1..10 for this image"))
+        elif reason := unsafe_path_reason(c.path):
+            rejects["image"].append(Reject(str(c.iid), reason))
+        else:
+            to_locate.append(c)
+
+    accepted: list[ImageRow] = []
+    for chunk in _batched(sources.locate(to_locate), CROP_BATCH):
+        jobs, meta = [], {}
+        for c, source, label in chunk:
+            if isinstance(source, RejectedImage):
+                rejects["image"].append(Reject(str(c.iid), str(source)))
+                continue
+            jobs.append(CropJob(str(c.iid), source, str(images_dir / f"{c.iid}.jpg")))
+            meta[str(c.iid)] = (c, label)
+        for job, outcome in crop_many(jobs, spec, workers):
+            if isinstance(outcome, CropResult):
+                c, label = meta[job.item_id]
+                accepted.append(
+                    ImageRow(job.item_id, split_for(c), label, to_stored(outcome.path),
+                             outcome.width, outcome.height, outcome.sha256)
+                )
+            else:
+                rejects["image"].append(Reject(job.item_id, str(outcome)))
+
+    accepted_ids = [r.image_id for r in accepted]
+    with connect() as conn, transaction(conn):
+        upsert_images(conn, DATASET, accepted)
+        # An item's rejects from an earlier snapshot give way to what happened to it now.
+        clear_rejects(conn, DATASET, "image", accepted_ids + [r.item_id for r in rejects["ratings"]])
+        clear_rejects(conn, DATASET, "ratings", accepted_ids + [r.item_id for r in rejects["image"]])
+        for stage, items in rejects.items():
+            record_new_rejects(conn, stage, items, snapshot.key)
+        report.histograms_written = merge_pending_histograms(conn, accepted_ids, temperature)
+        log_snapshot(conn, snapshot.key, str(snapshot.path), snapshot.sha256, report.ratings,
+                     report.ratings_new, report.images_read)
+    report.images_added = len(accepted)
+    report.images_rejected = sum(len(items) for items in rejects.values())
+    for items in rejects.values():
+        for r in items:
+            kind = r.reason.split(":", 1)[0]
+            report.rejects_by_reason[kind] = report.rejects_by_reason.get(kind, 0) + 1
+    for status, n in report.ratings.by_status.items():
+        if status not in ("ok", "null"):
+            report.rejects_by_reason[status] = report.rejects_by_reason.get(status, 0) + n
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def mean_score_plot_md(means: Sequence[float], title: str = "SAC mean scores") -> str:
+    """A small histogram of mean scores as a markdown image (for Dagster metadata)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 2.4), dpi=80)
+    try:
+        ax.hist(list(means), bins=36, range=(1, 10), color="#4c72b0")
+        ax.set_xlabel("mean score")
+        ax.set_ylabel("images")
+        ax.set_title(f"{title} (n={len(means)})", fontsize=9)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"

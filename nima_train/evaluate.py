@@ -1,0 +1,168 @@
+"""Evaluate a NIMA checkpoint on a test split and write a Markdown report with plots.
+
+    python -m nima_train.evaluate --checkpoint models/nima_ava/<version>/model.pt \\
+        --data $AESTHETIC_HOME/shards/ava/test --out $AESTHETIC_HOME/reports/<version>/ava-test
+
+The report (report.md, metrics.json, and PNG plots) shows predicted against true mean score coloured as the
+original notebook did (green |error| < 0.5, orange < 1, red beyond), the histogram of predicted means, and
+the training loss curves when the checkpoint's summary.json is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nima_train.distributed import all_gather_tensors
+from nima_train.metrics import EvalMetrics, compute_metrics
+from nima_train.model import score_moments
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, amp: bool = False,
+            gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true distributions (n, 10) in float32 on the CPU; gathered over ranks when asked."""
+    was_training = model.training
+    model.eval()
+    preds, targets = [], []
+    for images, target in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            preds.append(model(images.to(device)).float())
+        targets.append(target.to(device).float())
+    model.train(was_training)
+    pred = torch.cat(preds) if preds else torch.zeros((0, 10), device=device)
+    target = torch.cat(targets) if targets else torch.zeros((0, 10), device=device)
+    if gather:
+        pred, target = all_gather_tensors(pred), all_gather_tensors(target)
+    return pred.cpu(), target.cpu()
+
+
+@dataclass
+class Evaluation:
+    metrics: EvalMetrics
+    pred: torch.Tensor
+    target: torch.Tensor
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: list[str | Path], batch_size: int = 64,
+                        crop: int | None = None, resize: int | None = None, workers: int = 1,
+                        device: str = "cpu") -> Evaluation:
+    """Metrics of a checkpoint on shards, at the crop/resize it was trained with unless given."""
+    from nima_train.checkpoint import load_checkpoint, model_from_checkpoint
+    from nima_train.distributed import DistInfo
+    from nima_train.train import build_loader, resolve_shards  # same reader and transforms as training
+
+    trained_with = load_checkpoint(checkpoint).get("args") or {}
+    model = model_from_checkpoint(checkpoint).to(device)
+    args = argparse.Namespace(
+        crop=crop or int(trained_with.get("crop", 224)), resize=resize or int(trained_with.get("resize", 256)),
+        batch_size=batch_size, workers=workers, seed=0, shuffle_buffer=0, max_steps=0,
+    )
+    urls = resolve_shards(data).urls
+    pred, target = predict(model, build_loader(urls, args, DistInfo(), train=False), torch.device(device))
+    if pred.shape[0] == 0:
+        raise ValueError(f"no samples in {', '.join(map(str, data))}")
+    return Evaluation(compute_metrics(pred, target), pred, target)
+
+
+# ----------------------------------------------------------------------------- report
+
+ERROR_COLOURS = (("green", 0.5), ("orange", 1.0), ("red", math.inf))
+
+
+def error_colours(pred_mean: torch.Tensor, true_mean: torch.Tensor) -> list[str]:
+    """The notebook's colouring: green for |error| < 0.5, orange < 1, red beyond."""
+    errors = (pred_mean - true_mean).abs().tolist()
+    return [next(c for c, limit in ERROR_COLOURS if e < limit) for e in errors]
+
+
+def _plots(out: Path, ev: Evaluation, history: list[dict[str, Any]], title: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pm, _ = score_moments(ev.pred.double())
+    tm, _ = score_moments(ev.target.double())
+    files = []
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(tm.numpy(), pm.numpy(), c=error_colours(pm, tm), s=12, alpha=0.8)
+    lo, hi = float(min(tm.min(), pm.min())) - 0.2, float(max(tm.max(), pm.max())) + 0.2
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+    ax.set(xlabel="true mean score", ylabel="predicted mean score", title=f"{title}: predicted vs true")
+    fig.savefig(out / "pred_vs_true.png", dpi=100, bbox_inches="tight")
+    files.append("pred_vs_true.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(pm.numpy(), bins=30, range=(1, 10), color="steelblue", alpha=0.8, label="predicted")
+    ax.hist(tm.numpy(), bins=30, range=(1, 10), color="grey", alpha=0.4, label="true")
+    ax.set(xlabel="mean score", ylabel="images", title="mean scores")
+    ax.legend()
+    fig.savefig(out / "pred_hist.png", dpi=100, bbox_inches="tight")
+    files.append("pred_hist.png")
+    plt.close(fig)
+
+    if history:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        epochs = [h["epoch"] + 1 for h in history]
+        ax.plot(epochs, [h["loss"] for h in history], marker="o", label="train")
+        if all("val_loss" in h for h in history):
+            ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="val")
+        ax.set(xlabel="epoch", ylabel="EMD loss", title="loss curves")
+        ax.legend()
+        fig.savefig(out / "loss_curves.png", dpi=100, bbox_inches="tight")
+        files.append("loss_curves.png")
+        plt.close(fig)
+    return files
+
+
+def write_report(out: str | Path, ev: Evaluation, title: str, history: list[dict[str, Any]] | None = None,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """report.md, metrics.json and the plots under `out`; returns the report's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(out, ev, history or [], title)
+    m = ev.metrics.as_dict()
+    (out / "metrics.json").write_text(json.dumps({**m, **(extra or {})}, indent=2, sort_keys=True))
+    pm, _ = score_moments(ev.pred.double())
+    tm, _ = score_moments(ev.target.double())
+    colours = error_colours(pm, tm)
+    shares = {c: colours.count(c) / len(colours) for c, _ in ERROR_COLOURS}
+    lines = [f"# {title}", ""]
+    lines += [f"- {k}: {v}" for k, v in (extra or {}).items()]
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in m.items()]
+    lines += ["", f"Errors: {shares['green']:.0%} under 0.5 (green), {shares['orange']:.0%} under 1 (orange), "
+              f"{shares['red']:.0%} beyond (red).", ""]
+    lines += [f"![{p}]({p})" for p in plots]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="test shard folders or .tar files")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--summary", help="the training run's summary.json (for loss curves)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    ev = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size, device=args.device)
+    history = json.loads(Path(args.summary).read_text())["history"] if args.summary else []
+    print(write_report(args.out, ev, Path(args.checkpoint).parent.name, history))
+    print(json.dumps(ev.metrics.as_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""The genetic design loop judged by the critic, as in the original work.
+
+Round 0 draws a random genome of the chosen shape. Each round mutates `batch`
+variants of the current parent, the critic scores them, and the best becomes
+the parent only if it beats the parent's mean score; otherwise the parent is
+kept and the round is logged as stuck. Everything random comes from one
+`random.Random(seed)`, so a seed (and model) fixes the whole sequence.
+
+Writes into `out`: round_NN.png (contact sheet: every variant with its predicted
+mean and std, the winner framed), strip.png (the best design after each round,
+like the original figures) and log.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from nima_train.critic import Critic
+from nima_train.designs import Genome, canonical_shape, mutate, random_genome, render
+
+THUMB = 128
+LABEL_H = 18
+
+
+@dataclass
+class RoundLog:
+    round: int
+    parent_mean: float
+    best_mean: float
+    best_std: float
+    best_index: int
+    improved: bool
+    means: list[float]
+    stds: list[float]
+    parent: dict  # the genome after the round
+    contact_sheet: str
+    message: str
+
+
+@dataclass
+class EvolutionResult:
+    shape: str
+    seed: int
+    initial_mean: float
+    initial_std: float
+    rounds: list[RoundLog] = field(default_factory=list)
+    strip: str = ""
+    log: str = ""
+
+    @property
+    def best_mean(self) -> float:
+        return self.rounds[-1].parent_mean if self.rounds else self.initial_mean
+
+    @property
+    def stuck_rounds(self) -> int:
+        return sum(not r.improved for r in self.rounds)
+
+
+def _save_png(img: Image.Image, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _tile(design: Image.Image, caption: str, frame: tuple[int, int, int] | None = None) -> Image.Image:
+    tile = Image.new("RGB", (THUMB, THUMB + LABEL_H), (255, 255, 255))
+    tile.paste(design.resize((THUMB, THUMB), Image.Resampling.LANCZOS), (0, 0))
+    draw = ImageDraw.Draw(tile)
+    if frame:
+        draw.rectangle((0, 0, THUMB - 1, THUMB - 1), outline=frame, width=4)
+    draw.text((4, THUMB + 3), caption, fill=(0, 0, 0), font=ImageFont.load_default())
+    return tile
+
+
+def _grid(tiles: list[Image.Image], cols: int) -> Image.Image:
+    rows = (len(tiles) + cols - 1) // cols
+    w, h = tiles[0].size
+    sheet = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+    for i, t in enumerate(tiles):
+        sheet.paste(t, ((i % cols) * w, (i // cols) * h))
+    return sheet
+
+
+def evolve(
+    critic: Critic,
+    shape: str,
+    rounds: int,
+    batch: int,
+    seed: int,
+    out: str | Path,
+    size: int = 256,
+    rate: float = 0.3,
+    strength: float = 0.15,
+    on_round: Callable[[RoundLog], None] | None = None,
+) -> EvolutionResult:
+    if rounds < 1 or batch < 1:
+        raise ValueError("rounds and batch must be at least 1")
+    shape = canonical_shape(shape)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+
+    parent: Genome = random_genome(shape, rng)
+    parent_img = render(parent, size)
+    first = critic.score_images([parent_img]).scores()[0]
+    parent_mean, parent_std = first.mean, first.std
+    result = EvolutionResult(shape, seed, parent_mean, parent_std)
+    strip = [_tile(parent_img, f"start {parent_mean:.2f}")]
+
+    for r in range(1, rounds + 1):
+        variants = [mutate(parent, rng, rate, strength) for _ in range(batch)]
+        images = [render(g, size) for g in variants]
+        scored = critic.score_images(images)
+        means, stds = scored.mean.tolist(), scored.std.tolist()
+        best = max(range(batch), key=lambda i: (means[i], -i))
+        improved = means[best] > parent_mean
+        if improved:
+            message = f"round {r}: variant {best} scores {means[best]:.3f}, beating the parent's {parent_mean:.3f}"
+            parent, parent_img, parent_mean, parent_std = variants[best], images[best], means[best], stds[best]
+        else:
+            message = (f"round {r}: stuck, the best variant scores {means[best]:.3f}, "
+                       f"not above the parent's {parent_mean:.3f}; the parent is kept")
+
+        tiles = [_tile(img, f"{m:.2f} \u00b1 {s:.2f}", (0, 170, 0) if improved and i == best else None)
+                 for i, (img, m, s) in enumerate(zip(images, means, stds, strict=True))]
+        sheet_path = out / f"round_{r:02d}.png"
+        _save_png(_grid(tiles, cols=min(8, batch)), sheet_path)
+        strip.append(_tile(parent_img, f"r{r} {parent_mean:.2f}" + ("" if improved else " =")))
+        log = RoundLog(r, parent_mean, means[best], stds[best], best, improved, means, stds,
+                       parent.as_dict(), sheet_path.name, message)
+        result.rounds.append(log)
+        if on_round:
+            on_round(log)
+
+    strip_path = out / "strip.png"
+    _save_png(_grid(strip, cols=len(strip)), strip_path)
+    log_path = out / "log.json"
+    payload = {
+        "shape": shape, "seed": seed, "rounds": rounds, "batch": batch, "size": size,
+        "rate": rate, "strength": strength, "model": critic.version,
+        "initial": {"mean": result.initial_mean, "std": result.initial_std},
+        "best_mean": result.best_mean, "stuck_rounds": result.stuck_rounds,
+        "strip": strip_path.name, "log": [vars(x) for x in result.rounds],
+    }
+    tmp = log_path.with_name(f".{log_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, log_path)
+    result.strip, result.log = str(strip_path), str(log_path)
+    return result

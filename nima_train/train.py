@@ -1,0 +1,454 @@
+"""Train NIMA on WebDataset shards, alone or under torchrun (skeleton of torchvision's references/classification).
+
+Alone (CPU or one GPU):
+
+    python -m nima_train.train --data $AESTHETIC_HOME/shards/ava/train --val-data $AESTHETIC_HOME/shards/ava/val \\
+        --output-dir runs/ava --weights imagenet --epochs-head 5 --epochs-full 10
+
+Under torchrun (one node, 4 GPUs; several nodes: add --nnodes/--node-rank/--rdzv-endpoint):
+
+    torchrun --nproc-per-node 4 -m nima_train.train --data ... --output-dir runs/ava
+
+Two phases: the head alone for --epochs-head epochs at --lr-head, then the whole network for --epochs-full
+epochs at --lr-full (backbone) with the head at --lr-full * --head-lr-mult. The learning rate decays
+exponentially per epoch (--lr-decay). After every epoch <output-dir>/checkpoint.pt holds model, optimizer,
+scheduler, epoch and history; starting the same command again resumes from it. At the end
+<output-dir>/model.pt (model + args only, what the critic serves) and <output-dir>/summary.json are written
+by rank 0. Launched by Dagster Pipes (DAGSTER_PIPES_CONTEXT set), rank 0 reports logs and the summary back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+
+from nima_train import data
+from nima_train.checkpoint import load_checkpoint, save_checkpoint
+from nima_train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from nima_train.evaluate import predict
+from nima_train.logger import MetricLogger, SmoothedValue
+from nima_train.losses import emd_loss, notebook_emd_loss
+from nima_train.metrics import compute_metrics
+from nima_train.model import BACKBONES, NIMA
+from nima_train.transforms import eval_transform, train_transform
+
+# The paper's SGD rates (section 4): 3e-7 for the baseline CNN, 3e-6 for the last layer.
+PAPER_SGD = {"lr_full": 3e-7, "head_lr_mult": 10.0, "lr_head": 3e-6}
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train NIMA on WebDataset shards", add_help=add_help)
+    p.add_argument("--data", nargs="+", required=True, help="training shard folders or .tar files")
+    p.add_argument("--val-data", nargs="*", default=[], help="validation shard folders or .tar files")
+    p.add_argument("--output-dir", required=True, help="checkpoint.pt, model.pt and summary.json go here")
+    p.add_argument("--backbone", default="mobilenet_v2", choices=BACKBONES)
+    p.add_argument("--weights", default="imagenet", help="imagenet, none, or the path of a NIMA checkpoint")
+    p.add_argument("--dropout", type=float, default=0.75)
+    p.add_argument("--loss", default="paper", choices=["paper", "notebook"],
+                   help="paper: EMD r=2, root, batch mean; notebook: squared, no root, batch sum")
+    p.add_argument("--opt", default="adam", choices=["adam", "sgd"], help="sgd: momentum 0.9, the paper's rates")
+    p.add_argument("--epochs-head", type=int, default=5, help="phase 1: only the head trains")
+    p.add_argument("--epochs-full", type=int, default=10, help="phase 2: the whole network trains")
+    p.add_argument("--lr-head", type=float, default=None, help="phase 1 rate (adam 1e-3, sgd 3e-6)")
+    p.add_argument("--lr-full", type=float, default=None, help="phase 2 backbone rate (adam 3e-5, sgd 3e-7)")
+    p.add_argument("--head-lr-mult", type=float, default=None, help="phase 2 head rate / backbone (adam 1, sgd 10)")
+    p.add_argument("--lr-scale", type=float, default=1.0, help="multiplies every rate (fine-tuning: 0.5)")
+    p.add_argument("--lr-decay", type=float, default=0.95, help="exponential decay per epoch")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=32, help="per process")
+    p.add_argument("--crop", type=int, default=224, help="training/eval crop side")
+    p.add_argument("--resize", type=int, default=256, help="short side before cropping (256 = stored crops)")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes per rank")
+    p.add_argument("--shuffle-buffer", type=int, default=1000)
+    p.add_argument("--negatives", type=float, default=0.0,
+                   help="extra negatives (blank white, broken renders) labelled score 1, as a fraction of the data")
+    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on CUDA)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--print-freq", type=int, default=10)
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (log lines only)")
+    return p
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class ShardSet:
+    """Shard URLs to read and what they hold: sample count and the sha256 of each index read."""
+
+    urls: list[str] = field(default_factory=list)
+    n_samples: int = 0
+    index_sha256: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_shards(paths: Sequence[str | Path]) -> ShardSet:
+    """Split folders (read through their index.json, as the shards group writes them) and bare .tar files."""
+    out = ShardSet()
+    for path in map(Path, paths):
+        index = path / data.INDEX_NAME if path.is_dir() else path
+        if index.name == data.INDEX_NAME and index.is_file():
+            out.urls += data.shard_urls(index)
+            out.n_samples += data.total_samples([index])
+            out.index_sha256[str(index)] = hashlib.sha256(index.read_bytes()).hexdigest()
+        elif path.suffix == ".tar" and path.is_file():
+            out.urls.append(str(path))
+            with tarfile.open(path) as tar:  # tar headers only: one .json member per sample
+                out.n_samples += sum(1 for m in tar if m.name.endswith(".json"))
+        else:
+            raise FileNotFoundError(f"no shards at {path} (expected a split folder with {data.INDEX_NAME} or a .tar)")
+    return out
+
+
+def negative_image(rng: random.Random, size: int = 256) -> Image.Image:
+    """What the critic must score 1: a blank white canvas or a broken render (cut off, flat, noise)."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        return Image.new("RGB", (size, size), (255, 255, 255))
+    if kind == 1:  # a render that stopped: white below a flat grey band
+        img = Image.new("RGB", (size, size), (255, 255, 255))
+        img.paste((128, 128, 128), (0, 0, size, rng.randrange(8, size // 2)))
+        return img
+    if kind == 2:  # a single flat colour
+        return Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
+    noise = np.random.default_rng(rng.randrange(2**31)).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return Image.fromarray(noise, "RGB")
+
+
+def write_negatives_shard(path: Path, n: int, seed: int) -> Path:
+    """A real shard of n negatives labelled score 1 (the notebook's blank and broken renders), read like any other."""
+    target = [1.0] + [0.0] * 9
+    rng = random.Random(seed)
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wds.TarWriter(str(tmp)) as sink:
+        for i in range(n):
+            buf = io.BytesIO()
+            negative_image(rng).save(buf, format="JPEG", quality=95)
+            meta = {"dataset": "negatives", "image_id": str(i), "split": "train", "counts": [1] + [0] * 9,
+                    "target": target, "mean": 1.0, "std": 0.0}
+            sink.write({"__key__": f"negative_{i:06d}", "jpg": buf.getvalue(), "json": json.dumps(meta).encode()})
+    os.replace(tmp, path)
+    return path
+
+
+def build_loader(urls: Sequence[str], args: argparse.Namespace, info: DistInfo, train: bool,
+                 epoch_samples: int | None = None) -> wds.WebLoader:
+    """(images, targets) batches from nima_train/data.py; under DDP training resamples so ranks stay in step."""
+    if train:
+        transform = train_transform(args.crop)
+        if args.resize != 256:  # smaller inputs: shrink the whole stored crop first, then crop as usual
+            transform = v2.Compose([v2.Resize(args.resize, antialias=True), transform])
+    else:
+        transform = eval_transform(args.crop, args.resize)
+    resampled = train and info.enabled
+    return data.make_loader(
+        list(urls), train=train, batch_size=args.batch_size, num_workers=args.workers,
+        shuffle_buffer=args.shuffle_buffer, resampled=resampled,
+        epoch_samples=epoch_samples if (resampled or args.max_steps) else None,
+        seed=args.seed, world_size=info.world_size, transform=transform,
+    )
+
+
+# ----------------------------------------------------------------------------- model and optimisation
+
+
+def build_model(args: argparse.Namespace) -> tuple[NIMA, str | None]:
+    """The NIMA to train and the version of its parent checkpoint, if initialised from one."""
+    if args.weights in ("imagenet", "none"):
+        return NIMA(args.backbone, weights=args.weights, dropout=args.dropout), None
+    state = load_checkpoint(args.weights)
+    parent_args = state.get("args") or {}
+    if parent_args.get("backbone", args.backbone) != args.backbone:
+        raise ValueError(f"{args.weights} holds a {parent_args['backbone']} model, not {args.backbone}")
+    model = NIMA(args.backbone, weights="none", dropout=args.dropout)
+    model.load_state_dict(state["model"])
+    return model, parent_args.get("version")
+
+
+def resolve_rates(args: argparse.Namespace) -> None:
+    defaults = PAPER_SGD if args.opt == "sgd" else {"lr_head": 1e-3, "lr_full": 3e-5, "head_lr_mult": 1.0}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def phase_of(epoch: int, args: argparse.Namespace) -> str:
+    return "head" if epoch < args.epochs_head else "full"
+
+
+def build_optimizer(model: NIMA, phase: str, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """Phase 'head': head parameters only; phase 'full': backbone and head with their own rates."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(phase == "full")
+    if phase == "head":
+        groups = [{"params": list(model.head.parameters()), "lr": args.lr_head * args.lr_scale}]
+    else:
+        groups = [
+            {"params": list(model.backbone.parameters()), "lr": args.lr_full * args.lr_scale},
+            {"params": list(model.head.parameters()), "lr": args.lr_full * args.head_lr_mult * args.lr_scale},
+        ]
+    if args.opt == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, weight_decay=args.weight_decay)
+    return torch.optim.Adam(groups, weight_decay=args.weight_decay)
+
+
+def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return emd_loss if name == "paper" else notebook_emd_loss
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+
+def train_one_epoch(model: nn.Module, criterion: Callable, optimizer: torch.optim.Optimizer, loader,
+                    device: torch.device, epoch: int, args: argparse.Namespace, info: DistInfo,
+                    total_steps: int | None = None, log: Callable[[str], None] = print) -> dict[str, float]:
+    model.train()
+    logger = MetricLogger(printer=log)
+    logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.2e}"))
+    logger.add_meter("img/s", SmoothedValue(window_size=10, fmt="{value:.1f}"))
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    bar = None
+    if info.is_main and not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+    for step, (images, targets) in enumerate(logger.log_every(loader, args.print_freq, f"Epoch: [{epoch}]",
+                                                              total_steps)):
+        start = time.perf_counter()
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        targets = targets.to(device, non_blocking=True)
+        with autocast(device, args.amp):
+            pred = model(images)
+        loss = criterion(pred.float(), targets)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}; stopping")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        logger.update(n=images.shape[0], loss=loss.item())
+        logger.meters["lr"].update(optimizer.param_groups[0]["lr"])
+        logger.meters["img/s"].update(images.shape[0] / (time.perf_counter() - start))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if args.max_steps and step + 1 >= args.max_steps:
+            break
+    if bar is not None:
+        bar.close()
+    logger.synchronize_between_processes(device)
+    return {"loss": logger.meters["loss"].global_avg}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, criterion: Callable, loader, device: torch.device,
+             args: argparse.Namespace) -> dict[str, float]:
+    """Validation loss and metrics over the whole split, gathered across ranks."""
+    pred, target = predict(model, loader, device, amp=bool(args.amp), gather=True)
+    if pred.shape[0] == 0:
+        raise ValueError("the validation shards hold no samples")
+    metrics = compute_metrics(pred, target).as_dict()
+    metrics["loss"] = float(criterion(pred, target)) / (pred.shape[0] if args.loss == "notebook" else 1)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- reporting back to Dagster
+
+
+class Reporter:
+    """Log lines to stdout, and to Dagster through Pipes when launched by it (rank 0 only)."""
+
+    def __init__(self, info: DistInfo) -> None:
+        self.info = info
+        self.pipes = None
+        self._ctx = None
+        if info.is_main and os.environ.get("DAGSTER_PIPES_CONTEXT"):
+            from dagster_pipes import open_dagster_pipes
+
+            self._ctx = open_dagster_pipes()
+            self.pipes = self._ctx.__enter__()
+
+    def log(self, line: str) -> None:
+        if not self.info.is_main:
+            return
+        print(line, flush=True)
+
+    def epoch(self, line: str) -> None:
+        self.log(line)
+        if self.pipes is not None:
+            self.pipes.log.info(line)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.pipes is not None:
+            self.pipes.report_custom_message(summary)
+
+    def close(self, exc: BaseException | None = None) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+            self._ctx = None
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (resuming from <output-dir>/checkpoint.pt when present); return the summary rank 0 wrote."""
+    resolve_rates(args)
+    device = torch.device(args.device)
+    args.amp = device.type == "cuda" if args.amp is None else args.amp
+    args.channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
+    info = init_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    reporter = Reporter(info)
+    try:
+        summary = _train(args, device, info, reporter)
+        reporter.finish(summary)
+        return summary
+    except BaseException as exc:
+        reporter.close(exc)
+        raise
+    finally:
+        reporter.close()
+        cleanup_distributed()
+
+
+def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, reporter: Reporter) -> dict[str, Any]:
+    out = Path(args.output_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    seed_everything(args.seed + info.rank)
+    train_set, val_set = resolve_shards(args.data), resolve_shards(args.val_data)
+    n_train = train_set.n_samples
+    if n_train == 0:
+        raise ValueError(f"the training shards {args.data} hold no samples")
+    if args.negatives > 0:
+        negatives = out / f"negatives-{args.seed}.tar"
+        if info.is_main and not negatives.exists():
+            write_negatives_shard(negatives, max(1, round(args.negatives * n_train)), args.seed)
+        barrier()
+        train_set.urls.append(str(negatives))
+        n_train += max(1, round(args.negatives * n_train))
+    # A training epoch drops the last partial batch (every step has the same shape).
+    epoch_steps = max(1, n_train // (args.batch_size * info.world_size))
+    if args.max_steps:
+        epoch_steps = min(epoch_steps, args.max_steps)
+
+    model, parent_version = build_model(args)
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model_without_ddp = model
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None, find_unused_parameters=False
+        )
+    train_model = torch.compile(model) if args.compile else model
+    criterion = loss_fn(args.loss)
+
+    total_epochs = args.epochs_head + args.epochs_full
+    start_epoch, history = 0, []
+    ckpt_path = out / "checkpoint.pt"
+    resume = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if resume is not None:
+        model_without_ddp.load_state_dict(resume["model"])
+        start_epoch, history = int(resume["epoch"]) + 1, list(resume.get("history", []))
+        reporter.log(f"resuming from {ckpt_path} at epoch {start_epoch}/{total_epochs}")
+
+    phase, optimizer, scheduler = None, None, None
+    val_loader = build_loader(val_set.urls, args, info, train=False) if val_set.urls else None
+    for epoch in range(start_epoch, total_epochs):
+        if phase_of(epoch, args) != phase:
+            phase = phase_of(epoch, args)
+            optimizer = build_optimizer(model_without_ddp, phase, args)
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_decay)
+            if resume is not None and resume.get("phase") == phase and int(resume["epoch"]) + 1 == epoch:
+                optimizer.load_state_dict(resume["optimizer"])
+                scheduler.load_state_dict(resume["scheduler"])
+        seed_everything(args.seed + 1000 * epoch + info.rank)  # the same epoch draws the same way on resume
+        loader = build_loader(train_set.urls, args, info, train=True,
+                              epoch_samples=epoch_steps * args.batch_size * info.world_size)
+        data.set_epoch(loader, epoch)
+        t0 = time.perf_counter()
+        stats = train_one_epoch(train_model, criterion, optimizer, loader, device, epoch, args, info,
+                                epoch_steps, reporter.log)
+        stats.update(epoch=epoch, phase=phase, seconds=time.perf_counter() - t0,
+                     lr=optimizer.param_groups[0]["lr"])
+        scheduler.step()
+        if val_loader is not None:
+            val = evaluate(model_without_ddp, criterion, val_loader, device, args)
+            stats.update({f"val_{k}": v for k, v in val.items()})
+        history.append(stats)
+        reporter.epoch(_epoch_line(stats, total_epochs))
+        if info.is_main:
+            save_checkpoint(ckpt_path, {
+                "model": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "phase": phase,
+                "args": _plain_args(args), "history": history,
+            })
+        barrier()
+
+    summary = {"history": history, "n_train": n_train, "parent_version": parent_version,
+               "train_indexes": train_set.index_sha256, "val_indexes": val_set.index_sha256,
+               "args": _plain_args(args), "world_size": info.world_size,
+               "final": history[-1] if history else {}}
+    if info.is_main:
+        save_checkpoint(out / "model.pt", {"model": model_without_ddp.state_dict(), "args": _plain_args(args)})
+        tmp = out / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, out / "summary.json")
+    barrier()
+    return summary
+
+
+def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Args as plain JSON-able values, so checkpoints load with weights_only=True."""
+    return {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | list | type(None))}
+
+
+def _epoch_line(stats: dict[str, Any], total_epochs: int) -> str:
+    parts = [f"epoch {stats['epoch'] + 1}/{total_epochs} ({stats['phase']})", f"loss {stats['loss']:.4f}"]
+    if "val_loss" in stats:
+        parts += [f"val loss {stats['val_loss']:.4f}", f"val SRCC {stats['val_srcc_mean']:.3f}",
+                  f"val acc {stats['val_binary_accuracy']:.3f}"]
+    parts.append(f"{stats['seconds']:.1f}s")
+    return ", ".join(parts)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

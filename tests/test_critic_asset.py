@@ -1,0 +1,44 @@
+"""The `critic` group's asset through real Dagster: a short evolution with the promoted model, or a clear failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from assets.critic import critic_evolution
+from pipelines.resources import build_resources
+from tests.test_critic_models import register_model
+from warehouse.db import connect
+
+RUN_CONFIG = {"ops": {"critic_evolution": {"config": {"rounds": 1, "batch": 2, "seed": 3, "shape": "star"}}}}
+
+
+def test_evolution_with_the_promoted_model_shows_its_strip(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    version = register_model(home)
+    result = dg.materialize([critic_evolution], resources=build_resources(home=home, raw=tmp_path / "raw"),
+                            instance=dg.DagsterInstance.ephemeral(), run_config=RUN_CONFIG)
+    assert result.success
+    meta = result.asset_materializations_for_node("critic_evolution")[0].metadata
+    assert meta["model"].value == f"nima_color {version} (production)"
+    assert meta["strip"].value.startswith("![strip.png](data:image/jpeg;base64,")
+    out = home / "reports" / "critic" / version / "star-seed3"
+    assert Path(meta["strip_path"].value) == out / "strip.png" and (out / "round_01.png").exists()
+    log = json.loads((out / "log.json").read_text())
+    assert log["model"] == version and meta["best_mean"].value == log["best_mean"]
+
+
+def test_without_a_promoted_model_the_asset_fails_with_a_clear_message(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with connect(home / "warehouse.duckdb"):
+        pass  # an empty, migrated warehouse: nothing trained or promoted
+    result = dg.materialize([critic_evolution], resources=build_resources(home=home, raw=tmp_path / "raw"),
+                            instance=dg.DagsterInstance.ephemeral(), run_config=RUN_CONFIG, raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("critic_evolution")
+    assert "no model is promoted yet" in str(failure.error)
+    assert not (home / "reports").exists()

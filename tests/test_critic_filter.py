@@ -1,0 +1,100 @@
+"""`aesthetic filter` and near-duplicate grouping on constructed cases: an exact copy, a resized copy,
+and different pictures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from nima_train.critic import Critic, load_image
+from nima_train.dedupe import cosine_matrix, dhash, duplicate_groups, hamming, keep_best
+from pipelines.cli import main
+from tests.test_critic_models import make_model, picture, register_model
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("filter")
+    home = root / "home"
+    home.mkdir()
+    register_model(home)
+    folder = root / "in"
+    folder.mkdir()
+    picture(10).save(folder / "a.png")
+    shutil.copy(folder / "a.png", folder / "a_copy.png")
+    picture(10).resize((200, 200), Image.Resampling.LANCZOS).save(folder / "a_small.png")
+    picture(11).save(folder / "b.png")
+    picture(12).save(folder / "c.png")
+    return {"home": home, "folder": folder, "root": root}
+
+
+def _filter(case: dict, capsys, monkeypatch, *extra: str) -> dict:
+    monkeypatch.setenv("AESTHETIC_HOME", str(case["home"]))
+    assert main(["filter", str(case["folder"]), "--json", *extra]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    return {Path(i["path"]).name: i for i in doc["items"]}
+
+
+def test_min_score_keeps_exactly_what_passes(case, capsys, monkeypatch) -> None:
+    everything = _filter(case, capsys, monkeypatch, "--min-score", "0")
+    assert {n for n, i in everything.items() if i["decision"] == "kept"} == set(everything)
+    means = sorted(i["mean"] for i in everything.values())
+    cut = (means[1] + means[2]) / 2  # between the 2nd and 3rd lowest
+    out = _filter(case, capsys, monkeypatch, "--min-score", str(cut))
+    for name, item in out.items():
+        assert item["decision"] == ("kept" if item["mean"] >= cut else "dropped"), name
+    assert sum(i["decision"] == "kept" for i in out.values()) == 3
+
+
+def test_dedupe_keeps_the_best_of_each_duplicate_group_and_copies_it(case, capsys, monkeypatch) -> None:
+    dest = case["root"] / "kept"
+    out = _filter(case, capsys, monkeypatch, "--min-score", "0", "--dedupe", "--dedupe-by", "phash",
+                  "--copy-to", str(dest))
+    group_a = {n: out[n] for n in ("a.png", "a_copy.png", "a_small.png")}
+    best = max(group_a, key=lambda n: (group_a[n]["mean"], -sorted(group_a).index(n)))
+    assert [n for n, i in group_a.items() if i["decision"] == "kept"] == [best]
+    for name, item in group_a.items():
+        if name != best:
+            assert item["decision"] == "dropped" and item["why"].startswith("near-duplicate of")
+    assert out["b.png"]["decision"] == out["c.png"]["decision"] == "kept"
+    assert sorted(p.name for p in dest.iterdir()) == sorted([best, "b.png", "c.png"])
+    assert (dest / "b.png").read_bytes() == (case["folder"] / "b.png").read_bytes()
+
+
+def test_perceptual_hash_separates_copies_from_different_pictures(case) -> None:
+    f = case["folder"]
+    h = {n: dhash(load_image(f / n)) for n in ("a.png", "a_copy.png", "a_small.png", "b.png", "c.png")}
+    assert hamming(h["a.png"], h["a_copy.png"]) == 0
+    assert hamming(h["a.png"], h["a_small.png"]) <= 6
+    assert min(hamming(h["a.png"], h["b.png"]), hamming(h["a.png"], h["c.png"]), hamming(h["b.png"], h["c.png"])) > 16
+    groups = duplicate_groups(5, hashes=list(h.values()), method="phash", max_hamming=6)
+    assert groups == [[0, 1, 2], [3], [4]]
+
+
+def test_feature_similarity_ranks_copies_above_different_pictures(case) -> None:
+    f = case["folder"]
+    names = ("a.png", "a_copy.png", "a_small.png", "b.png", "c.png")
+    critic = Critic(make_model())
+    feats = critic.score_images([load_image(f / n) for n in names]).features
+    sim = cosine_matrix(feats)
+    assert sim[0, 1] == pytest.approx(1.0, abs=1e-5)
+    different = max(sim[0, 3], sim[0, 4], sim[1, 3], sim[3, 4]).item()
+    resized = sim[0, 2].item()
+    assert resized > different  # the resized copy is nearer than any different picture
+    threshold = (resized + different) / 2
+    assert duplicate_groups(5, feats, method="features", min_similarity=threshold) == [[0, 1, 2], [3], [4]]
+    hashes = [dhash(load_image(f / n)) for n in names]
+    # both: a pair must pass both tests, so a loose hash limit alone merges nothing extra
+    assert duplicate_groups(5, feats, hashes, "both", threshold, max_hamming=64) == [[0, 1, 2], [3], [4]]
+    assert duplicate_groups(5, feats, hashes, "both", 1.01, max_hamming=64) == [[0], [1], [2], [3], [4]]
+
+
+def test_keep_best_prefers_the_highest_score_then_the_earliest() -> None:
+    assert keep_best([[0, 1, 2], [3], [4, 5]], [5.0, 6.0, 6.0, 1.0, 2.0, 2.0]) == [1, 3, 4]
+    with pytest.raises(ValueError, match="features method needs"):
+        duplicate_groups(2, torch.zeros(3, 4), method="features")

@@ -1,0 +1,125 @@
+"""Resolving the critic's model through the warehouse; also the helpers the other critic tests share.
+
+The test model is a real NIMA (mobilenet_v2, weights 'none', fixed seed) whose
+BatchNorm statistics are measured on a few generated pictures: an untrained
+network with default statistics maps every image to features of norm ~1e-8, so
+its scores would not depend on the image at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ingest.crops import sha256_file
+from nima_train.checkpoint import save_checkpoint
+from nima_train.critic import CheckpointMismatch, Critic
+from nima_train.model import NIMA
+from warehouse.db import connect
+from warehouse.models_lookup import ModelNotFound, promoted_version, resolve_model
+
+
+def picture(seed: int, side: int = 300) -> Image.Image:
+    """A smooth, seed-dependent colour pattern (distinct seeds give clearly different pictures)."""
+    r = np.random.default_rng(seed)
+    x = np.linspace(0, 1, side)
+    img = np.zeros((side, side, 3))
+    for k in range(3):
+        img[..., k] = np.sin(r.uniform(2, 12) * x[None, :] + r.uniform(0, 6)) * np.cos(r.uniform(2, 12) * x[:, None])
+    img = (img - img.min()) / (img.max() - img.min())
+    return Image.fromarray((img * 255).astype(np.uint8))
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_model(seed: int = 0) -> NIMA:
+    torch.manual_seed(seed)
+    model = NIMA("mobilenet_v2", weights="none")
+    calibration = Critic(model, image_size=96).preprocess([picture(1000 + i, 128) for i in range(16)])
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(calibration)
+    return model.eval()
+
+
+@functools.cache
+def _model_state(seed: int) -> dict:
+    return make_model(seed).state_dict()
+
+
+def register_model(home: Path, name: str = "nima_color", seed: int = 0, alias: str | None = "production") -> str:
+    """Save a checkpoint content-addressed under home/models and record its `models` (and alias) row."""
+    tmp = home / "tmp-model.pt"
+    save_checkpoint(tmp, {"model": _model_state(seed),
+                          "args": {"backbone": "mobilenet_v2", "dropout": 0.75}})
+    sha = sha256_file(tmp)
+    version = sha[:12]
+    dest = home / "models" / name / version / "model.pt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(tmp, dest)
+    with connect(home / "warehouse.duckdb") as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO models (version, name, parent_version, checkpoint_path, sha256, config)"
+            " VALUES (?, ?, NULL, ?, ?, ?)",
+            [version, name, str(dest.relative_to(home)), sha, '{"backbone": "mobilenet_v2"}'],
+        )
+        if alias:
+            conn.execute("INSERT OR REPLACE INTO model_aliases (alias, version) VALUES (?, ?)", [alias, version])
+    return version
+
+
+def test_production_alias_resolves_to_the_promoted_checkpoint_under_home(home: Path) -> None:
+    old = register_model(home, "nima_sac", seed=1, alias=None)
+    new = register_model(home, "nima_color", seed=2)
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        found = resolve_model(conn, home)
+        by_version = resolve_model(conn, home, old)
+        assert promoted_version(conn) == new
+    assert (found.version, found.name, found.alias) == (new, "nima_color", "production")
+    assert found.checkpoint == home / "models" / "nima_color" / new / "model.pt"
+    assert (by_version.version, by_version.name, by_version.alias) == (old, "nima_sac", None)
+    critic = Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version)
+    assert critic.version == new
+
+
+def test_no_promoted_model_says_so_and_lists_what_exists(home: Path) -> None:
+    version = register_model(home, alias=None)
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        with pytest.raises(ModelNotFound, match="no model is promoted yet") as exc:
+            resolve_model(conn, home)
+        assert version in str(exc.value)
+        with pytest.raises(ModelNotFound, match="no model version or alias 'nope'"):
+            resolve_model(conn, home, "nope")
+
+
+def test_alias_pointing_at_a_missing_version_is_reported(home: Path) -> None:
+    with connect(home / "warehouse.duckdb") as conn:
+        conn.execute("INSERT INTO model_aliases (alias, version) VALUES ('production', 'deadbeef0000')")
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        with pytest.raises(ModelNotFound, match="points at version 'deadbeef0000'"):
+            resolve_model(conn, home)
+
+
+def test_a_checkpoint_changed_after_registration_is_refused(home: Path) -> None:
+    register_model(home)
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        found = resolve_model(conn, home)
+    with open(found.checkpoint, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(CheckpointMismatch, match="changed since it was registered"):
+        Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256)

@@ -1,0 +1,135 @@
+"""The training reader over real shards: shapes, labels, node/worker splits, resampled epochs, http and pipe: URLs."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from assets.shards import ava_shards, sac_shards
+from nima_train.data import index_path, make_dataset, make_loader, set_epoch, shard_urls, shard_urls_for
+from tests.test_shards_support import add_images, materialize_shards
+from warehouse.db import connect
+
+N_AVA, N_SAC = 30, 18
+
+
+@pytest.fixture(scope="module")
+def shards_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("reader") / "home"
+    add_images(home, "ava", [str(i) for i in range(N_AVA)], seed=11)
+    add_images(home, "sac", [str(i) for i in range(N_SAC)], seed=12)
+    assert materialize_shards(home, [ava_shards, sac_shards], {"max_samples_per_shard": 3}).success
+    return home
+
+
+def warehouse_targets(home: Path, split: str, dataset: str | None = None) -> list[tuple[float, ...]]:
+    with connect(home / "warehouse.duckdb") as conn:
+        rows = conn.execute(
+            "SELECT h.p_normalized FROM histograms h JOIN images i USING (dataset, image_id)"
+            " WHERE i.split = ? AND (? IS NULL OR dataset = ?)",
+            [split, dataset, dataset],
+        ).fetchall()
+    return sorted(tuple(round(x, 5) for x in r[0]) for r in rows)
+
+
+def seen_targets(batches: list) -> list[tuple[float, ...]]:
+    return sorted(tuple(round(x, 5) for x in row.tolist()) for _, t in batches for row in t)
+
+
+def test_eval_loader_yields_every_sample_of_both_datasets_once_as_normalised_tensors(shards_home: Path) -> None:
+    urls = shard_urls_for(shards_home / "shards", ["ava", "sac"], "train")
+    batches = list(make_loader(urls, train=False, batch_size=4, num_workers=0))
+    images, targets = batches[0]
+    assert images.shape == (4, 3, 224, 224) and images.dtype == torch.float32
+    assert targets.shape == (4, 10) and torch.allclose(targets.sum(1), torch.ones(4), atol=1e-6)
+    assert -3 < float(images.mean()) < 3 and float(images.std()) > 0.1  # ImageNet-normalised, not 0..255
+    assert seen_targets(batches) == warehouse_targets(shards_home, "train")
+
+
+def test_train_loader_with_two_workers_splits_shards_so_each_sample_comes_once(shards_home: Path) -> None:
+    urls = shard_urls_for(shards_home / "shards", ["ava", "sac"], "train")
+    loader = make_loader(urls, train=True, batch_size=1, num_workers=2, shuffle_buffer=10, seed=3)
+    assert seen_targets(list(loader)) == warehouse_targets(shards_home, "train")
+
+
+def test_split_by_node_gives_ranks_disjoint_shards_that_cover_the_split(
+    shards_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = shard_urls(index_path(shards_home / "shards", "ava", "train"))
+    assert len(urls) >= 4
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        per_rank.append(seen_targets(list(make_dataset(urls, train=True, batch_size=1, seed=5))))
+    assert per_rank[0] and per_rank[1]
+    assert sorted(per_rank[0] + per_rank[1]) == warehouse_targets(shards_home, "train", "ava")
+    assert not set(per_rank[0]) & set(per_rank[1])
+
+
+def test_set_epoch_reshuffles_shards_identically_for_a_given_seed(shards_home: Path) -> None:
+    urls = shard_urls(index_path(shards_home / "shards", "ava", "train"))
+    ds = make_dataset(urls, train=True, batch_size=1, shuffle_buffer=0, seed=9)
+    order = {}
+    for epoch in (0, 1, 0):
+        set_epoch(ds, epoch)
+        order.setdefault(epoch, []).append([tuple(t[0].tolist()) for _, t in ds])
+    assert order[0][0] == order[0][1]
+    assert order[0][0] != order[1][0] and sorted(order[0][0]) == sorted(order[1][0])
+
+
+def test_resampled_mode_gives_every_rank_the_same_fixed_number_of_batches(
+    shards_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = shard_urls_for(shards_home / "shards", ["ava", "sac"], "train")
+    counts = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        loader = make_loader(urls, train=True, batch_size=4, num_workers=2, resampled=True, epoch_samples=96)
+        batches = list(loader)
+        assert all(images.shape == (4, 3, 224, 224) for images, _ in batches)
+        counts.append(len(batches))
+    assert counts == [96 // (2 * 4)] * 2
+    with pytest.raises(ValueError, match="epoch_samples"):
+        make_loader(urls, train=True, resampled=True)
+
+
+@pytest.fixture
+def http_base(shards_home: Path) -> Iterator[str]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards_home / "shards"))
+    handler.log_message = lambda *args: None  # keep test output clean
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_shards_read_over_http_and_pipe_urls_match_local_ones(shards_home: Path, http_base: str) -> None:
+    local = shard_urls_for(shards_home / "shards", "sac", "val")
+    remote = shard_urls_for(http_base, "sac", "val")
+    assert all(u.startswith(http_base) for u in remote) and len(remote) == len(local)
+    piped = [f"pipe:cat {u}" for u in local]
+    results = [
+        seen_targets(list(make_loader(u, train=False, batch_size=2, num_workers=0))) for u in (local, remote, piped)
+    ]
+    assert results[0] == results[1] == results[2] == warehouse_targets(shards_home, "val", "sac")
+    assert len(results[0]) > 0
+
+
+def test_missing_index_and_empty_url_list_fail_loudly(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        shard_urls_for(tmp_path, "ava", "train")
+    with pytest.raises(ValueError, match="no shard URLs"):
+        make_dataset([], train=True)

@@ -1,0 +1,105 @@
+"""The `sac` asset group in real Dagster: assets, the inbox sensor, the backfill job."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.sac import sac_images, sac_snapshot_partitions, sac_snapshots
+from ingest.sac import read_snapshot
+from ingest.sample_data import SAC_DB_NAME, write_sample_data
+from pipelines.resources import build_resources
+from warehouse.db import connect
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Path:
+    out = tmp_path / "raw"
+    write_sample_data(out, ava=0, sac=10, kuler=0, seed=2, faults=True)
+    return out
+
+
+def sensor_result(instance: dg.DagsterInstance, raw: Path, home: Path, cursor: str | None) -> dg.SensorResult:
+    from pipelines.sensors import sac_inbox_sensor
+
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=build_resources(home, raw))
+    return sac_inbox_sensor(ctx)
+
+
+def test_sac_images_materializes_crops_histograms_and_metadata(raw: Path, tmp_path: Path):
+    home = tmp_path / "home"
+    result = dg.materialize([sac_images], resources=build_resources(home, raw),
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    meta = result.asset_materializations_for_node("sac_images")[0].metadata
+    assert meta["ratings_ignored_null"].value == 1 and meta["ratings_rejected"].value == 2
+    assert meta["images_read"].value == 10 and meta["images_rejected"].value == 3
+    assert meta["images_added"].value == 7 == meta["sac_histograms_total"].value
+    assert meta["rejects_by_reason"].value == {"corrupt": 1, "missing": 1, "unsafe path": 1, "out of range": 2}
+    assert meta["mean_score_distribution"].value.startswith("![SAC mean scores](data:image/png;base64,")
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM images WHERE dataset = 'sac'").fetchone() == (7,)
+
+
+def test_inbox_sensor_adds_one_partition_and_run_per_new_snapshot(raw: Path, tmp_path: Path):
+    inbox = raw / "sac" / "inbox"
+    inbox.mkdir()
+    shutil.copy(raw / "sac" / SAC_DB_NAME, inbox / "sac 2022-07-01.sqlite")
+    shutil.copy(raw / "sac" / SAC_DB_NAME, inbox / ".sac_being_copied.sqlite")  # not renamed in yet
+    instance = dg.DagsterInstance.ephemeral()
+    first = sensor_result(instance, raw, tmp_path / "home", None)
+    key = read_snapshot(inbox / "sac 2022-07-01.sqlite").key
+    assert key.startswith("sac_2022-07-01-")
+    assert [(r.partition_key, r.run_key) for r in first.run_requests] == [(key, key)]
+    assert [r.partition_keys for r in first.dynamic_partitions_requests] == [[key]]
+    instance.add_dynamic_partitions(sac_snapshot_partitions.name, [key])  # what the daemon does with it
+
+    again = sensor_result(instance, raw, tmp_path / "home", first.cursor)
+    assert again.run_requests == [] and again.dynamic_partitions_requests == []
+
+    con_path = inbox / "sac_2022_08_01.sqlite"
+    shutil.copy(raw / "sac" / SAC_DB_NAME, con_path)
+    with con_path.open("ab") as fh:  # other bytes, other key
+        fh.write(b"\0" * 16)
+    third = sensor_result(instance, raw, tmp_path / "home", again.cursor)
+    assert [r.partition_key for r in third.run_requests] == [read_snapshot(con_path).key]
+
+
+def test_backfill_of_two_snapshots_runs_once_and_each_adds_only_its_news(raw: Path, tmp_path: Path):
+    inbox = raw / "sac" / "inbox"
+    inbox.mkdir()
+    shutil.copy(raw / "sac" / SAC_DB_NAME, inbox / "a.sqlite")
+    shutil.copy(raw / "sac" / SAC_DB_NAME, inbox / "b.sqlite")
+    with (inbox / "b.sqlite").open("ab") as fh:
+        fh.write(b"\0" * 16)
+    keys = [read_snapshot(inbox / n).key for n in ("a.sqlite", "b.sqlite")]
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(sac_snapshot_partitions.name, keys)
+    home = tmp_path / "home"
+    result = dg.materialize(
+        [sac_snapshots], resources=build_resources(home, raw), instance=instance,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},
+    )
+    assert result.success
+    mats = result.asset_materializations_for_node("sac_snapshots")
+    assert sorted(m.partition for m in mats) == sorted(keys)
+    assert mats[0].metadata["snapshots"].value == keys
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        assert conn.execute("SELECT snapshot, ratings_new > 0 FROM sac_snapshots ORDER BY snapshot").fetchall() == [
+            (keys[0], True), (keys[1], False)]
+
+
+def test_definitions_keep_full_pipeline_unpartitioned_and_add_the_backfill_job_and_sensor():
+    from pipelines.definitions import defs
+
+    full = defs.resolve_job_def("full_pipeline")
+    assert full.partitions_def is None
+    assert dg.AssetKey("sac_images") in full.asset_layer.executable_asset_keys
+    assert dg.AssetKey("sac_snapshots") not in full.asset_layer.executable_asset_keys
+    assert defs.resolve_job_def("sac_job").partitions_def is None
+    backfill = defs.resolve_job_def("sac_backfill")
+    assert backfill.partitions_def == sac_snapshot_partitions
+    assert defs.resolve_sensor_def("sac_inbox_sensor").job_name == "sac_backfill"

@@ -1,0 +1,128 @@
+"""Incremental SAC snapshots: only unseen (sid, iid) ratings, only touched histograms, only new crops."""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from ingest.sac import ImageSources, ingest_snapshot, read_snapshot
+from ingest.sample_data import SAC_DB_NAME, write_sac_db, write_sample_data
+from warehouse.db import connect, transaction
+from warehouse.sac import attach_snapshot, insert_new_ratings, new_ingest_id, stage_snapshot
+
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(sac dir, snapshot 1, snapshot 2): 2 adds ratings on old images and new images with their ratings."""
+    raw = tmp_path_factory.mktemp("raw")
+    write_sample_data(raw, ava=0, sac=16, kuler=0, seed=11, faults=True)
+    sac = raw / "sac"
+    con = sqlite3.connect(sac / SAC_DB_NAME)
+    tables = {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
+              for t in ("generations", "images", "paths", "ratings")}
+    con.close()
+    old = {i[0] for i in tables["images"] if i[0] <= 10}
+    gids = {i[1] for i in tables["images"] if i[0] in old}
+    # Snapshot 1: images 1..10 with their ratings, except every third rating of an odd image (those
+    # arrive in snapshot 2; even images get nothing new).
+    first = [r for k, r in enumerate(tables["ratings"]) if r[1] in old and (r[1] % 2 == 0 or k % 3)]
+    s1, s2 = sac / "inbox" / "sac_2022_06_01.sqlite", sac / "inbox" / "sac_2022_06_29.sqlite"
+    write_sac_db(s1, [g for g in tables["generations"] if g[0] in gids],
+                 [i for i in tables["images"] if i[0] in old], [p for p in tables["paths"] if p[0] in old], first)
+    write_sac_db(s2, tables["generations"], tables["images"], tables["paths"], tables["ratings"])
+    return sac, s1, s2
+
+
+def run(sac: Path, home: Path, snapshot: Path):
+    return ingest_snapshot(
+        partial(connect, home / "warehouse.duckdb"), read_snapshot(snapshot), ImageSources(sac),
+        home / "images" / "sac", lambda p: str(Path(p).relative_to(home)), workers=1,
+    )
+
+
+TABLES = {
+    "images": "SELECT dataset, image_id, split, source_path, path, width, height, sha256 FROM images",
+    "histograms": "SELECT dataset, image_id, counts, n_ratings, mean, std, p_normalized, p_softmax FROM histograms",
+    "rejects": "SELECT dataset, item_id, stage, reason FROM rejects",
+    "sac_ratings": "SELECT sid, iid, rating FROM sac_ratings",
+    "sac_pending_histograms": "SELECT iid FROM sac_pending_histograms",
+}
+
+
+def state(home: Path, full: bool = False) -> dict[str, list[tuple]]:
+    """Every warehouse table the SAC stage writes (full: with timestamps), and the crop files' bytes."""
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        out = {
+            name: sorted(conn.execute(f"SELECT * FROM {name}" if full else sql).fetchall(), key=repr)
+            for name, sql in TABLES.items()
+        }
+    out["crops"] = sorted((p.name, p.read_bytes()) for p in (home / "images" / "sac").iterdir())
+    return out
+
+
+def test_snapshot_1_then_2_ends_exactly_like_snapshot_2_alone(snapshots, tmp_path: Path):
+    sac, s1, s2 = snapshots
+    first = run(sac, tmp_path / "a", s1)
+    second = run(sac, tmp_path / "a", s2)
+    alone = run(sac, tmp_path / "b", s2)
+    assert first.ratings_new + second.ratings_new == alone.ratings_new
+    assert second.images_added > 0 and second.histograms_updated > 0
+    a, b = state(tmp_path / "a"), state(tmp_path / "b")
+    for table in a:
+        assert a[table] == b[table], table
+    assert a["images"] and a["rejects"] and not a["sac_pending_histograms"]
+
+
+def test_rerunning_a_snapshot_changes_nothing(snapshots, tmp_path: Path):
+    sac, _, s2 = snapshots
+    home = tmp_path / "home"
+    run(sac, home, s2)
+    before = state(home, full=True)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (home / "images" / "sac").iterdir()}
+    again = run(sac, home, s2)
+    assert again.ratings_new == 0 and again.images_added == 0 and again.histograms_written == 0
+    assert state(home, full=True) == before  # timestamps included
+    assert {p.name: p.stat().st_mtime_ns for p in (home / "images" / "sac").iterdir()} == mtimes
+
+
+def test_snapshot_2_rebuilds_only_touched_histograms_and_crops_only_new_images(snapshots, tmp_path: Path):
+    sac, s1, s2 = snapshots
+    home = tmp_path / "home"
+    run(sac, home, s1)
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        hist_before = dict(conn.execute("SELECT image_id, updated_at FROM histograms").fetchall())
+        seen = set(conn.execute("SELECT sid, iid FROM sac_ratings").fetchall())
+    crops_before = {p.name: p.stat().st_mtime_ns for p in (home / "images" / "sac").iterdir()}
+    run(sac, home, s2)
+    con = sqlite3.connect(s2)
+    new_pairs = {(s, i) for s, i, r in con.execute("SELECT sid, iid, rating FROM ratings") if r and 1 <= r <= 10}
+    con.close()
+    touched = {str(i) for s, i in new_pairs - seen}
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        hist_after = dict(conn.execute("SELECT image_id, updated_at FROM histograms").fetchall())
+    changed = {k for k, v in hist_after.items() if hist_before.get(k) != v}
+    assert changed == touched & set(hist_after)
+    assert set(hist_before) - changed  # some old images had no new ratings and were left alone
+    crops_after = {p.name: p.stat().st_mtime_ns for p in (home / "images" / "sac").iterdir()}
+    assert {k: crops_after[k] for k in crops_before} == crops_before
+    assert set(crops_after) > set(crops_before)
+
+
+def test_a_kill_after_the_ratings_commit_is_finished_by_the_next_run(snapshots, tmp_path: Path):
+    sac, _, s2 = snapshots
+    home = tmp_path / "home"
+    run(sac, home, s2)
+    # Ratings committed, then the process dies before crops and histograms:
+    key = read_snapshot(s2).key
+    with connect(home / "warehouse.duckdb") as conn, attach_snapshot(conn, s2), transaction(conn):
+        conn.execute("DELETE FROM sac_ratings WHERE iid = 9")
+        conn.execute("UPDATE histograms SET counts = [0,0,0,0,0,0,0,0,0,1], n_ratings = 1 WHERE image_id = '9'")
+        stage_snapshot(conn)
+        assert insert_new_ratings(conn, key, new_ingest_id()) > 0
+    run(sac, home, s2)
+    fresh = tmp_path / "fresh"
+    run(sac, fresh, s2)
+    assert state(home) == state(fresh)

@@ -1,0 +1,194 @@
+"""SAC (Simulacra Aesthetic Captions) queries: the SQLite snapshot read through DuckDB, ratings merged
+by (sid, iid), and histograms rebuilt only for the images whose ratings changed.
+
+The snapshot is ATTACHed to the warehouse connection as `sac_src` (read-only); the SQL lives in
+warehouse/sac_*.sql. Call order for one snapshot (ingest/sac.py does this):
+stage_snapshot -> insert_new_ratings -> record_rating_rejects -> crop_candidates (then crop, without a
+connection) -> merge_pending_histograms.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from warehouse.labels import merge_staged_histograms
+from warehouse.records import Reject, record_rejects
+
+DATASET = "sac"
+SOURCE_ALIAS = "sac_src"
+PIP_FIX = "pip install duckdb-extension-sqlite-scanner==1.5.5 duckdb-extensions==1.5.5"
+
+
+def _sql(name: str) -> str:
+    return (resources.files("warehouse") / name).read_text()
+
+
+class SqliteExtensionUnavailable(RuntimeError):
+    """DuckDB's sqlite extension could not be loaded offline."""
+
+
+def load_sqlite_extension(conn: duckdb.DuckDBPyConnection, extension: str = "sqlite_scanner") -> None:
+    """Load DuckDB's sqlite extension from the pinned PyPI wheel (no network; `INSTALL sqlite` needs one)."""
+    try:
+        from duckdb_extensions import import_extension
+
+        import_extension(extension, con=conn)
+        conn.execute(f"LOAD {extension}")
+    except (ImportError, duckdb.Error) as exc:
+        raise SqliteExtensionUnavailable(
+            f"DuckDB's sqlite extension ({extension}) could not be loaded offline: {exc}. "
+            f"Fix: {PIP_FIX} (versions must match duckdb {duckdb.__version__})."
+        ) from exc
+
+
+def _sql_string(text: str) -> str:
+    # ATTACH takes no bound parameters (DuckDB's parser wants a literal), so quote the path here.
+    return "'" + text.replace("'", "''") + "'"
+
+
+@contextmanager
+def attach_snapshot(conn: duckdb.DuckDBPyConnection, path: str | Path) -> Iterator[str]:
+    """ATTACH a SAC SQLite file read-only as `sac_src`, every column as text; DETACH afterwards."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"SAC snapshot {path} does not exist")
+    load_sqlite_extension(conn)
+    # SQLite is dynamically typed: one 'seven' in an INTEGER column would abort a typed scan.
+    conn.execute("SET sqlite_all_varchar = true")
+    conn.execute(f"ATTACH {_sql_string(str(path))} AS {SOURCE_ALIAS} (TYPE sqlite, READ_ONLY)")
+    try:
+        missing = {"images", "paths", "ratings"} - {
+            r[0] for r in conn.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [SOURCE_ALIAS]
+            ).fetchall()
+        }
+        if missing:
+            raise ValueError(f"{path} is not a SAC database: no table(s) {', '.join(sorted(missing))}")
+        yield SOURCE_ALIAS
+    finally:
+        conn.execute(f"DETACH {SOURCE_ALIAS}")
+        conn.execute("RESET sqlite_all_varchar")
+
+
+@dataclass(frozen=True)
+class RatingCounts:
+    """Ratings rows of one snapshot by class (see sac_stage.sql)."""
+
+    by_status: dict[str, int]
+
+    @property
+    def read(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def ignored(self) -> int:
+        return self.by_status.get("null", 0)
+
+    @property
+    def valid(self) -> int:
+        return self.by_status.get("ok", 0)
+
+    @property
+    def rejected(self) -> int:
+        return self.read - self.ignored - self.valid
+
+
+def create_snapshot_views(conn: duckdb.DuckDBPyConnection) -> None:
+    """Temp table sac_snap_images and view sac_snap_ratings over the attached `sac_src`."""
+    conn.execute(_sql("sac_stage.sql"))
+
+
+def stage_snapshot(conn: duckdb.DuckDBPyConnection) -> tuple[int, RatingCounts]:
+    """create_snapshot_views, then (images read, ratings rows by class)."""
+    create_snapshot_views(conn)
+    images = conn.execute("SELECT count(*) FROM sac_snap_images").fetchone()[0]
+    counts = dict(conn.execute(_sql("sac_rating_summary.sql")).fetchall())
+    return images, RatingCounts(counts)
+
+
+def new_ingest_id() -> str:
+    return uuid.uuid4().hex
+
+
+def insert_new_ratings(conn: duckdb.DuckDBPyConnection, snapshot: str, ingest_id: str) -> int:
+    """Store the snapshot's valid, unseen ratings; mark their images' histograms stale; returns how many."""
+    conn.execute(_sql("sac_insert_ratings.sql"), [snapshot, ingest_id])
+    inserted = conn.execute("SELECT count(*) FROM sac_ratings WHERE ingest_id = ?", [ingest_id]).fetchone()[0]
+    if inserted:
+        conn.execute(_sql("sac_mark_pending.sql"), [ingest_id])
+        conn.execute(_sql("sac_clear_rating_rejects.sql"), [ingest_id])
+    return inserted
+
+
+def record_rating_rejects(conn: duckdb.DuckDBPyConnection, batch: str) -> int:
+    """Bad ratings rows -> rejects (stage 'ratings', item rating:<sid>:<iid>); returns how many are new."""
+    return int(conn.execute(_sql("sac_rating_rejects.sql"), [batch]).fetchone()[0])
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image of the snapshot that has no crop yet."""
+
+    iid: int | None  # None when images.id is not an integer
+    raw_id: str
+    gid: int | None
+    path: str | None
+    has_votes: bool
+
+
+def crop_candidates(conn: duckdb.DuckDBPyConnection) -> list[Candidate]:
+    return [Candidate(*row) for row in conn.execute(_sql("sac_crop_candidates.sql")).fetchall()]
+
+
+def merge_pending_histograms(
+    conn: duckdb.DuckDBPyConnection, newly_accepted: Sequence[str], temperature: float = 1.0
+) -> int:
+    """Rebuild the histograms of stale images plus newly cropped ones; returns how many were written."""
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE sac_touched AS"
+        " SELECT iid FROM sac_pending_histograms"
+        " UNION SELECT CAST(unnest(?::VARCHAR[]) AS BIGINT) AS iid",
+        [list(newly_accepted)],
+    )
+    conn.execute(_sql("sac_stage_counts.sql"))
+    written = merge_staged_histograms(conn, DATASET, temperature)
+    # Stale images without a crop are dropped from the queue: once cropped they count as newly accepted.
+    conn.execute("DELETE FROM sac_pending_histograms WHERE iid IN (SELECT iid FROM sac_touched)")
+    return written
+
+
+def log_snapshot(
+    conn: duckdb.DuckDBPyConnection, snapshot: str, file: str, sha256: str, counts: RatingCounts,
+    ratings_new: int, images_read: int,
+) -> None:
+    """Remember the snapshot; a re-run keeps the first row (its ingested_at and ratings_new)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO sac_snapshots (snapshot, file, sha256, ratings_read, ratings_new, images_read)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [snapshot, file, sha256, counts.read, ratings_new, images_read],
+    )
+
+
+def record_new_rejects(conn: duckdb.DuckDBPyConnection, stage: str, rejects: Sequence[Reject], batch: str) -> int:
+    """records.record_rejects for the rejects not already stored with the same reason (re-runs change nothing)."""
+    if not rejects:
+        return 0
+    stored = dict(
+        conn.execute(
+            "SELECT item_id, reason FROM rejects WHERE dataset = ? AND stage = ? AND list_contains(?, item_id)",
+            [DATASET, stage, [r.item_id for r in rejects]],
+        ).fetchall()
+    )
+    fresh = [r for r in rejects if stored.get(r.item_id) != r.reason]
+    return record_rejects(conn, DATASET, stage, fresh, batch)
+
+
+def mean_scores(conn: duckdb.DuckDBPyConnection) -> list[float]:
+    return [r[0] for r in conn.execute("SELECT mean FROM histograms WHERE dataset = 'sac'").fetchall()]
