@@ -8,25 +8,10 @@ from pathlib import Path
 import dagster as dg
 from PIL import Image
 
-from assets import evaluation, training
 from assets.resources import StorageResource, WarehouseResource
 from nima_train.critic import Critic
 from nima_train.evolve import evolve
 from warehouse.models_lookup import PRODUCTION, ModelNotFound, resolve_model
-
-
-def _upstream_keys() -> list[dg.AssetKey]:
-    """What decides which model is promoted: the evaluation assets (they set the 'production' alias).
-
-    Read from the stage modules rather than named here, so the critic follows that stage's asset
-    names; before the evaluation stage exists, the training assets are the nearest upstream.
-    """
-    for module in (evaluation, training):
-        keys = [key for a in dg.load_assets_from_modules([module]) if isinstance(a, dg.AssetsDefinition)
-                for key in a.keys]
-        if keys:
-            return sorted(keys, key=lambda k: k.to_user_string())
-    return []
 
 
 class CriticEvolutionConfig(dg.Config):
@@ -47,7 +32,9 @@ def _markdown_image(path: Path, max_width: int = 1024) -> str:
     return f"![{path.name}](data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-@dg.asset(group_name="critic", deps=_upstream_keys(), code_version="1")
+# production_model (group evaluation) sets the 'production' alias after the blocking accuracy check passed:
+# the critic runs on what it promoted, never on a model that failed evaluation.
+@dg.asset(group_name="critic", deps=["production_model"], code_version="1")
 def critic_evolution(
     context: dg.AssetExecutionContext,
     config: CriticEvolutionConfig,

@@ -159,7 +159,8 @@ def k8s_pod_spec(config: TrainConfig, command: list[str], aesthetic_home: str) -
     container = {
         "name": "nima-train",
         "image": config.k8s_image,
-        "command": ["python", *command[1:]] if command[0] == sys.executable else command,
+        # The local interpreter's path means nothing in the image: use the image's python.
+        "command": ["python", *command[1:]] if Path(command[0]).name.startswith("python") else command,
         "env": [{"name": "AESTHETIC_HOME", "value": aesthetic_home}],
         "resources": {"limits": {"nvidia.com/gpu": str(config.k8s_gpus)}},
     }

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.crops import encode_jpeg, sha256_bytes  # noqa: E402
 from ingest.shards import ShardLimits, ShardSample, write_split  # noqa: E402
-from nima_train.data import decode_jpg, make_loader, shard_urls  # noqa: E402
+from nima_train.data import decode_jpg, make_loader, shard_urls, split_transform  # noqa: E402
 from nima_train.transforms import train_transform  # noqa: E402
 
 
@@ -67,10 +67,10 @@ def make_crops(folder: Path, n: int, seed: int) -> list[ShardSample]:
 class FileDataset(Dataset):
     """The per-file baseline: one JPEG file per sample, labels in memory."""
 
-    def __init__(self, samples: list[ShardSample]) -> None:
+    def __init__(self, samples: list[ShardSample], uint8: bool = False) -> None:
         self.paths = [s.path for s in samples]
         self.targets = torch.tensor([s.target for s in samples], dtype=torch.float32)
-        self.transform = train_transform(224)
+        self.transform = split_transform(True)[0] if uint8 else train_transform(224)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -169,25 +169,40 @@ def main() -> None:
 
         bare = bench_bare_decode(blobs, args.repeats)
         decode_aug = bench_decode_transform(blobs, args.repeats)
-        files = bench_loader(
-            lambda: DataLoader(
-                FileDataset(samples), batch_size=args.batch, shuffle=True, num_workers=args.workers, drop_last=True
-            ),
-            args.repeats,
-        )
-        shards = bench_loader(
-            lambda: make_loader(urls, train=True, batch_size=args.batch, num_workers=args.workers, shuffle_buffer=1000),
-            args.repeats,
-        )
+        rates = {}
+        for uint8 in (False, True):
+            rates["files", uint8] = bench_loader(
+                lambda u=uint8: DataLoader(
+                    FileDataset(samples, u),
+                    batch_size=args.batch,
+                    shuffle=True,
+                    num_workers=args.workers,
+                    drop_last=True,
+                ),
+                args.repeats,
+            )
+            rates["shards", uint8] = bench_loader(
+                lambda u=uint8: make_loader(
+                    urls, train=True, batch_size=args.batch, num_workers=args.workers, shuffle_buffer=1000, uint8=u
+                ),
+                args.repeats,
+            )
 
     w = args.workers
-    print(f"{'path':44s} {'images/s':>10s} {'per core':>10s}")
-    print(f"{'bare PIL decode (1 process, bytes in memory)':44s} {bare:10.0f} {bare:10.0f}")
-    print(f"{'decode + train_transform (1 process)':44s} {decode_aug:10.0f} {decode_aug:10.0f}")
-    print(f"{f'per-file Dataset, {w} workers, batch {args.batch}':44s} {files:10.0f} {files / w:10.0f}")
-    print(f"{f'WebDataset shards, {w} workers, batch {args.batch}':44s} {shards:10.0f} {shards / w:10.0f}")
-    print(f"shards / files: {shards / files:.2f}x (target >= 1.0)")
-    print(f"bare decode per core / shards per core: {bare / (shards / w):.2f}x (target <= 1.3)")
+    print(f"{'path':50s} {'images/s':>10s} {'per core':>10s}")
+    print(f"{'bare PIL decode (1 process, bytes in memory)':50s} {bare:10.0f} {bare:10.0f}")
+    print(f"{'decode + train_transform (1 process)':50s} {decode_aug:10.0f} {decode_aug:10.0f}")
+    for (kind, uint8), rate in rates.items():
+        label = f"{'WebDataset shards' if kind == 'shards' else 'per-file Dataset'}, {'uint8' if uint8 else 'float32'}"
+        print(f"{f'{label}, {w} workers, batch {args.batch}':50s} {rate:10.0f} {rate / w:10.0f}")
+    for uint8 in (False, True):
+        shards, files = rates["shards", uint8], rates["files", uint8]
+        mode = "uint8 batches" if uint8 else "float32 batches"
+        print(
+            f"{mode}: shards / files {shards / files:.2f}x (target >= 1.0);"
+            f" bare decode per core / shards per core {bare / (shards / w):.2f}x (target <= 1.3)"
+        )
+    shards = max(rates["shards", False], rates["shards", True])
     gpu = bench_mobilenet(args.batch) if args.gpu else None
     if gpu:
         name = torch.cuda.get_device_name()

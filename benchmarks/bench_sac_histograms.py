@@ -50,8 +50,10 @@ def generate(path: Path, n_ratings: int, n_images: int, seed: int = 0) -> None:
     db.execute("INSERT INTO s.generations SELECT i, 1 + i % 997, 'CLIP+CC12M', 'prompt ' || i, 1 FROM range(1, ?) t(i)",
                [n_gen + 1])
     db.execute("INSERT INTO s.images SELECT i, 1 + (i - 1) // 3, (i - 1) % 3 FROM range(1, ?) t(i)", [n_images + 1])
-    db.execute("INSERT INTO s.paths SELECT i, (1 + (i - 1) // 3) || '_' || ((i - 1) % 3) || '.png' FROM range(1, ?) t(i)",
-               [n_images + 1])
+    db.execute(
+        "INSERT INTO s.paths SELECT i, (1 + (i - 1) // 3) || '_' || ((i - 1) % 3) || '.png' FROM range(1, ?) t(i)",
+        [n_images + 1],
+    )
     # Ratings: uniform images, 50k raters, scores around the image's quality; 0.5% NULL, 0.01% out of range.
     db.execute(
         """INSERT INTO s.ratings
@@ -110,13 +112,15 @@ GROUP BY r.iid
 def run_duckdb_query(db_path: str) -> dict:
     import duckdb
 
-    from warehouse.sac import attach_snapshot, create_snapshot_views
+    from warehouse.sac import create_snapshot_views, with_snapshot
+
+    def histograms(conn: duckdb.DuckDBPyConnection):
+        create_snapshot_views(conn)
+        return conn.execute(HISTOGRAM_SQL).fetchnumpy()
 
     conn = duckdb.connect()
     t0 = time.perf_counter()
-    with attach_snapshot(conn, db_path):
-        create_snapshot_views(conn)
-        rows = conn.execute(HISTOGRAM_SQL).fetchnumpy()
+    rows = with_snapshot(conn, db_path, histograms)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "images": len(rows["iid"]), "checksum": checksum(rows["iid"], rows["counts"])}
 
@@ -142,15 +146,27 @@ def run_pandas(db_path: str) -> dict:
 def _warehouse_pass(warehouse: str, snapshot: str) -> dict:
     from ingest.sac import read_snapshot
     from warehouse.db import connect, transaction
-    from warehouse.sac import attach_snapshot, insert_new_ratings, merge_pending_histograms, new_ingest_id
-    from warehouse.sac import record_rating_rejects, stage_snapshot
+    from warehouse.sac import (
+        insert_new_ratings,
+        merge_pending_histograms,
+        new_ingest_id,
+        record_rating_rejects,
+        stage_snapshot,
+        with_snapshot,
+    )
 
     t0 = time.perf_counter()
     snap = read_snapshot(snapshot)  # hashing the file is part of a snapshot's cost
-    with connect(warehouse) as conn, attach_snapshot(conn, snap.path), transaction(conn):
-        stage_snapshot(conn)
-        new = insert_new_ratings(conn, snap.key, new_ingest_id())
-        record_rating_rejects(conn, snap.key)
+
+    def merge(conn):
+        with transaction(conn):
+            stage_snapshot(conn)
+            new = insert_new_ratings(conn, snap.key, new_ingest_id())
+            record_rating_rejects(conn, snap.key)
+            return new
+
+    with connect(warehouse) as conn:
+        new = with_snapshot(conn, snap.path, merge)
     with connect(warehouse) as conn, transaction(conn):
         written = merge_pending_histograms(conn, [])
     return {"seconds": time.perf_counter() - t0, "ratings_new": new, "histograms_written": written}

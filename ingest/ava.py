@@ -12,6 +12,7 @@ and crop file are unchanged is not decoded again, and nothing is rewritten for i
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import re
 import time
@@ -33,6 +34,10 @@ from warehouse.records import ImageRow
 
 N_TOKENS = 15  # index, image id, ten vote counts, two tags, challenge id
 VAL_FRACTION = 0.05
+# Real AVA images have at most a few hundred votes each; far more is a corrupt line, and the
+# counts must fit DuckDB's INTEGER[10] either way.
+MAX_VOTES = 1_000_000
+_INT32_MAX = 2**31 - 1
 VAL_SALT = "ava-val"
 DEFAULT_TEST_LIST = "generic_test.jpgl"
 ACQUISITIONS = ("directory", "tar", "http")
@@ -90,6 +95,9 @@ def parse_ava_lines(lines: Iterable[bytes | str]) -> ParsedRatings:
             out.rejects.append(wh.RejectRow(f"line:{n}", "parse", problem))
             continue
         values = [int(t) for t in text.split(" ")]
+        if max(values[12:]) > _INT32_MAX:  # tags and challenge land in INTEGER columns
+            out.rejects.append(wh.RejectRow(f"line:{n}", "parse", "unparsable: a tag or challenge id is out of range"))
+            continue
         image_id, counts = str(values[1]), tuple(values[2:12])
         if image_id in first_line:
             # The first occurrence wins; the first repeat is filed under the id itself (so a search
@@ -102,6 +110,10 @@ def parse_ava_lines(lines: Iterable[bytes | str]) -> ParsedRatings:
         first_line[image_id] = n
         if sum(counts) == 0:
             out.rejects.append(wh.RejectRow(image_id, "ratings", f"zero votes: all ten counts are 0 on line {n}"))
+            continue
+        if max(counts) > MAX_VOTES:
+            reason = f"out of range: {max(counts)} votes for one score on line {n} (at most {MAX_VOTES})"
+            out.rejects.append(wh.RejectRow(image_id, "ratings", reason))
             continue
         out.rows.append(AvaRow(n, image_id, counts, values[12], values[13], values[14]))
     return out
@@ -126,7 +138,7 @@ def parse_names(path: str | Path) -> tuple[list[tuple[int, str]], list[int]]:
         if not line:
             continue
         head, _, name = line.partition(" ")
-        if not head.isdigit() or not name.strip():
+        if not head.isascii() or not head.isdigit() or int(head) > _INT32_MAX or not name.strip():
             bad.append(n)
             continue
         rows.setdefault(int(head), name.strip())
@@ -240,7 +252,9 @@ class _Cropper:
         t0 = time.perf_counter()
         chunk = max(1, min(64, len(jobs) // (self.workers * 4) or 1))
         if self.pool is None and self.workers > 1 and len(jobs) > chunk:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers)
+            # spawn, not fork: Dagster's step process runs threads, and forking a threaded
+            # process can copy a held lock into the child and hang it.
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
         out = list(crop_many(jobs, self.spec, workers=1, chunk_size=chunk, pool=self.pool))
         self.seconds += time.perf_counter() - t0
         return out
@@ -248,6 +262,36 @@ class _Cropper:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+
+
+def assign_splits(rows: list[AvaRow], opts: AvaOptions) -> tuple[dict[str, tuple[str, AvaRow]], list[wh.RejectRow]]:
+    """image_id -> (split, row) under the configured list pair; ids no list names are rejects (stage 'split')."""
+    lists = opts.ava_dir / "aesthetics_image_lists"
+    test_ids = read_id_list(lists / opts.test_list)
+    train_ids = read_id_list(lists / opts.train_list) if opts.train_list else None
+    wanted: dict[str, tuple[str, AvaRow]] = {}
+    rejects = []
+    for row in rows:
+        split = split_for(row.image_id, test_ids, train_ids, opts.val_fraction)
+        if split is None:
+            reason = f"not listed: image id is in neither {opts.train_list} nor {opts.test_list}"
+            rejects.append(wh.RejectRow(row.image_id, "split", reason))
+        else:
+            wanted[row.image_id] = (split, row)
+    return wanted, rejects
+
+
+def read_names(ava_dir: Path, log: Callable[[str], None]) -> tuple[dict[str, list[tuple[int, str]]], int]:
+    """Rows for ava_tags and ava_challenges (empty when the file is absent), and how many lines were skipped."""
+    names, skipped = {}, 0
+    for table, file in (("ava_tags", "tags.txt"), ("ava_challenges", "challenges.txt")):
+        path = ava_dir / file
+        rows, bad = parse_names(path) if path.is_file() else ([], [])
+        if bad:
+            log(f"{path}: lines {bad[:10]} are not `id name`; skipped")
+        names[table] = rows
+        skipped += len(bad)
+    return names, skipped
 
 
 def ingest_ava(
@@ -265,26 +309,10 @@ def ingest_ava(
     report.lines_read, report.blank_lines = parsed.lines_read, parsed.blank_lines
     rejects = list(parsed.rejects)
 
-    lists = opts.ava_dir / "aesthetics_image_lists"
-    test_ids = read_id_list(lists / opts.test_list)
-    train_ids = read_id_list(lists / opts.train_list) if opts.train_list else None
-    wanted: dict[str, tuple[str, AvaRow]] = {}
-    for row in parsed.rows:
-        split = split_for(row.image_id, test_ids, train_ids, opts.val_fraction)
-        if split is None:
-            reason = f"not listed: image id is in neither {opts.train_list} nor {opts.test_list}"
-            rejects.append(wh.RejectRow(row.image_id, "split", reason))
-        else:
-            wanted[row.image_id] = (split, row)
-
-    names = {}
-    for table, file in (("ava_tags", "tags.txt"), ("ava_challenges", "challenges.txt")):
-        path = opts.ava_dir / file
-        rows, bad = parse_names(path) if path.is_file() else ([], [])
-        if bad:
-            log(f"{path}: lines {bad[:10]} are not `id name`; skipped")
-        names[table] = rows
-        report.bad_name_lines += len(bad)
+    wanted, split_rejects = assign_splits(parsed.rows, opts)
+    rejects += split_rejects
+    names, bad_lines = read_names(opts.ava_dir, log)
+    report.bad_name_lines = bad_lines
     report.tags, report.challenges = len(names["ava_tags"]), len(names["ava_challenges"])
 
     with connect() as conn:
@@ -419,5 +447,6 @@ def preview_grid(items: list[tuple[str, Path]], thumb: int = 112, cols: int = 4)
             draw.rectangle([x, y, x + thumb, y + thumb], outline=(200, 0, 0))
         draw.text((x, y + thumb + 2), caption, fill=(20, 20, 20), font=font)
     buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
+    # A 256-colour palette keeps the PNG (stored in every materialisation event) around a third of the size.
+    sheet.quantize(256).save(buf, format="PNG", optimize=True)
     return buf.getvalue()

@@ -38,7 +38,6 @@ from warehouse.sac import (
     DATASET,
     Candidate,
     RatingCounts,
-    attach_snapshot,
     crop_candidates,
     insert_new_ratings,
     log_snapshot,
@@ -47,6 +46,7 @@ from warehouse.sac import (
     record_new_rejects,
     record_rating_rejects,
     stage_snapshot,
+    with_snapshot,
 )
 
 # Where the public tarball keeps the database and the images.
@@ -235,19 +235,24 @@ def ingest_snapshot(
     sources: ImageSources,
     images_dir: Path,
     to_stored: Callable[[str | Path], str],
-    spec: CropSpec = CropSpec(),
+    spec: CropSpec | None = None,
     temperature: float = 1.0,
     workers: int | None = None,
 ) -> IngestReport:
     """Merge one snapshot into the warehouse (steps in the module docstring); safe to re-run."""
     t0 = time.perf_counter()
+    spec = spec or CropSpec()
     report = IngestReport(snapshot.key)
     ingest_id = new_ingest_id()
-    with connect() as conn, attach_snapshot(conn, snapshot.path), transaction(conn):
-        report.images_read, report.ratings = stage_snapshot(conn)
-        report.ratings_new = insert_new_ratings(conn, snapshot.key, ingest_id)
-        report.rating_rejects_new = record_rating_rejects(conn, snapshot.key)
-        candidates = crop_candidates(conn)
+    def merge_ratings(conn: duckdb.DuckDBPyConnection) -> list[Candidate]:
+        with transaction(conn):
+            report.images_read, report.ratings = stage_snapshot(conn)
+            report.ratings_new = insert_new_ratings(conn, snapshot.key, ingest_id)
+            report.rating_rejects_new = record_rating_rejects(conn, snapshot.key)
+            return crop_candidates(conn)
+
+    with connect() as conn:
+        candidates = with_snapshot(conn, snapshot.path, merge_ratings)
 
     rejects: dict[str, list[Reject]] = {"parse": [], "ratings": [], "image": []}
     to_locate = []

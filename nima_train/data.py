@@ -32,6 +32,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset
+from torchvision.transforms import v2
 
 from nima_train.transforms import eval_transform, train_transform
 
@@ -130,6 +131,20 @@ def decode_target(data: bytes) -> torch.Tensor:
     return torch.tensor(target, dtype=torch.float32)
 
 
+def split_transform(train: bool, image_size: int = 224) -> tuple[v2.Compose, v2.Compose]:
+    """The shared train/eval transform cut in two: (uint8 crop/flip for loader workers, float+normalise).
+
+    Shipping uint8 batches from workers moves 4x fewer bytes between processes and lets the GPU do the
+    float conversion and normalisation: apply the second part to the batch after .to(device).
+    """
+    full = train_transform(image_size) if train else eval_transform(image_size)
+    late = (v2.ToDtype, v2.Normalize)
+    return (
+        v2.Compose([t for t in full.transforms if not isinstance(t, late)]),
+        v2.Compose([t for t in full.transforms if isinstance(t, late)]),
+    )
+
+
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
@@ -150,9 +165,17 @@ def make_dataset(
     resampled: bool = False,
     seed: int = 0,
     transform: Callable | None = None,
+    uint8: bool = False,
 ) -> wds.DataPipeline:
-    """The batched pipeline; train: shard shuffle + sample shuffle + train_transform, eval: in order + centre crop."""
-    transform = transform or (train_transform(image_size) if train else eval_transform(image_size))
+    """The batched pipeline; train: shard shuffle + sample shuffle + train_transform, eval: in order + centre crop.
+
+    uint8=True yields uint8 image batches; normalise them with split_transform(train)[1] on the device.
+    """
+    if transform is None:
+        if uint8:
+            transform = split_transform(train, image_size)[0]
+        else:
+            transform = train_transform(image_size) if train else eval_transform(image_size)
     stages: list = [
         ShardList(urls, shuffle=train, resampled=resampled, seed=seed),
         wds.split_by_node,
@@ -183,9 +206,10 @@ def make_loader(
     world_size: int | None = None,
     pin_memory: bool = False,
     transform: Callable | None = None,
+    uint8: bool = False,
 ) -> wds.WebLoader:
     """A WebLoader of (images, targets) batches. resampled=True needs epoch_samples (per epoch, all ranks)."""
-    dataset = make_dataset(urls, train, batch_size, image_size, shuffle_buffer, resampled, seed, transform)
+    dataset = make_dataset(urls, train, batch_size, image_size, shuffle_buffer, resampled, seed, transform, uint8)
     loader = wds.WebLoader(
         dataset,
         batch_size=None,

@@ -70,6 +70,23 @@ def all_gather_tensors(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes, strict=True)])
 
 
+def all_gather_strings(value: str) -> list[str]:
+    """One string from each rank, in rank order."""
+    if not is_dist():
+        return [value]
+    out: list[str] = [""] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (BatchNorm running statistics) to every rank; DDP syncs only parameters."""
+    if not is_dist():
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src)
+
+
 def barrier() -> None:
     if is_dist():
         dist.barrier()

@@ -9,18 +9,22 @@ Bad input is answered with a 4xx and {"error": kind, "message": ...}: 411 no
 Content-Length, 413 body over `max_bytes` (the body is not read), 413 more than
 `max_images` parts, 413 a decompression bomb (more than `max_pixels`), 400 not an
 image / corrupt / empty, 404 unknown path. Handler threads decode in parallel;
-the critic runs one forward at a time.
+one scoring thread runs the critic on whatever images are waiting, so concurrent
+requests share a forward pass instead of queueing for one each.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from nima_train.critic import Critic, UnreadableImage, decode_image
+from nima_train.critic import Critic, Score, UnreadableImage, decode_image
 
 
 @dataclass(frozen=True)
@@ -72,12 +76,65 @@ def split_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
     return parts
 
 
+class MicroBatcher:
+    """Runs the critic on one thread; each forward takes every request waiting (up to max_batch images).
+
+    It never waits for more work: under no load a request goes alone, and under load
+    requests that arrive during a forward share the next one.
+    """
+
+    def __init__(self, critic: Critic, max_batch: int = 32) -> None:
+        self.critic, self.max_batch = critic, max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="critic-batcher", daemon=True)
+        self._thread.start()
+
+    def score(self, images: list) -> list[Score]:
+        done: Future = Future()
+        self._queue.put((images, done))
+        return done.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            jobs, n, stop = [job], len(job[0]), False
+            while n < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                jobs.append(more)
+                n += len(more[0])
+            try:
+                scores = self.critic.score_images([img for images, _ in jobs for img in images]).scores()
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which re-raises it
+                for _, done in jobs:
+                    done.set_exception(exc)
+            else:
+                for images, done in jobs:
+                    done.set_result(scores[: len(images)])
+                    scores = scores[len(images):]
+            if stop:
+                return
+
+
 class ScoringServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], critic: Critic, limits: Limits) -> None:
         self.critic, self.limits = critic, limits
+        self.batcher = MicroBatcher(critic, max_batch=max(critic.batch_size, limits.max_images))
         super().__init__(address, ScoringHandler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.batcher.close()
 
     def score(self, parts: list[tuple[str, bytes]]) -> dict:
         if not parts:
@@ -93,9 +150,9 @@ class ScoringServer(ThreadingHTTPServer):
                 status = (HTTPStatus.REQUEST_ENTITY_TOO_LARGE if exc.kind == "decompression bomb"
                           else HTTPStatus.BAD_REQUEST)
                 raise BadRequest(status, exc.kind, f"{name}: {exc}") from exc
-        scored = self.critic.score_images(images)
+        scores = self.batcher.score(images)
         return {"model": self.critic.version,
-                "results": [{"name": name, **s.as_dict()} for (name, _), s in zip(parts, scored.scores(), strict=True)]}
+                "results": [{"name": name, **s.as_dict()} for (name, _), s in zip(parts, scores, strict=True)]}
 
 
 class ScoringHandler(BaseHTTPRequestHandler):

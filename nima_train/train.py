@@ -43,7 +43,14 @@ from torchvision.transforms import v2
 
 from nima_train import data
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
-from nima_train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from nima_train.distributed import (
+    DistInfo,
+    all_gather_strings,
+    barrier,
+    broadcast_buffers,
+    cleanup_distributed,
+    init_distributed,
+)
 from nima_train.evaluate import predict
 from nima_train.logger import MetricLogger, SmoothedValue
 from nima_train.losses import emd_loss, notebook_emd_loss
@@ -218,6 +225,15 @@ def build_optimizer(model: NIMA, phase: str, args: argparse.Namespace) -> torch.
     return torch.optim.Adam(groups, weight_decay=args.weight_decay)
 
 
+def wrap_model(model: NIMA, info: DistInfo, device: torch.device, args: argparse.Namespace) -> nn.Module:
+    """DDP (gradients averaged across ranks) and torch.compile around the model, as asked."""
+    wrapped: nn.Module = model
+    if info.enabled:
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda"
+                                                      else None)
+    return torch.compile(wrapped) if args.compile else wrapped
+
+
 def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return emd_loss if name == "paper" else notebook_emd_loss
 
@@ -352,7 +368,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
     out = Path(args.output_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    seed_everything(args.seed + info.rank)
+    seed_everything(args.seed)  # the same initial weights on every rank
     train_set, val_set = resolve_shards(args.data), resolve_shards(args.val_data)
     n_train = train_set.n_samples
     if n_train == 0:
@@ -373,12 +389,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    model_without_ddp = model
-    if info.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if device.type == "cuda" else None, find_unused_parameters=False
-        )
-    train_model = torch.compile(model) if args.compile else model
+    model_without_ddp, train_model = model, model
     criterion = loss_fn(args.loss)
 
     total_epochs = args.epochs_head + args.epochs_full
@@ -396,6 +407,8 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
         if phase_of(epoch, args) != phase:
             phase = phase_of(epoch, args)
             optimizer = build_optimizer(model_without_ddp, phase, args)
+            # DDP registers the parameters that need gradients when it is built: wrap again for each phase.
+            train_model = wrap_model(model_without_ddp, info, device, args)
             scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_decay)
             if resume is not None and resume.get("phase") == phase and int(resume["epoch"]) + 1 == epoch:
                 optimizer.load_state_dict(resume["optimizer"])
@@ -410,6 +423,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
         stats.update(epoch=epoch, phase=phase, seconds=time.perf_counter() - t0,
                      lr=optimizer.param_groups[0]["lr"])
         scheduler.step()
+        broadcast_buffers(model_without_ddp)  # rank 0's BatchNorm statistics everywhere, as rank 0 saves them
         if val_loader is not None:
             val = evaluate(model_without_ddp, criterion, val_loader, device, args)
             stats.update({f"val_{k}": v for k, v in val.items()})
@@ -423,7 +437,9 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
             })
         barrier()
 
+    # Every rank's weights digest: under DDP they must all be equal (gradients were averaged every step).
     summary = {"history": history, "n_train": n_train, "parent_version": parent_version,
+               "rank_weight_digests": all_gather_strings(state_digest(model_without_ddp)),
                "train_indexes": train_set.index_sha256, "val_indexes": val_set.index_sha256,
                "args": _plain_args(args), "world_size": info.world_size,
                "final": history[-1] if history else {}}
@@ -434,6 +450,14 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
         os.replace(tmp, out / "summary.json")
     barrier()
     return summary
+
+
+def state_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _plain_args(args: argparse.Namespace) -> dict[str, Any]:

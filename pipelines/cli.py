@@ -227,13 +227,12 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    from nima_train.serve import Limits
-
+    # Defaults live in nima_train.serve.Limits; not imported here, so `aesthetic --help` stays free of torch.
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="largest request body accepted")
-    p.add_argument("--max-images", type=int, default=Limits.max_images, help="most images in one request")
-    p.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="most pixels in one image")
+    p.add_argument("--max-bytes", type=int, help="largest request body accepted (default 20 MiB)")
+    p.add_argument("--max-images", type=int, help="most images in one request (default 32)")
+    p.add_argument("--max-pixels", type=int, help="most pixels in one image (default 40 million)")
     p.add_argument("--image-size", type=int, default=224, help="model input size")
     _model_arg(p)
 
@@ -243,7 +242,8 @@ def _serve(args: argparse.Namespace) -> int:
     from nima_train.serve import Limits, make_server
 
     critic = _load_critic(args.model, image_size=args.image_size)
-    server = make_server(critic, args.host, args.port, Limits(args.max_bytes, args.max_images, args.max_pixels))
+    given = {k: getattr(args, k) for k in ("max_bytes", "max_images", "max_pixels") if getattr(args, k) is not None}
+    server = make_server(critic, args.host, args.port, Limits(**given))
     host, port = server.server_address[:2]
     print(f"serving model {critic.version} on http://{host}:{port} (POST /score, GET /healthz)", flush=True)
     try:

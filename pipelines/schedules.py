@@ -48,11 +48,10 @@ def nightly_retrain(context: dg.ScheduleEvaluationContext):
     if not stale:
         return dg.SkipReason("no shards changed since the last models were trained")
     # A retrained model makes everything downstream of it stale too (nima_sac starts from nima_ava).
-    selection = dg.AssetSelection.assets(*stale).downstream().required_multi_asset_neighbors()
+    selection = dg.AssetSelection.assets(*stale).downstream() & dg.AssetSelection.groups("training", "evaluation")
+    keys = sorted(selection.resolve(context.repository_def.asset_graph), key=lambda k: k.to_user_string())
     versions = ",".join(f"{m}:{_data_version(context.instance, MODEL_INPUTS[m])}" for m in stale)
-    return dg.RunRequest(run_key=f"retrain:{versions}", asset_selection=list(
-        selection & dg.AssetSelection.groups("training", "evaluation")).resolve(context.repository_def.asset_graph)
-        if False else None, tags={"stale_models": ",".join(stale)})
+    return dg.RunRequest(run_key=f"retrain:{versions}", asset_selection=keys, tags={"stale_models": ",".join(stale)})
 
 
 def all_schedules() -> list:

@@ -9,6 +9,7 @@ import shutil
 import tarfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 from PIL import Image
 
 from assets.ava import AvaConfig, ava_images
+from assets.resources import StorageResource
+from ingest.ava import AvaOptions, ingest_ava
 from ingest.crops import sha256_file
 from ingest.sample_data import SampleReport
 from pipelines.resources import build_resources
@@ -208,3 +211,33 @@ def test_category_list_pair_and_crop_settings_are_configurable(raw, home):
     assert _query(home, "SELECT count(*) FROM rejects WHERE stage = 'split'")[0][0] == 0
     assert {r[0] for r in _query(home, "SELECT DISTINCT width FROM images")} == {256}
     assert meta["accepted"] + meta["rejected"] == meta["lines_read"]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_run_killed_between_batches_resumes_without_redoing_or_losing_anything(raw, home):
+    storage = StorageResource(home=str(home), raw=str(raw))
+    opts = AvaOptions(ava_dir=raw / "ava", batch_size=10, workers=1)
+    opened = []
+
+    @contextmanager
+    def dies_on_third_connection():
+        opened.append(1)
+        if len(opened) == 3:  # 1: read state, 2: write batch 1, 3: would write batch 2
+            raise _Killed("killed mid-run")
+        with connect(home / "warehouse.duckdb") as conn:
+            yield conn
+
+    args = (storage.images_dir("ava"), storage.to_stored, storage.from_stored)
+    with pytest.raises(_Killed):
+        ingest_ava(opts, dies_on_third_connection, *args)
+    (done,) = _query(home, "SELECT count(*) FROM ava_crop_state")[0]
+    assert done == 10
+    report = ingest_ava(opts, lambda: connect(home / "warehouse.duckdb"), *args)
+    assert report.cropped == report.lines_read - 4 - 10 and report.up_to_date == 10
+    assert report.accepted + report.rejected == report.lines_read
+    images = _query(home, "SELECT count(*), count(DISTINCT image_id) FROM images")[0]
+    assert images == (report.accepted, report.accepted)
+    assert not [p for p in (home / "images" / "ava").iterdir() if p.name.startswith(".")]

@@ -64,12 +64,22 @@ def test_zero_vote_row_is_rejected_under_its_id():
     assert parsed.rejects[0].reason.startswith("zero votes:")
 
 
+def test_absurd_vote_counts_and_ids_out_of_range_are_rejected_not_crashing():
+    huge = (0, 0, 0, 0, 99_999_999_999, 0, 0, 0, 0, 1)
+    parsed = parse_ava_lines([_line(1, 10, counts=huge), _line(2, 20, challenge=2**40), _line(3, 30)])
+    assert [r.image_id for r in parsed.rows] == ["30"]
+    assert [(r.item_id, r.stage) for r in parsed.rejects] == [("10", "ratings"), ("line:2", "parse")]
+    assert parsed.rejects[0].reason.startswith("out of range:")
+
+
 def test_names_split_on_the_first_space_only(tmp_path: Path):
     path = tmp_path / "challenges.txt"
-    path.write_text("1396 Green Things II\n1401 Red, White and Blue\n\nnot-a-number Foo\n1396 Repeat\n")
+    path.write_text(
+        "1396 Green Things II\n1401 Red, White and Blue\n\nnot-a-number Foo\n1396 Repeat\n99999999999 Big\n"
+    )
     rows, bad = parse_names(path)
     assert rows == [(1396, "Green Things II"), (1401, "Red, White and Blue")]
-    assert bad == [4]
+    assert bad == [4, 6]
 
 
 def test_id_list_reads_ids_and_refuses_garbage(tmp_path: Path):

@@ -16,7 +16,6 @@ from ingest.fetch import (
     FetchFailure,
     HttpOptions,
     Source,
-    child_path,
     fetch_one,
     http_sources,
     local_sources,
@@ -52,6 +51,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/img/6.jpg" and hits == 1:  # a passing server error: the retry succeeds
             self.send_error(503)
+            return
+        if self.path == "/img/8.jpg":  # no Content-Length: the body runs until the connection closes
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(BIG)
             return
         if self.path == "/img/6.jpg":
             body = b"\xff\xd8six"
@@ -89,7 +93,7 @@ FAST = HttpOptions(concurrency=3, timeout_s=5, retries=2, backoff_s=0.01, max_by
 
 
 def test_http_fetches_files_and_turns_404_drop_and_oversize_into_reasons(server, tmp_path: Path):
-    ids = ["1", "2", "3", "4", "5", "6", "7"]
+    ids = ["1", "2", "3", "4", "5", "6", "7", "8"]
     out = {r.item_id: r for r in http_sources(_template(server), ids, tmp_path / "cache", FAST)}
     assert set(out) == set(ids)
     for item_id in ("1", "3", "6"):
@@ -102,6 +106,8 @@ def test_http_fetches_files_and_turns_404_drop_and_oversize_into_reasons(server,
     assert isinstance(out["4"], FetchFailure) and out["4"].reason.startswith("http 404:")
     assert isinstance(out["5"], FetchFailure) and out["5"].reason.startswith("network:")
     assert isinstance(out["7"], FetchFailure) and out["7"].reason.startswith("too large:")
+    assert isinstance(out["8"], FetchFailure) and out["8"].reason.startswith("too large:")  # counted while streaming
+    assert "sent over" in out["8"].reason
     assert server.hits["/img/4.jpg"] == 1  # a 404 is final, not retried
     assert server.hits["/img/5.jpg"] == 1 + FAST.retries  # a dropped connection is retried, then given up
     assert server.hits["/img/6.jpg"] == 2  # 503 then success
@@ -190,7 +196,9 @@ def test_local_folder_missing_file_is_a_failure(tmp_path: Path):
     assert isinstance(out["2"], FetchFailure) and out["2"].reason.startswith("missing:")
 
 
-def test_child_path_refuses_names_that_climb_out(tmp_path: Path):
-    assert child_path(tmp_path, "a.jpg") == (tmp_path / "a.jpg").resolve()
-    with pytest.raises(ValueError, match="unsafe path"):
-        child_path(tmp_path, "../etc/passwd")
+def test_ids_that_would_climb_out_of_the_folder_are_failures(tmp_path: Path, server):
+    (out,) = local_sources(tmp_path / "images", ["../../etc/passwd"])
+    assert isinstance(out, FetchFailure) and out.reason.startswith("unsafe path:")
+    (out,) = http_sources(_template(server), ["../x"], tmp_path / "cache", FAST)
+    assert isinstance(out, FetchFailure) and out.reason.startswith("unsafe path:")
+

@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from assets.shards import ava_shards, sac_shards
-from nima_train.data import index_path, make_dataset, make_loader, set_epoch, shard_urls, shard_urls_for
+from nima_train.data import (
+    index_path,
+    make_dataset,
+    make_loader,
+    set_epoch,
+    shard_urls,
+    shard_urls_for,
+    split_transform,
+)
 from tests.test_shards_support import add_images, materialize_shards
 from warehouse.db import connect
 
@@ -50,6 +58,14 @@ def test_eval_loader_yields_every_sample_of_both_datasets_once_as_normalised_ten
     assert targets.shape == (4, 10) and torch.allclose(targets.sum(1), torch.ones(4), atol=1e-6)
     assert -3 < float(images.mean()) < 3 and float(images.std()) > 0.1  # ImageNet-normalised, not 0..255
     assert seen_targets(batches) == warehouse_targets(shards_home, "train")
+
+
+def test_uint8_batches_normalised_on_device_equal_the_float_pipeline(shards_home: Path) -> None:
+    urls = shard_urls(index_path(shards_home / "shards", "sac", "val"))
+    (floats, t1), *_ = make_loader(urls, train=False, batch_size=4, num_workers=0)
+    (raw, t2), *_ = make_loader(urls, train=False, batch_size=4, num_workers=0, uint8=True)
+    assert raw.dtype == torch.uint8 and torch.equal(t1, t2)
+    assert torch.allclose(split_transform(train=False)[1](raw), floats, atol=1e-5)
 
 
 def test_train_loader_with_two_workers_splits_shards_so_each_sample_comes_once(shards_home: Path) -> None:

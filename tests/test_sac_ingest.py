@@ -152,7 +152,7 @@ def test_public_tarball_gives_the_same_crops_and_refuses_link_members(raw: Path,
     from_dir, from_tar = query(home_dir, sql), query(home_tar, sql)
     assert [r for r in from_dir if r[0] != "1"] == from_tar
     assert query(home_tar, "SELECT reason FROM rejects WHERE item_id = '1' AND stage = 'image'") == [
-        ("unsafe path: home/jdp/simulacra-aesthetic-captions/1_0.png is a link inside simulacra-aesthetic-captions.tar",)
+        (f"unsafe path: {TAR_PREFIX}1_0.png is a link inside simulacra-aesthetic-captions.tar",)
     ]
 
 

@@ -10,11 +10,12 @@ connection) -> merge_pending_histograms.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -23,6 +24,7 @@ from warehouse.records import Reject, record_rejects
 
 DATASET = "sac"
 SOURCE_ALIAS = "sac_src"
+T = TypeVar("T")
 PIP_FIX = "pip install duckdb-extension-sqlite-scanner==1.5.5 duckdb-extensions==1.5.5"
 
 
@@ -54,14 +56,13 @@ def _sql_string(text: str) -> str:
 
 
 @contextmanager
-def attach_snapshot(conn: duckdb.DuckDBPyConnection, path: str | Path) -> Iterator[str]:
-    """ATTACH a SAC SQLite file read-only as `sac_src`, every column as text; DETACH afterwards."""
+def attach_snapshot(conn: duckdb.DuckDBPyConnection, path: str | Path, all_varchar: bool = False) -> Iterator[str]:
+    """ATTACH a SAC SQLite file read-only as `sac_src` (all_varchar: every column as text); DETACH afterwards."""
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"SAC snapshot {path} does not exist")
     load_sqlite_extension(conn)
-    # SQLite is dynamically typed: one 'seven' in an INTEGER column would abort a typed scan.
-    conn.execute("SET sqlite_all_varchar = true")
+    conn.execute(f"SET sqlite_all_varchar = {'true' if all_varchar else 'false'}")
     conn.execute(f"ATTACH {_sql_string(str(path))} AS {SOURCE_ALIAS} (TYPE sqlite, READ_ONLY)")
     try:
         missing = {"images", "paths", "ratings"} - {
@@ -75,6 +76,21 @@ def attach_snapshot(conn: duckdb.DuckDBPyConnection, path: str | Path) -> Iterat
     finally:
         conn.execute(f"DETACH {SOURCE_ALIAS}")
         conn.execute("RESET sqlite_all_varchar")
+
+
+def with_snapshot(
+    conn: duckdb.DuckDBPyConnection, path: str | Path, work: Callable[[duckdb.DuckDBPyConnection], T]
+) -> T:
+    """work(conn) with the snapshot attached. Typed columns scan twice as fast as text, but SQLite is
+    dynamically typed and one 'seven' in an INTEGER column aborts a typed scan: then work runs again
+    (it must roll back its own transaction on error) with every column read as text, where such
+    values become rejects."""
+    try:
+        with attach_snapshot(conn, path, all_varchar=False):
+            return work(conn)
+    except duckdb.TypeMismatchException:
+        with attach_snapshot(conn, path, all_varchar=True):
+            return work(conn)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""Training and evaluation assets through real Dagster, the promotion gate, the K8s pod spec, the nightly schedule."""
+
+import json
+
+import dagster as dg
+
+from assets.checks import compare_with_production
+from assets.evaluation import eval_nima_ava
+from assets.training import Toleration, TrainConfig, k8s_pod_spec, nima_ava
+from pipelines.resources import build_resources
+from tests.test_train_loop import write_tiny_shards
+from warehouse.db import connect
+from warehouse.models import ModelRow, alias_version, record_eval_report, record_model, set_alias
+
+TINY = {"weights": "none", "epochs_head": 1, "epochs_full": 1, "batch_size": 8, "crop": 32, "resize": 36,
+        "workers": 0, "device": "cpu"}
+
+
+def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evaluated(tmp_path):
+    home = tmp_path / "home"
+    for split, n, seed in (("train", 16, 0), ("val", 8, 1), ("test", 12, 2)):
+        write_tiny_shards(home / "shards" / "ava" / split, n, seed=seed, split=split)
+    result = dg.materialize(
+        [nima_ava, eval_nima_ava], resources=build_resources(home=home, raw=tmp_path / "raw"),
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"nima_ava": {"config": TINY}, "eval_nima_ava": {"config": {"batch_size": 8}}}},
+    )
+    assert result.success
+    train_meta = result.asset_materializations_for_node("nima_ava")[0]
+    version = train_meta.metadata["version"].value
+    assert train_meta.tags["dagster/data_version"] == version and len(version) == 12
+    model_dir = home / "models" / "nima_ava" / version
+    card = json.loads((model_dir / "model_card.json").read_text())
+    import hashlib
+
+    assert hashlib.sha256((model_dir / "model.pt").read_bytes()).hexdigest()[:12] == version
+    assert card["code_version"] == "nima-train-1" and card["parent_version"] is None
+    assert card["hyperparameters"]["crop"] == 32 and len(card["history"]) == 2
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        row = conn.execute("SELECT name, checkpoint_path FROM models WHERE version = ?", [version]).fetchone()
+        report = conn.execute("SELECT n, srcc_mean FROM eval_reports WHERE model_version = ? AND dataset = 'ava'"
+                              " AND split = 'test'", [version]).fetchone()
+    assert row == ("nima_ava", f"models/nima_ava/{version}/model.pt")
+    assert report[0] == 12
+    assert (home / "reports" / version / "ava-test" / "report.md").exists()
+    eval_meta = result.asset_materializations_for_node("eval_nima_ava")[0].metadata
+    assert "data:image/png;base64," in eval_meta["report"].value
+
+
+def _model(conn, version: str, srcc: float) -> None:
+    record_model(conn, ModelRow(version, "nima_color", None, f"models/nima_color/{version}/model.pt", version * 2, {}))
+    record_eval_report(conn, version, "kuler", "test", {"n": 10, "binary_accuracy": 0.8, "exact_accuracy": 0.5,
+                                                        "lcc_mean": srcc, "srcc_mean": srcc, "lcc_std": 0.1,
+                                                        "srcc_std": 0.1, "emd_r1": 0.1, "emd_r2": 0.2})
+
+
+def test_promotion_gate_blocks_a_model_worse_than_production_by_more_than_the_margin(tmp_path):
+    import time
+
+    with connect(tmp_path / "w.duckdb") as conn:
+        _model(conn, "aaaaaaaaaaaa", 0.60)
+        assert compare_with_production(conn, "nima_color", "kuler", "test", 0.02).passed  # nothing promoted yet
+        set_alias(conn, "aaaaaaaaaaaa")
+        time.sleep(0.01)
+        _model(conn, "bbbbbbbbbbbb", 0.55)
+        worse = compare_with_production(conn, "nima_color", "kuler", "test", 0.02)
+        assert not worse.passed and worse.metadata["production"].value == "aaaaaaaaaaaa"
+        assert compare_with_production(conn, "nima_color", "kuler", "test", 0.1).passed
+        assert alias_version(conn) == "aaaaaaaaaaaa"
+
+
+def test_k8s_pod_spec_asks_for_gpus_on_selected_tolerated_nodes():
+    config = TrainConfig(k8s_gpus=2, k8s_node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+                         k8s_tolerations=[Toleration(key="nvidia.com/gpu")], k8s_image="reg/aesthetic:1")
+    spec = k8s_pod_spec(config, ["/venv/bin/python", "-m", "nima_train.train", "--data", "x"], "/data/aesthetic")
+    (container,) = spec["containers"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert container["command"] == ["python", "-m", "nima_train.train", "--data", "x"]
+    assert container["image"] == "reg/aesthetic:1"
+    assert spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_nightly_schedule_retrains_only_models_whose_shards_changed():
+    from pipelines.definitions import defs
+    from pipelines.schedules import nightly_retrain
+
+    repo = defs.get_repository_def()
+    with dg.instance_for_test() as instance:  # schedules need a persistent instance
+        _check_ticks(instance, repo, nightly_retrain)
+
+
+def _check_ticks(instance, repo, nightly_retrain):
+
+    def tick():
+        return nightly_retrain(dg.build_schedule_context(instance=instance, repository_def=repo))
+
+    assert isinstance(tick(), dg.SkipReason)  # no shards at all
+    instance.report_runless_asset_event(dg.AssetMaterialization("ava_shards", tags={"dagster/data_version": "v1"}))
+    request = tick()
+    assert isinstance(request, dg.RunRequest)
+    keys = {k.to_user_string() for k in request.asset_selection}
+    assert {"nima_ava", "nima_sac", "nima_color", "eval_nima_ava", "production_model"} <= keys
+    # nima_ava trained on v1: nothing to do until the shards change again
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "nima_ava", tags={"dagster/data_version": "m1", "dagster/input_data_version/ava_shards": "v1"}))
+    assert isinstance(tick(), dg.SkipReason)
+    instance.report_runless_asset_event(dg.AssetMaterialization("ava_shards", tags={"dagster/data_version": "v2"}))
+    assert isinstance(tick(), dg.RunRequest)
