@@ -46,6 +46,8 @@ class TrainConfig(dg.Config):
     opt: str = "adam"
     epochs_head: int = 0
     epochs_full: int = 12
+    lr_head: float = 1e-3
+    lr_full: float = 1e-3  # from scratch; fine-tuning ImageNet weights wants about 3e-5
     lr_scale: float = 1.0
     batch_size: int = 16
     crop: int = 96
@@ -102,7 +104,8 @@ def train_command(job: TrainingJob, config: TrainConfig, run_dir: Path) -> list[
         "-m", "nima_train.train", "--data", *map(str, job.train), "--val-data", *map(str, job.val),
         "--output-dir", str(run_dir), "--backbone", config.backbone, "--weights", weights,
         "--loss", config.loss, "--opt", config.opt, "--epochs-head", str(config.epochs_head),
-        "--epochs-full", str(config.epochs_full), "--lr-scale", str(config.lr_scale),
+        "--epochs-full", str(config.epochs_full), "--lr-head", str(config.lr_head),
+        "--lr-full", str(config.lr_full), "--lr-scale", str(config.lr_scale),
         "--batch-size", str(config.batch_size), "--crop", str(config.crop), "--resize", str(config.resize),
         "--workers", str(config.workers), "--no-progress",
         "--negatives", str(getattr(config, "negatives", 0.0)),
