@@ -1,13 +1,18 @@
-"""Loader throughput: WebDataset shards vs a per-file JPEG Dataset vs bare PIL decode, measured in one run.
+"""Loader throughput: WebDataset shards vs a per-file JPEG Dataset vs bare JPEG decode, measured in one run.
 
     .venv/bin/python benchmarks/bench_loader.py --n 2000 --workers 2 [--gpu]
 
-All three read the same 256x256 crops (JPEG q95, 4:4:4, as ingest/crops.py writes them). The two loaders do the
-full training input path: decode, train_transform (random 224 crop + flip + ImageNet normalisation), batches of
-64, `--workers` DataLoader workers. Bare decode is PIL decoding the same bytes from memory in one process.
-Per-core figures divide a loader's rate by its worker count. With --gpu (and CUDA present) it also measures
-MobileNetV2 training steps/s at batch 64 (bf16 autocast, channels_last) to say how many loader cores one GPU
-needs. Targets (issue 6): shards >= files, and bare-decode per core <= 1.3x shards per core.
+All read the same 256x256 crops (JPEG q95, 4:4:4, as ingest/crops.py writes them). The two loaders do the full
+training input path with the reader's own functions: decode (nima_train.data.decode_image: torchvision's
+libjpeg-turbo decode_jpeg straight to a uint8 CHW tensor), random 224 crop + flip by tensor slicing
+(nima_train.transforms.random_crop_flip), batches of 64 (float32 batches: ImageNet `normalize` per batch in the
+worker; uint8 batches: left to the consumer's device), `--workers` DataLoader workers. Bare decode is one process
+decoding the same bytes from memory, twice: with PIL (Image.load) and with torchvision.io.decode_jpeg. Single-process
+decode + augment is shown both ways too (PIL + train_transform, the earlier reader path; decode_image +
+random_crop_flip, the current one). Per-core figures divide a loader's rate by its worker count. With --gpu (and
+CUDA present) it also measures MobileNetV2 training steps/s at batch 64 (bf16 autocast, channels_last) to say how
+many loader cores one GPU needs. Targets (issue 6): shards >= files, and bare-decode per core <= 1.3x shards per
+core (printed against both decoders).
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.crops import encode_jpeg, sha256_bytes  # noqa: E402
 from ingest.shards import ShardLimits, ShardSample, write_split  # noqa: E402
-from nima_train.data import decode_jpg, make_loader, shard_urls, split_transform  # noqa: E402
-from nima_train.transforms import train_transform  # noqa: E402
+from nima_train.data import decode_image, decode_jpeg, decode_jpg, make_loader, shard_urls  # noqa: E402
+from nima_train.transforms import normalize, random_crop_flip, train_transform  # noqa: E402
 
 
 def photo_like(rng: np.random.Generator, size: int = 256) -> Image.Image:
@@ -65,20 +71,24 @@ def make_crops(folder: Path, n: int, seed: int) -> list[ShardSample]:
 
 
 class FileDataset(Dataset):
-    """The per-file baseline: one JPEG file per sample, labels in memory."""
+    """The per-file baseline: one JPEG file per sample, labels in memory, the reader's decode and crop."""
 
-    def __init__(self, samples: list[ShardSample], uint8: bool = False) -> None:
+    def __init__(self, samples: list[ShardSample]) -> None:
         self.paths = [s.path for s in samples]
         self.targets = torch.tensor([s.target for s in samples], dtype=torch.float32)
-        self.transform = split_transform(True)[0] if uint8 else train_transform(224)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         with open(self.paths[i], "rb") as fh:
-            img = decode_jpg(fh.read())
-        return self.transform(img), self.targets[i]
+            return random_crop_flip(decode_image(fh.read()), 224), self.targets[i]
+
+
+def collate_normalised(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack, then normalise the whole batch in the worker: what make_loader does for float32 batches."""
+    images, targets = zip(*items, strict=True)
+    return normalize(torch.stack(images)), torch.stack(targets)
 
 
 def timed_pass(loader: object) -> tuple[int, float]:
@@ -99,25 +109,20 @@ def bench_loader(make: object, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def bench_bare_decode(blobs: list[bytes], repeats: int) -> float:
+def bench_single(blobs: list[bytes], work: object, repeats: int) -> float:
+    """Median images/s of `work(blob)` over the blobs in one process (first pass is a warm-up)."""
     rates = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
         for b in blobs:
-            decode_jpg(b)
+            work(b)
         rates.append(len(blobs) / (time.perf_counter() - start))
     return statistics.median(rates[1:])
 
 
-def bench_decode_transform(blobs: list[bytes], repeats: int) -> float:
-    transform = train_transform(224)
-    rates = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        for b in blobs:
-            transform(decode_jpg(b))
-        rates.append(len(blobs) / (time.perf_counter() - start))
-    return statistics.median(rates[1:])
+def bare_decode_jpeg(data: bytes) -> torch.Tensor:
+    # bytearray as in decode_image (torch.frombuffer warns on read-only bytes); the copy is part of the cost.
+    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
 def bench_mobilenet(batch: int = 64, steps: int = 30) -> float | None:
@@ -167,17 +172,27 @@ def main() -> None:
         mean_kb = sum(map(len, blobs)) / len(blobs) / 1024
         print(f"{args.n} crops of 256x256, mean {mean_kb:.1f} KiB; {len(urls)} shards; cores visible: {os.cpu_count()}")
 
-        bare = bench_bare_decode(blobs, args.repeats)
-        decode_aug = bench_decode_transform(blobs, args.repeats)
+        pil_augment = train_transform(224)
+        single = {
+            "bare PIL decode": bench_single(blobs, decode_jpg, args.repeats),
+            "bare decode_jpeg": bench_single(blobs, bare_decode_jpeg, args.repeats),
+            "PIL decode + train_transform (earlier path)": bench_single(
+                blobs, lambda b: pil_augment(decode_jpg(b)), args.repeats
+            ),
+            "decode_image + random_crop_flip (reader path)": bench_single(
+                blobs, lambda b: random_crop_flip(decode_image(b), 224), args.repeats
+            ),
+        }
         rates = {}
         for uint8 in (False, True):
             rates["files", uint8] = bench_loader(
                 lambda u=uint8: DataLoader(
-                    FileDataset(samples, u),
+                    FileDataset(samples),
                     batch_size=args.batch,
                     shuffle=True,
                     num_workers=args.workers,
                     drop_last=True,
+                    collate_fn=None if u else collate_normalised,
                 ),
                 args.repeats,
             )
@@ -189,18 +204,19 @@ def main() -> None:
             )
 
     w = args.workers
-    print(f"{'path':50s} {'images/s':>10s} {'per core':>10s}")
-    print(f"{'bare PIL decode (1 process, bytes in memory)':50s} {bare:10.0f} {bare:10.0f}")
-    print(f"{'decode + train_transform (1 process)':50s} {decode_aug:10.0f} {decode_aug:10.0f}")
+    print(f"{'path':60s} {'images/s':>10s} {'per core':>10s}")
+    for label, rate in single.items():
+        print(f"{label + ' (1 process)':60s} {rate:10.0f} {rate:10.0f}")
     for (kind, uint8), rate in rates.items():
         label = f"{'WebDataset shards' if kind == 'shards' else 'per-file Dataset'}, {'uint8' if uint8 else 'float32'}"
-        print(f"{f'{label}, {w} workers, batch {args.batch}':50s} {rate:10.0f} {rate / w:10.0f}")
+        print(f"{f'{label}, {w} workers, batch {args.batch}':60s} {rate:10.0f} {rate / w:10.0f}")
     for uint8 in (False, True):
         shards, files = rates["shards", uint8], rates["files", uint8]
         mode = "uint8 batches" if uint8 else "float32 batches"
         print(
             f"{mode}: shards / files {shards / files:.2f}x (target >= 1.0);"
-            f" bare decode per core / shards per core {bare / (shards / w):.2f}x (target <= 1.3)"
+            f" bare decode per core / shards per core: PIL {single['bare PIL decode'] / (shards / w):.2f}x,"
+            f" decode_jpeg {single['bare decode_jpeg'] / (shards / w):.2f}x (target <= 1.3)"
         )
     shards = max(rates["shards", False], rates["shards", True])
     gpu = bench_mobilenet(args.batch) if args.gpu else None

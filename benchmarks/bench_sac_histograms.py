@@ -97,16 +97,20 @@ def checksum(iids, counts) -> int:
 # ----- the measured work, each run in a child process -----
 
 BINS = ", ".join(f"count(*) FILTER (WHERE r.rating = {k})" for k in range(1, 11))
-# One vote per (sid, iid), the last row winning, as warehouse/sac_insert_ratings.sql keeps it.
+# Votes 1..10 per image joined to paths (NULL and out-of-range rows are not votes). {votes} is either every
+# valid row (the notebook's read_sql + groupby) or one vote per (sid, iid), the first row winning, as the
+# pipeline stores them (warehouse/sac_insert_ratings.sql).
 HISTOGRAM_SQL = f"""
 SELECT r.iid, [{BINS}] AS counts
-FROM (
-    SELECT sid, iid, arg_max(value, row_no)::INTEGER AS rating
-    FROM sac_snap_ratings WHERE status = 'ok' GROUP BY sid, iid
-) r
+FROM ({{votes}}) r
 JOIN sac_snap_images p ON p.iid = r.iid AND p.path IS NOT NULL
 GROUP BY r.iid
 """
+VOTES = {
+    "plain": "SELECT iid, value::INTEGER AS rating FROM sac_snap_ratings WHERE status = 'ok'",
+    "one_per_rater": "SELECT sid, iid, arg_min(value, row_no)::INTEGER AS rating FROM sac_snap_ratings"
+                     " WHERE status = 'ok' GROUP BY sid, iid",
+}
 
 
 def run_duckdb_query(db_path: str) -> dict:
@@ -114,33 +118,42 @@ def run_duckdb_query(db_path: str) -> dict:
 
     from warehouse.sac import create_snapshot_views, with_snapshot
 
-    def histograms(conn: duckdb.DuckDBPyConnection):
-        create_snapshot_views(conn)
-        return conn.execute(HISTOGRAM_SQL).fetchnumpy()
+    out = {}
+    for name, votes in VOTES.items():
+        def histograms(conn: duckdb.DuckDBPyConnection, votes: str = votes):
+            create_snapshot_views(conn)
+            return conn.execute(HISTOGRAM_SQL.format(votes=votes)).fetchnumpy()
 
-    conn = duckdb.connect()
-    t0 = time.perf_counter()
-    rows = with_snapshot(conn, db_path, histograms)
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "images": len(rows["iid"]), "checksum": checksum(rows["iid"], rows["counts"])}
+        conn = duckdb.connect()
+        t0 = time.perf_counter()
+        rows = with_snapshot(conn, db_path, histograms)
+        out[name] = {"seconds": time.perf_counter() - t0, "images": len(rows["iid"]),
+                     "checksum": checksum(rows["iid"], rows["counts"])}
+        conn.close()
+    return out
 
 
 def run_pandas(db_path: str) -> dict:
     import pandas as pd
 
-    con = sqlite3.connect(db_path)
-    t0 = time.perf_counter()
-    ratings = pd.read_sql("SELECT sid, iid, rating FROM ratings", con)
-    paths = pd.read_sql("SELECT iid, path FROM paths", con)
-    ratings = ratings.dropna(subset=["rating"])
-    ratings = ratings[ratings["rating"].between(1, 10) & (ratings["rating"] % 1 == 0)]
-    ratings = ratings.drop_duplicates(["sid", "iid"], keep="last")
-    ratings = ratings[ratings["iid"].isin(paths["iid"])]
-    counts = ratings.groupby(["iid", "rating"]).size().unstack(fill_value=0)
-    counts = counts.reindex(columns=range(1, 11), fill_value=0)
-    seconds = time.perf_counter() - t0
-    con.close()
-    return {"seconds": seconds, "images": len(counts), "checksum": checksum(counts.index, counts.to_numpy())}
+    out = {}
+    for name in VOTES:
+        con = sqlite3.connect(db_path)
+        t0 = time.perf_counter()
+        ratings = pd.read_sql("SELECT sid, iid, rating FROM ratings", con)
+        paths = pd.read_sql("SELECT iid, path FROM paths", con)
+        ratings = ratings.dropna(subset=["rating"])
+        ratings = ratings[ratings["rating"].between(1, 10) & (ratings["rating"] % 1 == 0)]
+        ratings = ratings[ratings["iid"].isin(paths.loc[paths["path"].notna(), "iid"])]
+        if name == "one_per_rater":
+            ratings = ratings.drop_duplicates(["sid", "iid"], keep="first")
+        counts = ratings.groupby(["iid", "rating"]).size().unstack(fill_value=0)
+        counts = counts.reindex(columns=range(1, 11), fill_value=0)
+        out[name] = {"seconds": time.perf_counter() - t0, "images": len(counts),
+                     "checksum": checksum(counts.index, counts.to_numpy())}
+        con.close()
+        del ratings, paths, counts
+    return out
 
 
 def _warehouse_pass(warehouse: str, snapshot: str) -> dict:
@@ -237,13 +250,13 @@ def main() -> None:
 
     duck = measure("duckdb_query", snap1)
     pand = measure("pandas", snap1)
-    assert duck["checksum"] == pand["checksum"] and duck["images"] == pand["images"], (duck, pand)
-    print(f"histograms from SQLite  duckdb {duck['seconds']:7.2f}s  peak RSS {duck['peak_rss_mb']:6.0f} MB "
-          f"(after imports {duck['baseline_rss_mb']:.0f})")
-    print(f"                        pandas {pand['seconds']:7.2f}s  peak RSS {pand['peak_rss_mb']:6.0f} MB "
-          f"(after imports {pand['baseline_rss_mb']:.0f})")
-    print(f"  same {duck['images']:,} histograms; duckdb is {pand['seconds'] / duck['seconds']:.1f}x faster "
-          f"(target >= 5x), {pand['peak_rss_mb'] / duck['peak_rss_mb']:.1f}x less peak memory")
+    print(f"peak RSS: duckdb {duck['peak_rss_mb']:.0f} MB, pandas {pand['peak_rss_mb']:.0f} MB "
+          f"(both {duck['baseline_rss_mb']:.0f} MB after imports)")
+    for name in VOTES:
+        d, pd_ = duck[name], pand[name]
+        assert d["checksum"] == pd_["checksum"] and d["images"] == pd_["images"], (name, d, pd_)
+        print(f"histograms ({name:13s}) duckdb {d['seconds']:6.2f}s  pandas {pd_['seconds']:6.2f}s  "
+              f"-> duckdb {pd_['seconds'] / d['seconds']:.1f}x faster (target >= 5x), same {d['images']:,} histograms")
 
     warehouse = work / "warehouse.duckdb"
     warehouse.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ import os
 import random
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
@@ -34,7 +35,12 @@ from PIL import Image
 from torch.utils.data import IterableDataset
 from torchvision.transforms import v2
 
-from nima_train.transforms import eval_transform, train_transform
+from nima_train.transforms import center_crop, eval_transform, normalize, random_crop_flip, train_transform
+
+try:  # deprecated since torchvision 0.29 (for TorchCodec); when a release drops it, PIL decodes everything
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    decode_jpeg = None
 
 INDEX_NAME = "index.json"
 
@@ -124,6 +130,24 @@ def decode_jpg(data: bytes) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def decode_image(data: bytes) -> torch.Tensor:
+    """The stored crop as a uint8 RGB (3,H,W) tensor: libjpeg-turbo straight to CHW for JPEG, PIL for the rest.
+
+    Anything decode_jpeg refuses (not JPEG, a variant it lacks, a broken file) goes through PIL, so a broken
+    sample still raises PIL's error (never silently swapped) and other formats still load.
+    """
+    if decode_jpeg is not None and data[:3] == JPEG_MAGIC:
+        try:
+            # bytearray: torch.frombuffer warns on read-only bytes (decode only reads; the copy is ~1% of its cost).
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError:
+            pass
+    return v2.functional.pil_to_tensor(decode_jpg(data))
+
+
 def decode_target(data: bytes) -> torch.Tensor:
     target = json.loads(data)["target"]
     if len(target) != 10:
@@ -133,6 +157,9 @@ def decode_target(data: bytes) -> torch.Tensor:
 
 def split_transform(train: bool, image_size: int = 224) -> tuple[v2.Compose, v2.Compose]:
     """The shared train/eval transform cut in two: (uint8 crop/flip for loader workers, float+normalise).
+
+    For PIL images or tensors; make_dataset's default path uses the equivalent tensor functions of
+    nima_train/transforms.py (random_crop_flip / center_crop, then normalize) instead.
 
     Shipping uint8 batches from workers moves 4x fewer bytes between processes and lets the GPU do the
     float conversion and normalisation: apply the second part to the batch after .to(device).
@@ -149,9 +176,9 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _sample_tuple(sample: dict) -> tuple[Image.Image, torch.Tensor]:
+def _sample_tuple(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        return decode_jpg(sample["jpg"]), decode_target(sample["json"])
+        return decode_image(sample["jpg"]), decode_target(sample["json"])
     except KeyError as exc:
         raise ValueError(f"sample {sample.get('__key__')!r} in {sample.get('__url__')} lacks {exc}") from exc
 
@@ -167,15 +194,19 @@ def make_dataset(
     transform: Callable | None = None,
     uint8: bool = False,
 ) -> wds.DataPipeline:
-    """The batched pipeline; train: shard shuffle + sample shuffle + train_transform, eval: in order + centre crop.
+    """The batched pipeline; train: shard shuffle + sample shuffle + random crop/flip, eval: in order + centre crop.
 
-    uint8=True yields uint8 image batches; normalise them with split_transform(train)[1] on the device.
+    The default transforms are nima_train/transforms.py's tensor ones (random_crop_flip / center_crop on the
+    decoded uint8 tensor, then `normalize` on whole batches): the same crops as train_transform/eval_transform
+    without PIL. uint8=True yields uint8 image batches; normalise them with `normalize` (or
+    split_transform(train)[1]) on the device. A custom `transform` gets each decoded image as a uint8 (3,H,W)
+    tensor (torchvision v2 transforms take it as they take a PIL image) and its output is batched as is.
     """
+    late: list = []
     if transform is None:
-        if uint8:
-            transform = split_transform(train, image_size)[0]
-        else:
-            transform = train_transform(image_size) if train else eval_transform(image_size)
+        transform = partial(random_crop_flip if train else center_crop, size=image_size)
+        if not uint8:
+            late.append(wds.map_tuple(normalize, _identity))  # one vectorised op per batch, not per image
     stages: list = [
         ShardList(urls, shuffle=train, resampled=resampled, seed=seed),
         wds.split_by_node,
@@ -189,6 +220,7 @@ def make_dataset(
         wds.map_tuple(transform, _identity),
         # A short last batch is fine for eval; training keeps every step the same shape.
         wds.batched(batch_size, partial=not train),
+        *late,
     ]
     return wds.DataPipeline(*stages)
 

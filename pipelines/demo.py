@@ -38,6 +38,11 @@ def run_full_pipeline(instance: dg.DagsterInstance) -> dg.ExecutionResult:
         return result
 
 
+def _fmt(value: float | None) -> str:
+    """Metrics are NULL or NaN when a test split is too small to define them (e.g. one sample)."""
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
 def summarize(warehouse_path: Path, home: Path) -> str:
     lines = []
     with connect(warehouse_path, read_only=True) as conn:
@@ -60,8 +65,8 @@ def summarize(warehouse_path: Path, home: Path) -> str:
             lines.append("evaluation:")
             for name, version, ds, split, n, acc, srcc, lcc, emd in reports:
                 lines.append(
-                    f"  {name or '?'} {version} on {ds}/{split} (n={n}): binary accuracy {acc:.3f},"
-                    f" SRCC {srcc:.3f}, LCC {lcc:.3f}, EMD(r=1) {emd:.3f}"
+                    f"  {name or '?'} {version} on {ds}/{split} (n={n}): binary accuracy {_fmt(acc)},"
+                    f" SRCC {_fmt(srcc)}, LCC {_fmt(lcc)}, EMD(r=1) {_fmt(emd)}"
                 )
             lines.append(f"  reports under {home / 'reports'}")
     return "\n".join(lines)

@@ -14,12 +14,12 @@ storage:
 concurrency:
   pools:
     default_limit: 1
+  runs:
+    max_concurrent_runs: 4
 
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: 4
 
 telemetry:
   enabled: false

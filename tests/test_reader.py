@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+import webdataset as wds
+from PIL import Image
 
 from assets.shards import ava_shards, sac_shards
 from nima_train.data import (
+    decode_image,
+    decode_jpg,
     index_path,
     make_dataset,
     make_loader,
@@ -21,6 +27,7 @@ from nima_train.data import (
     shard_urls_for,
     split_transform,
 )
+from nima_train.transforms import eval_transform, normalize, random_crop_flip
 from tests.test_shards_support import add_images, materialize_shards
 from warehouse.db import connect
 
@@ -149,3 +156,60 @@ def test_missing_index_and_empty_url_list_fail_loudly(tmp_path: Path) -> None:
         shard_urls_for(tmp_path, "ava", "train")
     with pytest.raises(ValueError, match="no shard URLs"):
         make_dataset([], train=True)
+
+
+def test_tensor_decode_and_centre_crop_give_the_pil_path_pixels_within_one_level(shards_home: Path) -> None:
+    urls = shard_urls(index_path(shards_home / "shards", "ava", "train"))
+    jpgs = [s["jpg"] for s in wds.WebDataset(urls, shardshuffle=False)]
+    (raw, _), *_ = make_loader(urls, train=False, batch_size=len(jpgs), num_workers=0, uint8=True)
+    pil_crop, pil_full = split_transform(train=False)[0], eval_transform(224)
+    via_pil = torch.stack([torch.as_tensor(pil_crop(decode_jpg(b))) for b in jpgs])
+    assert raw.shape == via_pil.shape == (len(jpgs), 3, 224, 224)
+    assert int((raw.int() - via_pil.int()).abs().max()) <= 1
+    floats = torch.stack([pil_full(decode_jpg(b)) for b in jpgs])
+    assert torch.allclose(normalize(raw), floats, atol=1.01 / 255 / min(0.229, 0.224, 0.225))
+
+
+def test_random_crop_flip_takes_a_uniform_224_window_flipped_half_the_time() -> None:
+    rows, cols = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    image = torch.stack([rows, cols, rows]).to(torch.uint8)  # each pixel names its own position
+    tops, lefts, flips = set(), set(), 0
+    torch.manual_seed(0)
+    for _ in range(200):
+        out = random_crop_flip(image, 224)
+        top, flipped = int(out[0, 0, 0]), int(out[1, 0, 0]) > int(out[1, 0, -1])
+        left = int(out[1, 0, -1 if flipped else 0])
+        window = image[:, top : top + 224, left : left + 224]
+        assert torch.equal(out, window.flip(-1) if flipped else window)
+        tops.add(top), lefts.add(left)
+        flips += flipped
+    assert 60 < flips < 140 and min(tops) >= 0 and max(tops) <= 32 and len(tops) > 20 and len(lefts) > 20
+    assert random_crop_flip(image[:, :200, :180], 224).shape == (3, 224, 224)  # padded like v2's pad_if_needed
+
+
+def _tar_of(path: Path, images: dict[str, bytes]) -> str:
+    meta = json.dumps({"target": [0.1] * 10}).encode()
+    with wds.TarWriter(str(path)) as sink:
+        for key, data in images.items():
+            sink.write({"__key__": key, "jpg": data, "json": meta})
+    return str(path)
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_images_decode_jpeg_cannot_read_go_through_pil_and_broken_ones_still_raise(tmp_path: Path) -> None:
+    rgb = Image.radial_gradient("L").resize((256, 256)).convert("RGB")
+    good = {"png": _encoded(rgb, "PNG"), "grey": _encoded(rgb.convert("L"), "JPEG")}
+    assert decode_image(good["png"]).shape == decode_image(good["grey"]).shape == (3, 256, 256)
+    (images, _), *_ = make_dataset([_tar_of(tmp_path / "ok.tar", good)], train=False, batch_size=2, uint8=True)
+    expected = torch.stack([torch.as_tensor(split_transform(False)[0](decode_jpg(good[k]))) for k in good])
+    assert int((images.int() - expected.int()).abs().max()) <= 1
+    jpeg = _encoded(rgb, "JPEG")
+    with pytest.raises(OSError, match="truncated"):
+        decode_image(jpeg[: len(jpeg) // 2])
+    with pytest.raises(OSError):
+        list(make_dataset([_tar_of(tmp_path / "bad.tar", {"bad": b"not an image"})], train=False))

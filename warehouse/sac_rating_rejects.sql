@@ -1,5 +1,5 @@
 -- Record the snapshot's bad ratings rows (NULL is not a vote and not a reject). One reject per
--- rating:<sid>:<iid> (the last row wins); identical rejects already stored are left untouched so a
+-- rating:<sid>:<iid> (the first row wins); identical rejects already stored are left untouched so a
 -- re-run changes nothing. $1 = batch (snapshot key).
 INSERT OR REPLACE INTO rejects (dataset, item_id, stage, reason, batch, rejected_at)
 WITH bad AS (
@@ -16,7 +16,7 @@ WITH bad AS (
     FROM sac_snap_ratings
     WHERE status NOT IN ('ok', 'null')
 ), last AS (
-    SELECT item_id, arg_max(reason, row_no) AS reason FROM bad GROUP BY item_id
+    SELECT item_id, arg_min(reason, row_no) AS reason FROM bad GROUP BY item_id
 )
 SELECT 'sac', l.item_id, 'ratings', l.reason, $1, current_timestamp
 FROM last l

@@ -13,7 +13,7 @@ CREATE OR REPLACE TEMP VIEW sac_snap_ratings AS
 SELECT
     r.row_no, r.raw_sid, r.raw_iid, r.raw_rating, r.sid, r.iid, r.value,
     CASE
-        WHEN r.raw_rating IS NULL THEN 'null'
+        WHEN r.is_null THEN 'null'
         WHEN r.sid IS NULL OR r.iid IS NULL THEN 'bad id'
         WHEN r.value IS NULL THEN 'not a number'
         WHEN r.value NOT BETWEEN 1 AND 10 OR r.value <> floor(r.value) THEN 'out of range'
@@ -26,6 +26,7 @@ FROM (
         CAST(sid AS VARCHAR) AS raw_sid,
         CAST(iid AS VARCHAR) AS raw_iid,
         CAST(rating AS VARCHAR) AS raw_rating,
+        rating IS NULL AS is_null,
         TRY_CAST(sid AS BIGINT) AS sid,
         TRY_CAST(iid AS BIGINT) AS iid,
         TRY_CAST(rating AS DOUBLE) AS value

@@ -9,6 +9,9 @@ SELECT
      count(*) FILTER (WHERE r.rating = 7), count(*) FILTER (WHERE r.rating = 8),
      count(*) FILTER (WHERE r.rating = 9), count(*) FILTER (WHERE r.rating = 10)]::INTEGER[10] AS counts
 FROM sac_ratings r
-WHERE r.iid IN (SELECT iid FROM sac_touched)
-  AND CAST(r.iid AS VARCHAR) IN (SELECT image_id FROM images WHERE dataset = 'sac')
+-- narrow the (small) touched set to cropped images first: sac_ratings itself may hold 10M rows
+WHERE r.iid IN (
+    SELECT t.iid FROM sac_touched t
+    WHERE CAST(t.iid AS VARCHAR) IN (SELECT image_id FROM images WHERE dataset = 'sac')
+)
 GROUP BY r.iid
