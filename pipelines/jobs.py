@@ -14,9 +14,7 @@ PARTITIONED = dg.AssetSelection.assets(sac_snapshots)
 full_pipeline_job = dg.define_asset_job("full_pipeline", selection=dg.AssetSelection.all() - PARTITIONED)
 
 # One run per new SAC snapshot (the sensor), or one run over many (a backfill from the UI).
-sac_backfill_job = dg.define_asset_job(
-    "sac_backfill", selection=dg.AssetSelection.assets(sac_snapshots)
-)
+sac_backfill_job = dg.define_asset_job("sac_backfill", selection=dg.AssetSelection.assets(sac_snapshots))
 
 
 def group_job(group: str) -> dg.UnresolvedAssetJobDefinition:
