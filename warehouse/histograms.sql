@@ -1,7 +1,9 @@
 -- Derive the label columns from staged vote counts and upsert them.
 -- Input: temp table staged_counts(image_id VARCHAR, counts INTEGER[10]); $1 = dataset, $2 = softmax temperature.
 -- Scores are the bin numbers 1..10; rows whose counts sum to 0 must be rejected before they get here.
-INSERT OR REPLACE INTO histograms
+-- The caller deletes the staged keys first: DuckDB's INSERT OR REPLACE is several times slower than
+-- DELETE + INSERT on a large table (measured on 100k rows into 1M: 14 s against 3 s).
+INSERT INTO histograms
     (dataset, image_id, counts, n_ratings, mean, std, p_normalized, p_softmax, updated_at)
 WITH stats AS (
     SELECT

@@ -41,6 +41,9 @@ def merge_staged_histograms(conn: duckdb.DuckDBPyConnection, dataset: str, tempe
     zero = conn.execute("SELECT count(*) FROM staged_counts WHERE list_sum(counts) <= 0").fetchone()[0]
     if zero:
         raise ValueError(f"{zero} staged histograms have no votes; reject them before merging")
+    conn.execute(
+        "DELETE FROM histograms WHERE dataset = ? AND image_id IN (SELECT image_id FROM staged_counts)", [dataset]
+    )
     conn.execute(_HISTOGRAMS_SQL, [dataset, float(temperature)])
     return conn.execute("SELECT count(*) FROM staged_counts").fetchone()[0]
 

@@ -174,11 +174,6 @@ def merge_pending_histograms(
         [list(newly_accepted)],
     )
     conn.execute(_sql("sac_stage_counts.sql"))
-    # Delete, then insert: DuckDB's INSERT OR REPLACE of 100k rows into a 1M-row histograms table took
-    # ~14 s on the benchmark machine, this ~3 s.
-    conn.execute(
-        "DELETE FROM histograms WHERE dataset = ? AND image_id IN (SELECT image_id FROM staged_counts)", [DATASET]
-    )
     written = merge_staged_histograms(conn, DATASET, temperature)
     # Stale images without a crop are dropped from the queue: once cropped they count as newly accepted.
     conn.execute("DELETE FROM sac_pending_histograms WHERE iid IN (SELECT iid FROM sac_touched)")
