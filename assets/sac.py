@@ -60,6 +60,11 @@ def _metadata(reports: list[IngestReport], warehouse: WarehouseResource) -> dict
     return {
         "snapshots": [r.snapshot for r in reports],
         "ratings_read": sum(r.ratings.read for r in reports),
+        # per snapshot: "whole file", or "after rowid N" when it appended to an ingested snapshot's file
+        "ratings_scanned": dg.MetadataValue.json({
+            r.snapshot: "whole file" if r.ratings_after_rowid is None else f"after rowid {r.ratings_after_rowid}"
+            for r in reports
+        }),
         "ratings_ignored_null": sum(r.ratings.ignored for r in reports),
         "ratings_rejected": sum(r.ratings.rejected for r in reports),
         "ratings_new": sum(r.ratings_new for r in reports),

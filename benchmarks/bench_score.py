@@ -34,19 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nima_train.critic import Critic  # noqa: E402
 from nima_train.designs import SHAPES, random_genome, render  # noqa: E402
-from nima_train.model import NIMA  # noqa: E402
+from nima_train.model import NIMA, recalibrate_batchnorm  # noqa: E402
 from nima_train.serve import make_server  # noqa: E402
-
-
-def _calibrate(model: NIMA, x: torch.Tensor) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(x)
-    model.eval()
 
 
 def _median_time(fn, reps: int) -> float:
@@ -152,7 +141,7 @@ def main() -> int:
         torch.manual_seed(0)
         critic = Critic(NIMA("mobilenet_v2", weights="none"), image_size=args.image_size, batch_size=args.batch,
                         version="random-bn-calibrated")
-        _calibrate(critic.model, critic.preprocess(designs[:16]))
+        recalibrate_batchnorm(critic.model, critic.preprocess(designs[:16]))
     bench_batch(critic, designs, args.reps)
     if args.requests:
         bench_service(critic, designs[0], args.requests, args.concurrency)

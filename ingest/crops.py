@@ -1,48 +1,26 @@
-"""Verify an image and write its square crop: the one place every dataset stage crops pixels.
+"""Crop jobs for the dataset stages: write crops atomically, in a process pool, never raising per item.
 
-Everything that can go wrong with a real file (truncated, empty, not an image,
-decompression bomb, too small) raises RejectedImage with a human-readable
-reason; callers turn that into a `rejects` row and go on.
+The pixels themselves (verify, orient, convert, crop, encode) are nima_train/imaging.py, shared with the
+critic; its names are re-exported here for the stages.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import struct
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
-# Pillow's default bomb limit is ~89 Mpx; the largest real AVA photos are far below 50 Mpx.
-MAX_PIXELS = 64_000_000
-# EXIF orientations 5..8 rotate by 90 or 270 degrees, swapping width and height.
-_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
-# What Pillow's decoders raise on damaged files (struct/index errors come from broken headers).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
-
-
-class RejectedImage(Exception):
-    """A source image that cannot become a crop; str(exc) is the reason."""
-
-
-@dataclass(frozen=True)
-class CropSpec:
-    size: int = 256
-    mode: str = "center"  # "center": centred square crop; "squash": resize the whole frame
-    min_side: int = 32
-    quality: int = 95
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("center", "squash"):
-            raise ValueError(f"crop mode must be 'center' or 'squash', got {self.mode!r}")
-        if self.size < 8 or self.min_side < 1:
-            raise ValueError(f"bad crop spec {self}")
+from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stages)
+    MAX_PIXELS,
+    CropSpec,
+    RejectedImage,
+    crop_image,
+    encode_jpeg,
+    sha256_bytes,
+    sha256_file,
+)
 
 
 @dataclass(frozen=True)
@@ -63,83 +41,6 @@ class CropJob:
     dest: str
 
 
-def _open_verified(data: bytes, label: str) -> Image.Image:
-    if not data:
-        raise RejectedImage("empty: file has 0 bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            probe = Image.open(io.BytesIO(data))
-            probe.verify()  # structure and checksums; the image must be reopened after this
-            img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise RejectedImage(f"decompression bomb: {exc}") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise RejectedImage(f"not an image: {label} is not a format Pillow reads") from exc
-    except _DECODE_ERRORS as exc:
-        raise RejectedImage(f"corrupt: {exc}") from exc
-    if img.width * img.height > MAX_PIXELS:
-        raise RejectedImage(f"decompression bomb: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
-    return img
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bits rather than clipping at 255.
-        img = img.point(lambda v: v / 256).convert("L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def _oriented_size(img: Image.Image) -> tuple[int, int]:
-    """The size after EXIF orientation, read from the tag: exif_transpose here would decode every pixel."""
-    try:
-        orientation = img.getexif().get(0x0112, 1)
-    except (OSError, SyntaxError, ValueError, TypeError):
-        orientation = 1  # unreadable EXIF: the pixels still decode, so treat the frame as upright
-    return (img.height, img.width) if orientation in _SWAPPING_ORIENTATIONS else img.size
-
-
-def crop_image(data: bytes, spec: CropSpec, label: str = "image") -> tuple[Image.Image, tuple[int, int]]:
-    """Decode, orient, convert and crop; returns the square RGB crop and the source size."""
-    img = _open_verified(data, label)
-    source_size = _oriented_size(img)
-    if min(source_size) < spec.min_side:
-        raise RejectedImage(f"too small: {source_size[0]}x{source_size[1]}, short side under {spec.min_side}px")
-    try:
-        if img.format == "JPEG":
-            # Decode at 1/2, 1/4 or 1/8 scale when the crop needs no more: much less work for big photos.
-            # Both modes need the short side to stay >= size, or the crop would be upsampled.
-            scale = min(img.size) / spec.size
-            img.draft("RGB", (max(1, int(img.width / scale)), max(1, int(img.height / scale))))
-        img.load()
-        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the pixels when upright
-        img = _to_rgb(img)
-    except _DECODE_ERRORS as exc:
-        raise RejectedImage(f"corrupt: {exc}") from exc
-    w, h = img.size
-    if spec.mode == "center":
-        # One resample of the centred square box: same geometry as ImageOps.fit without its extra copy.
-        side = min(w, h)
-        left, top = (w - side) / 2, (h - side) / 2
-        box = (left, top, left + side, top + side)
-    else:
-        box = (0, 0, w, h)
-    out = img.resize((spec.size, spec.size), Image.Resampling.LANCZOS, box=box)
-    return out, source_size
-
-
-def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
-    buf = io.BytesIO()
-    # subsampling=0 keeps full chroma resolution (4:4:4): colour edges and swatches stay exact.
-    img.save(buf, format="JPEG", quality=quality, subsampling=0, optimize=False)
-    return buf.getvalue()
-
-
 def write_atomic(dest: str | Path, data: bytes) -> None:
     """Write to a temporary name in the same folder and rename: a kill never leaves half a file."""
     dest = Path(dest)
@@ -148,18 +49,6 @@ def write_atomic(dest: str | Path, data: bytes) -> None:
     with open(tmp, "wb") as fh:
         fh.write(data)
     os.replace(tmp, dest)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_crop_job(job: CropJob, spec: CropSpec) -> CropResult | RejectedImage:

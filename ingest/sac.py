@@ -4,7 +4,9 @@ A snapshot is one copy of the public SQLite file (`sac_public_2022_06_29.sqlite`
 dropped into `$AESTHETIC_RAW/sac/inbox/`). `ingest_snapshot` merges it into the warehouse:
 
 1. one transaction: unseen (sid, iid) ratings -> sac_ratings, bad rows -> rejects, images whose
-   histogram is now stale -> sac_pending_histograms (warehouse/sac.py, SQL in warehouse/sac_*.sql);
+   histogram is now stale -> sac_pending_histograms, where the ratings table ended ->
+   sac_rating_boundaries (warehouse/sac.py, SQL in warehouse/sac_*.sql). A snapshot that appends to an
+   earlier one's file is read from that one's last rowid on;
 2. no connection held: crop the images that have no crop yet (ingest/crops.py), from
    `$AESTHETIC_RAW/sac/images/` or straight out of the public tarball;
 3. one transaction: images rows, image rejects, histograms of the stale and newly cropped images.
@@ -45,6 +47,7 @@ from warehouse.sac import (
     new_ingest_id,
     record_new_rejects,
     record_rating_rejects,
+    remember_boundary,
     stage_snapshot,
     with_snapshot,
 )
@@ -203,7 +206,8 @@ class ImageSources:
 class IngestReport:
     snapshot: str
     images_read: int = 0
-    ratings: RatingCounts = field(default_factory=lambda: RatingCounts({}))
+    ratings: RatingCounts = field(default_factory=lambda: RatingCounts({}))  # the rows read (see next)
+    ratings_after_rowid: int | None = None  # only rows past it were read (an earlier snapshot had them); None: all
     ratings_new: int = 0
     rating_rejects_new: int = 0
     images_added: int = 0
@@ -246,9 +250,12 @@ def ingest_snapshot(
     ingest_id = new_ingest_id()
     def merge_ratings(conn: duckdb.DuckDBPyConnection) -> list[Candidate]:
         with transaction(conn):
-            report.images_read, report.ratings = stage_snapshot(conn)
-            report.ratings_new = insert_new_ratings(conn, snapshot.key, ingest_id)
-            report.rating_rejects_new = record_rating_rejects(conn, snapshot.key)
+            staged = stage_snapshot(conn)
+            report.images_read, report.ratings = staged.images, staged.ratings
+            report.ratings_after_rowid = staged.after_rowid
+            report.ratings_new = insert_new_ratings(conn, snapshot.key, ingest_id, staged.tail_only)
+            report.rating_rejects_new = record_rating_rejects(conn, snapshot.key, staged.tail_only)
+            remember_boundary(conn, snapshot.key, staged)
             return crop_candidates(conn)
 
     with connect() as conn:

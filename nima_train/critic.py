@@ -1,7 +1,7 @@
 """The aesthetic critic: a trained NIMA that scores images in batches.
 
 Images are prepared exactly as the training data was: decoded and verified by
-ingest.crops (the square 256 crop every dataset stage stores), then
+nima_train.imaging (the square 256 crop every dataset stage stores), then
 nima_train.transforms.eval_transform (the centre 224 crop). One forward pass
 gives the score histogram, its mean and std, and the pooled features used to
 find near-duplicates.
@@ -13,7 +13,6 @@ find near-duplicates.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ingest.crops import CropSpec, RejectedImage, crop_image
 from nima_train.checkpoint import model_from_checkpoint
 from nima_train.dedupe import dhash
+from nima_train.imaging import CropSpec, RejectedImage, crop_image, sha256_file
 from nima_train.model import NIMA, score_moments
 from nima_train.transforms import eval_transform
 
@@ -142,14 +141,6 @@ def expand_sources(args: Iterable[str]) -> list[Path]:
     return list(out)
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Critic:
     """A NIMA in eval mode plus its preprocessing; thread-safe (one forward at a time)."""
 
@@ -173,7 +164,7 @@ class Critic:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         if expected_sha256:
-            actual = file_sha256(path)
+            actual = sha256_file(path)
             if actual != expected_sha256:
                 raise CheckpointMismatch(
                     f"checkpoint {path} has sha256 {actual[:12]}..., the warehouse recorded "

@@ -78,6 +78,22 @@ class NIMA(nn.Module):
         return torch.softmax(self.head(self.embed(x)), dim=-1)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Replace BatchNorm running statistics by the plain average over `images`; returns the model in eval mode.
+
+    A freshly initialised network (weights "none") has running statistics that make every image look alike;
+    one pass over a few real pictures gives it usable ones.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average rather than an exponential one
+    model.train()
+    model(images)
+    return model.eval()
+
+
 def score_moments(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of score distributions p (batch, 10) over the scores 1..10."""
     scores = torch.arange(1, p.shape[-1] + 1, dtype=p.dtype, device=p.device)

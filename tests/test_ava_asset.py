@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import shutil
 import tarfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +20,7 @@ from ingest.ava import AvaOptions, ingest_ava
 from ingest.crops import sha256_file
 from ingest.sample_data import SampleReport
 from pipelines.resources import build_resources
+from tests.http_helpers import quiet_file_server, serving
 from warehouse.db import connect
 
 AVA_TABLES = ["images", "histograms", "rejects", "ava_tags", "ava_challenges", "ava_image_meta", "ava_crop_state"]
@@ -167,18 +165,8 @@ def test_tar_archive_gives_the_same_crops_and_reruns_without_work(raw, tmp_path)
 
 @pytest.fixture
 def image_server(raw: Path) -> Iterator[str]:
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(raw / "ava" / "images"))
-    handler.log_message = lambda *a: None
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(quiet_file_server(raw / "ava" / "images")) as srv:
         yield f"http://127.0.0.1:{srv.server_address[1]}/{{image_id}}.jpg"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 def test_http_acquisition_fetches_crops_and_files_404_as_fetch_reject(sample_raw, raw, home, image_server):

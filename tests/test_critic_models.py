@@ -21,7 +21,7 @@ from PIL import Image
 from ingest.crops import sha256_file
 from nima_train.checkpoint import save_checkpoint
 from nima_train.critic import CheckpointMismatch, Critic
-from nima_train.model import NIMA
+from nima_train.model import NIMA, recalibrate_batchnorm
 from warehouse.db import connect
 from warehouse.models_lookup import ModelNotFound, promoted_version, resolve_model
 
@@ -47,14 +47,7 @@ def make_model(seed: int = 0) -> NIMA:
     torch.manual_seed(seed)
     model = NIMA("mobilenet_v2", weights="none")
     calibration = Critic(model, image_size=96).preprocess([picture(1000 + i, 128) for i in range(16)])
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(calibration)
-    return model.eval()
+    return recalibrate_batchnorm(model, calibration)
 
 
 @functools.cache

@@ -21,6 +21,7 @@ from ingest.fetch import (
     local_sources,
     tar_sources,
 )
+from tests.http_helpers import serving
 
 FILES = {"/img/1.jpg": b"\xff\xd8one", "/img/2.jpg": b"\xff\xd8two" * 1000, "/img/3.jpg": b"\xff\xd8three"}
 BIG = b"x" * 5000
@@ -74,15 +75,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Server()) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 def _template(srv: _Server) -> str:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from nima_train.data import (
     split_transform,
 )
 from nima_train.transforms import eval_transform, normalize, random_crop_flip
+from tests.http_helpers import quiet_file_server, serving
 from tests.test_shards_support import add_images, materialize_shards
 from warehouse.db import connect
 
@@ -126,17 +124,8 @@ def test_resampled_mode_gives_every_rank_the_same_fixed_number_of_batches(
 
 @pytest.fixture
 def http_base(shards_home: Path) -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards_home / "shards"))
-    handler.log_message = lambda *args: None  # keep test output clean
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(quiet_file_server(shards_home / "shards")) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_shards_read_over_http_and_pipe_urls_match_local_ones(shards_home: Path, http_base: str) -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from nima_train.critic import Critic, decode_image
 from nima_train.serve import Limits, ScoringServer, make_server
+from tests.http_helpers import serving
 from tests.test_critic_models import make_model, picture, png_bytes
 
 LIMITS = Limits(max_bytes=300_000, max_images=4, max_pixels=1_000_000)
@@ -23,15 +24,8 @@ LIMITS = Limits(max_bytes=300_000, max_images=4, max_pixels=1_000_000)
 @pytest.fixture(scope="module")
 def server() -> Iterator[ScoringServer]:
     # A 96 px model input keeps the load test short on two shared cores; the code path is the same.
-    srv = make_server(Critic(make_model(), image_size=96, version="test-v1"), "127.0.0.1", 0, LIMITS)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(make_server(Critic(make_model(), image_size=96, version="test-v1"), "127.0.0.1", 0, LIMITS)) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=10)
 
 
 def _conn(srv: ScoringServer) -> http.client.HTTPConnection:

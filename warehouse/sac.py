@@ -3,8 +3,11 @@ by (sid, iid), and histograms rebuilt only for the images whose ratings changed.
 
 The snapshot is ATTACHed to the warehouse connection as `sac_src` (read-only); the SQL lives in
 warehouse/sac_*.sql. Call order for one snapshot (ingest/sac.py does this):
-stage_snapshot -> insert_new_ratings -> record_rating_rejects -> crop_candidates (then crop, without a
-connection) -> merge_pending_histograms.
+stage_snapshot -> insert_new_ratings -> record_rating_rejects -> remember_boundary -> crop_candidates
+(then crop, without a connection) -> merge_pending_histograms.
+
+stage_snapshot scans the ratings once into a temp table; a snapshot that only appends rows to an
+earlier one's file is read from that one's last rowid on (resume_rowid).
 """
 
 from __future__ import annotations
@@ -117,35 +120,117 @@ class RatingCounts:
 
 
 def create_snapshot_views(conn: duckdb.DuckDBPyConnection) -> None:
-    """Temp table sac_snap_images and view sac_snap_ratings over the attached `sac_src`."""
+    """Temp table sac_snap_images over the attached `sac_src` (sac_stage.sql)."""
     conn.execute(_sql("sac_stage.sql"))
 
 
-def stage_snapshot(conn: duckdb.DuckDBPyConnection) -> tuple[int, RatingCounts]:
-    """create_snapshot_views, then (images read, ratings rows by class)."""
+def max_ratings_rowid(conn: duckdb.DuckDBPyConnection) -> int | None:
+    """The attached snapshot's largest ratings rowid (None: empty, or a table without rowids)."""
+    try:
+        row = conn.execute(f"SELECT * FROM sqlite_query('{SOURCE_ALIAS}', 'SELECT max(rowid) FROM ratings')").fetchone()
+    except duckdb.Error:  # e.g. a WITHOUT ROWID table: read it whole
+        return None
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def ratings_fingerprint(conn: duckdb.DuckDBPyConnection, max_rowid: int) -> str:
+    """sha256 of the attached ratings rows at 17 rowids spread over 1..max_rowid (sac_ratings_fingerprint.sql)."""
+    return conn.execute(_sql("sac_ratings_fingerprint.sql"), [max_rowid]).fetchone()[0]
+
+
+def resume_rowid(conn: duckdb.DuckDBPyConnection, max_rowid: int | None) -> int | None:
+    """The rowid after which the attached snapshot holds only rows no earlier snapshot had, or None (read it whole).
+
+    SQLite appends rows with rowid max+1, so a later copy of the same database repeats an earlier
+    snapshot's rows 1..its max_rowid. That is trusted when the rows at 17 spread rowids, the boundary
+    row included, match the earlier snapshot's fingerprint (sac_rating_boundaries); a rewritten file
+    fails it and is read whole. Also read whole while an earlier row rejected as 'unknown image' points
+    at an image this snapshot has: that row is a vote now. Needs sac_snap_images (create_snapshot_views).
+    """
+    if max_rowid is None:
+        return None
+    stored = conn.execute(
+        "SELECT DISTINCT max_rowid, fingerprint FROM sac_rating_boundaries WHERE max_rowid <= ?"
+        " ORDER BY max_rowid DESC",
+        [max_rowid],
+    ).fetchall()
+    for boundary, fingerprint in stored:
+        if ratings_fingerprint(conn, boundary) == fingerprint:
+            return boundary if not conn.execute(_sql("sac_resume_blocked.sql")).fetchone()[0] else None
+    return None
+
+
+@dataclass(frozen=True)
+class StagedSnapshot:
+    """What stage_snapshot read: images, ratings rows by class, and which ratings rows."""
+
+    images: int
+    ratings: RatingCounts
+    max_rowid: int | None  # the snapshot's largest ratings rowid (its boundary for later snapshots)
+    after_rowid: int | None  # only rows past this rowid were read (an earlier snapshot had the rest); None: all
+
+    @property
+    def tail_only(self) -> bool:
+        return self.after_rowid is not None
+
+
+def stage_snapshot(conn: duckdb.DuckDBPyConnection, resume: bool = True) -> StagedSnapshot:
+    """Stage the attached snapshot: sac_snap_images, then its ratings rows (all of them, or with resume
+    only those past resume_rowid) scanned once into the classified temp table sac_snap_ratings."""
     create_snapshot_views(conn)
     images = conn.execute("SELECT count(*) FROM sac_snap_images").fetchone()[0]
+    max_rowid = max_ratings_rowid(conn)
+    after = resume_rowid(conn, max_rowid) if resume else None
+    if after is None:
+        conn.execute(
+            f"CREATE OR REPLACE TEMP VIEW sac_snap_ratings_src AS"
+            f" SELECT rowid AS row_no, sid, iid, rating FROM {SOURCE_ALIAS}.ratings"
+        )
+    else:
+        # SQLite reads only the tail (a rowid range seek); the scanner would read the whole table.
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE sac_snap_ratings_tail AS SELECT * FROM sqlite_query("
+            f"'{SOURCE_ALIAS}', 'SELECT rowid AS row_no, sid, iid, rating FROM ratings WHERE rowid > ?',"
+            " params := {'after': ?::BIGINT})",
+            [after],
+        )
+        conn.execute("CREATE OR REPLACE TEMP VIEW sac_snap_ratings_src AS SELECT * FROM sac_snap_ratings_tail")
+    conn.execute(_sql("sac_stage_ratings.sql"))
     counts = dict(conn.execute(_sql("sac_rating_summary.sql")).fetchall())
-    return images, RatingCounts(counts)
+    return StagedSnapshot(images, RatingCounts(counts), max_rowid, after)
+
+
+def remember_boundary(conn: duckdb.DuckDBPyConnection, snapshot: str, staged: StagedSnapshot) -> None:
+    """Store where this snapshot's ratings end (call in the transaction that stores its ratings)."""
+    if staged.max_rowid is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO sac_rating_boundaries (snapshot, max_rowid, fingerprint) VALUES (?, ?, ?)",
+            [snapshot, staged.max_rowid, ratings_fingerprint(conn, staged.max_rowid)],
+        )
 
 
 def new_ingest_id() -> str:
     return uuid.uuid4().hex
 
 
-def insert_new_ratings(conn: duckdb.DuckDBPyConnection, snapshot: str, ingest_id: str) -> int:
-    """Store the snapshot's valid, unseen ratings; mark their images' histograms stale; returns how many."""
-    conn.execute(_sql("sac_insert_ratings.sql"), [snapshot, ingest_id])
-    inserted = conn.execute("SELECT count(*) FROM sac_ratings WHERE ingest_id = ?", [ingest_id]).fetchone()[0]
+def insert_new_ratings(
+    conn: duckdb.DuckDBPyConnection, snapshot: str, ingest_id: str, tail_only: bool = False
+) -> int:
+    """Store the staged valid, unseen ratings; mark their images' histograms stale; returns how many.
+
+    tail_only: only the snapshot's new rows were staged; a rating reject stored for an earlier row of the
+    same pair then still stands (the whole-file path clears it and record_rating_rejects re-adds it)."""
+    inserted = int(conn.execute(_sql("sac_insert_ratings.sql"), [snapshot, ingest_id]).fetchone()[0])
     if inserted:
         conn.execute(_sql("sac_mark_pending.sql"), [ingest_id])
-        conn.execute(_sql("sac_clear_rating_rejects.sql"), [ingest_id])
+        if not tail_only:
+            conn.execute(_sql("sac_clear_rating_rejects.sql"), [ingest_id])
     return inserted
 
 
-def record_rating_rejects(conn: duckdb.DuckDBPyConnection, batch: str) -> int:
+def record_rating_rejects(conn: duckdb.DuckDBPyConnection, batch: str, tail_only: bool = False) -> int:
     """Bad ratings rows -> rejects (stage 'ratings', item rating:<sid>:<iid>); returns how many are new."""
-    return int(conn.execute(_sql("sac_rating_rejects.sql"), [batch]).fetchone()[0])
+    return int(conn.execute(_sql("sac_rating_rejects.sql"), [batch, tail_only]).fetchone()[0])
 
 
 @dataclass(frozen=True)
