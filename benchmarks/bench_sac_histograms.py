@@ -4,13 +4,14 @@
     .venv/bin/python benchmarks/bench_sac_histograms.py --ratings 1000000 --images 100000   # quick look
 
 Every measurement runs in its own subprocess, so its peak RSS (ru_maxrss) is its own:
-- duckdb_query: per-image counts of ratings 1..10 joined to paths, straight from the SQLite file
-  (warehouse/sac_stage.sql's classification, the same SQL family the pipeline runs);
-- pandas: pd.read_sql of the ratings and paths + groupby/unstack (the usual notebook way);
+- duckdb_query: the pipeline's one classified scan of the SQLite ratings (warehouse/sac.stage_snapshot),
+  then per-image counts of ratings 1..10 joined to paths into a temp table, as the pipeline stages them;
+- pandas: pd.read_sql of the needed ratings columns and paths + groupby/unstack (the usual notebook way);
 - warehouse_full: the pipeline's own path (warehouse/sac.py) on an empty warehouse: stage, insert every
   rating into sac_ratings, rebuild all histograms (crops are out of scope: the images rows are set up
   beforehand, untimed, as if cropped);
-- warehouse_incremental: the same code on that warehouse with a snapshot holding 1% more ratings.
+- warehouse_incremental: the same code on that warehouse with a later copy of the file holding 1% more
+  ratings appended (read from the first file's last rowid on: warehouse/sac.resume_rowid).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -86,49 +89,49 @@ def add_ratings(src: Path, dest: Path, n_new: int, n_images: int, seed: int = 1)
     db.close()
 
 
-def checksum(iids, counts) -> int:
-    """Order-free fingerprint of (image, histogram) pairs, the same for both engines."""
-    total = 0
-    for iid, c in zip(iids, counts, strict=True):
-        total += int(iid) * sum((k + 1) * int(v) for k, v in enumerate(c)) % 1_000_003
-    return total
-
-
 # ----- the measured work, each run in a child process -----
 
 BINS = ", ".join(f"count(*) FILTER (WHERE r.rating = {k})" for k in range(1, 11))
-# Votes 1..10 per image joined to paths (NULL and out-of-range rows are not votes). {votes} is either every
-# valid row (the notebook's read_sql + groupby) or one vote per (sid, iid), the first row winning, as the
-# pipeline stores them (warehouse/sac_insert_ratings.sql).
+# Votes 1..10 per image joined to paths (NULL and out-of-range rows are not votes), into a temp table as the
+# pipeline stages counts (warehouse/sac_stage_counts.sql). {votes} is either every valid row (the notebook's
+# read_sql + groupby) or one vote per (sid, iid), the first row winning, as the pipeline stores them
+# (warehouse/sac_insert_ratings.sql).
 HISTOGRAM_SQL = f"""
-SELECT r.iid, [{BINS}] AS counts
-FROM ({{votes}}) r
-JOIN sac_snap_images p ON p.iid = r.iid AND p.path IS NOT NULL
-GROUP BY r.iid
+CREATE OR REPLACE TEMP TABLE bench_counts AS
+SELECT h.* FROM (SELECT r.iid, [{BINS}]::INTEGER[10] AS counts FROM ({{votes}}) r GROUP BY r.iid) h
+JOIN sac_snap_images p ON p.iid = h.iid AND p.path IS NOT NULL
 """
 VOTES = {
-    "plain": "SELECT iid, value::INTEGER AS rating FROM sac_snap_ratings WHERE status = 'ok'",
-    "one_per_rater": "SELECT sid, iid, arg_min(value, row_no)::INTEGER AS rating FROM sac_snap_ratings"
+    "plain": "SELECT iid, rating FROM sac_snap_ratings WHERE status = 'ok'",
+    "one_per_rater": "SELECT sid, iid, arg_min(rating, row_no) AS rating FROM sac_snap_ratings"
                      " WHERE status = 'ok' GROUP BY sid, iid",
 }
+# The pandas reads: the columns each variant needs, every row (the filters run in pandas, as DuckDB's run in DuckDB).
+PANDAS_COLUMNS = {"plain": "iid, rating", "one_per_rater": "sid, iid, rating"}
+# checksum() in SQL, computed after the clock stops (the pipeline never fetches histograms into Python).
+CHECKSUM_SQL = ("SELECT count(*), coalesce(sum(iid * list_sum(list_transform(counts, lambda v, k: k * v))"
+                " % 1000003), 0) FROM bench_counts")
 
 
 def run_duckdb_query(db_path: str) -> dict:
     import duckdb
 
-    from warehouse.sac import create_snapshot_views, with_snapshot
+    from warehouse.sac import stage_snapshot, with_snapshot
 
     out = {}
     for name, votes in VOTES.items():
-        def histograms(conn: duckdb.DuckDBPyConnection, votes: str = votes):
-            create_snapshot_views(conn)
-            return conn.execute(HISTOGRAM_SQL.format(votes=votes)).fetchnumpy()
+        def histograms(conn: duckdb.DuckDBPyConnection, votes: str = votes) -> dict:
+            t0 = time.perf_counter()
+            stage_snapshot(conn, resume=False)  # the pipeline's one classified scan of the ratings
+            t1 = time.perf_counter()
+            conn.execute(HISTOGRAM_SQL.format(votes=votes))
+            t2 = time.perf_counter()
+            images, check = conn.execute(CHECKSUM_SQL).fetchone()
+            return {"seconds": t2 - t0, "stage_seconds": t1 - t0, "histogram_seconds": t2 - t1,
+                    "images": images, "checksum": int(check)}
 
         conn = duckdb.connect()
-        t0 = time.perf_counter()
-        rows = with_snapshot(conn, db_path, histograms)
-        out[name] = {"seconds": time.perf_counter() - t0, "images": len(rows["iid"]),
-                     "checksum": checksum(rows["iid"], rows["counts"])}
+        out[name] = with_snapshot(conn, db_path, histograms)
         conn.close()
     return out
 
@@ -137,10 +140,10 @@ def run_pandas(db_path: str) -> dict:
     import pandas as pd
 
     out = {}
-    for name in VOTES:
+    for name, columns in PANDAS_COLUMNS.items():
         con = sqlite3.connect(db_path)
         t0 = time.perf_counter()
-        ratings = pd.read_sql("SELECT sid, iid, rating FROM ratings", con)
+        ratings = pd.read_sql(f"SELECT {columns} FROM ratings", con)
         paths = pd.read_sql("SELECT iid, path FROM paths", con)
         ratings = ratings.dropna(subset=["rating"])
         ratings = ratings[ratings["rating"].between(1, 10) & (ratings["rating"] % 1 == 0)]
@@ -149,40 +152,70 @@ def run_pandas(db_path: str) -> dict:
             ratings = ratings.drop_duplicates(["sid", "iid"], keep="first")
         counts = ratings.groupby(["iid", "rating"]).size().unstack(fill_value=0)
         counts = counts.reindex(columns=range(1, 11), fill_value=0)
-        out[name] = {"seconds": time.perf_counter() - t0, "images": len(counts),
-                     "checksum": checksum(counts.index, counts.to_numpy())}
+        seconds = time.perf_counter() - t0
+        weighted = (counts.to_numpy() * np.arange(1, 11)).sum(axis=1)
+        out[name] = {"seconds": seconds, "images": len(counts),
+                     "checksum": int((counts.index.to_numpy(np.int64) * weighted % 1_000_003).sum())}
         con.close()
         del ratings, paths, counts
     return out
 
 
 def _warehouse_pass(warehouse: str, snapshot: str) -> dict:
+    """ingest/sac.ingest_snapshot's steps 1 and 3 (crops excluded), each step timed."""
     from ingest.sac import read_snapshot
     from warehouse.db import connect, transaction
     from warehouse.sac import (
+        crop_candidates,
         insert_new_ratings,
+        log_snapshot,
         merge_pending_histograms,
         new_ingest_id,
         record_rating_rejects,
+        remember_boundary,
         stage_snapshot,
         with_snapshot,
     )
 
-    t0 = time.perf_counter()
+    steps: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        steps[name] = steps.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
+    t0 = clock[0]
     snap = read_snapshot(snapshot)  # hashing the file is part of a snapshot's cost
+    lap("hash file")
 
     def merge(conn):
         with transaction(conn):
-            stage_snapshot(conn)
-            new = insert_new_ratings(conn, snap.key, new_ingest_id())
-            record_rating_rejects(conn, snap.key)
-            return new
+            staged = stage_snapshot(conn)
+            lap("stage")
+            new = insert_new_ratings(conn, snap.key, new_ingest_id(), staged.tail_only)
+            lap("insert ratings")
+            record_rating_rejects(conn, snap.key, staged.tail_only)
+            remember_boundary(conn, snap.key, staged)
+            crop_candidates(conn)
+            lap("rejects, boundary, crop candidates")
+        lap("commit")
+        return staged, new
 
     with connect(warehouse) as conn:
-        new = with_snapshot(conn, snap.path, merge)
-    with connect(warehouse) as conn, transaction(conn):
-        written = merge_pending_histograms(conn, [])
-    return {"seconds": time.perf_counter() - t0, "ratings_new": new, "histograms_written": written}
+        lap("connect")
+        staged, new = with_snapshot(conn, snap.path, merge)
+    lap("close")
+    with connect(warehouse) as conn:
+        with transaction(conn):
+            written = merge_pending_histograms(conn, [])
+            log_snapshot(conn, snap.key, str(snap.path), snap.sha256, staged.ratings, new, staged.images)
+            lap("histograms")
+        lap("commit")
+    lap("close")
+    return {"seconds": time.perf_counter() - t0, "ratings_read": staged.ratings.read, "ratings_new": new,
+            "after_rowid": staged.after_rowid, "histograms_written": written,
+            "steps": {k: round(v, 2) for k, v in steps.items()}}
 
 
 def run_warehouse_full(warehouse: str, snapshot: str, n_images: int) -> dict:
@@ -227,12 +260,17 @@ def measure(mode: str, *args: object) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ratings", type=int, default=10_000_000)
     p.add_argument("--images", type=int, default=1_000_000)
     p.add_argument("--increment", type=float, default=0.01, help="new ratings in the later snapshot, as a fraction")
     p.add_argument("--workdir", default=None, help="keep the files here (default: a temporary folder)")
+    p.add_argument("--reuse", action="store_true", help="with --workdir: keep snapshot files generated before")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -242,11 +280,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     snap1, snap2 = work / "sac_snapshot_1.sqlite", work / "sac_snapshot_2.sqlite"
     t0 = time.perf_counter()
-    generate(snap1, args.ratings, args.images)
-    add_ratings(snap1, snap2, int(args.ratings * args.increment), args.images)
+    if not (args.reuse and snap1.is_file() and snap2.is_file()):
+        generate(snap1, args.ratings, args.images)
+        add_ratings(snap1, snap2, int(args.ratings * args.increment), args.images)
     print(f"generated {args.ratings:,} ratings over {args.images:,} images "
           f"({snap1.stat().st_size / 1e6:.0f} MB) + {args.increment:.0%} in {time.perf_counter() - t0:.0f}s on "
-          f"{os.cpu_count()} cores")
+          f"{os.cpu_count()} cores; load average {_load()}")
 
     duck = measure("duckdb_query", snap1)
     pand = measure("pandas", snap1)
@@ -255,7 +294,8 @@ def main() -> None:
     for name in VOTES:
         d, pd_ = duck[name], pand[name]
         assert d["checksum"] == pd_["checksum"] and d["images"] == pd_["images"], (name, d, pd_)
-        print(f"histograms ({name:13s}) duckdb {d['seconds']:6.2f}s  pandas {pd_['seconds']:6.2f}s  "
+        print(f"histograms ({name:13s}) duckdb {d['seconds']:6.2f}s (scan+classify {d['stage_seconds']:.2f}s, "
+              f"histograms {d['histogram_seconds']:.2f}s)  pandas {pd_['seconds']:6.2f}s  "
               f"-> duckdb {pd_['seconds'] / d['seconds']:.1f}x faster (target >= 5x), same {d['images']:,} histograms")
 
     warehouse = work / "warehouse.duckdb"
@@ -266,7 +306,11 @@ def main() -> None:
           f"{full['histograms_written']:,} histograms, peak RSS {full['peak_rss_mb']:.0f} MB")
     print(f"incremental +{args.increment:.0%}        {inc['seconds']:7.2f}s  {inc['ratings_new']:,} ratings, "
           f"{inc['histograms_written']:,} histograms, peak RSS {inc['peak_rss_mb']:.0f} MB")
-    print(f"  incremental / full = {inc['seconds'] / full['seconds']:.1%} (target < 10%)")
+    print(f"  incremental / full = {inc['seconds'] / full['seconds']:.1%} (target < 10%); incremental read "
+          f"{inc['ratings_read']:,} rows after rowid {inc['after_rowid']}")
+    print(f"  steps full:        {full['steps']}")
+    print(f"  steps incremental: {inc['steps']}")
+    print(f"load average at the end {_load()}")
     if not args.workdir:
         shutil.rmtree(work)
 

@@ -126,3 +126,83 @@ def test_a_kill_after_the_ratings_commit_is_finished_by_the_next_run(snapshots, 
     fresh = tmp_path / "fresh"
     run(sac, fresh, s2)
     assert state(home) == state(fresh)
+
+
+@pytest.fixture(scope="module")
+def appended(snapshots) -> tuple[Path, Path, list, list]:
+    """(sac dir, base file, rows snapshot 2 appends to it, base ratings): a file later copies grow."""
+    sac, _, s2 = snapshots
+    con = sqlite3.connect(s2)
+    tables = {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
+              for t in ("generations", "images", "paths", "ratings")}
+    con.close()
+    # A NULL rating (not a vote) first, so a rewrite that drops NULL rows renumbers every rowid after it;
+    # a vote for image 999, which the base file lacks ('unknown image' until a later file adds it).
+    ratings = [(7, 3, None, 1), *tables["ratings"], (21, 999, 6, 1)]
+    base = sac / "grow" / "sac_base.sqlite"
+    write_sac_db(base, tables["generations"], tables["images"], tables["paths"], ratings)
+    # Appended later: new votes on old images, a repeat of a stored pair with another value (the first
+    # row wins), a bad row for a pair that already has a vote, a vote for a pair whose earlier row was
+    # rejected (sample fault rating:4:2 = 11: the reject stays beside the vote), and a NULL.
+    assert (4, 2, 11, 1) in ratings
+    tail = [(31, 1, 9, 1), (32, 2, 4, 1), (31, 5, 2, 1), (ratings[1][0], ratings[1][1], 1, 1),
+            (ratings[2][0], ratings[2][1], 42, 1), (4, 2, 7, 1), (33, 6, None, 1)]
+    return sac, base, tail, ratings
+
+
+def grown(base: Path, dest: Path, tail: list, new_image: bool = False, rewrite: bool = False) -> Path:
+    """A later copy of base with `tail` appended (new_image: with image 999; rewrite: NULL rows dropped
+    and every rowid renumbered, as a VACUUM or a fresh export may do)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(base.read_bytes())
+    con = sqlite3.connect(dest)
+    if rewrite:
+        con.executescript(
+            "CREATE TABLE r2 AS SELECT * FROM ratings WHERE rating IS NOT NULL ORDER BY rowid;"
+            "DROP TABLE ratings; ALTER TABLE r2 RENAME TO ratings;"
+        )
+    if new_image:
+        con.execute("INSERT INTO images VALUES (999, 1, 9)")
+        con.execute("INSERT INTO paths VALUES (999, 'missing_999.png')")
+    con.executemany("INSERT INTO ratings VALUES (?, ?, ?, ?)", tail)
+    con.commit()
+    con.close()
+    return dest
+
+
+def test_a_snapshot_appended_to_an_ingested_file_reads_only_its_new_rows(appended, tmp_path: Path):
+    sac, base, tail, ratings = appended
+    later = grown(base, tmp_path / "later.sqlite", tail)
+    home = tmp_path / "a"
+    first = run(sac, home, base)
+    second = run(sac, home, later)
+    assert first.ratings_after_rowid is None and first.ratings.read == len(ratings)
+    assert second.ratings_after_rowid == len(ratings)  # resumed after the base file's last row
+    assert second.ratings.read == len(tail) and second.ratings.ignored == 1
+    assert second.ratings_new == 4  # the repeated pair and the bad row add no vote
+    run(sac, tmp_path / "b", later)
+    assert state(home) == state(tmp_path / "b")
+
+
+def test_a_rewritten_file_is_read_whole_and_ends_like_ingesting_it_alone(appended, tmp_path: Path):
+    sac, base, tail, _ = appended
+    rewritten = grown(base, tmp_path / "rewritten.sqlite", tail, rewrite=True)
+    home = tmp_path / "a"
+    run(sac, home, base)
+    again = run(sac, home, rewritten)
+    assert again.ratings_after_rowid is None  # the fingerprint at the old boundary no longer matches
+    run(sac, tmp_path / "b", rewritten)
+    assert state(home) == state(tmp_path / "b")
+
+
+def test_an_earlier_unknown_image_vote_forces_a_whole_read_once_its_image_arrives(appended, tmp_path: Path):
+    sac, base, tail, _ = appended
+    later = grown(base, tmp_path / "later.sqlite", tail, new_image=True)
+    home = tmp_path / "a"
+    run(sac, home, base)
+    assert any(r[1] == "rating:21:999" and r[3].startswith("unknown image") for r in state(home)["rejects"])
+    again = run(sac, home, later)
+    assert again.ratings_after_rowid is None
+    run(sac, tmp_path / "b", later)
+    assert state(home) == state(tmp_path / "b")
+    assert (21, 999, 6) in state(home)["sac_ratings"]
