@@ -127,3 +127,12 @@ def test_several_writing_assets_run_at_once_under_the_multiprocess_executor(tmp_
         rows = conn.execute("SELECT count(*), count(DISTINCT batch) FROM rejects").fetchone()
     assert rows[0] == 4 * writer_assets.ROWS_PER_WRITER
     assert rows[1] == 4, "each asset ran in its own process"
+
+
+def test_merging_histograms_again_replaces_rows_instead_of_duplicating_them(tmp_path):
+    with connect(tmp_path / "w.duckdb") as conn:
+        upsert_histograms(conn, "sac", [("1", [1] * 10), ("2", [0, 1] * 5)])
+        upsert_histograms(conn, "sac", [("1", [0] * 9 + [4])])
+        upsert_histograms(conn, "ava", [("1", [2] * 10)])
+        rows = conn.execute("SELECT dataset, image_id, n_ratings, mean FROM histograms ORDER BY ALL").fetchall()
+    assert rows == [("ava", "1", 20, 5.5), ("sac", "1", 4, 10.0), ("sac", "2", 5, 6.0)]
