@@ -19,11 +19,15 @@ from ingest.sac import (
     Snapshot,
     drop_databases,
     find_snapshot,
+    inbox_files,
     ingest_snapshot,
     mean_score_plot_md,
     read_snapshot,
 )
 from warehouse.sac import DATASET, mean_scores
+
+# What the inbox sensor (pipelines/sensors.py) needs of the stage, so the code location imports only assets.
+__all__ = ["INBOX", "inbox_files", "read_snapshot", "sac_snapshot_partitions", "sac_snapshots", "sac_images"]
 
 sac_snapshot_partitions = dg.DynamicPartitionsDefinition(name="sac_snapshots")
 

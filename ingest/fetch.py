@@ -248,7 +248,8 @@ def http_sources(
     window = opts.concurrency * 32
     pending: dict[Future, tuple[str, str, Path]] = {}
     queue = iter(todo)
-    with ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="fetch") as pool:
+    pool = ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="fetch")
+    try:
         while True:
             while len(pending) < window and (job := next(queue, None)) is not None:
                 pending[pool.submit(fetch_one, job[1], job[2], opts)] = job
@@ -259,3 +260,7 @@ def http_sources(
                 item_id, url, dest = pending.pop(future)
                 reason = future.result()
                 yield FetchFailure(item_id, reason) if reason else _cached(item_id, url, dest)
+    finally:
+        # When the caller stops early (an error downstream, a closed generator), queued downloads are
+        # dropped rather than awaited: up to `window` of them, each with its retries, would take minutes.
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -27,6 +27,7 @@ consistent index (plus temp files, which the next run deletes).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -167,9 +168,17 @@ def _tar_overhead() -> int:
     return 2 * _BLOCK + tarfile.RECORDSIZE
 
 
-def bucket_of(dataset: str, image_id: str, n_buckets: int) -> int:
+def bucket_fraction(dataset: str, image_id: str) -> float:
+    return hash_fraction(str(image_id), salt=f"shard:{dataset}")
+
+
+def bucket_for(fraction: float, n_buckets: int) -> int:
     """Top log2(n_buckets) bits of the id's hash: doubling n_buckets splits bucket b into 2b and 2b+1."""
-    return int(hash_fraction(str(image_id), salt=f"shard:{dataset}") * n_buckets)
+    return int(fraction * n_buckets)
+
+
+def bucket_of(dataset: str, image_id: str, n_buckets: int) -> int:
+    return bucket_for(bucket_fraction(dataset, image_id), n_buckets)
 
 
 def choose_n_buckets(fractions: Sequence[float], sizes: Sequence[int], limits: ShardLimits) -> int:
@@ -435,10 +444,25 @@ def write_split(
     target: str = "p_normalized",
     limits: ShardLimits | None = None,
 ) -> SplitResult:
-    """Bring out_dir's shards, sidecars and index in line with `samples` (all of one dataset/split)."""
+    """Bring out_dir's shards, sidecars and index in line with `samples` (all of one dataset/split).
+
+    Two runs writing the same split (a group job beside the full pipeline) take turns on out_dir/.lock:
+    each deletes the shards its own index no longer names, which would pull files from under the other.
+    """
     limits = limits or ShardLimits()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _write_split_locked(samples, out_dir, dataset, split, target, limits)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_split_locked(
+    samples: Sequence[ShardSample], out_dir: Path, dataset: str, split: str, target: str, limits: ShardLimits
+) -> SplitResult:
     remove_stale_temps(out_dir)
     for s in samples:
         if s.dataset != dataset or s.split != split:
@@ -456,11 +480,11 @@ def write_split(
             jpg = 0  # will fail (and be reported) when the shard is written
         return _sample_tar_bytes(jpg, len(s.json_bytes()))
 
-    fractions = [hash_fraction(s.image_id, salt=f"shard:{dataset}") for s in ordered]
+    fractions = [bucket_fraction(dataset, s.image_id) for s in ordered]
     n_buckets = choose_n_buckets(fractions, [size_of(s) for s in ordered], limits) if ordered else 1
     buckets: dict[int, list[ShardSample]] = {}
     for s, f in zip(ordered, fractions, strict=True):
-        buckets.setdefault(int(f * n_buckets), []).append(s)
+        buckets.setdefault(bucket_for(f, n_buckets), []).append(s)
 
     result = SplitResult(dataset, split, out_dir, n_buckets)
     for b in sorted(buckets):
@@ -481,7 +505,10 @@ def write_split(
     payload = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
     index_path = out_dir / INDEX_NAME
     tmp = _temp_path(index_path)
-    tmp.write_bytes(payload)
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
     _fsync_replace(tmp, index_path)
     result.index_path = index_path
     result.index_sha256 = hashlib.sha256(payload).hexdigest()

@@ -18,7 +18,7 @@ import dagster as dg
 from pipelines.instance import ensure_dagster_home
 from pipelines.resources import aesthetic_home, aesthetic_raw
 from warehouse.db import connect
-from warehouse.records import rejects_by_reason, table_counts
+from warehouse.records import evaluation_summary, rejects_by_reason, shards_by_split, table_counts
 
 DATASET_MARKERS = {"ava": "ava/AVA.txt", "sac": "sac", "kuler": "kuler/themeData.mat"}
 
@@ -50,17 +50,10 @@ def summarize(warehouse_path: Path, home: Path) -> str:
         rejects = rejects_by_reason(conn)
         lines.append("rejects by reason:" if rejects else "rejects by reason: none")
         lines += [f"  {ds:6s} {stage:10s} {kind:28s} {n}" for ds, stage, kind, n in rejects]
-        shards = conn.execute(
-            "SELECT dataset, split, count(*), sum(n_samples), sum(bytes) FROM shards"
-            " GROUP BY ALL ORDER BY ALL"
-        ).fetchall()
+        shards = shards_by_split(conn)
         lines.append("shards:" if shards else "shards: none")
         lines += [f"  {d:6s} {s:5s} {k} tar(s), {n} samples, {b / 1e6:.1f} MB" for d, s, k, n, b in shards]
-        reports = conn.execute(
-            "SELECT m.name, r.model_version, r.dataset, r.split, r.n, r.binary_accuracy, r.srcc_mean,"
-            " r.lcc_mean, r.emd_r1 FROM eval_reports r LEFT JOIN models m ON m.version = r.model_version"
-            " ORDER BY r.created_at"
-        ).fetchall()
+        reports = evaluation_summary(conn)
         if reports:
             lines.append("evaluation:")
             for name, version, ds, split, n, acc, srcc, lcc, emd in reports:

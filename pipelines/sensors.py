@@ -7,8 +7,7 @@ import json
 import dagster as dg
 
 from assets.resources import StorageResource
-from assets.sac import sac_snapshot_partitions
-from ingest.sac import INBOX, inbox_files, read_snapshot
+from assets.sac import INBOX, inbox_files, read_snapshot, sac_snapshot_partitions
 from pipelines.jobs import sac_backfill_job
 
 

@@ -44,6 +44,18 @@ def raw(sample_raw: SampleReport, tmp_path: Path) -> Path:
     return out
 
 
+def _planted(sample_raw: SampleReport, raw: Path, kinds: tuple[str, ...]) -> int:
+    """How many AVA items carry the planted faults `kinds` (SampleReport also lists SAC and Kuler ones)."""
+    lines = _ava_lines(raw)
+    ava_items = {line.split(" ")[1] for line in lines} | {f"line:{n}" for n in range(1, len(lines) + 1)}
+    return sum(len(set(sample_raw.faults.get(kind, [])) & ava_items) for kind in kinds)
+
+
+# Lines that never reach cropping, and photos that are fetched but cannot become crops.
+NOT_CROPPED = ("unparsable_line", "zero_votes", "duplicate_id", "missing_image")
+BAD_PHOTOS = ("truncated_jpeg", "not_an_image", "empty_file", "too_small")
+
+
 def _materialize(home: Path, raw: Path, **config) -> dict:
     result = dg.materialize(
         [ava_images],
@@ -98,9 +110,10 @@ def test_every_line_ends_in_images_or_rejects_and_every_planted_fault_is_named(s
         assert (width, height) == (256, 256) and sha256_file(home / path) == sha
     test_ids = set((raw / "ava" / "aesthetics_image_lists" / "generic_test.jpgl").read_text().split())
     assert all((split == "test") == (image_id in test_ids) for image_id, split, *_ in images)
-    assert _query(home, "SELECT count(*) FROM ava_tags")[0][0] == 13
+    tag_lines = (raw / "ava" / "tags.txt").read_text().splitlines()
+    assert _query(home, "SELECT count(*) FROM ava_tags")[0][0] == len(tag_lines)
     assert ("1401", "Red, White and Blue") in {(str(a), b) for a, b in _query(home, "SELECT * FROM ava_challenges")}
-    assert meta["cropped_this_run"] == meta["lines_read"] - 4  # not the unparsable, zero-vote, repeated, missing
+    assert meta["cropped_this_run"] == meta["lines_read"] - _planted(sample_raw, raw, NOT_CROPPED)
     assert meta["images_per_s"] > 0
     png = base64.b64decode(meta["preview"].split("base64,", 1)[1].rstrip(")"))
     assert Image.open(io.BytesIO(png)).format == "PNG"
@@ -177,7 +190,8 @@ def test_http_acquisition_fetches_crops_and_files_404_as_fetch_reject(sample_raw
     assert meta["accepted"] + meta["rejected"] == meta["lines_read"]
     url = _query(home, "SELECT source_path FROM images LIMIT 1")[0][0]
     assert url.startswith("http://127.0.0.1:")
-    assert meta["accepted"] == len(list((home / "downloads" / "ava").glob("*.jpg"))) - 4  # 4 bad photos fetched
+    fetched = len(list((home / "downloads" / "ava").glob("*.jpg")))
+    assert meta["accepted"] == fetched - _planted(sample_raw, raw, BAD_PHOTOS)
     before = _snapshot(home)
     assert _materialize(home, raw, acquisition="http", source=image_server)["cropped_this_run"] == 0
     assert _snapshot(home) == before
@@ -205,7 +219,7 @@ class _Killed(Exception):
     pass
 
 
-def test_a_run_killed_between_batches_resumes_without_redoing_or_losing_anything(raw, home):
+def test_a_run_killed_between_batches_resumes_without_redoing_or_losing_anything(sample_raw, raw, home):
     storage = StorageResource(home=str(home), raw=str(raw))
     opts = AvaOptions(ava_dir=raw / "ava", batch_size=10, workers=1)
     opened = []
@@ -224,7 +238,8 @@ def test_a_run_killed_between_batches_resumes_without_redoing_or_losing_anything
     (done,) = _query(home, "SELECT count(*) FROM ava_crop_state")[0]
     assert done == 10
     report = ingest_ava(opts, lambda: connect(home / "warehouse.duckdb"), *args)
-    assert report.cropped == report.lines_read - 4 - 10 and report.up_to_date == 10
+    assert report.cropped == report.lines_read - _planted(sample_raw, raw, NOT_CROPPED) - 10
+    assert report.up_to_date == 10
     assert report.accepted + report.rejected == report.lines_read
     images = _query(home, "SELECT count(*), count(DISTINCT image_id) FROM images")[0]
     assert images == (report.accepted, report.accepted)

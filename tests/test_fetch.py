@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +54,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/img/6.jpg" and hits == 1:  # a passing server error: the retry succeeds
             self.send_error(503)
             return
+        if self.path.startswith("/slow/"):  # answers only after a while
+            time.sleep(1.0)
         if self.path == "/img/8.jpg":  # no Content-Length: the body runs until the connection closes
             self.send_response(200)
             self.end_headers()
@@ -62,6 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = b"\xff\xd8six"
         elif self.path == "/img/7.jpg":
             body = BIG
+        elif self.path.startswith("/slow/"):
+            body = b"\xff\xd8slow"
         else:
             body = FILES.get(self.path)
         if body is None:
@@ -196,3 +201,14 @@ def test_ids_that_would_climb_out_of_the_folder_are_failures(tmp_path: Path, ser
     (out,) = http_sources(_template(server), ["../x"], tmp_path / "cache", FAST)
     assert isinstance(out, FetchFailure) and out.reason.startswith("unsafe path:")
 
+
+
+def test_a_caller_that_stops_early_does_not_wait_for_queued_downloads(server, tmp_path: Path):
+    template = f"http://127.0.0.1:{server.server_address[1]}/slow/{{image_id}}.jpg"
+    opts = HttpOptions(concurrency=2, timeout_s=5, retries=0, max_bytes=4096)
+    results = http_sources(template, [str(i) for i in range(40)], tmp_path / "cache", opts)
+    first = next(results)
+    started = time.monotonic()
+    results.close()  # what happens when the consumer raises: 38 queued downloads of 1 s each remain
+    assert time.monotonic() - started < 3, "closing must drop the queue, not run it"
+    assert isinstance(first, Source)

@@ -196,3 +196,30 @@ def test_missing_crop_and_unlabelled_image_become_rejects_and_the_rest_is_writte
     assert rejects["4"].startswith("missing: ") and rejects["5"].startswith("unlabelled: ")
     written = {json.loads(s["json"])["image_id"] for split in SPLITS for s in read_back(home, "sac", split)}
     assert written == set(labels) - {"4", "5"}
+
+
+def test_a_second_writer_of_the_same_split_waits_for_the_first(tmp_path: Path, home: Path) -> None:
+    import fcntl
+    import threading
+
+    from warehouse.shards import labelled_images
+
+    add_images(home, "sac", [str(i) for i in range(6)], seed=3)
+    with connect(home / "warehouse.duckdb") as conn:
+        rows = labelled_images(conn, "sac", "train")
+    samples = [
+        ShardSample("sac", r.image_id, "train", str(home / r.path), r.sha256, r.counts, r.target, r.mean, r.std)
+        for r in rows
+    ]
+    out = tmp_path / "split"
+    out.mkdir()
+    done = threading.Event()
+    with open(out / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run is mid-write
+        writer = threading.Thread(target=lambda: (write_split(samples, out, "sac", "train"), done.set()))
+        writer.start()
+        assert not done.wait(0.5), "the second writer must not touch the split while the first holds it"
+        assert not (out / "index.json").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    writer.join(30)
+    assert done.is_set() and json.loads((out / "index.json").read_text())["shardlist"]

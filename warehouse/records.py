@@ -83,17 +83,24 @@ def clear_rejects(conn: duckdb.DuckDBPyConnection, dataset: str, stage: str, ite
         )
 
 
-def known_images(conn: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, tuple[str, str]]:
-    """image_id -> (source_path, sha256 of the crop) for a dataset's accepted images."""
-    rows = conn.execute(
-        "SELECT image_id, source_path, sha256 FROM images WHERE dataset = ?", [dataset]
-    ).fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}
-
-
 def table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     names = ["images", "histograms", "rejects", "shards", "models", "eval_reports"]
     return {n: conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}
+
+
+def shards_by_split(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(dataset, split, tars, samples, bytes) from the shards table."""
+    return conn.execute(
+        "SELECT dataset, split, count(*), sum(n_samples), sum(bytes) FROM shards GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+
+
+def evaluation_summary(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(model name, version, dataset, split, n, binary accuracy, SRCC, LCC, EMD r=1), oldest first."""
+    return conn.execute(
+        "SELECT m.name, r.model_version, r.dataset, r.split, r.n, r.binary_accuracy, r.srcc_mean, r.lcc_mean,"
+        " r.emd_r1 FROM eval_reports r LEFT JOIN models m ON m.version = r.model_version ORDER BY r.created_at"
+    ).fetchall()
 
 
 def rejects_by_reason(conn: duckdb.DuckDBPyConnection, dataset: str | None = None) -> list[tuple]:
