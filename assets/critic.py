@@ -24,7 +24,8 @@ class CriticEvolutionConfig(dg.Config):
 
 def _markdown_image(path: Path, max_width: int = 1024) -> str:
     """The image inlined as Markdown, so the Dagster UI shows it without a file server."""
-    img = Image.open(path).convert("RGB")
+    with Image.open(path) as src:  # Pillow keeps multi-frame files open after load(): close it here
+        img = src.convert("RGB")
     if img.width > max_width:
         img = img.resize((max_width, round(img.height * max_width / img.width)), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
@@ -34,7 +35,7 @@ def _markdown_image(path: Path, max_width: int = 1024) -> str:
 
 # production_model (group evaluation) sets the 'production' alias after the blocking accuracy check passed:
 # the critic runs on what it promoted, never on a model that failed evaluation.
-@dg.asset(group_name="critic", deps=["production_model"], code_version="1")
+@dg.asset(group_name="critic", deps=["production_model"], code_version="2")
 def critic_evolution(
     context: dg.AssetExecutionContext,
     config: CriticEvolutionConfig,
@@ -49,6 +50,7 @@ def critic_evolution(
             found = resolve_model(conn, storage.home_path, config.model)
         except ModelNotFound as exc:
             raise dg.Failure(description=f"the critic has no model to run: {exc}") from exc
+    # Input size from the checkpoint's training args, like `aesthetic score|evolve|serve` without --image-size.
     critic = Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version)
     out = storage.reports_dir() / "critic" / found.version / f"{config.shape}-seed{config.seed}"
     result = evolve(critic, config.shape, config.rounds, config.batch, config.seed, out,
@@ -60,6 +62,7 @@ def critic_evolution(
         "improvement": result.best_mean - result.initial_mean,
         "stuck_rounds": result.stuck_rounds,
         "rounds": config.rounds,
+        "input_size": f"{critic.image_size} px (resize {critic.resize})",
         "strip": dg.MetadataValue.md(_markdown_image(Path(result.strip))),
         "strip_path": dg.MetadataValue.path(result.strip),
         "log_path": dg.MetadataValue.path(result.log),

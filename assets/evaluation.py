@@ -9,12 +9,14 @@ import base64
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from assets.resources import StorageResource, WarehouseResource
 from assets.training import CODE_VERSION
-from warehouse.models import latest_model, record_eval_report, set_alias
+from warehouse.models import ModelRow, get_model, latest_model, record_eval_report, set_alias
 
 PROMOTED_MODEL = "nima_color"  # the critic scores designs, so the end of the chain is what gets promoted
+PROMOTED_EVAL = "eval_nima_color"  # its evaluation, gated by the blocking check; names the version to promote
 
 
 class EvalConfig(dg.Config):
@@ -22,15 +24,40 @@ class EvalConfig(dg.Config):
     device: str = "cpu"
 
 
-def evaluate_model(storage: StorageResource, warehouse: WarehouseResource, name: str, dataset: str,
-                   config: EvalConfig) -> tuple[str, dict, Path]:
-    """Evaluate the newest `name` model on dataset/test; record the row; return (version, metrics, report)."""
+def materialized_version(instance: dg.DagsterInstance, asset: str) -> str | None:
+    """The model version the latest materialisation of `asset` reported (its data version), if any.
+
+    Training and evaluation assets both set their data version to the model version, so this is how a
+    downstream step names exactly the model its upstream step produced or evaluated, whatever was recorded since.
+    """
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    materialization = event.asset_materialization if event else None
+    if materialization is None:
+        return None
+    version = materialization.tags.get("dagster/data_version") if materialization.tags else None
+    if version is None and "version" in materialization.metadata:
+        version = materialization.metadata["version"].value
+    return str(version) if version else None
+
+
+def model_to_evaluate(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance, name: str) -> ModelRow:
+    """The version the latest `name` materialisation published; the newest recorded one if Dagster has none."""
+    version = materialized_version(instance, name)
+    model = get_model(conn, version) if version else latest_model(conn, name)
+    if model is None:
+        raise RuntimeError(f"no recorded {name} model" + (f" {version}" if version else "")
+                           + f" to evaluate: materialise {name} first")
+    return model
+
+
+def evaluate_model(instance: dg.DagsterInstance, storage: StorageResource, warehouse: WarehouseResource,
+                   name: str, dataset: str, config: EvalConfig) -> tuple[str, dict, Path]:
+    """Evaluate the `name` model its asset last published on dataset/test; record the row; return
+    (version, metrics, report)."""
     from nima_train.evaluate import evaluate_checkpoint, write_report
 
     with warehouse.connect() as conn:
-        model = latest_model(conn, name)
-    if model is None:
-        raise RuntimeError(f"no recorded {name} model to evaluate: materialise {name} first")
+        model = model_to_evaluate(conn, instance, name)
     checkpoint = storage.from_stored(model.checkpoint_path)
     ev = evaluate_checkpoint(checkpoint, [storage.shards_dir(dataset) / "test"], config.batch_size,
                              device=config.device)
@@ -63,31 +90,37 @@ def _result(version: str, metrics: dict, report: Path) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="evaluation", deps=["nima_ava", "ava_shards"], code_version=CODE_VERSION)
-def eval_nima_ava(config: EvalConfig, storage: StorageResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def eval_nima_ava(context: dg.AssetExecutionContext, config: EvalConfig, storage: StorageResource,
+                  warehouse: WarehouseResource) -> dg.MaterializeResult:
     """nima_ava on the AVA test split."""
-    return _result(*evaluate_model(storage, warehouse, "nima_ava", "ava", config))
+    return _result(*evaluate_model(context.instance, storage, warehouse, "nima_ava", "ava", config))
 
 
 @dg.asset(group_name="evaluation", deps=["nima_sac", "sac_shards"], code_version=CODE_VERSION)
-def eval_nima_sac(config: EvalConfig, storage: StorageResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def eval_nima_sac(context: dg.AssetExecutionContext, config: EvalConfig, storage: StorageResource,
+                  warehouse: WarehouseResource) -> dg.MaterializeResult:
     """nima_sac on the SAC test split."""
-    return _result(*evaluate_model(storage, warehouse, "nima_sac", "sac", config))
+    return _result(*evaluate_model(context.instance, storage, warehouse, "nima_sac", "sac", config))
 
 
 @dg.asset(group_name="evaluation", deps=["nima_color", "kuler_shards"], code_version=CODE_VERSION)
-def eval_nima_color(config: EvalConfig, storage: StorageResource,
+def eval_nima_color(context: dg.AssetExecutionContext, config: EvalConfig, storage: StorageResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     """nima_color on the Kuler test split (gated by the blocking check before promotion)."""
-    return _result(*evaluate_model(storage, warehouse, "nima_color", "kuler", config))
+    return _result(*evaluate_model(context.instance, storage, warehouse, "nima_color", "kuler", config))
 
 
-@dg.asset(group_name="evaluation", deps=["eval_nima_color"])
-def production_model(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Points the alias 'production' (what the critic loads) at the newest nima_color; runs only if the check passed."""
+@dg.asset(group_name="evaluation", deps=[PROMOTED_EVAL])
+def production_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Points the alias 'production' (what the critic loads) at the nima_color version eval_nima_color evaluated
+    (and the blocking check passed); a version recorded since, never evaluated, is not promoted."""
+    version = materialized_version(context.instance, PROMOTED_EVAL)
+    if version is None:
+        raise RuntimeError(f"{PROMOTED_EVAL} has no materialisation naming a model version: evaluate one first")
     with warehouse.connect() as conn:
-        model = latest_model(conn, PROMOTED_MODEL)
-        if model is None:
-            raise RuntimeError(f"no {PROMOTED_MODEL} model to promote")
-        set_alias(conn, model.version, "production")
-    return dg.MaterializeResult(data_version=dg.DataVersion(model.version),
-                                metadata={"version": model.version, "alias": "production"})
+        model = get_model(conn, version)
+        if model is None or model.name != PROMOTED_MODEL:
+            raise RuntimeError(f"{PROMOTED_EVAL} evaluated {version}, which is not a recorded {PROMOTED_MODEL} model")
+        set_alias(conn, version, "production")
+    return dg.MaterializeResult(data_version=dg.DataVersion(version),
+                                metadata={"version": version, "alias": "production"})

@@ -11,7 +11,6 @@ keyed by inputs and config, so a run killed mid-way resumes from its last epoch 
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import dagster as dg
 
 from assets.resources import StorageResource, WarehouseResource
+from ingest.crops import write_atomic
 from warehouse.models import ModelRow, latest_model, record_model
 
 # Bump when nima_train's training code changes in a way that makes old models stale.
@@ -59,6 +59,9 @@ class TrainConfig(dg.Config):
     k8s_image: str = "aesthetic-pipeline:latest"
     k8s_namespace: str = "dagster"
     k8s_gpus: int = 1
+    # PersistentVolumeClaim holding $AESTHETIC_HOME, mounted at the same path in the pod: the command line
+    # names shards, runs and parent checkpoints by their absolute paths under it. Required with launcher k8s.
+    k8s_pvc_claim: str = ""
     k8s_node_selector: dict[str, str] = {}
     k8s_tolerations: list[Toleration] = []
 
@@ -134,15 +137,12 @@ def git_commit() -> str | None:
 def publish_model(storage: StorageResource, job: TrainingJob, config: TrainConfig, run_dir: Path,
                   summary: dict[str, Any]) -> ModelRow:
     """Copy run_dir/model.pt to models/<name>/<sha256[:12]>/ beside its model card; the row to record."""
-    checkpoint = run_dir / "model.pt"
-    sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    payload = (run_dir / "model.pt").read_bytes()
+    sha = hashlib.sha256(payload).hexdigest()
     version = sha[:12]
     dest = storage.models_dir() / job.name / version
-    dest.mkdir(parents=True, exist_ok=True)
-    if not (dest / "model.pt").exists():
-        tmp = dest / ".model.pt.tmp"
-        shutil.copyfile(checkpoint, tmp)
-        os.replace(tmp, dest / "model.pt")
+    if not (dest / "model.pt").exists():  # pid-unique temp + rename: two publishers never share a half file
+        write_atomic(dest / "model.pt", payload)
     final = summary.get("final", {})
     card = {
         "name": job.name, "version": version, "sha256": sha,
@@ -153,12 +153,19 @@ def publish_model(storage: StorageResource, job: TrainingJob, config: TrainConfi
         "metrics": {k: v for k, v in final.items() if k.startswith("val_") or k == "loss"},
         "n_train": summary.get("n_train"), "history": summary.get("history", []),
     }
-    (dest / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
+    write_atomic(dest / "model_card.json", json.dumps(card, indent=2, sort_keys=True, default=str).encode())
     return ModelRow(version, job.name, card["parent_version"], storage.to_stored(dest / "model.pt"), sha, card)
 
 
 def k8s_pod_spec(config: TrainConfig, command: list[str], aesthetic_home: str) -> dict[str, Any]:
-    """The pod spec PipesK8sClient launches: one container asking for GPUs, pinned by selector and tolerations."""
+    """The pod spec PipesK8sClient launches: one container asking for GPUs, pinned by selector and tolerations,
+    with the shared $AESTHETIC_HOME volume mounted where the command's paths point."""
+    if not config.k8s_pvc_claim:
+        raise ValueError(
+            "launcher k8s needs k8s_pvc_claim: the PersistentVolumeClaim holding AESTHETIC_HOME "
+            f"({aesthetic_home}), which the pod mounts at the same path (the training command reads shards and "
+            "writes runs by absolute paths under it)"
+        )
     container = {
         "name": "nima-train",
         "image": config.k8s_image,
@@ -166,8 +173,12 @@ def k8s_pod_spec(config: TrainConfig, command: list[str], aesthetic_home: str) -
         "command": ["python", *command[1:]] if Path(command[0]).name.startswith("python") else command,
         "env": [{"name": "AESTHETIC_HOME", "value": aesthetic_home}],
         "resources": {"limits": {"nvidia.com/gpu": str(config.k8s_gpus)}},
+        "volumeMounts": [{"name": "aesthetic-home", "mountPath": aesthetic_home}],
     }
-    spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never", "containers": [container],
+        "volumes": [{"name": "aesthetic-home", "persistentVolumeClaim": {"claimName": config.k8s_pvc_claim}}],
+    }
     if config.k8s_node_selector:
         spec["nodeSelector"] = dict(config.k8s_node_selector)
     if config.k8s_tolerations:
@@ -179,9 +190,9 @@ def launch(context: dg.AssetExecutionContext, config: TrainConfig, command: list
            storage: StorageResource) -> dict[str, Any]:
     """Run the training out of process through Pipes; return the summary it reported."""
     if config.launcher == "k8s":
+        spec = k8s_pod_spec(config, command, str(storage.home_path))  # before the import: config errors first
         from dagster_k8s import PipesK8sClient  # only needed on a cluster
 
-        spec = k8s_pod_spec(config, command, str(storage.home_path))
         invocation = PipesK8sClient().run(context=context, namespace=config.k8s_namespace,
                                           base_pod_spec=spec, image=config.k8s_image)
     elif config.launcher == "subprocess":

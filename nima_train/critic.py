@@ -2,7 +2,8 @@
 
 Images are prepared exactly as the training data was: decoded and verified by
 nima_train.imaging (the square 256 crop every dataset stage stores), then
-nima_train.transforms.eval_transform (the centre 224 crop). One forward pass
+nima_train.transforms.eval_transform at the crop/resize the checkpoint was
+trained with (its args "crop" and "resize"; 224/256 when absent). One forward pass
 gives the score histogram, its mean and std, and the pooled features used to
 find near-duplicates.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from nima_train.checkpoint import model_from_checkpoint
+from nima_train.checkpoint import load_checkpoint, model_from_checkpoint
 from nima_train.dedupe import dhash
 from nima_train.imaging import CropSpec, RejectedImage, crop_image, sha256_file
 from nima_train.model import NIMA, score_moments
@@ -145,21 +146,32 @@ class Critic:
     """A NIMA in eval mode plus its preprocessing; thread-safe (one forward at a time)."""
 
     def __init__(self, model: NIMA, image_size: int = 224, batch_size: int = 32,
-                 device: str | torch.device = "cpu", version: str | None = None) -> None:
+                 device: str | torch.device = "cpu", version: str | None = None,
+                 resize: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if image_size < 1 or (resize is not None and resize < 1):
+            raise ValueError(f"image_size and resize must be positive, got {image_size} and {resize}")
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.image_size = image_size
+        # Without a trained resize, keep the stored-crop ratio (256 for a 224 input) at any input size.
+        self.resize = resize or round(image_size * 256 / 224)
         self.batch_size = batch_size
         self.version = version
-        # The stored crops are 256 for a 224 input: keep that ratio at other input sizes.
-        self.transform = eval_transform(image_size, resize=round(image_size * 256 / 224))
+        self.transform = eval_transform(image_size, resize=self.resize)
         # Concurrent CPU forwards only fight over the same cores; serialising them keeps latency flat.
         self._lock = threading.Lock()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, expected_sha256: str | None = None, **kwargs) -> Critic:
+    def from_checkpoint(cls, path: str | Path, expected_sha256: str | None = None,
+                        image_size: int | None = None, resize: int | None = None, **kwargs) -> Critic:
+        """The critic of a checkpoint, scoring at the crop/resize it was trained with unless overridden.
+
+        A model trained on 96 px crops scores nonsense on 224 px inputs, so the input size comes from the
+        checkpoint's args ("crop", "resize", as nima_train.train saves them, 224/256 when absent), like
+        nima_train.evaluate. An explicit image_size without resize keeps the stored-crop ratio.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -169,7 +181,11 @@ class Critic:
                 raise CheckpointMismatch(
                     f"checkpoint {path} has sha256 {actual[:12]}..., the warehouse recorded "
                     f"{expected_sha256[:12]}...: the file changed since it was registered")
-        return cls(model_from_checkpoint(path), **kwargs)
+        if image_size is None:
+            trained_with = load_checkpoint(path).get("args") or {}
+            image_size = int(trained_with.get("crop") or 224)
+            resize = resize or int(trained_with.get("resize") or 256)
+        return cls(model_from_checkpoint(path), image_size=image_size, resize=resize, **kwargs)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(B, 3, S, S) float tensors, ImageNet-normalised centre crops."""

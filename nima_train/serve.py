@@ -8,7 +8,9 @@
 Bad input is answered with a 4xx and {"error": kind, "message": ...}: 411 no
 Content-Length, 413 body over `max_bytes` (the body is not read), 413 more than
 `max_images` parts, 413 a decompression bomb (more than `max_pixels`), 400 not an
-image / corrupt / empty, 404 unknown path. Handler threads decode in parallel;
+image / corrupt / empty, 404 unknown path. Anything else that fails (the model, a decoder bug) is logged
+and answered 500 {"error": "internal", "detail": ...}; the server and, when the
+request body was read, the connection stay usable. Handler threads decode in parallel;
 one scoring thread runs the critic on whatever images are waiting, so concurrent
 requests share a forward pass instead of queueing for one each.
 """
@@ -16,6 +18,7 @@ requests share a forward pass instead of queueing for one each.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import re
 import threading
@@ -25,6 +28,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from nima_train.critic import Critic, Score, UnreadableImage, decode_image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,7 @@ class ScoringHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, payload: dict) -> None:
         body = json.dumps(payload).encode()
+        self._responded = True
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -181,10 +187,12 @@ class ScoringHandler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] != "/healthz":
             self._error(BadRequest(HTTPStatus.NOT_FOUND, "not found", f"no route GET {self.path}"))
             return
-        self._send(HTTPStatus.OK, {"status": "ok", "model": self.server.critic.version,
-                                   "limits": asdict(self.server.limits)})
+        critic = self.server.critic
+        self._send(HTTPStatus.OK, {"status": "ok", "model": critic.version, "limits": asdict(self.server.limits),
+                                   "input": {"image_size": critic.image_size, "resize": critic.resize}})
 
     def do_POST(self) -> None:  # noqa: N802
+        self._responded, self._body_read = False, False
         try:
             if self.path.split("?")[0] != "/score":
                 raise BadRequest(HTTPStatus.NOT_FOUND, "not found", f"no route POST {self.path}")
@@ -196,7 +204,24 @@ class ScoringHandler(BaseHTTPRequestHandler):
                 parts = [("body", body)] if body else []
             self._send(HTTPStatus.OK, self.server.score(parts))
         except BadRequest as exc:
+            if not self._body_read:  # e.g. a 404 before reading: the unread body must not pose as a request
+                self.close_connection = True
             self._error(exc)
+        except Exception as exc:  # noqa: BLE001 - any fault gets an answer; the traceback goes to the log
+            self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> None:
+        log.exception("POST %s failed", self.path)
+        # An unread body would be parsed as the next request, and a half-sent response cannot be amended.
+        if not self._body_read or self._responded:
+            self.close_connection = True
+        if self._responded:
+            return
+        try:
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR,
+                       {"error": "internal", "detail": f"{type(exc).__name__}: {exc}"})
+        except OSError:  # the client went away; nothing left to tell it
+            self.close_connection = True
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -215,7 +240,9 @@ class ScoringHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too large",
                              f"body of {n} bytes, limit {self.server.limits.max_bytes}")
-        return self.rfile.read(n)
+        body = self.rfile.read(n)
+        self._body_read = len(body) == n
+        return body
 
 
 def make_server(

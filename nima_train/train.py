@@ -164,38 +164,50 @@ def write_negatives_shard(path: Path, n: int, seed: int) -> Path:
     return path
 
 
+def loader_transform(args: argparse.Namespace, train: bool) -> Callable | None:
+    """The per-image transform to give make_loader; None selects the reader's tensor crop path.
+
+    At resize 256 (the stored crop size: the real GPU setting) nima_train/data.py's default path does the same
+    crops as train_transform/eval_transform (random crop + flip / centre crop) by slicing the decoded tensor and
+    normalises whole batches, which is much cheaper per image. Other sizes need a resize first: the v2 path.
+    """
+    if args.resize == 256:
+        return None
+    if train:  # smaller inputs: shrink the whole stored crop first, then crop as usual
+        return v2.Compose([v2.Resize(args.resize, antialias=True), train_transform(args.crop)])
+    return eval_transform(args.crop, args.resize)
+
+
 def build_loader(urls: Sequence[str], args: argparse.Namespace, info: DistInfo, train: bool,
                  epoch_samples: int | None = None) -> wds.WebLoader:
     """(images, targets) batches from nima_train/data.py; under DDP training resamples so ranks stay in step."""
-    if train:
-        transform = train_transform(args.crop)
-        if args.resize != 256:  # smaller inputs: shrink the whole stored crop first, then crop as usual
-            transform = v2.Compose([v2.Resize(args.resize, antialias=True), transform])
-    else:
-        transform = eval_transform(args.crop, args.resize)
     resampled = train and info.enabled
     return data.make_loader(
-        list(urls), train=train, batch_size=args.batch_size, num_workers=args.workers,
+        list(urls), train=train, batch_size=args.batch_size, num_workers=args.workers, image_size=args.crop,
         shuffle_buffer=args.shuffle_buffer, resampled=resampled,
         epoch_samples=epoch_samples if (resampled or args.max_steps) else None,
-        seed=args.seed, world_size=info.world_size, transform=transform,
+        seed=args.seed, world_size=info.world_size, transform=loader_transform(args, train),
     )
 
 
 # ----------------------------------------------------------------------------- model and optimisation
 
 
-def build_model(args: argparse.Namespace) -> tuple[NIMA, str | None]:
-    """The NIMA to train and the version of its parent checkpoint, if initialised from one."""
+def build_model(args: argparse.Namespace) -> NIMA:
+    """The NIMA to train: ImageNet or random backbone weights, or a NIMA checkpoint's weights (fine-tuning).
+
+    Which model version a checkpoint is lives in the warehouse, not in the file: the training asset records
+    the parent version on the model card and the `models` row.
+    """
     if args.weights in ("imagenet", "none"):
-        return NIMA(args.backbone, weights=args.weights, dropout=args.dropout), None
+        return NIMA(args.backbone, weights=args.weights, dropout=args.dropout)
     state = load_checkpoint(args.weights)
     parent_args = state.get("args") or {}
     if parent_args.get("backbone", args.backbone) != args.backbone:
         raise ValueError(f"{args.weights} holds a {parent_args['backbone']} model, not {args.backbone}")
     model = NIMA(args.backbone, weights="none", dropout=args.dropout)
     model.load_state_dict(state["model"])
-    return model, parent_args.get("version")
+    return model
 
 
 def resolve_rates(args: argparse.Namespace) -> None:
@@ -385,7 +397,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
     if args.max_steps:
         epoch_steps = min(epoch_steps, args.max_steps)
 
-    model, parent_version = build_model(args)
+    model = build_model(args)
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -438,7 +450,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
         barrier()
 
     # Every rank's weights digest: under DDP they must all be equal (gradients were averaged every step).
-    summary = {"history": history, "n_train": n_train, "parent_version": parent_version,
+    summary = {"history": history, "n_train": n_train,
                "rank_weight_digests": all_gather_strings(state_digest(model_without_ddp)),
                "train_indexes": train_set.index_sha256, "val_indexes": val_set.index_sha256,
                "args": _plain_args(args), "world_size": info.world_size,

@@ -74,6 +74,15 @@ def _load_critic(model: str | None, **kwargs):
 def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="model version or alias from the warehouse, or a checkpoint file (default: production)")
+    # None = the crop/resize the checkpoint was trained at (its args), the size its scores mean something at.
+    p.add_argument("--image-size", type=int, default=None,
+                   help="model input (centre crop) size (default: the checkpoint's training crop)")
+    p.add_argument("--resize", type=int, default=None,
+                   help="short side before the centre crop (default: the checkpoint's, or 256/224 of --image-size)")
+
+
+def _input_kwargs(args: argparse.Namespace) -> dict:
+    return {"image_size": args.image_size, "resize": args.resize}
 
 
 def _score_many(critic, paths, with_features: bool = False, with_hash: bool = False) -> list:
@@ -104,7 +113,7 @@ def _score(args: argparse.Namespace) -> int:
 
     from nima_train.critic import expand_sources
 
-    critic = _load_critic(args.model, batch_size=args.batch_size)
+    critic = _load_critic(args.model, batch_size=args.batch_size, **_input_kwargs(args))
     items = _score_many(critic, expand_sources(args.paths))
     scored = [i for i in items if i.score]
     if args.json:
@@ -154,7 +163,7 @@ def _filter(args: argparse.Namespace) -> int:
     from nima_train.critic import expand_sources
     from nima_train.dedupe import duplicate_groups, keep_best
 
-    critic = _load_critic(args.model, batch_size=args.batch_size)
+    critic = _load_critic(args.model, batch_size=args.batch_size, **_input_kwargs(args))
     items = [i for i in _score_many(critic, expand_sources(args.paths), args.dedupe, args.dedupe)]
     decisions = {i.source: ("skipped", i.error) for i in items if i.error}
     passing = [i for i in items if i.score and i.score.mean >= args.min_score]
@@ -218,7 +227,7 @@ def _evolve_args(p: argparse.ArgumentParser) -> None:
 def _evolve(args: argparse.Namespace) -> int:
     from nima_train.evolve import evolve
 
-    critic = _load_critic(args.model, batch_size=args.batch)
+    critic = _load_critic(args.model, batch_size=args.batch, **_input_kwargs(args))
     result = evolve(critic, args.shape, args.rounds, args.batch, args.seed, args.out, args.size,
                     args.rate, args.strength, on_round=lambda r: print(r.message, flush=True))
     print(f"start {result.initial_mean:.3f} -> best {result.best_mean:.3f} after {args.rounds} rounds "
@@ -233,19 +242,25 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bytes", type=int, help="largest request body accepted (default 20 MiB)")
     p.add_argument("--max-images", type=int, help="most images in one request (default 32)")
     p.add_argument("--max-pixels", type=int, help="most pixels in one image (default 40 million)")
-    p.add_argument("--image-size", type=int, default=224, help="model input size")
     _model_arg(p)
+
+
+def build_server(args: argparse.Namespace):
+    """The bound (not yet serving) ScoringServer that `aesthetic serve` runs, from its parsed arguments."""
+    from nima_train.serve import Limits, make_server
+
+    critic = _load_critic(args.model, **_input_kwargs(args))
+    given = {k: getattr(args, k) for k in ("max_bytes", "max_images", "max_pixels") if getattr(args, k) is not None}
+    return make_server(critic, args.host, args.port, Limits(**given))
 
 
 @verb("serve", "HTTP scoring service: POST /score, GET /healthz", _serve_args)
 def _serve(args: argparse.Namespace) -> int:
-    from nima_train.serve import Limits, make_server
-
-    critic = _load_critic(args.model, image_size=args.image_size)
-    given = {k: getattr(args, k) for k in ("max_bytes", "max_images", "max_pixels") if getattr(args, k) is not None}
-    server = make_server(critic, args.host, args.port, Limits(**given))
+    server = build_server(args)
     host, port = server.server_address[:2]
-    print(f"serving model {critic.version} on http://{host}:{port} (POST /score, GET /healthz)", flush=True)
+    critic = server.critic
+    print(f"serving model {critic.version} ({critic.image_size} px input, resize {critic.resize}) "
+          f"on http://{host}:{port} (POST /score, GET /healthz)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

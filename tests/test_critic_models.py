@@ -55,11 +55,17 @@ def _model_state(seed: int) -> dict:
     return make_model(seed).state_dict()
 
 
-def register_model(home: Path, name: str = "nima_color", seed: int = 0, alias: str | None = "production") -> str:
+def save_test_checkpoint(path: Path, seed: int = 0, **train_args) -> Path:
+    """A checkpoint as nima_train.train writes it: the state dict plus args (e.g. crop=96, resize=108)."""
+    save_checkpoint(path, {"model": _model_state(seed),
+                           "args": {"backbone": "mobilenet_v2", "dropout": 0.75, **train_args}})
+    return path
+
+
+def register_model(home: Path, name: str = "nima_color", seed: int = 0, alias: str | None = "production",
+                   **train_args) -> str:
     """Save a checkpoint content-addressed under home/models and record its `models` (and alias) row."""
-    tmp = home / "tmp-model.pt"
-    save_checkpoint(tmp, {"model": _model_state(seed),
-                          "args": {"backbone": "mobilenet_v2", "dropout": 0.75}})
+    tmp = save_test_checkpoint(home / "tmp-model.pt", seed, **train_args)
     sha = sha256_file(tmp)
     version = sha[:12]
     dest = home / "models" / name / version / "model.pt"

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from nima_train.critic import Critic, decode_image
+from nima_train.model import NIMA
 from nima_train.serve import Limits, ScoringServer, make_server
 from tests.http_helpers import serving
 from tests.test_critic_models import make_model, picture, png_bytes
@@ -59,7 +60,8 @@ def test_healthz_reports_the_model_and_limits(server) -> None:
     conn.close()
     assert resp.status == 200
     assert body == {"status": "ok", "model": "test-v1",
-                    "limits": {"max_bytes": 300_000, "max_images": 4, "max_pixels": 1_000_000}}
+                    "limits": {"max_bytes": 300_000, "max_images": 4, "max_pixels": 1_000_000},
+                    "input": {"image_size": 96, "resize": 110}}  # 110 = 96 * 256 / 224, the stored-crop ratio
 
 
 def test_raw_and_multipart_scores_match_the_critic(server) -> None:
@@ -151,3 +153,52 @@ def test_load_500_requests_at_concurrency_8_without_errors(server) -> None:
           f"p50 {q[49] * 1000:.1f} ms, p95 {q[94] * 1000:.1f} ms")
     assert not errors, errors[:3]
     assert len(latencies) == n
+
+
+class _FailsWhenAsked(NIMA):
+    """A real NIMA whose next forward raises, as a CUDA out-of-memory or a broken weight would."""
+
+    def __init__(self) -> None:
+        super().__init__("mobilenet_v2", weights="none")
+        self.fail_next = threading.Event()
+
+    def embed(self, x):
+        if self.fail_next.is_set():
+            self.fail_next.clear()
+            raise RuntimeError("CUDA out of memory (planted by the test)")
+        return super().embed(x)
+
+
+def test_a_model_error_is_answered_500_json_and_the_server_keeps_serving(caplog) -> None:
+    model = _FailsWhenAsked()
+    image = png_bytes(picture(2, 64))
+    with serving(make_server(Critic(model, image_size=64, version="flaky"), "127.0.0.1", 0, LIMITS)) as srv:
+        conn = _conn(srv)  # one keep-alive connection for all three requests
+        try:
+            model.fail_next.set()
+            conn.request("POST", "/score", body=image, headers={"Content-Type": "image/png"})
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            assert resp.status == 500 and resp.getheader("Content-Type") == "application/json"
+            assert body["error"] == "internal"
+            assert body["detail"] == "RuntimeError: CUDA out of memory (planted by the test)"
+            conn.request("POST", "/score", body=image, headers={"Content-Type": "image/png"})
+            resp = conn.getresponse()
+            again = json.loads(resp.read())
+            assert resp.status == 200 and again["model"] == "flaky" and len(again["results"]) == 1
+        finally:
+            conn.close()
+        status, _ = _post(srv, image)
+        assert status == 200
+    assert any("POST /score failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_post_to_an_unknown_path_closes_the_connection_instead_of_reading_the_body_as_a_request(server) -> None:
+    conn = _conn(server)
+    try:
+        conn.request("POST", "/nowhere", body=b"GET /healthz HTTP/1.1\r\n\r\n")
+        resp = conn.getresponse()
+        assert resp.status == 404 and resp.getheader("Connection") == "close"
+        assert json.loads(resp.read())["error"] == "not found"
+    finally:
+        conn.close()

@@ -1,16 +1,22 @@
 """Training and evaluation assets through real Dagster, the promotion gate, the K8s pod spec, the nightly schedule."""
 
 import json
+import math
 
 import dagster as dg
+import pytest
+import torch
 
-from assets.checks import compare_with_production
-from assets.evaluation import eval_nima_ava
+from assets.checks import compare_with_production, nima_color_not_worse_than_production
+from assets.evaluation import eval_nima_ava, eval_nima_color, production_model
 from assets.training import Toleration, TrainConfig, k8s_pod_spec, nima_ava
+from nima_train.checkpoint import save_checkpoint
+from nima_train.model import NIMA
 from pipelines.resources import build_resources
 from tests.test_train_loop import write_tiny_shards
 from warehouse.db import connect
-from warehouse.models import ModelRow, alias_version, record_eval_report, record_model, set_alias
+from warehouse.models import ModelRow, record_eval_report, record_model, set_alias
+from warehouse.models_lookup import promoted_version
 
 TINY = {"weights": "none", "epochs_head": 1, "epochs_full": 1, "batch_size": 8, "crop": 32, "resize": 36,
         "workers": 0, "device": "cpu"}
@@ -47,31 +53,85 @@ def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evalua
     assert "data:image/png;base64," in eval_meta["report"].value
 
 
-def _model(conn, version: str, srcc: float) -> None:
-    record_model(conn, ModelRow(version, "nima_color", None, f"models/nima_color/{version}/model.pt", version * 2, {}))
-    record_eval_report(conn, version, "kuler", "test", {"n": 10, "binary_accuracy": 0.8, "exact_accuracy": 0.5,
-                                                        "lcc_mean": srcc, "srcc_mean": srcc, "lcc_std": 0.1,
-                                                        "srcc_std": 0.1, "emd_r1": 0.1, "emd_r2": 0.2})
+def _model(conn, version: str, srcc: float | None, checkpoint: str | None = None) -> None:
+    """A recorded nima_color version, with a kuler/test report unless srcc is None."""
+    record_model(conn, ModelRow(version, "nima_color", None, checkpoint or f"models/nima_color/{version}/model.pt",
+                                version * 2, {}))
+    if srcc is not None:
+        record_eval_report(conn, version, "kuler", "test", {
+            "n": 10, "binary_accuracy": 0.8, "exact_accuracy": 0.5, "lcc_mean": srcc, "srcc_mean": srcc,
+            "lcc_std": 0.1, "srcc_std": 0.1, "emd_r1": 0.1, "emd_r2": 0.2})
 
 
 def test_promotion_gate_blocks_a_model_worse_than_production_by_more_than_the_margin(tmp_path):
-    import time
-
     with connect(tmp_path / "w.duckdb") as conn:
         _model(conn, "aaaaaaaaaaaa", 0.60)
-        assert compare_with_production(conn, "nima_color", "kuler", "test", 0.02).passed  # nothing promoted yet
+        assert compare_with_production(conn, "aaaaaaaaaaaa", "kuler", "test", 0.02).passed  # nothing promoted yet
         set_alias(conn, "aaaaaaaaaaaa")
-        time.sleep(0.01)
         _model(conn, "bbbbbbbbbbbb", 0.55)
-        worse = compare_with_production(conn, "nima_color", "kuler", "test", 0.02)
+        worse = compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02)
         assert not worse.passed and worse.metadata["production"].value == "aaaaaaaaaaaa"
-        assert compare_with_production(conn, "nima_color", "kuler", "test", 0.1).passed
-        assert alias_version(conn) == "aaaaaaaaaaaa"
+        assert compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.1).passed
+        assert promoted_version(conn) == "aaaaaaaaaaaa"
 
 
-def test_k8s_pod_spec_asks_for_gpus_on_selected_tolerated_nodes():
+def test_promotion_gate_ignores_a_nan_production_srcc_but_fails_a_nan_candidate(tmp_path):
+    with connect(tmp_path / "w.duckdb") as conn:
+        _model(conn, "aaaaaaaaaaaa", float("nan"))  # e.g. a production model that predicted one constant score
+        set_alias(conn, "aaaaaaaaaaaa")
+        _model(conn, "bbbbbbbbbbbb", 0.40)
+        fine = compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02)
+        assert fine.passed and "nothing to compare with" in fine.description
+        assert math.isnan(fine.metadata["production_srcc"].value)
+        _model(conn, "cccccccccccc", float("nan"))
+        broken = compare_with_production(conn, "cccccccccccc", "kuler", "test", 0.02)
+        assert not broken.passed and "not a number" in broken.description
+
+
+def test_production_promotes_the_version_eval_nima_color_evaluated_not_a_newer_unevaluated_one(tmp_path):
+    home = tmp_path / "home"
+    write_tiny_shards(home / "shards" / "kuler" / "test", 8, seed=3, dataset="kuler", split="test")
+    checkpoint = home / "models" / "nima_color" / "model.pt"
+    checkpoint.parent.mkdir(parents=True)
+    # An untrained NIMA predicts one score for every image (SRCC NaN, which the gate rejects): give it
+    # BatchNorm statistics from one batch and a random head, so its scores differ between images.
+    torch.manual_seed(0)
+    model = NIMA("mobilenet_v2", weights="none")
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None
+    with torch.no_grad():
+        model.train()(torch.randn(16, 3, 32, 32))
+    for p in model.head.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    save_checkpoint(checkpoint, {"model": model.state_dict(),
+                                 "args": {"backbone": "mobilenet_v2", "dropout": 0.75, "crop": 32, "resize": 36}})
+    with connect(home / "warehouse.duckdb") as conn:
+        _model(conn, "aaaaaaaaaaaa", None, "models/nima_color/model.pt")  # what nima_color published
+        _model(conn, "bbbbbbbbbbbb", None, "models/nima_color/model.pt")  # recorded later by someone else
+        conn.execute("UPDATE models SET created_at = created_at + INTERVAL 1 HOUR WHERE version = 'bbbbbbbbbbbb'")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "nima_color", tags={"dagster/data_version": "aaaaaaaaaaaa"}, metadata={"version": "aaaaaaaaaaaa"}))
+    result = dg.materialize(
+        [eval_nima_color, nima_color_not_worse_than_production, production_model],
+        resources=build_resources(home=home, raw=tmp_path / "raw"), instance=instance,
+        run_config={"ops": {"eval_nima_color": {"config": {"batch_size": 8}}}},
+    )
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["candidate"].value == "aaaaaaaaaaaa"
+    assert result.asset_materializations_for_node("production_model")[0].metadata["version"].value == "aaaaaaaaaaaa"
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        assert promoted_version(conn) == "aaaaaaaaaaaa"
+        evaluated = conn.execute("SELECT model_version FROM eval_reports").fetchall()
+    assert evaluated == [("aaaaaaaaaaaa",)]
+
+
+def test_k8s_pod_spec_asks_for_gpus_on_selected_tolerated_nodes_with_aesthetic_home_mounted():
     config = TrainConfig(k8s_gpus=2, k8s_node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
-                         k8s_tolerations=[Toleration(key="nvidia.com/gpu")], k8s_image="reg/aesthetic:1")
+                         k8s_tolerations=[Toleration(key="nvidia.com/gpu")], k8s_image="reg/aesthetic:1",
+                         k8s_pvc_claim="aesthetic-home")
     spec = k8s_pod_spec(config, ["/venv/bin/python", "-m", "nima_train.train", "--data", "x"], "/data/aesthetic")
     (container,) = spec["containers"]
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
@@ -79,6 +139,14 @@ def test_k8s_pod_spec_asks_for_gpus_on_selected_tolerated_nodes():
     assert container["image"] == "reg/aesthetic:1"
     assert spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
     assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    # The command's absolute paths under AESTHETIC_HOME exist in the pod: the claim is mounted at that same path.
+    assert spec["volumes"] == [{"name": "aesthetic-home", "persistentVolumeClaim": {"claimName": "aesthetic-home"}}]
+    assert container["volumeMounts"] == [{"name": "aesthetic-home", "mountPath": "/data/aesthetic"}]
+
+
+def test_k8s_launcher_without_a_shared_volume_fails_before_launching_anything():
+    with pytest.raises(ValueError, match="k8s_pvc_claim"):
+        k8s_pod_spec(TrainConfig(launcher="k8s"), ["python", "-m", "nima_train.train"], "/data/aesthetic")
 
 
 def test_nightly_schedule_retrains_only_models_whose_shards_changed():

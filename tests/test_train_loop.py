@@ -145,3 +145,31 @@ def test_sample_without_a_target_is_an_error_not_a_silent_skip(tmp_path):
     with pytest.raises(ValueError, match="lacks .target."):
         main(get_args_parser().parse_args(tiny_args(folder, tmp_path / "run", "--epochs-head", "0",
                                                     "--epochs-full", "1", "--batch-size", "1")))
+
+
+def test_stored_size_uses_the_readers_tensor_crops_with_the_same_meaning_as_the_v2_transforms(tmp_path):
+    import argparse
+
+    from nima_train import data
+    from nima_train.distributed import DistInfo
+    from nima_train.train import build_loader, loader_transform
+    from nima_train.transforms import eval_transform, normalize
+
+    (shard,) = write_tiny_shards(tmp_path / "s", 8, size=256)
+    args = argparse.Namespace(crop=224, resize=256, batch_size=8, workers=0, shuffle_buffer=0, seed=0, max_steps=0)
+    # resize 256 (the GPU setting): no per-image v2 transform, the reader's tensor path; other sizes keep v2.
+    assert loader_transform(args, train=True) is None and loader_transform(args, train=False) is None
+    assert loader_transform(argparse.Namespace(crop=32, resize=36), train=True) is not None
+
+    sources = [data.decode_image(s["jpg"]) for s in wds.WebDataset(str(shard), shardshuffle=False)]
+    (images, _), = list(build_loader([str(shard)], args, DistInfo(), train=False))
+    expected = torch.stack([eval_transform(224, 256)(s) for s in sources])
+    assert images.dtype == torch.float32 and torch.allclose(images, expected, atol=1e-5)  # centre crop
+
+    (images, _), = list(build_loader([str(shard)], args, DistInfo(), train=True))
+    assert images.shape == (8, 3, 224, 224)
+    for got, source in zip(images, sources, strict=True):  # one shard, no shuffle buffer: order kept
+        full = normalize(source)
+        crops = [c for top in range(33) for left in range(33)
+                 for c in (full[:, top:top + 224, left:left + 224], full[:, top:top + 224, left:left + 224].flip(-1))]
+        assert any(torch.allclose(got, c, atol=1e-5) for c in crops)  # a random crop, maybe flipped

@@ -76,11 +76,6 @@ def eval_report(conn: duckdb.DuckDBPyConnection, version: str, dataset: str, spl
     return dict(zip(METRIC_COLUMNS, got, strict=True)) if got else None
 
 
-def alias_version(conn: duckdb.DuckDBPyConnection, alias: str = "production") -> str | None:
-    got = conn.execute("SELECT version FROM model_aliases WHERE alias = ?", [alias]).fetchone()
-    return got[0] if got else None
-
-
 def set_alias(conn: duckdb.DuckDBPyConnection, version: str, alias: str = "production") -> None:
     """Point an alias at a recorded model version."""
     if get_model(conn, version) is None:
