@@ -145,16 +145,21 @@ def test_target_config_switches_json_target_and_data_version(built: tuple[Path, 
         assert doc["target"] == list(softmax[doc["image_id"]])
 
 
-def test_size_limits_hold_by_count_and_by_bytes(tmp_path: Path, home: Path) -> None:
-    add_images(home, "sac", [str(i) for i in range(40)], seed=2)
+def _sac_train_samples(home: Path, n: int, seed: int) -> list[ShardSample]:
+    """n SAC images in the warehouse, and the train split of them as the writer's samples."""
     from warehouse.shards import labelled_images
 
+    add_images(home, "sac", [str(i) for i in range(n)], seed=seed)
     with connect(home / "warehouse.duckdb") as conn:
         rows = labelled_images(conn, "sac", "train")
-    samples = [
+    return [
         ShardSample("sac", r.image_id, "train", str(home / r.path), r.sha256, r.counts, r.target, r.mean, r.std)
         for r in rows
     ]
+
+
+def test_size_limits_hold_by_count_and_by_bytes(tmp_path: Path, home: Path) -> None:
+    samples = _sac_train_samples(home, 40, seed=2)
     by_count = write_split(samples, tmp_path / "count", "sac", "train", limits=ShardLimits(max_samples=3))
     assert max(s.nsamples for s in by_count.shards) <= 3
     crop = max(Path(s.path).stat().st_size for s in samples)
@@ -202,15 +207,7 @@ def test_a_second_writer_of_the_same_split_waits_for_the_first(tmp_path: Path, h
     import fcntl
     import threading
 
-    from warehouse.shards import labelled_images
-
-    add_images(home, "sac", [str(i) for i in range(6)], seed=3)
-    with connect(home / "warehouse.duckdb") as conn:
-        rows = labelled_images(conn, "sac", "train")
-    samples = [
-        ShardSample("sac", r.image_id, "train", str(home / r.path), r.sha256, r.counts, r.target, r.mean, r.std)
-        for r in rows
-    ]
+    samples = _sac_train_samples(home, 6, seed=3)
     out = tmp_path / "split"
     out.mkdir()
     done = threading.Event()
