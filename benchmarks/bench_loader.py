@@ -18,11 +18,14 @@ core (printed against both decoders).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.crops import encode_jpeg, sha256_bytes  # noqa: E402
 from ingest.shards import ShardLimits, ShardSample, write_split  # noqa: E402
-from nima_train.data import decode_image, decode_jpeg, decode_jpg, make_loader, shard_urls  # noqa: E402
-from nima_train.transforms import normalize, random_crop_flip, train_transform  # noqa: E402
+from nima_train.data import (  # noqa: E402
+    BatchBuilder,
+    decode_image,
+    decode_jpeg,
+    decode_jpg,
+    make_loader,
+    shard_urls,
+)
+from nima_train.transforms import random_crop_flip, train_transform  # noqa: E402
 
 
 def photo_like(rng: np.random.Generator, size: int = 256) -> Image.Image:
@@ -71,42 +81,65 @@ def make_crops(folder: Path, n: int, seed: int) -> list[ShardSample]:
 
 
 class FileDataset(Dataset):
-    """The per-file baseline: one JPEG file per sample, labels in memory, the reader's decode and crop."""
+    """The per-file baseline: one JPEG file per sample, labels in memory, the reader's decode."""
 
     def __init__(self, samples: list[ShardSample]) -> None:
         self.paths = [s.path for s in samples]
-        self.targets = torch.tensor([s.target for s in samples], dtype=torch.float32)
+        self.targets = [list(s.target) for s in samples]
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[float]]:
         with open(self.paths[i], "rb") as fh:
-            return random_crop_flip(decode_image(fh.read()), 224), self.targets[i]
+            return decode_image(fh.read()), self.targets[i]
 
 
-def collate_normalised(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack, then normalise the whole batch in the worker: what make_loader does for float32 batches."""
-    images, targets = zip(*items, strict=True)
-    return normalize(torch.stack(images)), torch.stack(targets)
+def collate_crops(items: list[tuple[torch.Tensor, list[float]]], uint8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reader's own crop + flip + collation (BatchBuilder), so the two loaders differ only in how they read."""
+    builder = BatchBuilder(len(items), 224, train=True)
+    for image, target in items:
+        builder.add(image, target)
+    return builder.batch(uint8)
 
 
-def timed_pass(loader: object) -> tuple[int, float]:
+def timed_pass(loader: object) -> tuple[float, float]:
+    """(images/s over the whole pass, images/s after the first batch arrived): the first includes forking the
+    workers and filling the pipeline, which a long training epoch pays once; the second is the steady rate."""
     start = time.perf_counter()
-    n = 0
+    first_at, first_n, n = 0.0, 0, 0
     for images, _ in loader:
         n += images.shape[0]
-    return n, time.perf_counter() - start
+        if not first_n:
+            first_at, first_n = time.perf_counter(), n
+    end = time.perf_counter()
+    return n / (end - start), (n - first_n) / (end - first_at)
 
 
-def bench_loader(make: object, repeats: int) -> float:
-    """Median images/s over `repeats` full passes (after one warm-up pass that also warms the page cache)."""
-    timed_pass(make())
-    rates = []
+def bench_loaders(makers: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (pass, steady) images/s per loader; passes interleave loaders so machine drift hits all alike.
+
+    One warm-up pass each first (it also warms the page cache).
+    """
+    for make in makers.values():
+        timed_pass(make())
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in makers}
     for _ in range(repeats):
-        n, dt = timed_pass(make())
-        rates.append(n / dt)
-    return statistics.median(rates)
+        for name, make in makers.items():
+            runs[name].append(timed_pass(make()))
+    return {name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
+            for name, rs in runs.items()}
+
+
+def _decode_all(blobs: list[bytes], repeats: int) -> float:
+    return bench_single(blobs, bare_decode_jpeg, repeats)
+
+
+def bench_parallel_decode(blobs: list[bytes], processes: int, repeats: int) -> float:
+    """Bare decode_jpeg images/s per process with `processes` decoding at once: a per-core rate with every core
+    busy, as the loaders' per-core rates are."""
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        return statistics.mean(pool.starmap(_decode_all, [(blobs, repeats)] * processes))
 
 
 def bench_single(blobs: list[bytes], work: object, repeats: int) -> float:
@@ -183,47 +216,43 @@ def main() -> None:
                 blobs, lambda b: random_crop_flip(decode_image(b), 224), args.repeats
             ),
         }
-        rates = {}
-        for uint8 in (False, True):
-            rates["files", uint8] = bench_loader(
-                lambda u=uint8: DataLoader(
-                    FileDataset(samples),
-                    batch_size=args.batch,
-                    shuffle=True,
-                    num_workers=args.workers,
-                    drop_last=True,
-                    collate_fn=None if u else collate_normalised,
-                ),
-                args.repeats,
-            )
-            rates["shards", uint8] = bench_loader(
-                lambda u=uint8: make_loader(
-                    urls, train=True, batch_size=args.batch, num_workers=args.workers, shuffle_buffer=1000, uint8=u
-                ),
-                args.repeats,
-            )
+        single["bare decode_jpeg, per process"] = bench_parallel_decode(blobs, args.workers, args.repeats)
+
+        def files(uint8: bool) -> DataLoader:
+            return DataLoader(FileDataset(samples), batch_size=args.batch, shuffle=True, num_workers=args.workers,
+                              drop_last=True, collate_fn=partial(collate_crops, uint8=uint8))
+
+        def shards(uint8: bool) -> object:
+            return make_loader(urls, train=True, batch_size=args.batch, num_workers=args.workers,
+                               shuffle_buffer=1000, uint8=uint8)
+
+        rates = bench_loaders({(kind, uint8): partial(make, uint8) for uint8 in (True, False)
+                               for kind, make in (("files", files), ("shards", shards))}, args.repeats)
 
     w = args.workers
-    print(f"{'path':60s} {'images/s':>10s} {'per core':>10s}")
+    print(f"{'path':64s} {'images/s':>9s} {'per core':>9s} {'steady/s':>9s} {'per core':>9s}")
     for label, rate in single.items():
-        print(f"{label + ' (1 process)':60s} {rate:10.0f} {rate:10.0f}")
-    for (kind, uint8), rate in rates.items():
+        procs = w if label.endswith("per process") else 1
+        name = f"{label} ({procs} process{'es' if procs > 1 else ''})"
+        print(f"{name:64s} {rate * procs:9.0f} {rate:9.0f}")
+    for (kind, uint8), (rate, steady) in rates.items():
         label = f"{'WebDataset shards' if kind == 'shards' else 'per-file Dataset'}, {'uint8' if uint8 else 'float32'}"
-        print(f"{f'{label}, {w} workers, batch {args.batch}':60s} {rate:10.0f} {rate / w:10.0f}")
-    for uint8 in (False, True):
-        shards, files = rates["shards", uint8], rates["files", uint8]
+        print(f"{f'{label}, {w} workers, batch {args.batch}':64s} {rate:9.0f} {rate / w:9.0f}"
+              f" {steady:9.0f} {steady / w:9.0f}")
+    alone, busy = single["bare decode_jpeg"], single["bare decode_jpeg, per process"]
+    for uint8 in (True, False):
         mode = "uint8 batches" if uint8 else "float32 batches"
-        print(
-            f"{mode}: shards / files {shards / files:.2f}x (target >= 1.0);"
-            f" bare decode per core / shards per core: PIL {single['bare PIL decode'] / (shards / w):.2f}x,"
-            f" decode_jpeg {single['bare decode_jpeg'] / (shards / w):.2f}x (target <= 1.3)"
-        )
-    shards = max(rates["shards", False], rates["shards", True])
+        for i, what in enumerate(("whole pass", "steady")):
+            shard, file = rates["shards", uint8][i], rates["files", uint8][i]
+            print(f"{mode}, {what}: shards / files {shard / file:.2f}x (target >= 1.0); bare decode_jpeg per core"
+                  f" / shards per core {alone / (shard / w):.2f}x alone, {busy / (shard / w):.2f}x with all"
+                  f" {w} cores decoding (target <= 1.3); PIL {single['bare PIL decode'] / (shard / w):.2f}x")
+    shards_rate = max(rates["shards", True][1], rates["shards", False][1])
     gpu = bench_mobilenet(args.batch) if args.gpu else None
     if gpu:
         name = torch.cuda.get_device_name()
         print(f"MobileNetV2 train step on {name}, batch {args.batch}, bf16: {gpu:.0f} images/s")
-        print(f"loader cores to keep it fed from shards: {gpu / (shards / w):.1f}")
+        print(f"loader cores to keep it fed from shards: {gpu / (shards_rate / w):.1f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import random
 import urllib.request
@@ -32,10 +33,20 @@ from urllib.parse import urljoin, urlparse
 import torch
 import webdataset as wds
 from PIL import Image
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
-from nima_train.transforms import center_crop, eval_transform, normalize, random_crop_flip, train_transform
+from nima_train.tarstream import tar_samples
+from nima_train.transforms import (
+    center_crop,
+    center_crop_params,
+    eval_transform,
+    normalize,
+    random_crop_flip,
+    random_crop_params,
+    resize_short_side,
+    train_transform,
+)
 
 try:  # deprecated since torchvision 0.29 (for TorchCodec); when a release drops it, PIL decodes everything
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -148,11 +159,12 @@ def decode_image(data: bytes) -> torch.Tensor:
     return v2.functional.pil_to_tensor(decode_jpg(data))
 
 
-def decode_target(data: bytes) -> torch.Tensor:
+def target_values(data: bytes) -> list[float]:
+    """The 10-bin training target from a sample's json."""
     target = json.loads(data)["target"]
     if len(target) != 10:
         raise ValueError(f"sample target has {len(target)} bins, expected 10")
-    return torch.tensor(target, dtype=torch.float32)
+    return target
 
 
 def split_transform(train: bool, image_size: int = 224) -> tuple[v2.Compose, v2.Compose]:
@@ -176,11 +188,101 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _sample_tuple(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample_fields(sample: dict) -> tuple[bytes, list[float]]:
+    """The image bytes and the target of a sample; a missing member or json field is an error naming the sample."""
     try:
-        return decode_image(sample["jpg"]), decode_target(sample["json"])
+        return sample["jpg"], target_values(sample["json"])
     except KeyError as exc:
         raise ValueError(f"sample {sample.get('__key__')!r} in {sample.get('__url__')} lacks {exc}") from exc
+
+
+def _sample_tuple(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    jpg, target = _sample_fields(sample)
+    return decode_image(jpg), torch.tensor(target, dtype=torch.float32)
+
+
+def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker it is allocated in shared memory, so handing the batch
+    to the main process passes a file descriptor instead of copying it (as default_collate does for its batches)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+class BatchBuilder:
+    """Crops decoded images straight into one batch buffer: the default path's crop, flip and collation in one copy.
+
+    The buffer is (B, size, size, 3) in memory, the layout decode_jpeg decodes into, so each crop is a run of
+    contiguous row copies (a CHW stack of those crops is a strided gather, several times slower), and uint8 batches
+    come out as (B, 3, size, size) views in channels_last memory format, which the model runs on anyway on a GPU.
+    train: random crop + flip (random_crop_params); eval: short side to `resize`, then the centre crop. Images
+    smaller than the crop take the per-image functions (random_crop_flip / center_crop pad them like v2 does).
+    """
+
+    def __init__(self, capacity: int, size: int, train: bool, resize: int = 256) -> None:
+        self.size, self.train, self.resize = size, train, resize
+        self._images = shared_empty((capacity, size, size, 3), torch.uint8)
+        self._targets: list[list[float]] = []
+        self._draws = torch.rand(capacity, 3).tolist() if train else None
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def add(self, image: torch.Tensor, target: list[float]) -> None:
+        """Crop a uint8 (3, H, W) image into the next slot of the batch."""
+        slot = self._images[len(self._targets)]
+        size = self.size
+        if not self.train:
+            image = resize_short_side(image, self.resize)
+        height, width = image.shape[-2:]
+        if height < size or width < size:
+            crop = random_crop_flip(image, size) if self.train else center_crop(image, size, self.resize)
+            slot.copy_(crop.permute(1, 2, 0))
+        else:
+            if self._draws is None:
+                top, left, flip = center_crop_params(height, width, size)
+            else:
+                top, left, flip = random_crop_params(height, width, size, self._draws[len(self._targets)])
+            window = image.permute(1, 2, 0)[top : top + size, left : left + size]
+            slot.copy_(window.flip(1) if flip else window)
+        self._targets.append(target)
+
+    def batch(self, uint8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (n, 3, size, size), targets (n, 10)): uint8 as cropped, or float32 ImageNet-normalised."""
+        n = len(self._targets)
+        images = self._images[:n].permute(0, 3, 1, 2)
+        if not uint8:
+            # Float batches are plain NCHW: normalising into that layout is twice as fast as into channels_last.
+            images = normalize(images, out=shared_empty((n, 3, self.size, self.size), torch.float32))
+        return images, torch.tensor(self._targets, dtype=torch.float32)
+
+
+def crop_batches(
+    samples: Iterator[dict], train: bool, batch_size: int, image_size: int, partial: bool, uint8: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The default path's pipeline stage: samples in, (images, targets) batches out (see BatchBuilder).
+
+    Samples are decoded only once a whole batch of them is in hand, so the remainder a training worker drops
+    at the end of its shards (partial=False) costs no decoding.
+    """
+    pending: list[tuple[bytes, list[float]]] = []
+    for sample in samples:
+        pending.append(_sample_fields(sample))
+        if len(pending) == batch_size:
+            yield _build_batch(pending, train, image_size, uint8)
+            pending = []
+    if pending and partial:
+        yield _build_batch(pending, train, image_size, uint8)
+
+
+def _build_batch(
+    pending: list[tuple[bytes, list[float]]], train: bool, image_size: int, uint8: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    builder = BatchBuilder(len(pending), image_size, train)
+    for jpg, target in pending:
+        builder.add(decode_image(jpg), target)
+    return builder.batch(uint8)
 
 
 def make_dataset(
@@ -196,33 +298,41 @@ def make_dataset(
 ) -> wds.DataPipeline:
     """The batched pipeline; train: shard shuffle + sample shuffle + random crop/flip, eval: in order + centre crop.
 
-    The default transforms are nima_train/transforms.py's tensor ones (random_crop_flip / center_crop on the
-    decoded uint8 tensor, then `normalize` on whole batches): the same crops as train_transform/eval_transform
-    without PIL. uint8=True yields uint8 image batches; normalise them with `normalize` (or
-    split_transform(train)[1]) on the device. A custom `transform` gets each decoded image as a uint8 (3,H,W)
-    tensor (torchvision v2 transforms take it as they take a PIL image) and its output is batched as is.
+    The default path (transform=None) crops the decoded uint8 tensor into the batch with nima_train/transforms.py's
+    crop parameters (the same crops as train_transform/eval_transform, without PIL) and normalises whole batches;
+    its uint8 image batches are channels_last in memory. uint8=True yields uint8 image batches: normalise them with
+    `normalize` (or split_transform(train)[1]) on the device. A custom `transform` gets each decoded image as a
+    uint8 (3,H,W) tensor (torchvision v2 transforms take it as they take a PIL image) and its output is batched
+    as is.
     """
-    late: list = []
-    if transform is None:
-        transform = partial(random_crop_flip if train else center_crop, size=image_size)
-        if not uint8:
-            late.append(wds.map_tuple(normalize, _identity))  # one vectorised op per batch, not per image
     stages: list = [
         ShardList(urls, shuffle=train, resampled=resampled, seed=seed),
         wds.split_by_node,
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        tar_samples,
     ]
     if train and shuffle_buffer > 0:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 500)))
-    stages += [
-        wds.map(_sample_tuple),
-        wds.map_tuple(transform, _identity),
-        # A short last batch is fine for eval; training keeps every step the same shape.
-        wds.batched(batch_size, partial=not train),
-        *late,
-    ]
+    # A short last batch is fine for eval; training keeps every step the same shape.
+    if transform is None:
+        stages.append(partial(crop_batches, train=train, batch_size=batch_size, image_size=image_size,
+                              partial=not train, uint8=uint8))
+    else:
+        stages += [
+            wds.map(_sample_tuple),
+            wds.map_tuple(transform, _identity),
+            wds.batched(batch_size, partial=not train),
+        ]
     return wds.DataPipeline(*stages)
+
+
+def batch_to_device(
+    images: torch.Tensor, device: torch.device, memory_format: torch.memory_format = torch.preserve_format
+) -> torch.Tensor:
+    """A loader's image batch on `device` as float32, ImageNet-normalised: uint8 batches are normalised there,
+    after the copy, so 4x fewer bytes cross from worker to host to device and the GPU does the arithmetic."""
+    images = images.to(device, non_blocking=True, memory_format=memory_format)
+    return normalize(images) if images.dtype == torch.uint8 else images
 
 
 def make_loader(

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nima_train.data import batch_to_device
 from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
 from nima_train.model import score_moments
@@ -34,7 +35,7 @@ def predict(model: nn.Module, loader, device: torch.device, amp: bool = False,
     preds, targets = [], []
     for images, target in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            preds.append(model(images.to(device)).float())
+            preds.append(model(batch_to_device(images, device)).float())
         targets.append(target.to(device).float())
     model.train(was_training)
     pred = torch.cat(preds) if preds else torch.zeros((0, 10), device=device)

@@ -182,11 +182,12 @@ def build_loader(urls: Sequence[str], args: argparse.Namespace, info: DistInfo, 
                  epoch_samples: int | None = None) -> wds.WebLoader:
     """(images, targets) batches from nima_train/data.py; under DDP training resamples so ranks stay in step."""
     resampled = train and info.enabled
+    transform = loader_transform(args, train)  # None: the reader's crops, uint8 batches normalised on the device
     return data.make_loader(
         list(urls), train=train, batch_size=args.batch_size, num_workers=args.workers, image_size=args.crop,
         shuffle_buffer=args.shuffle_buffer, resampled=resampled,
         epoch_samples=epoch_samples if (resampled or args.max_steps) else None,
-        seed=args.seed, world_size=info.world_size, transform=loader_transform(args, train),
+        seed=args.seed, world_size=info.world_size, transform=transform, uint8=transform is None,
     )
 
 
@@ -279,7 +280,7 @@ def train_one_epoch(model: nn.Module, criterion: Callable, optimizer: torch.opti
     for step, (images, targets) in enumerate(logger.log_every(loader, args.print_freq, f"Epoch: [{epoch}]",
                                                               total_steps)):
         start = time.perf_counter()
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        images = data.batch_to_device(images, device, memory_format)
         targets = targets.to(device, non_blocking=True)
         with autocast(device, args.amp):
             pred = model(images)

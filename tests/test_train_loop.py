@@ -162,11 +162,14 @@ def test_stored_size_uses_the_readers_tensor_crops_with_the_same_meaning_as_the_
     assert loader_transform(argparse.Namespace(crop=32, resize=36), train=True) is not None
 
     sources = [data.decode_image(s["jpg"]) for s in wds.WebDataset(str(shard), shardshuffle=False)]
-    (images, _), = list(build_loader([str(shard)], args, DistInfo(), train=False))
+    (raw, _), = list(build_loader([str(shard)], args, DistInfo(), train=False))
+    assert raw.dtype == torch.uint8  # normalised on the device by batch_to_device
+    images = data.batch_to_device(raw, torch.device("cpu"))
     expected = torch.stack([eval_transform(224, 256)(s) for s in sources])
     assert images.dtype == torch.float32 and torch.allclose(images, expected, atol=1e-5)  # centre crop
 
-    (images, _), = list(build_loader([str(shard)], args, DistInfo(), train=True))
+    (raw, _), = list(build_loader([str(shard)], args, DistInfo(), train=True))
+    images = data.batch_to_device(raw, torch.device("cpu"))
     assert images.shape == (8, 3, 224, 224)
     for got, source in zip(images, sources, strict=True):  # one shard, no shuffle buffer: order kept
         full = normalize(source)

@@ -1,0 +1,162 @@
+"""WebDataset samples straight from tar byte streams, without Python's tarfile module.
+
+webdataset's own expander (tarfile_to_samples) reads each member through tarfile, which costs about 70 us per
+sample on the benchmark machine: an eighth of decoding the 256x256 JPEG itself. This reads each 512-byte header
+with a few slices and the payload with one read, about 10 us per sample, and keeps webdataset's conventions:
+a sample is the run of consecutive members sharing a key (the path up to the first dot of the file name), each
+extension (lower-cased) maps to the member's bytes, plus `__key__` and `__url__`.
+
+What tar writers put in shards is understood: ustar/POSIX members with a prefix, pax extended headers ('x':
+per-member path and size), GNU long names ('L') and base-256 sizes; directories, links and global pax headers are
+skipped. Every header checksum is verified, so a damaged or non-tar stream fails with a clear error naming the URL
+instead of yielding garbage, and a truncated one fails rather than ending the shard early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
+
+import webdataset as wds
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+_REGULAR = (b"0", b"\0", b"7")  # regular file, old-style regular file, contiguous file
+
+
+class TarFormatError(ValueError):
+    """The stream is not a well-formed tar archive (bad checksum, truncated member, malformed pax record)."""
+
+
+def _read_exact(read: Callable[[int], bytes], size: int) -> bytes:
+    data = read(size)
+    if len(data) == size or not data:
+        return data
+    # Sockets and pipes may return short reads before the end: keep reading until size or EOF.
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _number(field: bytes) -> int:
+    """A numeric header field: octal text, or GNU base-256 (high bit set) for values too big for octal."""
+    if field[0] == 0x80:
+        return int.from_bytes(field[1:], "big")
+    if field[0] == 0xFF:
+        raise TarFormatError("negative base-256 number in a tar header")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _checksum_ok(header: bytes) -> bool:
+    try:
+        stored = _number(header[148:156])
+    except ValueError:
+        return False
+    unsigned = sum(header[:148]) + 256 + sum(header[156:])  # the checksum field itself counts as 8 spaces
+    if stored == unsigned:
+        return True
+    # Some old writers summed signed chars: every byte above 127 then counts 256 less.
+    high = sum(1 for b in header[:148] if b > 127) + sum(1 for b in header[156:] if b > 127)
+    return stored == unsigned - 256 * high
+
+
+def _pax_records(payload: bytes) -> dict[str, str]:
+    """Parse 'LEN key=value\\n' records (POSIX.1-2001)."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(payload) and payload[pos : pos + 1] != b"\0":
+        space = payload.find(b" ", pos)
+        if space < 0:
+            raise TarFormatError("malformed pax header")
+        length = int(payload[pos:space])
+        record = payload[space + 1 : pos + length - 1]  # drop the trailing newline
+        key, _, value = record.partition(b"=")
+        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def tar_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of every regular file in a tar stream, in archive order."""
+    read = stream.read
+    pax: dict[str, str] = {}
+    long_name: str | None = None
+    while True:
+        header = _read_exact(read, BLOCK)
+        if not header or header == _ZERO_BLOCK:
+            return  # end of archive (two zero blocks, or EOF as some writers leave it)
+        if len(header) < BLOCK:
+            raise TarFormatError(f"{url}: truncated tar header")
+        if not _checksum_ok(header):
+            raise TarFormatError(f"{url}: bad tar header checksum (not a tar file, or damaged)")
+        size = int(pax["size"]) if "size" in pax else _number(header[124:136])
+        payload = _read_exact(read, size)
+        if len(payload) < size:
+            raise TarFormatError(f"{url}: truncated member ({len(payload)} of {size} bytes)")
+        if size % BLOCK:
+            padding = BLOCK - size % BLOCK
+            if len(_read_exact(read, padding)) < padding:
+                raise TarFormatError(f"{url}: truncated member padding")
+        kind = header[156:157]
+        if kind == b"x":
+            pax = _pax_records(payload)
+            continue
+        if kind == b"L":
+            long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        if kind in _REGULAR:
+            name = pax.get("path") or long_name
+            if name is None:
+                name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+                if prefix:
+                    name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+            yield name, payload
+        pax = {}  # per-member headers apply to the next member only ('g' global headers are ignored)
+        long_name = None
+
+
+def _key_and_extension(path: str) -> tuple[str | None, str]:
+    """webdataset's split: the key runs up to the first dot of the file name, the extension is the rest."""
+    slash = path.rfind("/") + 1
+    dot = path.find(".", slash)
+    if dot <= slash:  # no dot, or a leading dot: not part of any sample
+        return None, ""
+    return path[:dot], path[dot + 1 :]
+
+
+def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[dict[str, Any]]:
+    """Consecutive members with the same key become one sample dict, as webdataset's group_by_keys does."""
+    current: dict[str, Any] | None = None
+    for path, data in members:
+        key, extension = _key_and_extension(path)
+        if key is None:
+            continue
+        extension = extension.lower()
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield current
+            current = {"__key__": key, "__url__": url}
+        if extension in current:
+            raise ValueError(f"{url}: duplicate file name {path!r} in sample {key!r}")
+        current[extension] = data
+    if current is not None:
+        yield current
+
+
+def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The pipeline stage: dicts with a `url` in (from a shard list), samples out; opens URLs with webdataset's
+    gopen, so local paths, http(s):// and `pipe:` commands all work. A stream is closed once read."""
+    for source in wds.tariterators.url_opener(sources):
+        url, stream = source["url"], source["stream"]
+        try:
+            yield from group_samples(tar_members(stream, url), url)
+        finally:
+            stream.close()
