@@ -34,7 +34,7 @@ import duckdb
 
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
 from ingest.splits import three_way_split
-from warehouse.db import transaction
+from warehouse.db import checkpoint, transaction
 from warehouse.records import ImageRow, Reject, clear_rejects, upsert_images
 from warehouse.sac import (
     DATASET,
@@ -292,17 +292,10 @@ def ingest_snapshot(
             else:
                 rejects["image"].append(Reject(job.item_id, str(outcome)))
 
-    accepted_ids = [r.image_id for r in accepted]
-    with connect() as conn, transaction(conn):
-        upsert_images(conn, DATASET, accepted)
-        # An item's rejects from an earlier snapshot give way to what happened to it now.
-        clear_rejects(conn, DATASET, "image", accepted_ids + [r.item_id for r in rejects["ratings"]])
-        clear_rejects(conn, DATASET, "ratings", accepted_ids + [r.item_id for r in rejects["image"]])
-        for stage, items in rejects.items():
-            record_new_rejects(conn, stage, items, snapshot.key)
-        report.histograms_written = merge_pending_histograms(conn, accepted_ids, temperature)
-        log_snapshot(conn, snapshot.key, str(snapshot.path), snapshot.sha256, report.ratings,
-                     report.ratings_new, report.images_read)
+    with connect() as conn:
+        with transaction(conn):
+            _store_results(conn, snapshot, report, accepted, rejects, temperature)
+        checkpoint(conn, defer_vacuum_of="histograms")
     report.images_added = len(accepted)
     report.images_rejected = sum(len(items) for items in rejects.values())
     for items in rejects.values():
@@ -314,6 +307,23 @@ def ingest_snapshot(
             report.rejects_by_reason[status] = report.rejects_by_reason.get(status, 0) + n
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _store_results(
+    conn: duckdb.DuckDBPyConnection, snapshot: Snapshot, report: IngestReport, accepted: list[ImageRow],
+    rejects: dict[str, list[Reject]], temperature: float,
+) -> None:
+    """Step 3: images rows, image rejects and the histograms of stale and newly cropped images."""
+    accepted_ids = [r.image_id for r in accepted]
+    upsert_images(conn, DATASET, accepted)
+    # An item's rejects from an earlier snapshot give way to what happened to it now.
+    clear_rejects(conn, DATASET, "image", accepted_ids + [r.item_id for r in rejects["ratings"]])
+    clear_rejects(conn, DATASET, "ratings", accepted_ids + [r.item_id for r in rejects["image"]])
+    for stage, items in rejects.items():
+        record_new_rejects(conn, stage, items, snapshot.key)
+    report.histograms_written = merge_pending_histograms(conn, accepted_ids, temperature)
+    log_snapshot(conn, snapshot.key, str(snapshot.path), snapshot.sha256, report.ratings,
+                 report.ratings_new, report.images_read)
 
 
 def mean_score_plot_md(means: Sequence[float], title: str = "SAC mean scores") -> str:

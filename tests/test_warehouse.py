@@ -136,3 +136,22 @@ def test_merging_histograms_again_replaces_rows_instead_of_duplicating_them(tmp_
         upsert_histograms(conn, "ava", [("1", [2] * 10)])
         rows = conn.execute("SELECT dataset, image_id, n_ratings, mean FROM histograms ORDER BY ALL").fetchall()
     assert rows == [("ava", "1", 20, 5.5), ("sac", "1", 4, 10.0), ("sac", "2", 5, 6.0)]
+
+
+def test_checkpoint_defers_vacuuming_a_few_dead_rows_and_compacts_many(tmp_path):
+    from warehouse.db import checkpoint, dead_row_fraction
+
+    with connect(tmp_path / "w.duckdb") as conn:
+        # Several row groups (DuckDB stores 122,880 rows per group), so a vacuum has groups to merge.
+        conn.execute("CREATE TABLE t AS SELECT range AS k, range * 2 AS v FROM range(600000)")
+        conn.execute("CHECKPOINT")
+        assert dead_row_fraction(conn, "t") == 0.0
+        conn.execute("DELETE FROM t WHERE k % 10 = 0")  # 10% dead: a backfill replacing a few rows
+        assert checkpoint(conn, defer_vacuum_of="t") is False
+        assert dead_row_fraction(conn, "t") == pytest.approx(0.1, abs=1e-3)  # kept, scans skip them
+        assert conn.execute("SELECT count(*), sum(v) FROM t WHERE k % 10 = 0").fetchone() == (0, None)
+        conn.execute("DELETE FROM t WHERE k % 10 IN (1, 2, 3, 4)")  # now half the stored rows are dead
+        assert checkpoint(conn, defer_vacuum_of="t") is True
+        assert dead_row_fraction(conn, "t") < 0.25  # vacuumed: row groups merged
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 300000
+        assert conn.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0] == 100  # reset
