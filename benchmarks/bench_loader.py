@@ -1,18 +1,19 @@
 """Loader throughput: WebDataset shards vs a per-file JPEG Dataset vs bare JPEG decode, measured in one run.
 
-    .venv/bin/python benchmarks/bench_loader.py --n 2000 --workers 2 [--gpu]
+    .venv/bin/python benchmarks/bench_loader.py --n 8000 --workers 2 [--gpu]
 
 All read the same 256x256 crops (JPEG q95, 4:4:4, as ingest/crops.py writes them). The two loaders do the full
 training input path with the reader's own functions: decode (nima_train.data.decode_image: torchvision's
-libjpeg-turbo decode_jpeg straight to a uint8 CHW tensor), random 224 crop + flip by tensor slicing
-(nima_train.transforms.random_crop_flip), batches of 64 (float32 batches: ImageNet `normalize` per batch in the
-worker; uint8 batches: left to the consumer's device), `--workers` DataLoader workers. Bare decode is one process
-decoding the same bytes from memory, twice: with PIL (Image.load) and with torchvision.io.decode_jpeg. Single-process
-decode + augment is shown both ways too (PIL + train_transform, the earlier reader path; decode_image +
-random_crop_flip, the current one). Per-core figures divide a loader's rate by its worker count. With --gpu (and
-CUDA present) it also measures MobileNetV2 training steps/s at batch 64 (bf16 autocast, channels_last) to say how
-many loader cores one GPU needs. Targets (issue 6): shards >= files, and bare-decode per core <= 1.3x shards per
-core (printed against both decoders).
+libjpeg-turbo decode_jpeg straight to uint8), random 224 crop + flip copied into the batch
+(nima_train.data.BatchBuilder), batches of 64 (uint8, normalised later on the device, or float32 normalised in
+the worker), `--workers` DataLoader workers. The per-file Dataset collates with the same BatchBuilder, so the two
+differ only in how they read. Loader passes interleave (files, shards, files, ...) so drift of the machine hits
+both alike; each reports the whole-pass rate and the steady rate after the first batch. Bare decode decodes the
+same bytes from memory: with PIL and with decode_jpeg in one process, and with decode_jpeg in `--workers`
+processes at once (a per-core rate with every core busy, as the loaders' are). Per-core figures divide a loader's
+rate by its worker count. With --gpu (and CUDA present) it also measures MobileNetV2 training steps/s at batch 64
+(bf16 autocast, channels_last) to say how many loader cores one GPU needs. Targets (issue 6): shards >= files,
+and bare-decode per core <= 1.3x shards per core.
 """
 
 from __future__ import annotations
