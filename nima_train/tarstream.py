@@ -1,8 +1,9 @@
 """WebDataset samples straight from tar byte streams, without Python's tarfile module.
 
-webdataset's own expander (tarfile_to_samples) reads each member through tarfile, which costs about 70 us per
-sample on the benchmark machine: an eighth of decoding the 256x256 JPEG itself. This reads each 512-byte header
-with a few slices and the payload with one read, about 10 us per sample, and keeps webdataset's conventions:
+webdataset's own expander (tarfile_to_samples) reads each member through tarfile, which cost 101 us per sample
+on the 2-core benchmark machine, a sixth of decoding the 256x256 JPEG itself. This reads each 512-byte header
+with a few slices and the payload with one read, 24 us per sample (both printed by benchmarks/bench_loader.py),
+and keeps webdataset's conventions:
 a sample is the run of consecutive members sharing a key (the path up to the first dot of the file name), each
 extension (lower-cased) maps to the member's bytes, plus `__key__` and `__url__`.
 
@@ -76,6 +77,9 @@ def _pax_records(payload: bytes) -> dict[str, str]:
         if space < 0:
             raise TarFormatError("malformed pax header")
         length = int(payload[pos:space])
+        if length <= space - pos + 1 or pos + length > len(payload):
+            # A record must hold its own length field and fit the header; a bad one would loop or run off the end.
+            raise TarFormatError(f"malformed pax header: record length {length} at offset {pos}")
         record = payload[space + 1 : pos + length - 1]  # drop the trailing newline
         key, _, value = record.partition(b"=")
         records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")

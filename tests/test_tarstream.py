@@ -73,6 +73,22 @@ def test_a_truncated_tar_is_an_error_not_a_short_shard(tmp_path: Path) -> None:
         list(tar_samples([{"url": str(path)}]))
 
 
+def test_a_pax_record_with_an_impossible_length_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "pax.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("k_1.jpg")
+        info.size = 1
+        info.pax_headers = {"comment": "x"}
+        tar.addfile(info, io.BytesIO(b"z"))
+    data = bytearray(path.read_bytes())
+    start = 512  # the pax record follows its own header: "<len> comment=x\n"
+    record_len = data[start:start + 4].split(b" ")[0]
+    data[start:start + len(record_len)] = b"0".rjust(len(record_len), b"0")  # length 0: would never advance
+    path.write_bytes(bytes(data))
+    with pytest.raises(TarFormatError, match="malformed pax header"):
+        list(tar_members(open(path, "rb")))
+
+
 def test_not_a_tar_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "x.tar"
     path.write_bytes(b"<html>404 not found</html>".ljust(2000, b" "))
