@@ -9,9 +9,9 @@ Every measurement runs in its own subprocess, so its peak RSS (ru_maxrss) is its
   the pipeline's way, which first scans and classifies every row once into a temp table
   (warehouse/sac.stage_snapshot) because rejects, inserts and counts all read it;
 - pandas: pd.read_sql of the needed ratings columns and paths + groupby/unstack (the usual notebook way);
-- warehouse_full: the pipeline's own path (warehouse/sac.py) on an empty warehouse: stage, insert every
-  rating into sac_ratings, rebuild all histograms (crops are out of scope: the images rows are set up
-  beforehand, untimed, as if cropped);
+- warehouse_full: the pipeline's own function (ingest/sac.ingest_snapshot) on an empty warehouse: stage,
+  insert every rating into sac_ratings, build all histograms (crops are out of scope: the images rows are
+  set up beforehand, untimed, as if cropped);
 - warehouse_incremental: the same code on that warehouse with a later copy of the file holding 1% more
   ratings appended (read from the first file's last rowid on: warehouse/sac.resume_rowid).
 """
@@ -101,7 +101,7 @@ BINS = ", ".join(f"count(*) FILTER (WHERE r.rating = {k})" for k in range(1, 11)
 HISTOGRAM_SQL = f"""
 CREATE OR REPLACE TEMP TABLE bench_counts AS
 SELECT h.* FROM (SELECT r.iid, [{BINS}]::INTEGER[10] AS counts FROM ({{votes}}) r GROUP BY r.iid) h
-JOIN sac_snap_images p ON p.iid = h.iid AND p.path IS NOT NULL
+WHERE h.iid IN (SELECT iid FROM sac_src.paths WHERE path IS NOT NULL)
 """
 VOTES = {
     "plain": "SELECT iid, rating FROM sac_snap_ratings WHERE status = 'ok'",
@@ -190,62 +190,24 @@ def run_pandas(db_path: str) -> dict:
 
 
 def _warehouse_pass(warehouse: str, snapshot: str) -> dict:
-    """ingest/sac.ingest_snapshot's steps 1 and 3 (crops excluded), each step timed."""
-    from ingest.sac import read_snapshot
-    from warehouse.db import checkpoint, connect, transaction
-    from warehouse.sac import (
-        crop_candidates,
-        insert_new_ratings,
-        log_snapshot,
-        merge_pending_histograms,
-        new_ingest_id,
-        record_rating_rejects,
-        remember_boundary,
-        stage_snapshot,
-        with_snapshot,
-    )
+    """ingest/sac.ingest_snapshot itself, after hashing the file; every image already has its crop, so no
+    image is read and the histograms are stored in the ratings' transaction, as for any ratings-only backfill."""
+    from functools import partial
 
-    steps: dict[str, float] = {}
-    clock = [time.perf_counter()]
+    from ingest.sac import ImageSources, ingest_snapshot, read_snapshot
+    from warehouse.db import connect
 
-    def lap(name: str) -> None:
-        now = time.perf_counter()
-        steps[name] = steps.get(name, 0.0) + now - clock[0]
-        clock[0] = now
-
-    t0 = clock[0]
+    t0 = time.perf_counter()
     snap = read_snapshot(snapshot)  # hashing the file is part of a snapshot's cost
-    lap("hash file")
-
-    def merge(conn):
-        with transaction(conn):
-            staged = stage_snapshot(conn)
-            lap("stage")
-            new = insert_new_ratings(conn, snap.key, new_ingest_id(), staged.tail_only)
-            lap("insert ratings")
-            record_rating_rejects(conn, snap.key, staged.tail_only)
-            remember_boundary(conn, snap.key, staged)
-            crop_candidates(conn)
-            lap("rejects, boundary, crop candidates")
-        lap("commit")
-        return staged, new
-
-    with connect(warehouse) as conn:
-        lap("connect")
-        staged, new = with_snapshot(conn, snap.path, merge)
-    lap("close")
-    with connect(warehouse) as conn:
-        with transaction(conn):
-            written = merge_pending_histograms(conn, [])
-            log_snapshot(conn, snap.key, str(snap.path), snap.sha256, staged.ratings, new, staged.images)
-            lap("histograms")
-        lap("commit")
-        checkpoint(conn, defer_vacuum_of="histograms")  # as ingest/sac.py does after storing results
-        lap("checkpoint")
-    lap("close")
-    return {"seconds": time.perf_counter() - t0, "ratings_read": staged.ratings.read, "ratings_new": new,
-            "after_rowid": staged.after_rowid, "histograms_written": written,
-            "steps": {k: round(v, 2) for k, v in steps.items()}}
+    hashed = time.perf_counter() - t0
+    no_images = Path(warehouse).parent / "no_images"
+    report = ingest_snapshot(partial(connect, warehouse), snap, ImageSources(no_images), no_images, str, workers=1)
+    seconds = time.perf_counter() - t0
+    steps = {"hash file": hashed, **report.step_seconds}
+    steps["connect, attach, commit, close"] = seconds - sum(steps.values())
+    return {"seconds": seconds, "ratings_read": report.ratings.read, "ratings_new": report.ratings_new,
+            "after_rowid": report.ratings_after_rowid, "histograms_written": report.histograms_written,
+            "images_added": report.images_added, "steps": {k: round(v, 2) for k, v in steps.items()}}
 
 
 def run_warehouse_full(warehouse: str, snapshot: str, n_images: int) -> dict:
@@ -335,6 +297,7 @@ def main() -> None:
     warehouse.unlink(missing_ok=True)
     full = measure("warehouse_full", warehouse, snap1, args.images)
     inc = measure("warehouse_incremental", warehouse, snap2)
+    assert full["images_added"] == inc["images_added"] == 0, "no image may be cropped inside the measurement"
     print(f"warehouse full build    {full['seconds']:7.2f}s  {full['ratings_new']:,} ratings, "
           f"{full['histograms_written']:,} histograms, peak RSS {full['peak_rss_mb']:.0f} MB")
     print(f"incremental +{args.increment:.0%}        {inc['seconds']:7.2f}s  {inc['ratings_new']:,} ratings, "

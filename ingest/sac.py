@@ -4,12 +4,14 @@ A snapshot is one copy of the public SQLite file (`sac_public_2022_06_29.sqlite`
 dropped into `$AESTHETIC_RAW/sac/inbox/`). `ingest_snapshot` merges it into the warehouse:
 
 1. one transaction: unseen (sid, iid) ratings -> sac_ratings, bad rows -> rejects, images whose
-   histogram is now stale -> sac_pending_histograms, where the ratings table ended ->
+   histogram is now stale -> sac_pending_votes (to be added to a stored histogram) or
+   sac_pending_histograms (to be counted from all the image's ratings), where the ratings table ended ->
    sac_rating_boundaries (warehouse/sac.py, SQL in warehouse/sac_*.sql). A snapshot that appends to an
    earlier one's file is read from that one's last rowid on;
 2. no connection held: crop the images that have no crop yet (ingest/crops.py), from
    `$AESTHETIC_RAW/sac/images/` or straight out of the public tarball;
 3. one transaction: images rows, image rejects, histograms of the stale and newly cropped images.
+   When nothing needs cropping (a backfill of ratings alone), step 3 runs inside step 1's transaction.
 
 A kill between the steps loses nothing: step 1's work is committed with its pending marks, step 3 of
 any later run picks them up, and crops are written atomically.
@@ -25,7 +27,7 @@ import shutil
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path, PurePosixPath
@@ -215,6 +217,7 @@ class IngestReport:
     histograms_written: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)  # where the seconds went
 
     @property
     def histograms_updated(self) -> int:
@@ -233,6 +236,32 @@ def split_for(c: Candidate) -> str:
     return three_way_split(str(c.gid) if c.gid is not None else f"iid:{c.iid}", SPLIT_SALT)
 
 
+def _triage(candidates: Iterable[Candidate]) -> tuple[dict[str, list[Reject]], list[Candidate]]:
+    """(rejects by stage, candidates to crop): ids that are not integers, images without votes and unsafe
+    paths are rejected before any file is touched."""
+    rejects: dict[str, list[Reject]] = {"parse": [], "ratings": [], "image": []}
+    to_locate = []
+    for c in candidates:
+        if c.iid is None:
+            rejects["parse"].append(Reject(c.raw_id, f"bad id: images.id {c.raw_id!r} is not an integer"))
+        elif not c.has_votes:
+            rejects["ratings"].append(Reject(str(c.iid), "no votes: no rating 1..10 for this image"))
+        elif reason := unsafe_path_reason(c.path):
+            rejects["image"].append(Reject(str(c.iid), reason))
+        else:
+            to_locate.append(c)
+    return rejects, to_locate
+
+
+@contextmanager
+def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        steps[name] = steps.get(name, 0.0) + time.perf_counter() - t0
+
+
 def ingest_snapshot(
     connect: Connect,
     snapshot: Snapshot,
@@ -247,55 +276,61 @@ def ingest_snapshot(
     t0 = time.perf_counter()
     spec = spec or CropSpec()
     report = IngestReport(snapshot.key)
+    steps = report.step_seconds
     ingest_id = new_ingest_id()
-    def merge_ratings(conn: duckdb.DuckDBPyConnection) -> list[Candidate]:
+
+    def merge_ratings(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, list[Reject]], list[Candidate]]:
         with transaction(conn):
-            staged = stage_snapshot(conn)
+            with _timed(steps, "stage"):
+                staged = stage_snapshot(conn)
             report.images_read, report.ratings = staged.images, staged.ratings
             report.ratings_after_rowid = staged.after_rowid
-            report.ratings_new = insert_new_ratings(conn, snapshot.key, ingest_id, staged.tail_only)
-            report.rating_rejects_new = record_rating_rejects(conn, snapshot.key, staged.tail_only)
-            remember_boundary(conn, snapshot.key, staged)
-            return crop_candidates(conn)
+            with _timed(steps, "insert ratings"):
+                report.ratings_new = insert_new_ratings(conn, snapshot.key, ingest_id, staged.tail_only)
+            with _timed(steps, "rejects and crop candidates"):
+                report.rating_rejects_new = record_rating_rejects(conn, snapshot.key, staged.tail_only)
+                remember_boundary(conn, snapshot.key, staged)
+                rejects, to_locate = _triage(crop_candidates(conn))
+            if not to_locate:
+                # Nothing to crop (a backfill of ratings alone): step 3 joins this transaction, which saves
+                # a second connection and commit.
+                with _timed(steps, "histograms"):
+                    _store_results(conn, snapshot, report, [], rejects, temperature)
+        return rejects, to_locate
 
     with connect() as conn:
-        candidates = with_snapshot(conn, snapshot.path, merge_ratings)
-
-    rejects: dict[str, list[Reject]] = {"parse": [], "ratings": [], "image": []}
-    to_locate = []
-    for c in candidates:
-        if c.iid is None:
-            rejects["parse"].append(Reject(c.raw_id, f"bad id: images.id {c.raw_id!r} is not an integer"))
-        elif not c.has_votes:
-            rejects["ratings"].append(Reject(str(c.iid), "no votes: no rating 1..10 for this image"))
-        elif reason := unsafe_path_reason(c.path):
-            rejects["image"].append(Reject(str(c.iid), reason))
-        else:
-            to_locate.append(c)
+        rejects, to_locate = with_snapshot(conn, snapshot.path, merge_ratings)
+        if not to_locate:
+            with _timed(steps, "checkpoint"):
+                checkpoint(conn, defer_vacuum_of="histograms")
 
     accepted: list[ImageRow] = []
-    for chunk in _batched(sources.locate(to_locate), CROP_BATCH):
-        jobs, meta = [], {}
-        for c, source, label in chunk:
-            if isinstance(source, RejectedImage):
-                rejects["image"].append(Reject(str(c.iid), str(source)))
-                continue
-            jobs.append(CropJob(str(c.iid), source, str(images_dir / f"{c.iid}.jpg")))
-            meta[str(c.iid)] = (c, label)
-        for job, outcome in crop_many(jobs, spec, workers):
-            if isinstance(outcome, CropResult):
-                c, label = meta[job.item_id]
-                accepted.append(
-                    ImageRow(job.item_id, split_for(c), label, to_stored(outcome.path),
-                             outcome.width, outcome.height, outcome.sha256)
-                )
-            else:
-                rejects["image"].append(Reject(job.item_id, str(outcome)))
+    with _timed(steps, "crops"):
+        for chunk in _batched(sources.locate(to_locate), CROP_BATCH):
+            jobs, meta = [], {}
+            for c, source, label in chunk:
+                if isinstance(source, RejectedImage):
+                    rejects["image"].append(Reject(str(c.iid), str(source)))
+                    continue
+                jobs.append(CropJob(str(c.iid), source, str(images_dir / f"{c.iid}.jpg")))
+                meta[str(c.iid)] = (c, label)
+            for job, outcome in crop_many(jobs, spec, workers):
+                if isinstance(outcome, CropResult):
+                    c, label = meta[job.item_id]
+                    accepted.append(
+                        ImageRow(job.item_id, split_for(c), label, to_stored(outcome.path),
+                                 outcome.width, outcome.height, outcome.sha256)
+                    )
+                else:
+                    rejects["image"].append(Reject(job.item_id, str(outcome)))
 
-    with connect() as conn:
-        with transaction(conn):
-            _store_results(conn, snapshot, report, accepted, rejects, temperature)
-        checkpoint(conn, defer_vacuum_of="histograms")
+    if to_locate:
+        with connect() as conn:
+            with _timed(steps, "histograms"):
+                with transaction(conn):
+                    _store_results(conn, snapshot, report, accepted, rejects, temperature)
+            with _timed(steps, "checkpoint"):
+                checkpoint(conn, defer_vacuum_of="histograms")
     report.images_added = len(accepted)
     report.images_rejected = sum(len(items) for items in rejects.values())
     for items in rejects.values():

@@ -11,6 +11,7 @@ import pytest
 from ingest.sac import ImageSources, ingest_snapshot, read_snapshot
 from ingest.sample_data import SAC_DB_NAME, write_sac_db, write_sample_data
 from warehouse.db import connect, transaction
+from warehouse.labels import upsert_histograms
 from warehouse.sac import attach_snapshot, insert_new_ratings, new_ingest_id, stage_snapshot
 
 
@@ -49,6 +50,7 @@ TABLES = {
     "rejects": "SELECT dataset, item_id, stage, reason FROM rejects",
     "sac_ratings": "SELECT sid, iid, rating FROM sac_ratings",
     "sac_pending_histograms": "SELECT iid FROM sac_pending_histograms",
+    "sac_pending_votes": "SELECT iid, rating FROM sac_pending_votes",
 }
 
 
@@ -118,10 +120,22 @@ def test_a_kill_after_the_ratings_commit_is_finished_by_the_next_run(snapshots, 
     # Ratings committed, then the process dies before crops and histograms:
     key = read_snapshot(s2).key
     with connect(home / "warehouse.duckdb") as conn, attach_snapshot(conn, s2), transaction(conn):
-        conn.execute("DELETE FROM sac_ratings WHERE iid = 9")
-        conn.execute("UPDATE histograms SET counts = [0,0,0,0,0,0,0,0,0,1], n_ratings = 1 WHERE image_id = '9'")
+        # Image 9 as an earlier snapshot left it: half its ratings, and its histogram counted from them.
+        sids = [r[0] for r in conn.execute("SELECT sid FROM sac_ratings WHERE iid = 9 ORDER BY sid").fetchall()]
+        assert len(sids) >= 2
+        conn.execute("DELETE FROM sac_ratings WHERE iid = 9 AND sid < ?", [sids[len(sids) // 2]])
+        counts = [0] * 10
+        for (rating,) in conn.execute("SELECT rating FROM sac_ratings WHERE iid = 9").fetchall():
+            counts[rating - 1] += 1
+        upsert_histograms(conn, "sac", [("9", counts)])
+        # Image 4's histogram is gone, as if it had no crop when its ratings arrived.
+        conn.execute("DELETE FROM histograms WHERE image_id = '4'")
+        conn.execute("DELETE FROM sac_ratings WHERE iid = 4")
         stage_snapshot(conn, resume=False)  # the boundary stored by the first run would skip every row
         assert insert_new_ratings(conn, key, new_ingest_id()) > 0
+        # 9's returning votes are queued to be added to its histogram; 4 is queued to be counted whole.
+        assert conn.execute("SELECT count(*) FROM sac_pending_votes WHERE iid = 9").fetchone()[0] == len(sids) // 2
+        assert conn.execute("SELECT iid FROM sac_pending_histograms").fetchall() == [(4,)]
     run(sac, home, s2)
     fresh = tmp_path / "fresh"
     run(sac, fresh, s2)

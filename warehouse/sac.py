@@ -98,7 +98,7 @@ def with_snapshot(
 
 @dataclass(frozen=True)
 class RatingCounts:
-    """Ratings rows of one snapshot by class (see sac_stage.sql)."""
+    """Ratings rows of one snapshot by class (see sac_stage_ratings.sql)."""
 
     by_status: dict[str, int]
 
@@ -120,7 +120,7 @@ class RatingCounts:
 
 
 def create_snapshot_views(conn: duckdb.DuckDBPyConnection) -> None:
-    """Temp table sac_snap_images over the attached `sac_src` (sac_stage.sql)."""
+    """Temp table sac_snap_images (the snapshot's image ids) over the attached `sac_src` (sac_stage.sql)."""
     conn.execute(_sql("sac_stage.sql"))
 
 
@@ -186,6 +186,10 @@ def stage_snapshot(conn: duckdb.DuckDBPyConnection, resume: bool = True) -> Stag
             f"CREATE OR REPLACE TEMP VIEW sac_snap_ratings_src AS"
             f" SELECT rowid AS row_no, sid, iid, rating FROM {SOURCE_ALIAS}.ratings"
         )
+        conn.execute(
+            "CREATE OR REPLACE TEMP VIEW sac_snap_rated_images AS"
+            " SELECT DISTINCT iid FROM sac_snap_images WHERE iid IS NOT NULL"
+        )
     else:
         # SQLite reads only the tail (a rowid range seek); the scanner would read the whole table.
         conn.execute(
@@ -195,6 +199,13 @@ def stage_snapshot(conn: duckdb.DuckDBPyConnection, resume: bool = True) -> Stag
             [after],
         )
         conn.execute("CREATE OR REPLACE TEMP VIEW sac_snap_ratings_src AS SELECT * FROM sac_snap_ratings_tail")
+        # Only the images the tail rates: the image check then joins a small table, not all 1M ids (the
+        # whole-file path cannot do this: it would read the SQLite ratings twice).
+        conn.execute(
+            "CREATE OR REPLACE TEMP VIEW sac_snap_rated_images AS"
+            " SELECT DISTINCT iid FROM sac_snap_images"
+            " WHERE iid IN (SELECT TRY_CAST(iid AS BIGINT) FROM sac_snap_ratings_tail)"
+        )
     conn.execute(_sql("sac_stage_ratings.sql"))
     counts = dict(conn.execute(_sql("sac_rating_summary.sql")).fetchall())
     return StagedSnapshot(images, RatingCounts(counts), max_rowid, after)
@@ -216,13 +227,22 @@ def new_ingest_id() -> str:
 def insert_new_ratings(
     conn: duckdb.DuckDBPyConnection, snapshot: str, ingest_id: str, tail_only: bool = False
 ) -> int:
-    """Store the staged valid, unseen ratings; mark their images' histograms stale; returns how many.
+    """Store the staged valid, unseen ratings and queue their histogram work (sac_mark_pending.sql);
+    returns how many.
 
     tail_only: only the snapshot's new rows were staged; a rating reject stored for an earlier row of the
     same pair then still stands (the whole-file path clears it and record_rating_rejects re-adds it)."""
     inserted = int(conn.execute(_sql("sac_insert_ratings.sql"), [snapshot, ingest_id]).fetchone()[0])
     if inserted:
-        conn.execute(_sql("sac_mark_pending.sql"), [ingest_id])
+        conn.execute(_sql("sac_mark_pending.sql"))
+        conn.execute(_sql("sac_queue_votes.sql"), [ingest_id])
+        # Only the images the ingest inserted ratings for: a staged vote may repeat a stored one.
+        conn.execute(
+            "INSERT OR IGNORE INTO sac_pending_histograms (iid)"
+            " SELECT iid FROM sac_new_vote_images WHERE NOT has_histogram"
+            " AND iid IN (SELECT iid FROM sac_ratings WHERE ingest_id = ?)",
+            [ingest_id],
+        )
         if not tail_only:
             conn.execute(_sql("sac_clear_rating_rejects.sql"), [ingest_id])
     return inserted
@@ -245,23 +265,30 @@ class Candidate:
 
 
 def crop_candidates(conn: duckdb.DuckDBPyConnection) -> list[Candidate]:
+    """The snapshot's images that have no crop yet (sac_crop_todo.sql, then sac_crop_candidates.sql)."""
+    conn.execute(_sql("sac_crop_todo.sql"))
+    # Without candidates the snapshot's generations and paths are not read at all.
+    if not conn.execute("SELECT count(*) FROM sac_crop_todo").fetchone()[0]:
+        return []
     return [Candidate(*row) for row in conn.execute(_sql("sac_crop_candidates.sql")).fetchall()]
 
 
 def merge_pending_histograms(
     conn: duckdb.DuckDBPyConnection, newly_accepted: Sequence[str], temperature: float = 1.0
 ) -> int:
-    """Rebuild the histograms of stale images plus newly cropped ones; returns how many were written."""
+    """Update the histograms of images with queued votes and rebuild those of stale and newly cropped
+    images (sac_touched.sql); returns how many were written. Empties both queues."""
     conn.execute(
-        "CREATE OR REPLACE TEMP TABLE sac_touched AS"
-        " SELECT iid FROM sac_pending_histograms"
-        " UNION SELECT CAST(unnest(?::VARCHAR[]) AS BIGINT) AS iid",
+        "CREATE OR REPLACE TEMP TABLE sac_cropped_now AS SELECT CAST(unnest(?::VARCHAR[]) AS BIGINT) AS iid",
         [list(newly_accepted)],
     )
+    conn.execute(_sql("sac_touched.sql"))
     conn.execute(_sql("sac_stage_counts.sql"))
     written = merge_staged_histograms(conn, DATASET, temperature)
     # Stale images without a crop are dropped from the queue: once cropped they count as newly accepted.
     conn.execute("DELETE FROM sac_pending_histograms WHERE iid IN (SELECT iid FROM sac_touched)")
+    # Every queued vote is now in a histogram: added (sac_added) or counted with all ratings (sac_touched).
+    conn.execute("DELETE FROM sac_pending_votes")
     return written
 
 

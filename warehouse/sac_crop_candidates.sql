@@ -1,11 +1,9 @@
--- Images of the snapshot without a crop yet (new ones, and earlier rejects worth retrying), with
+-- The crop candidates (temp table sac_crop_todo, sac_crop_todo.sql) with their generation and path, and
 -- whether they have at least one accepted vote; image rows whose id is not an integer come last.
-SELECT s.iid, s.raw_id, s.gid, s.path,
-       EXISTS (SELECT 1 FROM sac_ratings r WHERE r.iid = s.iid) AS has_votes
-FROM sac_snap_images s
--- Compared as integers (SAC image_ids are written as str(iid)): a third of the time of matching 1M strings.
-WHERE s.iid IS NULL OR s.iid NOT IN (
-    SELECT TRY_CAST(i.image_id AS BIGINT) AS iid FROM images i
-    WHERE i.dataset = 'sac' AND TRY_CAST(i.image_id AS BIGINT) IS NOT NULL
-)
-ORDER BY s.iid NULLS LAST, s.raw_id
+SELECT t.iid, coalesce(t.bad_id, CAST(t.iid AS VARCHAR)) AS raw_id, TRY_CAST(i.gid AS BIGINT) AS gid, p.path,
+       EXISTS (SELECT 1 FROM sac_ratings r WHERE r.iid = t.iid) AS has_votes
+FROM sac_crop_todo t
+LEFT JOIN sac_src.images i ON TRY_CAST(i.id AS BIGINT) = t.iid
+-- images.id and paths.iid are INTEGER PRIMARY KEYs in SAC's schema: at most one path per image.
+LEFT JOIN sac_src.paths p ON TRY_CAST(p.iid AS BIGINT) = t.iid
+ORDER BY t.iid NULLS LAST, raw_id

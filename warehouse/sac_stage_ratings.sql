@@ -30,5 +30,6 @@ FROM (
             TRY_CAST(rating AS DOUBLE) AS value
         FROM sac_snap_ratings_src
     ) r
-    LEFT JOIN (SELECT DISTINCT iid FROM sac_snap_images WHERE iid IS NOT NULL) i ON i.iid = r.iid
+    -- the snapshot's image ids that the staged rows can refer to (temp view, see warehouse/sac.stage_snapshot)
+    LEFT JOIN sac_snap_rated_images i ON i.iid = r.iid
 );
