@@ -133,9 +133,9 @@ def test_a_kill_after_the_ratings_commit_is_finished_by_the_next_run(snapshots, 
         conn.execute("DELETE FROM sac_ratings WHERE iid = 4")
         stage_snapshot(conn, resume=False)  # the boundary stored by the first run would skip every row
         assert insert_new_ratings(conn, key, new_ingest_id()) > 0
-        # 9's returning votes are queued to be added to its histogram; 4 is queued to be counted whole.
+        # The returning votes are queued; 9's are to be added to its histogram, 4 has none to add to.
         assert conn.execute("SELECT count(*) FROM sac_pending_votes WHERE iid = 9").fetchone()[0] == len(sids) // 2
-        assert conn.execute("SELECT iid FROM sac_pending_histograms").fetchall() == [(4,)]
+        assert conn.execute("SELECT count(*) FROM sac_pending_votes WHERE iid = 4").fetchone()[0] > 0
     run(sac, home, s2)
     fresh = tmp_path / "fresh"
     run(sac, fresh, s2)

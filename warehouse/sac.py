@@ -227,22 +227,30 @@ def new_ingest_id() -> str:
 def insert_new_ratings(
     conn: duckdb.DuckDBPyConnection, snapshot: str, ingest_id: str, tail_only: bool = False
 ) -> int:
-    """Store the staged valid, unseen ratings and queue their histogram work (sac_mark_pending.sql);
-    returns how many.
+    """Store the staged valid, unseen ratings and queue their histogram work; returns how many.
+
+    A snapshot adding fewer ratings than are stored (a backfill) queues its votes in sac_pending_votes, to be
+    added to the stored histograms; a larger one (a first build) queues its images in sac_pending_histograms,
+    to be counted from all their ratings. Either way is correct for any image (merge_pending_histograms counts
+    queued votes of an image without a histogram from all its ratings); this picks the cheaper one.
 
     tail_only: only the snapshot's new rows were staged; a rating reject stored for an earlier row of the
     same pair then still stands (the whole-file path clears it and record_rating_rejects re-adds it)."""
+    stored = conn.execute("SELECT count(*) FROM sac_ratings").fetchone()[0]
     inserted = int(conn.execute(_sql("sac_insert_ratings.sql"), [snapshot, ingest_id]).fetchone()[0])
     if inserted:
-        conn.execute(_sql("sac_mark_pending.sql"))
-        conn.execute(_sql("sac_queue_votes.sql"), [ingest_id])
-        # Only the images the ingest inserted ratings for: a staged vote may repeat a stored one.
-        conn.execute(
-            "INSERT OR IGNORE INTO sac_pending_histograms (iid)"
-            " SELECT iid FROM sac_new_vote_images WHERE NOT has_histogram"
-            " AND iid IN (SELECT iid FROM sac_ratings WHERE ingest_id = ?)",
-            [ingest_id],
-        )
+        # ingest_id = ? reads only the row groups this ingest appended (the others' min/max rule them out).
+        if inserted < stored:
+            conn.execute(
+                "INSERT INTO sac_pending_votes (iid, rating) SELECT iid, rating FROM sac_ratings WHERE ingest_id = ?",
+                [ingest_id],
+            )
+        else:
+            conn.execute(
+                "INSERT OR IGNORE INTO sac_pending_histograms (iid)"
+                " SELECT DISTINCT iid FROM sac_ratings WHERE ingest_id = ?",
+                [ingest_id],
+            )
         if not tail_only:
             conn.execute(_sql("sac_clear_rating_rejects.sql"), [ingest_id])
     return inserted
