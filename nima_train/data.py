@@ -18,14 +18,17 @@ http(s)://, or `pipe:` + a command that writes the tar to stdout (e.g. `pipe:aws
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import math
+import mmap
 import os
 import random
+import sys
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
+from functools import cache, partial
 from itertools import islice
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
@@ -201,13 +204,39 @@ def _sample_tuple(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return decode_image(jpg), torch.tensor(target, dtype=torch.float32)
 
 
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels answer EINVAL and the pages fault in one by one
+
+
+@cache
+def _madvise() -> Callable[[int, int, int], int] | None:
+    if sys.platform != "linux":
+        return None
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
+
+
+def prefault(tensor: torch.Tensor) -> None:
+    """Map every page of a fresh buffer in one call (best effort). Faulting a new shared-memory batch in page by
+    page on first write cost about 20 us per 224x224 crop more (64 crops into fresh shared memory: 85 against
+    62 us per crop, 16 us of it the copy itself; a one-off timing loop on the 2-core machine)."""
+    madvise = _madvise()
+    if madvise is None or tensor.nbytes == 0:
+        return
+    page = mmap.PAGESIZE
+    start = tensor.data_ptr() // page * page
+    madvise(start, tensor.data_ptr() + tensor.nbytes - start, _MADV_POPULATE_WRITE)
+
+
 def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor; inside a DataLoader worker it is allocated in shared memory, so handing the batch
     to the main process passes a file descriptor instead of copying it (as default_collate does for its batches)."""
     if get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
     storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+    tensor = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+    prefault(tensor)
+    return tensor
 
 
 class BatchBuilder:

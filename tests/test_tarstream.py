@@ -10,7 +10,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from nima_train.data import BatchBuilder
+from nima_train.data import BatchBuilder, prefault
 from nima_train.tarstream import TarFormatError, tar_members, tar_samples
 from nima_train.transforms import center_crop, random_crop_flip
 
@@ -120,3 +120,15 @@ def test_batch_builder_makes_the_same_crops_as_the_per_image_functions() -> None
                              image[:, top:top + 224, left:left + 224].flip(-1))]
         assert any(torch.equal(got, w) for w in windows)
     assert random_crop_flip(small, 224).shape == (3, 224, 224)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 4095])
+def test_prefault_keeps_a_buffers_contents_wherever_it_starts(offset: int) -> None:
+    base = torch.arange(3 * 4096 + 17, dtype=torch.int64).to(torch.uint8)
+    view = base[offset:]  # not page-aligned: prefault rounds the start down to the page
+    before = view.clone()
+    prefault(view)
+    assert torch.equal(view, before)
+    view.fill_(7)  # still an ordinary writable tensor
+    assert int(view.sum()) == 7 * view.numel()
+    prefault(torch.empty(0, dtype=torch.uint8))  # nothing to map
