@@ -69,6 +69,10 @@ def _metadata(reports: list[IngestReport], warehouse: WarehouseResource) -> dict
             r.snapshot: "whole file" if r.ratings_after_rowid is None else f"after rowid {r.ratings_after_rowid}"
             for r in reports
         }),
+        "images_staged": dg.MetadataValue.json({
+            r.snapshot: "all" if r.images_after_rowid is None else f"after rowid {r.images_after_rowid}"
+            for r in reports
+        }),
         "ratings_ignored_null": sum(r.ratings.ignored for r in reports),
         "ratings_rejected": sum(r.ratings.rejected for r in reports),
         "ratings_new": sum(r.ratings_new for r in reports),

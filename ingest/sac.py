@@ -43,6 +43,7 @@ from warehouse.sac import (
     Candidate,
     RatingCounts,
     crop_candidates,
+    image_boundary,
     insert_new_ratings,
     log_snapshot,
     merge_pending_histograms,
@@ -50,6 +51,7 @@ from warehouse.sac import (
     record_new_rejects,
     record_rating_rejects,
     remember_boundary,
+    remember_image_boundary,
     stage_snapshot,
     with_snapshot,
 )
@@ -63,6 +65,7 @@ INBOX = "inbox"
 CROP_BATCH = 512
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+ImageEnd = tuple[int, int, str] | None  # warehouse/sac.image_boundary
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,7 @@ class IngestReport:
     images_read: int = 0
     ratings: RatingCounts = field(default_factory=lambda: RatingCounts({}))  # the rows read (see next)
     ratings_after_rowid: int | None = None  # only rows past it were read (an earlier snapshot had them); None: all
+    images_after_rowid: int | None = None  # only images past it were staged (as for ratings); None: all
     ratings_new: int = 0
     rating_rejects_new: int = 0
     images_added: int = 0
@@ -279,27 +283,29 @@ def ingest_snapshot(
     steps = report.step_seconds
     ingest_id = new_ingest_id()
 
-    def merge_ratings(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, list[Reject]], list[Candidate]]:
+    def merge_ratings(conn: duckdb.DuckDBPyConnection) -> tuple[dict[str, list[Reject]], list[Candidate], ImageEnd]:
         with transaction(conn):
             with _timed(steps, "stage"):
                 staged = stage_snapshot(conn)
             report.images_read, report.ratings = staged.images, staged.ratings
             report.ratings_after_rowid = staged.after_rowid
+            report.images_after_rowid = staged.images_after_rowid
             with _timed(steps, "insert ratings"):
                 report.ratings_new = insert_new_ratings(conn, snapshot.key, ingest_id, staged.tail_only)
             with _timed(steps, "rejects and crop candidates"):
                 report.rating_rejects_new = record_rating_rejects(conn, snapshot.key, staged.tail_only)
                 remember_boundary(conn, snapshot.key, staged)
-                rejects, to_locate = _triage(crop_candidates(conn))
+                rejects, to_locate = _triage(crop_candidates(conn, staged))
+                images_end = image_boundary(conn, staged)
             if not to_locate:
                 # Nothing to crop (a backfill of ratings alone): step 3 joins this transaction, which saves
                 # a second connection and commit.
                 with _timed(steps, "histograms"):
-                    _store_results(conn, snapshot, report, [], rejects, temperature)
-        return rejects, to_locate
+                    _store_results(conn, snapshot, report, [], rejects, temperature, images_end)
+        return rejects, to_locate, images_end
 
     with connect() as conn:
-        rejects, to_locate = with_snapshot(conn, snapshot.path, merge_ratings)
+        rejects, to_locate, images_end = with_snapshot(conn, snapshot.path, merge_ratings)
         if not to_locate:
             with _timed(steps, "checkpoint"):
                 checkpoint(conn, defer_vacuum_of="histograms")
@@ -328,7 +334,7 @@ def ingest_snapshot(
         with connect() as conn:
             with _timed(steps, "histograms"):
                 with transaction(conn):
-                    _store_results(conn, snapshot, report, accepted, rejects, temperature)
+                    _store_results(conn, snapshot, report, accepted, rejects, temperature, images_end)
             with _timed(steps, "checkpoint"):
                 checkpoint(conn, defer_vacuum_of="histograms")
     report.images_added = len(accepted)
@@ -346,9 +352,10 @@ def ingest_snapshot(
 
 def _store_results(
     conn: duckdb.DuckDBPyConnection, snapshot: Snapshot, report: IngestReport, accepted: list[ImageRow],
-    rejects: dict[str, list[Reject]], temperature: float,
+    rejects: dict[str, list[Reject]], temperature: float, images_end: ImageEnd,
 ) -> None:
-    """Step 3: images rows, image rejects and the histograms of stale and newly cropped images."""
+    """Step 3: images rows, image rejects, the histograms of stale and newly cropped images, and where the
+    snapshot's images end (every image up to there is now cropped or rejected)."""
     accepted_ids = [r.image_id for r in accepted]
     upsert_images(conn, DATASET, accepted)
     # An item's rejects from an earlier snapshot give way to what happened to it now.
@@ -357,6 +364,7 @@ def _store_results(
     for stage, items in rejects.items():
         record_new_rejects(conn, stage, items, snapshot.key)
     report.histograms_written = merge_pending_histograms(conn, accepted_ids, temperature)
+    remember_image_boundary(conn, snapshot.key, images_end)
     log_snapshot(conn, snapshot.key, str(snapshot.path), snapshot.sha256, report.ratings,
                  report.ratings_new, report.images_read)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -164,9 +166,10 @@ def appended(snapshots) -> tuple[Path, Path, list, list]:
     return sac, base, tail, ratings
 
 
-def grown(base: Path, dest: Path, tail: list, new_image: bool = False, rewrite: bool = False) -> Path:
+def grown(base: Path, dest: Path, tail: list, new_image: bool = False, rewrite: bool = False,
+          images: Sequence[tuple[int, int, str]] = ()) -> Path:
     """A later copy of base with `tail` appended (new_image: with image 999; rewrite: NULL rows dropped
-    and every rowid renumbered, as a VACUUM or a fresh export may do)."""
+    and every rowid renumbered, as a VACUUM or a fresh export may do; images: more (id, gid, path) rows)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(base.read_bytes())
     con = sqlite3.connect(dest)
@@ -178,6 +181,9 @@ def grown(base: Path, dest: Path, tail: list, new_image: bool = False, rewrite: 
     if new_image:
         con.execute("INSERT INTO images VALUES (999, 1, 9)")
         con.execute("INSERT INTO paths VALUES (999, 'missing_999.png')")
+    for iid, gid, path in images:
+        con.execute("INSERT INTO images VALUES (?, ?, 0)", [iid, gid])
+        con.execute("INSERT INTO paths VALUES (?, ?)", [iid, path])
     con.executemany("INSERT INTO ratings VALUES (?, ?, ?, ?)", tail)
     con.commit()
     con.close()
@@ -194,6 +200,7 @@ def test_a_snapshot_appended_to_an_ingested_file_reads_only_its_new_rows(appende
     assert second.ratings_after_rowid == len(ratings)  # resumed after the base file's last row
     assert second.ratings.read == len(tail) and second.ratings.ignored == 1
     assert second.ratings_new == 4  # the repeated pair and the bad row add no vote
+    assert first.images_after_rowid is None and second.images_after_rowid == 16  # the base file's images
     run(sac, tmp_path / "b", later)
     assert state(home) == state(tmp_path / "b")
 
@@ -220,3 +227,49 @@ def test_an_earlier_unknown_image_vote_forces_a_whole_read_once_its_image_arrive
     run(sac, tmp_path / "b", later)
     assert state(home) == state(tmp_path / "b")
     assert (21, 999, 6) in state(home)["sac_ratings"]
+
+
+def test_new_images_of_an_appended_file_are_staged_alone_cropped_and_rated(appended, tmp_path: Path):
+    sac, base, tail, _ = appended
+    # Image 40 (after the base file's 16) with its file and two votes; image 41 whose file is missing.
+    shutil.copyfile(sac / "images" / "1_0.png", sac / "images" / "grown_40.png")
+    later = grown(base, tmp_path / "later.sqlite", [*tail, (51, 40, 8, 1), (52, 40, 6, 1), (53, 41, 5, 1)],
+                  images=[(40, 1, "grown_40.png"), (41, 1, "grown_41.png")])
+    home = tmp_path / "a"
+    first = run(sac, home, base)
+    second = run(sac, home, later)
+    assert second.images_after_rowid == 16 and second.ratings_after_rowid is not None
+    assert second.images_read == first.images_read + 2 and second.images_added == 1
+    assert second.rejects_by_reason.get("missing") == first.rejects_by_reason.get("missing", 0) + 1
+    a = state(home)
+    assert ("sac", "40") in {(h[0], h[1]) for h in a["histograms"]}
+    assert {(51, 40, 8), (52, 40, 6)} <= set(a["sac_ratings"])
+    run(sac, tmp_path / "b", later)
+    assert a == state(tmp_path / "b")
+    # Re-running the same file stages nothing past its own end and changes nothing.
+    again = run(sac, home, later)
+    assert again.images_after_rowid == 41 and again.ratings_new == 0 and again.images_added == 0
+    assert state(home) == a
+
+
+def test_an_image_filling_a_gap_below_the_boundary_makes_the_images_staged_whole(appended, tmp_path: Path):
+    sac, base, tail, _ = appended
+    # A base file with 100 more (vote-less) images, 17..116, but not 52: a rowid the fingerprint's 17 spread
+    # rows skip, so only the row count can notice when the later file adds image 52 below the boundary.
+    gapped = tmp_path / "gapped.sqlite"
+    gapped.write_bytes(base.read_bytes())
+    con = sqlite3.connect(gapped)
+    con.executemany("INSERT INTO images VALUES (?, 1, 0)", [(i,) for i in range(17, 117) if i != 52])
+    con.executemany("INSERT INTO paths VALUES (?, ?)", [(i, f"more_{i}.png") for i in range(17, 117) if i != 52])
+    con.commit()
+    con.close()
+    assert 52 not in {max(1, 116 * n // 16) for n in range(17)}
+    later = grown(gapped, tmp_path / "later.sqlite", tail, images=[(52, 1, "more_52.png")])
+    home = tmp_path / "a"
+    run(sac, home, gapped)
+    second = run(sac, home, later)
+    assert second.ratings_after_rowid is not None
+    assert second.images_after_rowid is None  # one more row at or below the boundary: read them all
+    run(sac, tmp_path / "b", later)
+    assert state(home) == state(tmp_path / "b")
+    assert any(r[1] == "52" for r in state(home)["rejects"])  # image 52 was seen (no votes), not skipped

@@ -4,7 +4,7 @@ by (sid, iid), and histograms rebuilt only for the images whose ratings changed.
 The snapshot is ATTACHed to the warehouse connection as `sac_src` (read-only); the SQL lives in
 warehouse/sac_*.sql. Call order for one snapshot (ingest/sac.py does this):
 stage_snapshot -> insert_new_ratings -> record_rating_rejects -> remember_boundary -> crop_candidates
-(then crop, without a connection) -> merge_pending_histograms.
+-> image_boundary (then crop, without a connection) -> merge_pending_histograms -> remember_image_boundary.
 
 stage_snapshot scans the ratings once into a temp table; a snapshot that only appends rows to an
 earlier one's file is read from that one's last rowid on (resume_rowid).
@@ -124,18 +124,63 @@ def create_snapshot_views(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(_sql("sac_stage.sql"))
 
 
-def max_ratings_rowid(conn: duckdb.DuckDBPyConnection) -> int | None:
-    """The attached snapshot's largest ratings rowid (None: empty, or a table without rowids)."""
+def max_rowid(conn: duckdb.DuckDBPyConnection, table: str) -> int | None:
+    """The largest rowid of an attached snapshot table (None: empty, or a table without rowids)."""
+    assert table in _SPREAD_COLUMNS
     try:
-        row = conn.execute(f"SELECT * FROM sqlite_query('{SOURCE_ALIAS}', 'SELECT max(rowid) FROM ratings')").fetchone()
+        row = conn.execute(f"SELECT * FROM sqlite_query('{SOURCE_ALIAS}', 'SELECT max(rowid) FROM {table}')").fetchone()
     except duckdb.Error:  # e.g. a WITHOUT ROWID table: read it whole
         return None
     return int(row[0]) if row and row[0] is not None else None
 
 
-def ratings_fingerprint(conn: duckdb.DuckDBPyConnection, max_rowid: int) -> str:
-    """sha256 of the attached ratings rows at 17 rowids spread over 1..max_rowid (sac_ratings_fingerprint.sql)."""
-    return conn.execute(_sql("sac_ratings_fingerprint.sql"), [max_rowid]).fetchone()[0]
+# What a fingerprint reads of each table, as (a, b, c) beside the rowid (sac_fingerprint.sql).
+_SPREAD_COLUMNS = {"ratings": "r.sid AS a, r.iid AS b, r.rating AS c", "images": "r.id AS a, r.gid AS b, '' AS c"}
+
+
+def _spread_rows(table: str) -> str:
+    """The SQLite query for the rows of `table` at 17 rowids spread over 1..?1, ?1 included."""
+    return (
+        "WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < 16)"
+        f" SELECT r.rowid AS rowid, {_SPREAD_COLUMNS[table]}"
+        f" FROM k JOIN {table} r ON r.rowid = max(1, (?1 * k.n) / 16)"
+    )
+
+
+def fingerprint(conn: duckdb.DuckDBPyConnection, table: str, max_rowid: int) -> str:
+    """sha256 of an attached table's rows at 17 rowids spread over 1..max_rowid (sac_fingerprint.sql)."""
+    return conn.execute(_sql("sac_fingerprint.sql"), [max_rowid, _spread_rows(table)]).fetchone()[0]
+
+
+def count_images(conn: duckdb.DuckDBPyConnection, up_to_rowid: int | None = None) -> int:
+    """Rows of the attached images table (with up_to_rowid: those at or below it; SQLite counts a rowid range)."""
+    if up_to_rowid is None:
+        sql, params = f"SELECT * FROM sqlite_query('{SOURCE_ALIAS}', 'SELECT count(*) FROM images')", []
+    else:
+        sql = (f"SELECT * FROM sqlite_query('{SOURCE_ALIAS}', 'SELECT count(*) FROM images WHERE rowid <= ?',"
+               " params := {'up_to': ?::BIGINT})")
+        params = [up_to_rowid]
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+def resume_images_rowid(conn: duckdb.DuckDBPyConnection, max_images_rowid: int | None) -> int | None:
+    """The images rowid after which the attached snapshot holds only images no ingested snapshot had, or None.
+
+    As for ratings (resume_rowid), trusted when an ingested snapshot's images boundary (sac_image_boundaries)
+    still has as many rows at or below it and the rows at 17 spread rowids match its fingerprint. Images ids
+    are explicit, so a new image may also fill a gap below the boundary: the row count catches that.
+    """
+    if max_images_rowid is None:
+        return None
+    stored = conn.execute(
+        "SELECT DISTINCT max_rowid, n_rows, fingerprint FROM sac_image_boundaries WHERE max_rowid <= ?"
+        " ORDER BY max_rowid DESC",
+        [max_images_rowid],
+    ).fetchall()
+    for boundary, n_rows, stored_fingerprint in stored:
+        if count_images(conn, boundary) == n_rows and fingerprint(conn, "images", boundary) == stored_fingerprint:
+            return boundary
+    return None
 
 
 def resume_rowid(conn: duckdb.DuckDBPyConnection, max_rowid: int | None) -> int | None:
@@ -154,20 +199,22 @@ def resume_rowid(conn: duckdb.DuckDBPyConnection, max_rowid: int | None) -> int 
         " ORDER BY max_rowid DESC",
         [max_rowid],
     ).fetchall()
-    for boundary, fingerprint in stored:
-        if ratings_fingerprint(conn, boundary) == fingerprint:
+    for boundary, stored_fingerprint in stored:
+        if fingerprint(conn, "ratings", boundary) == stored_fingerprint:
             return boundary if not conn.execute(_sql("sac_resume_blocked.sql")).fetchone()[0] else None
     return None
 
 
 @dataclass(frozen=True)
 class StagedSnapshot:
-    """What stage_snapshot read: images, ratings rows by class, and which ratings rows."""
+    """What stage_snapshot read: images, ratings rows by class, and which ratings and images rows."""
 
     images: int
     ratings: RatingCounts
     max_rowid: int | None  # the snapshot's largest ratings rowid (its boundary for later snapshots)
     after_rowid: int | None  # only rows past this rowid were read (an earlier snapshot had the rest); None: all
+    images_max_rowid: int | None = None  # the largest images rowid (the images boundary for later snapshots)
+    images_after_rowid: int | None = None  # only images past this rowid were staged; None: all of them
 
     @property
     def tail_only(self) -> bool:
@@ -176,11 +223,24 @@ class StagedSnapshot:
 
 def stage_snapshot(conn: duckdb.DuckDBPyConnection, resume: bool = True) -> StagedSnapshot:
     """Stage the attached snapshot: sac_snap_images, then its ratings rows (all of them, or with resume
-    only those past resume_rowid) scanned once into the classified temp table sac_snap_ratings."""
-    create_snapshot_views(conn)
-    images = conn.execute("SELECT count(*) FROM sac_snap_images").fetchone()[0]
-    max_rowid = max_ratings_rowid(conn)
-    after = resume_rowid(conn, max_rowid) if resume else None
+    only those past resume_rowid) scanned once into the classified temp table sac_snap_ratings.
+
+    With resume, a snapshot whose ratings and images both continue an ingested snapshot's stages only the
+    images past that one's images boundary (resume_images_rowid): the ratings then check their images
+    against those and the ones the warehouse already accounts for (sac_rated_known_images.sql)."""
+    images_max = max_rowid(conn, "images")
+    images_after = resume_images_rowid(conn, images_max) if resume else None
+    if images_after is None:
+        create_snapshot_views(conn)
+    else:
+        conn.execute(_sql("sac_stage_new_images.sql"), [images_after])
+    ratings_max = max_rowid(conn, "ratings")
+    # resume_rowid's check for earlier 'unknown image' votes needs only the new images: an ingested
+    # snapshot's images were there when its own ratings were classified.
+    after = resume_rowid(conn, ratings_max) if resume else None
+    if after is None and images_after is not None:
+        images_after = None  # every rating is read, so every image is needed to check them
+        create_snapshot_views(conn)
     if after is None:
         conn.execute(
             f"CREATE OR REPLACE TEMP VIEW sac_snap_ratings_src AS"
@@ -199,16 +259,21 @@ def stage_snapshot(conn: duckdb.DuckDBPyConnection, resume: bool = True) -> Stag
             [after],
         )
         conn.execute("CREATE OR REPLACE TEMP VIEW sac_snap_ratings_src AS SELECT * FROM sac_snap_ratings_tail")
-        # Only the images the tail rates: the image check then joins a small table, not all 1M ids (the
-        # whole-file path cannot do this: it would read the SQLite ratings twice).
-        conn.execute(
-            "CREATE OR REPLACE TEMP VIEW sac_snap_rated_images AS"
-            " SELECT DISTINCT iid FROM sac_snap_images"
-            " WHERE iid IN (SELECT TRY_CAST(iid AS BIGINT) FROM sac_snap_ratings_tail)"
-        )
+        if images_after is None:
+            # Only the images the tail rates: the image check then joins a small table, not all 1M ids (the
+            # whole-file path cannot do this: it would read the SQLite ratings twice).
+            conn.execute(
+                "CREATE OR REPLACE TEMP VIEW sac_snap_rated_images AS"
+                " SELECT DISTINCT iid FROM sac_snap_images"
+                " WHERE iid IN (SELECT TRY_CAST(iid AS BIGINT) FROM sac_snap_ratings_tail)"
+            )
+        else:
+            conn.execute(_sql("sac_rated_known_images.sql"))
     conn.execute(_sql("sac_stage_ratings.sql"))
     counts = dict(conn.execute(_sql("sac_rating_summary.sql")).fetchall())
-    return StagedSnapshot(images, RatingCounts(counts), max_rowid, after)
+    images = count_images(conn) if images_after is not None else conn.execute(
+        "SELECT count(*) FROM sac_snap_images").fetchone()[0]
+    return StagedSnapshot(images, RatingCounts(counts), ratings_max, after, images_max, images_after)
 
 
 def remember_boundary(conn: duckdb.DuckDBPyConnection, snapshot: str, staged: StagedSnapshot) -> None:
@@ -216,7 +281,28 @@ def remember_boundary(conn: duckdb.DuckDBPyConnection, snapshot: str, staged: St
     if staged.max_rowid is not None:
         conn.execute(
             "INSERT OR REPLACE INTO sac_rating_boundaries (snapshot, max_rowid, fingerprint) VALUES (?, ?, ?)",
-            [snapshot, staged.max_rowid, ratings_fingerprint(conn, staged.max_rowid)],
+            [snapshot, staged.max_rowid, fingerprint(conn, "ratings", staged.max_rowid)],
+        )
+
+
+def image_boundary(conn: duckdb.DuckDBPyConnection, staged: StagedSnapshot) -> tuple[int, int, str] | None:
+    """(max_rowid, rows, fingerprint) of the attached snapshot's images, for remember_image_boundary."""
+    if staged.images_max_rowid is None:
+        return None
+    boundary = staged.images_max_rowid
+    return boundary, count_images(conn, boundary), fingerprint(conn, "images", boundary)
+
+
+def remember_image_boundary(
+    conn: duckdb.DuckDBPyConnection, snapshot: str, boundary: tuple[int, int, str] | None
+) -> None:
+    """Store where this snapshot's images end; call in the transaction that stores the results of its crops
+    (every image up to there is then cropped or rejected, which resume_images_rowid relies on)."""
+    if boundary is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO sac_image_boundaries (snapshot, max_rowid, n_rows, fingerprint)"
+            " VALUES (?, ?, ?, ?)",
+            [snapshot, *boundary],
         )
 
 
@@ -272,9 +358,9 @@ class Candidate:
     has_votes: bool
 
 
-def crop_candidates(conn: duckdb.DuckDBPyConnection) -> list[Candidate]:
+def crop_candidates(conn: duckdb.DuckDBPyConnection, staged: StagedSnapshot) -> list[Candidate]:
     """The snapshot's images that have no crop yet (sac_crop_todo.sql, then sac_crop_candidates.sql)."""
-    conn.execute(_sql("sac_crop_todo.sql"))
+    conn.execute(_sql("sac_crop_todo.sql"), [staged.images_after_rowid is not None])
     # Without candidates the snapshot's generations and paths are not read at all.
     if not conn.execute("SELECT count(*) FROM sac_crop_todo").fetchone()[0]:
         return []

@@ -1,8 +1,20 @@
 -- Images of the snapshot without a crop yet (new ones, and earlier rejects worth retrying); image rows
--- whose id is not an integer are among them (they become rejects).
+-- whose id is not an integer are among them (they become rejects). retry: not staged, an earlier image
+-- reject (only when just the new images were staged); sac_crop_candidates.sql keeps those the file has.
+-- $1: only the new images were staged (warehouse/sac.stage_snapshot).
 CREATE OR REPLACE TEMP TABLE sac_crop_todo AS
-SELECT s.iid, s.bad_id
-FROM sac_snap_images s
--- Compared as integers (SAC image_ids are written as str(iid)): a third of the time of matching 1M strings.
--- A NULL iid matches nothing, so ids that are not integers stay.
-ANTI JOIN (SELECT TRY_CAST(i.image_id AS BIGINT) AS iid FROM images i WHERE i.dataset = 'sac') c ON c.iid = s.iid
+WITH pool AS (
+    SELECT iid, bad_id, false AS retry FROM sac_snap_images
+    UNION ALL
+    SELECT TRY_CAST(item_id AS BIGINT), NULL, true FROM rejects
+    WHERE $1 AND dataset = 'sac' AND stage IN ('image', 'ratings') AND TRY_CAST(item_id AS BIGINT) IS NOT NULL
+      AND TRY_CAST(item_id AS BIGINT) NOT IN (SELECT iid FROM sac_snap_images WHERE iid IS NOT NULL)
+)
+SELECT p.iid, p.bad_id, p.retry
+FROM pool p
+-- Looked up from the pool's side: a backfill's pool is small, and matching against every stored image_id
+-- would cost as much as a first build's.
+WHERE p.iid IS NULL OR CAST(p.iid AS VARCHAR) NOT IN (
+    SELECT image_id FROM images
+    WHERE dataset = 'sac' AND image_id IN (SELECT CAST(iid AS VARCHAR) FROM pool WHERE iid IS NOT NULL)
+)
