@@ -178,7 +178,9 @@ def resume_images_rowid(conn: duckdb.DuckDBPyConnection, max_images_rowid: int |
         [max_images_rowid],
     ).fetchall()
     for boundary, n_rows, stored_fingerprint in stored:
-        if count_images(conn, boundary) == n_rows and fingerprint(conn, "images", boundary) == stored_fingerprint:
+        # SQLite counts a whole table faster than a rowid range
+        rows = count_images(conn, None if boundary == max_images_rowid else boundary)
+        if rows == n_rows and fingerprint(conn, "images", boundary) == stored_fingerprint:
             return boundary
     return None
 
@@ -289,8 +291,8 @@ def image_boundary(conn: duckdb.DuckDBPyConnection, staged: StagedSnapshot) -> t
     """(max_rowid, rows, fingerprint) of the attached snapshot's images, for remember_image_boundary."""
     if staged.images_max_rowid is None:
         return None
-    boundary = staged.images_max_rowid
-    return boundary, count_images(conn, boundary), fingerprint(conn, "images", boundary)
+    boundary = staged.images_max_rowid  # the largest rowid: every images row is at or below it
+    return boundary, staged.images, fingerprint(conn, "images", boundary)
 
 
 def remember_image_boundary(
