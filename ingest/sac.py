@@ -173,7 +173,8 @@ class ImageSources:
     def locate(self, candidates: Iterable[Candidate]) -> Iterator[Located]:
         """(candidate, file path | bytes | RejectedImage, source label) for candidates with safe paths."""
         root = self.root.resolve()
-        wanted: dict[str, Candidate] = {}
+        # Several images may name the same file: each gets it (none may end neither cropped nor rejected).
+        wanted: dict[str, list[Candidate]] = {}
         for c in candidates:
             assert c.path is not None and unsafe_path_reason(c.path) is None, "check unsafe_path_reason first"
             path = self.root / c.path
@@ -184,27 +185,30 @@ class ImageSources:
                 else:
                     yield c, str(resolved), str(path)
             else:
-                wanted[TAR_PREFIX + str(PurePosixPath(c.path))] = c
+                wanted.setdefault(TAR_PREFIX + str(PurePosixPath(c.path)), []).append(c)
         for tar_path in self.tars:
             if not wanted:
                 break
             with tarfile.open(tar_path) as tar:
                 for member in tar:
-                    c = wanted.pop(_member_name(member), None)
-                    if c is None:
+                    named = wanted.pop(_member_name(member), None)
+                    if named is None:
                         continue
                     label = f"{tar_path}:{member.name}"
                     if member.issym() or member.islnk():
-                        yield c, RejectedImage(f"unsafe path: {member.name} is a link inside {tar_path.name}"), label
+                        found = RejectedImage(f"unsafe path: {member.name} is a link inside {tar_path.name}")
                     elif not member.isfile():
-                        yield c, RejectedImage(f"not an image: {member.name} is not a regular file"), label
+                        found = RejectedImage(f"not an image: {member.name} is not a regular file")
                     else:
                         with tar.extractfile(member) as fh:
-                            yield c, fh.read(), label
+                            found = fh.read()
+                    for c in named:
+                        yield c, found, label
                     if not wanted:
                         break
-        for c in wanted.values():
-            yield c, RejectedImage(f"missing: {c.path} is in none of {self.describe()}"), c.path or ""
+        for named in wanted.values():
+            for c in named:
+                yield c, RejectedImage(f"missing: {c.path} is in none of {self.describe()}"), c.path or ""
 
 
 @dataclass
@@ -310,26 +314,7 @@ def ingest_snapshot(
             with _timed(steps, "checkpoint"):
                 checkpoint(conn, defer_vacuum_of="histograms")
 
-    accepted: list[ImageRow] = []
-    with _timed(steps, "crops"):
-        for chunk in _batched(sources.locate(to_locate), CROP_BATCH):
-            jobs, meta = [], {}
-            for c, source, label in chunk:
-                if isinstance(source, RejectedImage):
-                    rejects["image"].append(Reject(str(c.iid), str(source)))
-                    continue
-                jobs.append(CropJob(str(c.iid), source, str(images_dir / f"{c.iid}.jpg")))
-                meta[str(c.iid)] = (c, label)
-            for job, outcome in crop_many(jobs, spec, workers):
-                if isinstance(outcome, CropResult):
-                    c, label = meta[job.item_id]
-                    accepted.append(
-                        ImageRow(job.item_id, split_for(c), label, to_stored(outcome.path),
-                                 outcome.width, outcome.height, outcome.sha256)
-                    )
-                else:
-                    rejects["image"].append(Reject(job.item_id, str(outcome)))
-
+    accepted = _crop(sources, to_locate, images_dir, to_stored, spec, workers, rejects["image"], steps)
     if to_locate:
         with connect() as conn:
             with _timed(steps, "histograms"):
@@ -348,6 +333,35 @@ def ingest_snapshot(
             report.rejects_by_reason[status] = report.rejects_by_reason.get(status, 0) + n
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _crop(
+    sources: ImageSources, to_locate: list[Candidate], images_dir: Path, to_stored: Callable[[str | Path], str],
+    spec: CropSpec, workers: int | None, image_rejects: list[Reject], steps: dict[str, float],
+) -> list[ImageRow]:
+    """Step 2: crop the candidates (no connection held); the images rows of those accepted."""
+    accepted: list[ImageRow] = []
+    if not to_locate:
+        return accepted
+    with _timed(steps, "crops"):
+        for chunk in _batched(sources.locate(to_locate), CROP_BATCH):
+            jobs, meta = [], {}
+            for c, source, label in chunk:
+                if isinstance(source, RejectedImage):
+                    image_rejects.append(Reject(str(c.iid), str(source)))
+                    continue
+                jobs.append(CropJob(str(c.iid), source, str(images_dir / f"{c.iid}.jpg")))
+                meta[str(c.iid)] = (c, label)
+            for job, outcome in crop_many(jobs, spec, workers):
+                if isinstance(outcome, CropResult):
+                    c, label = meta[job.item_id]
+                    accepted.append(
+                        ImageRow(job.item_id, split_for(c), label, to_stored(outcome.path),
+                                 outcome.width, outcome.height, outcome.sha256)
+                    )
+                else:
+                    image_rejects.append(Reject(job.item_id, str(outcome)))
+    return accepted
 
 
 def _store_results(

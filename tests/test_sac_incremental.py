@@ -130,14 +130,19 @@ def test_a_kill_after_the_ratings_commit_is_finished_by_the_next_run(snapshots, 
         for (rating,) in conn.execute("SELECT rating FROM sac_ratings WHERE iid = 9").fetchall():
             counts[rating - 1] += 1
         upsert_histograms(conn, "sac", [("9", counts)])
-        # Image 4's histogram is gone, as if it had no crop when its ratings arrived.
-        conn.execute("DELETE FROM histograms WHERE image_id = '4'")
-        conn.execute("DELETE FROM sac_ratings WHERE iid = 4")
+        # Another cropped image whose histogram is gone, as if its ratings had arrived before its crop.
+        other = int(conn.execute(
+            "SELECT min(CAST(image_id AS INTEGER)) FROM histograms WHERE dataset = 'sac' AND image_id <> '9'"
+        ).fetchone()[0])
+        conn.execute("DELETE FROM histograms WHERE image_id = ?", [str(other)])
+        conn.execute("DELETE FROM sac_ratings WHERE iid = ?", [other])
         stage_snapshot(conn, resume=False)  # the boundary stored by the first run would skip every row
         assert insert_new_ratings(conn, key, new_ingest_id()) > 0
-        # The returning votes are queued; 9's are to be added to its histogram, 4 has none to add to.
+        # The returning votes are queued: 9's to be added to its histogram, the other's counted whole.
         assert conn.execute("SELECT count(*) FROM sac_pending_votes WHERE iid = 9").fetchone()[0] == len(sids) // 2
-        assert conn.execute("SELECT count(*) FROM sac_pending_votes WHERE iid = 4").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM sac_pending_votes WHERE iid = ?", [other]).fetchone()[0] > 0
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM images WHERE image_id = ?", [str(other)]).fetchone()[0] == 1
     run(sac, home, s2)
     fresh = tmp_path / "fresh"
     run(sac, fresh, s2)
@@ -273,3 +278,32 @@ def test_an_image_filling_a_gap_below_the_boundary_makes_the_images_staged_whole
     run(sac, tmp_path / "b", later)
     assert state(home) == state(tmp_path / "b")
     assert any(r[1] == "52" for r in state(home)["rejects"])  # image 52 was seen (no votes), not skipped
+
+
+def test_a_ratings_only_snapshot_of_a_clean_drop_is_one_transaction_and_ends_like_it_alone(tmp_path: Path):
+    raw = tmp_path / "raw"
+    write_sample_data(raw, ava=0, sac=12, kuler=0, seed=5, faults=False)
+    sac = raw / "sac"
+    con = sqlite3.connect(sac / SAC_DB_NAME)
+    tables = {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
+              for t in ("generations", "images", "paths", "ratings")}
+    con.close()
+    # Image 3 has no votes in the base file ('no votes', not cropped); the later file appends its first vote
+    # and one more vote on image 1.
+    base = sac / "grow" / "base.sqlite"
+    write_sac_db(base, tables["generations"], tables["images"], tables["paths"],
+                 [r for r in tables["ratings"] if r[1] != 3])
+    later = grown(base, tmp_path / "later.sqlite", [(77, 3, 8, 1), (77, 1, 5, 1)])
+    home = tmp_path / "a"
+    first = run(sac, home, base)
+    assert first.rejects_by_reason == {"no votes": 1}
+    second = run(sac, home, later)
+    assert second.images_after_rowid == 12 and second.ratings_after_rowid is not None
+    assert second.images_added == 1 and second.ratings_new == 2 and second.histograms_written == 2
+    run(sac, tmp_path / "b", later)
+    assert state(home) == state(tmp_path / "b")
+    # A third file with one more vote on image 1: nothing to crop, so it is all one transaction.
+    third = run(sac, home, grown(later, tmp_path / "third.sqlite", [(78, 1, 9, 1)]))
+    assert third.images_added == 0 and third.histograms_written == 1 and "crops" not in third.step_seconds
+    run(sac, tmp_path / "c", tmp_path / "third.sqlite")
+    assert state(home) == state(tmp_path / "c")

@@ -183,3 +183,16 @@ def test_no_database_in_the_drop_is_a_clear_error(tmp_path: Path):
     (tmp_path / "sac").mkdir()
     with pytest.raises(FileNotFoundError, match="no SAC database"):
         drop_databases(tmp_path / "sac", tmp_path / "scratch")
+
+
+def test_images_naming_the_same_tarball_member_each_get_it(tmp_path: Path):
+    sac = tmp_path / "sac"
+    sac.mkdir()
+    member = tmp_path / "a.png"
+    member.write_bytes(b"not really a png")
+    with tarfile.open(sac / "simulacra-aesthetic-captions.tar", "w") as tar:
+        tar.add(member, TAR_PREFIX + "a.png")
+    same = [Candidate(i, str(i), 1, name, True) for i, name in ((1, "a.png"), (2, "a.png"), (3, "b.png"), (4, "b.png"))]
+    found = {c.iid: source for c, source, _ in ImageSources(sac).locate(same)}
+    assert found[1] == found[2] == b"not really a png"
+    assert all(str(found[i]).startswith("missing: b.png") for i in (3, 4))

@@ -270,7 +270,7 @@ def stage_snapshot(conn: duckdb.DuckDBPyConnection, resume: bool = True) -> Stag
                 " WHERE iid IN (SELECT TRY_CAST(iid AS BIGINT) FROM sac_snap_ratings_tail)"
             )
         else:
-            conn.execute(_sql("sac_rated_known_images.sql"))
+            conn.execute(_sql("sac_rated_known_images.sql"), [images_after])
     conn.execute(_sql("sac_stage_ratings.sql"))
     counts = dict(conn.execute(_sql("sac_rating_summary.sql")).fetchall())
     images = count_images(conn) if images_after is not None else conn.execute(

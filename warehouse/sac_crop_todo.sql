@@ -6,7 +6,8 @@ CREATE OR REPLACE TEMP TABLE sac_crop_todo AS
 WITH pool AS (
     SELECT iid, bad_id, false AS retry FROM sac_snap_images
     UNION ALL
-    SELECT TRY_CAST(item_id AS BIGINT), NULL, true FROM rejects
+    -- an image may have a reject in both stages: one candidate each
+    SELECT DISTINCT TRY_CAST(item_id AS BIGINT), NULL, true FROM rejects
     WHERE $1 AND dataset = 'sac' AND stage IN ('image', 'ratings') AND TRY_CAST(item_id AS BIGINT) IS NOT NULL
       AND TRY_CAST(item_id AS BIGINT) NOT IN (SELECT iid FROM sac_snap_images WHERE iid IS NOT NULL)
 )
