@@ -14,6 +14,8 @@ Every measurement runs in its own subprocess, so its peak RSS (ru_maxrss) is its
   set up beforehand, untimed, as if cropped);
 - warehouse_incremental: the same code on that warehouse with a later copy of the file holding 1% more
   ratings appended (read from the first file's last rowid on: warehouse/sac.resume_rowid).
+The full build and the incremental run as --repeats pairs (default 3), each after os.sync(); the script
+prints every pair and the medians.
 """
 
 from __future__ import annotations
