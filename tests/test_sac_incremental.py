@@ -17,16 +17,23 @@ from warehouse.labels import upsert_histograms
 from warehouse.sac import attach_snapshot, insert_new_ratings, new_ingest_id, stage_snapshot
 
 
+def sac_tables(path: Path) -> dict[str, list[tuple]]:
+    """Every row of a SAC SQLite file's four tables, in rowid order."""
+    con = sqlite3.connect(path)
+    try:
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
+                for t in ("generations", "images", "paths", "ratings")}
+    finally:
+        con.close()
+
+
 @pytest.fixture(scope="module")
 def snapshots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(sac dir, snapshot 1, snapshot 2): 2 adds ratings on old images and new images with their ratings."""
     raw = tmp_path_factory.mktemp("raw")
     write_sample_data(raw, ava=0, sac=16, kuler=0, seed=11, faults=True)
     sac = raw / "sac"
-    con = sqlite3.connect(sac / SAC_DB_NAME)
-    tables = {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
-              for t in ("generations", "images", "paths", "ratings")}
-    con.close()
+    tables = sac_tables(sac / SAC_DB_NAME)
     old = {i[0] for i in tables["images"] if i[0] <= 10}
     gids = {i[1] for i in tables["images"] if i[0] in old}
     # Snapshot 1: images 1..10 with their ratings, except every third rating of an odd image (those
@@ -153,10 +160,7 @@ def test_a_kill_after_the_ratings_commit_is_finished_by_the_next_run(snapshots, 
 def appended(snapshots) -> tuple[Path, Path, list, list]:
     """(sac dir, base file, rows snapshot 2 appends to it, base ratings): a file later copies grow."""
     sac, _, s2 = snapshots
-    con = sqlite3.connect(s2)
-    tables = {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
-              for t in ("generations", "images", "paths", "ratings")}
-    con.close()
+    tables = sac_tables(s2)
     # A NULL rating (not a vote) first, so a rewrite that drops NULL rows renumbers every rowid after it;
     # a vote for image 999, which the base file lacks ('unknown image' until a later file adds it).
     ratings = [(7, 3, None, 1), *tables["ratings"], (21, 999, 6, 1)]
@@ -284,10 +288,7 @@ def test_a_ratings_only_snapshot_of_a_clean_drop_is_one_transaction_and_ends_lik
     raw = tmp_path / "raw"
     write_sample_data(raw, ava=0, sac=12, kuler=0, seed=5, faults=False)
     sac = raw / "sac"
-    con = sqlite3.connect(sac / SAC_DB_NAME)
-    tables = {t: con.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
-              for t in ("generations", "images", "paths", "ratings")}
-    con.close()
+    tables = sac_tables(sac / SAC_DB_NAME)
     # Image 3 has no votes in the base file ('no votes', not cropped); the later file appends its first vote
     # and one more vote on image 1.
     base = sac / "grow" / "base.sqlite"
