@@ -119,8 +119,19 @@ class RatingCounts:
         return self.read - self.ignored - self.valid
 
 
-def create_snapshot_views(conn: duckdb.DuckDBPyConnection) -> None:
-    """Temp table sac_snap_images (the snapshot's image ids) over the attached `sac_src` (sac_stage.sql)."""
+def create_snapshot_views(conn: duckdb.DuckDBPyConnection, after_rowid: int | None = None) -> None:
+    """Temp table sac_snap_images (the snapshot's image ids) over the attached `sac_src` (sac_stage.sql): all
+    of them, or with after_rowid only the images past it (an ingested snapshot's images boundary)."""
+    if after_rowid is None:
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW sac_snap_images_src AS SELECT id FROM {SOURCE_ALIAS}.images")
+    else:
+        # SQLite seeks to the rowid; the scanner would read the whole table.
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE sac_snap_images_tail AS SELECT * FROM sqlite_query("
+            f"'{SOURCE_ALIAS}', 'SELECT id FROM images WHERE rowid > ?', params := {{'after': ?::BIGINT}})",
+            [after_rowid],
+        )
+        conn.execute("CREATE OR REPLACE TEMP VIEW sac_snap_images_src AS SELECT * FROM sac_snap_images_tail")
     conn.execute(_sql("sac_stage.sql"))
 
 
@@ -232,10 +243,7 @@ def stage_snapshot(conn: duckdb.DuckDBPyConnection, resume: bool = True) -> Stag
     against those and the ones the warehouse already accounts for (sac_rated_known_images.sql)."""
     images_max = max_rowid(conn, "images")
     images_after = resume_images_rowid(conn, images_max) if resume else None
-    if images_after is None:
-        create_snapshot_views(conn)
-    else:
-        conn.execute(_sql("sac_stage_new_images.sql"), [images_after])
+    create_snapshot_views(conn, images_after)
     ratings_max = max_rowid(conn, "ratings")
     # resume_rowid's check for earlier 'unknown image' votes needs only the new images: an ingested
     # snapshot's images were there when its own ratings were classified.

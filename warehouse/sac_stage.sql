@@ -4,8 +4,10 @@
 -- needs no more, and generation and path are read for the crop candidates alone (sac_crop_candidates.sql),
 -- which an incremental snapshot rarely has (reading all three columns and paths took 0.2 s for 1M images,
 -- the id alone 0.06 s).
+-- Read from the temp view sac_snap_images_src(id): the whole images table, or only the rows past an
+-- ingested snapshot's images boundary (see warehouse/sac.create_snapshot_views).
 CREATE OR REPLACE TEMP TABLE sac_snap_images AS
 SELECT
     TRY_CAST(i.id AS BIGINT) AS iid,
     CASE WHEN TRY_CAST(i.id AS BIGINT) IS NULL THEN CAST(i.id AS VARCHAR) END AS bad_id  -- not an integer
-FROM sac_src.images i;
+FROM sac_snap_images_src i;
