@@ -34,17 +34,17 @@ import torch
 import webdataset as wds
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.crops import encode_jpeg, sha256_bytes  # noqa: E402
 from ingest.shards import ShardLimits, ShardSample, write_split  # noqa: E402
 from nima_train.data import (  # noqa: E402
+    Batch,
     BatchBuilder,
     decode_image,
-    decode_jpeg,
     decode_jpg,
+    jpeg_to_tensor,
     make_loader,
     shard_urls,
 )
@@ -95,15 +95,18 @@ class FileDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, list[float]]:
         with open(self.paths[i], "rb") as fh:
-            return decode_image(fh.read()), self.targets[i]
+            data = bytearray(os.fstat(fh.fileno()).st_size)
+            fh.readinto(data)  # a writable buffer, decoded in place as the shards' mapped payloads are
+        return decode_image(data), self.targets[i]
 
 
-def collate_crops(items: list[tuple[torch.Tensor, list[float]]], uint8: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reader's own crop + flip + collation (BatchBuilder), so the two loaders differ only in how they read."""
-    builder = BatchBuilder(len(items), 224, train=True)
+def collate_crops(items: list[tuple[torch.Tensor, list[float]]], uint8: bool) -> Batch:
+    """The reader's own crop + flip + collation (BatchBuilder, batch memory recycled the same way), so the two
+    loaders differ only in how they read."""
+    builder = BatchBuilder(len(items), 224, train=True, uint8=uint8)
     for image, target in items:
         builder.add(image, target)
-    return builder.batch(uint8)
+    return builder.batch()
 
 
 def timed_pass(loader: object) -> tuple[float, float]:
@@ -134,11 +137,11 @@ def bench_loaders(makers: dict[str, Callable[[], object]], repeats: int) -> dict
             for name, rs in runs.items()}
 
 
-def _decode_all(blobs: list[bytes], repeats: int) -> float:
+def _decode_all(blobs: list[bytearray], repeats: int) -> float:
     return bench_single(blobs, bare_decode_jpeg, repeats)
 
 
-def bench_parallel_decode(blobs: list[bytes], processes: int, repeats: int) -> float:
+def bench_parallel_decode(blobs: list[bytearray], processes: int, repeats: int) -> float:
     """Bare decode_jpeg images/s per process with `processes` decoding at once: a per-core rate with every core
     busy, as the loaders' per-core rates are."""
     with multiprocessing.get_context("fork").Pool(processes) as pool:
@@ -175,9 +178,9 @@ def bench_tar_expanders(urls: list[str], repeats: int) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def bare_decode_jpeg(data: bytes) -> torch.Tensor:
-    # bytearray as in decode_image (torch.frombuffer warns on read-only bytes); the copy is part of the cost.
-    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+def bare_decode_jpeg(data: bytearray) -> torch.Tensor:
+    # The reader's own libjpeg-turbo call on a writable buffer, as it decodes shard payloads: nothing but decoding.
+    return jpeg_to_tensor(data)
 
 
 def bench_mobilenet(batch: int = 64, steps: int = 30) -> float | None:
@@ -224,6 +227,7 @@ def main() -> None:
         result = write_split(samples, tmp / "shards", "bench", "train", limits=ShardLimits(args.shard_samples))
         urls = shard_urls(result.index_path)
         blobs = [Path(s.path).read_bytes() for s in samples]
+        buffers = [bytearray(b) for b in blobs]  # bare decode_jpeg decodes writable buffers, with no copy
         mean_kb = sum(map(len, blobs)) / len(blobs) / 1024
         print(f"{args.n} crops of 256x256, mean {mean_kb:.1f} KiB; {len(urls)} shards; cores visible: {os.cpu_count()}")
 
@@ -233,7 +237,7 @@ def main() -> None:
         pil_augment = train_transform(224)
         single = {
             "bare PIL decode": bench_single(blobs, decode_jpg, args.repeats),
-            "bare decode_jpeg": bench_single(blobs, bare_decode_jpeg, args.repeats),
+            "bare decode_jpeg": bench_single(buffers, bare_decode_jpeg, args.repeats),
             "PIL decode + train_transform (earlier path)": bench_single(
                 blobs, lambda b: pil_augment(decode_jpg(b)), args.repeats
             ),
@@ -241,7 +245,7 @@ def main() -> None:
                 blobs, lambda b: random_crop_flip(decode_image(b), 224), args.repeats
             ),
         }
-        single["bare decode_jpeg, per process"] = bench_parallel_decode(blobs, args.workers, args.repeats)
+        single["bare decode_jpeg, per process"] = bench_parallel_decode(buffers, args.workers, args.repeats)
 
         def files(uint8: bool) -> DataLoader:
             return DataLoader(FileDataset(samples), batch_size=args.batch, shuffle=True, num_workers=args.workers,

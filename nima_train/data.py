@@ -18,17 +18,13 @@ http(s)://, or `pipe:` + a command that writes the tar to stdout (e.g. `pipe:aws
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
-import math
-import mmap
 import os
 import random
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from functools import cache, partial
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
@@ -36,9 +32,10 @@ from urllib.parse import urljoin, urlparse
 import torch
 import webdataset as wds
 from PIL import Image
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 from torchvision.transforms import v2
 
+from nima_train.batch_memory import RecycledBatch, worker_ring
 from nima_train.tarstream import tar_samples
 from nima_train.transforms import (
     center_crop,
@@ -53,10 +50,16 @@ from nima_train.transforms import (
 
 try:  # deprecated since torchvision 0.29 (for TorchCodec); when a release drops it, PIL decodes everything
     from torchvision.io import ImageReadMode, decode_jpeg
-except ImportError:  # pragma: no cover - depends on the installed torchvision
+
+    # The operator under torchvision.io.decode_jpeg: the Python wrapper adds a deprecation warning and an API-usage
+    # log to every call, about 8 us per 256x256 crop (cProfile of the reader), which a loader pays per image.
+    _DECODE_JPEG_OP = torch.ops.image.decode_jpeg
+except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - depends on the installed torchvision
     decode_jpeg = None
 
 INDEX_NAME = "index.json"
+
+Batch = RecycledBatch | tuple[torch.Tensor, torch.Tensor]  # (images, targets); see BatchBuilder.batch
 
 
 def _is_remote(ref: str) -> bool:
@@ -137,7 +140,7 @@ class ShardList(IterableDataset):
             yield {"url": url}
 
 
-def decode_jpg(data: bytes) -> Image.Image:
+def decode_jpg(data: bytes | bytearray | memoryview) -> Image.Image:
     """PIL decode of the stored crop; errors propagate (a broken sample must not be silently swapped)."""
     img = Image.open(io.BytesIO(data))
     img.load()
@@ -147,24 +150,32 @@ def decode_jpg(data: bytes) -> Image.Image:
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def decode_image(data: bytes) -> torch.Tensor:
+def jpeg_to_tensor(buffer: bytearray | memoryview) -> torch.Tensor:
+    """libjpeg-turbo decode of JPEG bytes in a writable buffer (no copy) to a uint8 RGB (3,H,W) tensor; raises
+    RuntimeError for anything it cannot decode. The layout in memory is (H,W,3), as libjpeg-turbo writes it."""
+    return _DECODE_JPEG_OP(torch.frombuffer(buffer, dtype=torch.uint8), ImageReadMode.RGB.value, False)
+
+
+def decode_image(data: bytes | bytearray | memoryview) -> torch.Tensor:
     """The stored crop as a uint8 RGB (3,H,W) tensor: libjpeg-turbo straight to CHW for JPEG, PIL for the rest.
 
     Anything decode_jpeg refuses (not JPEG, a variant it lacks, a broken file) goes through PIL, so a broken
-    sample still raises PIL's error (never silently swapped) and other formats still load.
+    sample still raises PIL's error (never silently swapped) and other formats still load. A writable buffer (a
+    local shard's memoryview, a bytearray) is decoded in place; bytes are copied first, as torch.frombuffer warns
+    on read-only memory.
     """
     if decode_jpeg is not None and data[:3] == JPEG_MAGIC:
+        writable = isinstance(data, bytearray) or (isinstance(data, memoryview) and not data.readonly)
         try:
-            # bytearray: torch.frombuffer warns on read-only bytes (decode only reads; the copy is ~1% of its cost).
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return jpeg_to_tensor(data if writable else bytearray(data))
         except RuntimeError:
             pass
     return v2.functional.pil_to_tensor(decode_jpg(data))
 
 
-def target_values(data: bytes) -> list[float]:
+def target_values(data: bytes | memoryview) -> list[float]:
     """The 10-bin training target from a sample's json."""
-    target = json.loads(data)["target"]
+    target = json.loads(bytes(data) if isinstance(data, memoryview) else data)["target"]
     if len(target) != 10:
         raise ValueError(f"sample target has {len(target)} bins, expected 10")
     return target
@@ -204,41 +215,6 @@ def _sample_tuple(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return decode_image(jpg), torch.tensor(target, dtype=torch.float32)
 
 
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels answer EINVAL and the pages fault in one by one
-
-
-@cache
-def _madvise() -> Callable[[int, int, int], int] | None:
-    if sys.platform != "linux":
-        return None
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return madvise
-
-
-def prefault(tensor: torch.Tensor) -> None:
-    """Map every page of a fresh buffer in one call (best effort). Faulting a new shared-memory batch in page by
-    page on first write cost about 20 us per 224x224 crop more (64 crops into fresh shared memory: 85 against
-    62 us per crop, 16 us of it the copy itself; a one-off timing loop on the 2-core machine)."""
-    madvise = _madvise()
-    if madvise is None or tensor.nbytes == 0:
-        return
-    page = mmap.PAGESIZE
-    start = tensor.data_ptr() // page * page
-    madvise(start, tensor.data_ptr() + tensor.nbytes - start, _MADV_POPULATE_WRITE)
-
-
-def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised tensor; inside a DataLoader worker it is allocated in shared memory, so handing the batch
-    to the main process passes a file descriptor instead of copying it (as default_collate does for its batches)."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    tensor = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
-    prefault(tensor)
-    return tensor
-
-
 class BatchBuilder:
     """Crops decoded images straight into one batch buffer: the default path's crop, flip and collation in one copy.
 
@@ -249,9 +225,15 @@ class BatchBuilder:
     smaller than the crop take the per-image functions (random_crop_flip / center_crop pad them like v2 does).
     """
 
-    def __init__(self, capacity: int, size: int, train: bool, resize: int = 256) -> None:
-        self.size, self.train, self.resize = size, train, resize
-        self._images = shared_empty((capacity, size, size, 3), torch.uint8)
+    def __init__(self, capacity: int, size: int, train: bool, uint8: bool = True, resize: int = 256) -> None:
+        self.size, self.train, self.uint8, self.resize = size, train, uint8, resize
+        self._ring = worker_ring()
+        self._slot = -1
+        crops = (capacity, size, size, 3)
+        if uint8 and self._ring is not None:  # the crops are the batch: crop straight into a ring slot
+            self._images, self._slot = self._ring.take(crops, torch.uint8)
+        else:
+            self._images = torch.empty(crops, dtype=torch.uint8)
         self._targets: list[list[float]] = []
         self._draws = torch.rand(capacity, 3).tolist() if train else None
 
@@ -260,36 +242,46 @@ class BatchBuilder:
 
     def add(self, image: torch.Tensor, target: list[float]) -> None:
         """Crop a uint8 (3, H, W) image into the next slot of the batch."""
-        slot = self._images[len(self._targets)]
+        out = self._images[len(self._targets)]
         size = self.size
         if not self.train:
             image = resize_short_side(image, self.resize)
         height, width = image.shape[-2:]
         if height < size or width < size:
             crop = random_crop_flip(image, size) if self.train else center_crop(image, size, self.resize)
-            slot.copy_(crop.permute(1, 2, 0))
+            out.copy_(crop.permute(1, 2, 0))
         else:
             if self._draws is None:
                 top, left, flip = center_crop_params(height, width, size)
             else:
                 top, left, flip = random_crop_params(height, width, size, self._draws[len(self._targets)])
             window = image.permute(1, 2, 0)[top : top + size, left : left + size]
-            slot.copy_(window.flip(1) if flip else window)
+            out.copy_(window.flip(1) if flip else window)
         self._targets.append(target)
 
-    def batch(self, uint8: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images (n, 3, size, size), targets (n, 10)): uint8 as cropped, or float32 ImageNet-normalised."""
+    def batch(self) -> Batch:
+        """(images (n, 3, size, size), targets (n, 10)): uint8 as cropped, or float32 ImageNet-normalised.
+
+        In a DataLoader worker the images are in a slot of the worker's ring (nima_train/batch_memory.py) and the
+        pair comes as a RecycledBatch, which unpacks the same and reaches the main process as the plain tuple.
+        """
         n = len(self._targets)
         images = self._images[:n].permute(0, 3, 1, 2)
-        if not uint8:
+        if not self.uint8:
             # Float batches are plain NCHW: normalising into that layout is twice as fast as into channels_last.
-            images = normalize(images, out=shared_empty((n, 3, self.size, self.size), torch.float32))
-        return images, torch.tensor(self._targets, dtype=torch.float32)
+            shape = (n, 3, self.size, self.size)
+            if self._ring is None:
+                images = normalize(images, out=torch.empty(shape))
+            else:
+                out, self._slot = self._ring.take(shape, torch.float32)
+                images = normalize(images, out=out)
+        targets = torch.tensor(self._targets, dtype=torch.float32)
+        return (images, targets) if self._ring is None else self._ring.batch(images, targets, self._slot)
 
 
 def crop_batches(
     samples: Iterator[dict], train: bool, batch_size: int, image_size: int, partial: bool, uint8: bool
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[Batch]:
     """The default path's pipeline stage: samples in, (images, targets) batches out (see BatchBuilder).
 
     Samples are decoded only once a whole batch of them is in hand, so the remainder a training worker drops
@@ -307,11 +299,11 @@ def crop_batches(
 
 def _build_batch(
     pending: list[tuple[bytes, list[float]]], train: bool, image_size: int, uint8: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    builder = BatchBuilder(len(pending), image_size, train)
+) -> Batch:
+    builder = BatchBuilder(len(pending), image_size, train, uint8)
     for jpg, target in pending:
         builder.add(decode_image(jpg), target)
-    return builder.batch(uint8)
+    return builder.batch()
 
 
 def make_dataset(

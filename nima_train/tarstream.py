@@ -15,6 +15,8 @@ instead of yielding garbage, and a truncated one fails rather than ending the sh
 
 from __future__ import annotations
 
+import mmap
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -90,30 +92,61 @@ def _pax_records(payload: bytes) -> dict[str, str]:
 def tar_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str, bytes]]:
     """(path, bytes) of every regular file in a tar stream, in archive order."""
     read = stream.read
+    return _members(lambda size: _read_exact(read, size), url)
+
+
+def mapped_members(path: str | os.PathLike, url: str | None = None) -> Iterator[tuple[str, memoryview]]:
+    """(path, payload) of every regular file in a local tar, the payloads as views of the file mapped in memory.
+
+    No payload is copied: the bytes stay in the page cache until they are decoded, and the mapping lives as long
+    as any view of it. The mapping is private (copy-on-write), so the views are writable, as torch.frombuffer
+    wants them, and writing to one never changes the file. The shards writer replaces a tar by renaming a new
+    file over it, which leaves a mapped old one intact; truncating a tar in place while it is read is not safe.
+    """
+    url = str(path) if url is None else url
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return iter(())  # an empty stream: no members, as tar_members reads it
+        view = memoryview(mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY))
+    pos = 0
+
+    def take(n: int) -> memoryview:
+        nonlocal pos
+        chunk = view[pos : pos + n]
+        pos += len(chunk)
+        return chunk
+
+    return _members(take, url)
+
+
+def _members(take: Callable[[int], bytes | memoryview], url: str) -> Iterator[tuple[str, Any]]:
+    """Members from `take(n)`, which returns the next n bytes of the archive (fewer only at its end)."""
     pax: dict[str, str] = {}
     long_name: str | None = None
     while True:
-        header = _read_exact(read, BLOCK)
+        header = take(BLOCK)
         if not header or header == _ZERO_BLOCK:
             return  # end of archive (two zero blocks, or EOF as some writers leave it)
         if len(header) < BLOCK:
             raise TarFormatError(f"{url}: truncated tar header")
+        header = bytes(header)
         if not _checksum_ok(header):
             raise TarFormatError(f"{url}: bad tar header checksum (not a tar file, or damaged)")
         size = int(pax["size"]) if "size" in pax else _number(header[124:136])
-        payload = _read_exact(read, size)
+        payload = take(size)
         if len(payload) < size:
             raise TarFormatError(f"{url}: truncated member ({len(payload)} of {size} bytes)")
         if size % BLOCK:
             padding = BLOCK - size % BLOCK
-            if len(_read_exact(read, padding)) < padding:
+            if len(take(padding)) < padding:
                 raise TarFormatError(f"{url}: truncated member padding")
         kind = header[156:157]
         if kind == b"x":
-            pax = _pax_records(payload)
+            pax = _pax_records(bytes(payload))
             continue
         if kind == b"L":
-            long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            long_name = bytes(payload).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             continue
         if kind in _REGULAR:
             name = pax.get("path") or long_name
@@ -155,12 +188,26 @@ def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[di
         yield current
 
 
+def local_path(url: str) -> str | None:
+    """The file a shard URL names when it is a plain local path (not http(s)://, pipe:, or stdin's "-")."""
+    if url == "-" or url.startswith("pipe:") or "://" in url:
+        return None
+    return url
+
+
 def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The pipeline stage: dicts with a `url` in (from a shard list), samples out; opens URLs with webdataset's
-    gopen, so local paths, http(s):// and `pipe:` commands all work. A stream is closed once read."""
-    for source in wds.tariterators.url_opener(sources):
-        url, stream = source["url"], source["stream"]
-        try:
-            yield from group_samples(tar_members(stream, url), url)
-        finally:
-            stream.close()
+    """The pipeline stage: dicts with a `url` in (from a shard list), samples out. A local path is mapped in
+    memory and its payloads come as memoryviews (mapped_members); anything else is opened with webdataset's
+    gopen (http(s)://, `pipe:` commands), read as a stream and closed once read, and its payloads are bytes."""
+    for source in sources:
+        url = source["url"]
+        path = local_path(url)
+        if path is not None:
+            yield from group_samples(mapped_members(path, url), url)
+            continue
+        for opened in wds.tariterators.url_opener([source]):
+            stream = opened["stream"]
+            try:
+                yield from group_samples(tar_members(stream, url), url)
+            finally:
+                stream.close()

@@ -10,7 +10,8 @@ import pytest
 import torch
 import webdataset as wds
 
-from nima_train.data import BatchBuilder, prefault
+from nima_train.batch_memory import prefault
+from nima_train.data import BatchBuilder
 from nima_train.tarstream import TarFormatError, tar_members, tar_samples
 from nima_train.transforms import center_crop, random_crop_flip
 
@@ -104,7 +105,7 @@ def test_batch_builder_makes_the_same_crops_as_the_per_image_functions() -> None
     evaluation = BatchBuilder(3, 224, train=False)
     for image in [*images, small]:
         evaluation.add(image, [0.1] * 10)
-    batch, targets = evaluation.batch(uint8=True)
+    batch, targets = evaluation.batch()
     assert batch.shape == (3, 3, 224, 224) and targets.shape == (3, 10)
     assert batch.is_contiguous(memory_format=torch.channels_last)
     for got, image in zip(batch, [*images, small], strict=True):
@@ -113,7 +114,7 @@ def test_batch_builder_makes_the_same_crops_as_the_per_image_functions() -> None
     training = BatchBuilder(2, 224, train=True)
     for image in images:
         training.add(image, [0.1] * 10)
-    crops, _ = training.batch(uint8=True)
+    crops, _ = training.batch()
     for got, image in zip(crops, images, strict=True):
         windows = [w for top in range(image.shape[1] - 223) for left in range(33)
                    for w in (image[:, top:top + 224, left:left + 224],
