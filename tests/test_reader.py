@@ -79,6 +79,23 @@ def test_train_loader_with_two_workers_splits_shards_so_each_sample_comes_once(s
     assert seen_targets(list(loader)) == warehouse_targets(shards_home, "train")
 
 
+@pytest.mark.parametrize("uint8", [True, False], ids=["uint8", "float32"])
+def test_batches_kept_from_worker_loaders_equal_the_in_process_ones(shards_home: Path, uint8: bool) -> None:
+    # Workers recycle batch memory (nima_train/batch_memory.py); keeping every batch must not let a later batch
+    # overwrite an earlier one, even past the ring's slots (about 20 batches per worker here).
+    urls = shard_urls_for(shards_home / "shards", ["ava", "sac"], "train")
+
+    def by_target(workers: int) -> dict[tuple[float, ...], torch.Tensor]:
+        batches = list(make_loader(urls, train=False, batch_size=1, num_workers=workers, uint8=uint8))
+        assert all(type(batch) is list for batch in batches)  # as with no workers
+        return {tuple(round(x, 5) for x in t[0].tolist()): images[0] for images, t in batches}
+
+    kept, expected = by_target(2), by_target(0)
+    assert len(kept) == len(warehouse_targets(shards_home, "train")) > 2 * 8
+    assert kept.keys() == expected.keys()
+    assert all(torch.equal(kept[k], expected[k]) for k in kept)
+
+
 def test_split_by_node_gives_ranks_disjoint_shards_that_cover_the_split(
     shards_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

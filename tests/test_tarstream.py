@@ -12,7 +12,7 @@ import webdataset as wds
 
 from nima_train.batch_memory import prefault
 from nima_train.data import BatchBuilder
-from nima_train.tarstream import TarFormatError, tar_members, tar_samples
+from nima_train.tarstream import TarFormatError, mapped_members, tar_members, tar_samples
 from nima_train.transforms import center_crop, random_crop_flip
 
 MEMBERS = [
@@ -43,38 +43,77 @@ def webdataset_samples(url: str) -> list[dict]:
     return list(wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()))
 
 
+def streamed(path: Path) -> list[tuple[str, bytes]]:
+    with open(path, "rb") as fh:
+        return list(tar_members(fh, str(path)))
+
+
+def mapped(path: Path) -> list[tuple[str, bytes]]:
+    return list(mapped_members(path))
+
+
+READERS = pytest.mark.parametrize("read", [streamed, mapped])
+
+
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT], ids=["gnu", "pax"])
-def test_samples_equal_what_webdataset_reads_from_the_same_tar(tmp_path: Path, fmt: int) -> None:
-    url = str(write_tar(tmp_path / "s.tar", fmt))
+@pytest.mark.parametrize("via", ["path", "pipe"])
+def test_samples_equal_what_webdataset_reads_from_the_same_tar(tmp_path: Path, fmt: int, via: str) -> None:
+    path = str(write_tar(tmp_path / "s.tar", fmt))
+    url = path if via == "path" else f"pipe:cat {path}"  # a local path is mapped, a pipe is read as a stream
     ours = list(tar_samples([{"url": url}]))
     assert ours == webdataset_samples(url)
     assert [s["__key__"] for s in ours] == ["a_1", "b_2", "nested/dir/c_3", "d" * 120 + "_4", "émoji_😀_5"]
     assert ours[0]["seg.png"] == b"png" and ours[1]["jpg"] == b"x" * 1000
 
 
-def test_ustar_prefix_names_are_joined(tmp_path: Path) -> None:
+@READERS
+def test_ustar_prefix_names_are_joined(tmp_path: Path, read) -> None:
     name = "p" * 90 + "/" + "q" * 60 + "/k_1.jpg"  # over 100 bytes: ustar splits it into prefix + name
-    url = str(write_tar(tmp_path / "u.tar", tarfile.USTAR_FORMAT, [(name, b"z")]))
-    assert list(tar_members(open(url, "rb"))) == [(name, b"z")]
+    path = write_tar(tmp_path / "u.tar", tarfile.USTAR_FORMAT, [(name, b"z")])
+    assert read(path) == [(name, b"z")]
 
 
-def test_a_damaged_header_is_an_error_naming_the_url(tmp_path: Path) -> None:
+def test_mapped_payloads_are_writable_views_that_never_change_the_file(tmp_path: Path) -> None:
+    path = write_tar(tmp_path / "m.tar", tarfile.PAX_FORMAT)
+    before = path.read_bytes()
+    members = mapped(path)
+    payload = dict(members)["b_2.jpg"]
+    assert isinstance(payload, memoryview) and not payload.readonly  # what torch.frombuffer takes without a copy
+    payload[:3] = b"abc"  # a private mapping: the write stays in this process
+    assert path.read_bytes() == before and mapped(path) == members[:3] + [("b_2.jpg", b"x" * 1000)] + members[4:]
+
+
+@READERS
+def test_an_empty_file_has_no_members(tmp_path: Path, read) -> None:
+    path = tmp_path / "empty.tar"
+    path.write_bytes(b"")
+    assert read(path) == []
+
+
+@READERS
+def test_a_damaged_header_is_an_error_naming_the_url(tmp_path: Path, read) -> None:
     path = write_tar(tmp_path / "bad.tar", tarfile.PAX_FORMAT)
     data = bytearray(path.read_bytes())
     data[512 + 10] ^= 0xFF  # inside the first file's header name: the checksum no longer matches
     path.write_bytes(bytes(data))
     with pytest.raises(TarFormatError, match="bad.tar: bad tar header checksum"):
-        list(tar_samples([{"url": str(path)}]))
+        read(path)
 
 
-def test_a_truncated_tar_is_an_error_not_a_short_shard(tmp_path: Path) -> None:
+# b_2.jpg's header is at 3584, its 1000-byte payload at 4096 (padded to 5120), b_2.json's header at 5120.
+@READERS
+@pytest.mark.parametrize("cut", [4096 + 500, 4096 + 1000 + 12, 5120 + 300], ids=["payload", "padding", "header"])
+def test_a_truncated_tar_is_an_error_not_a_short_shard(tmp_path: Path, read, cut: int) -> None:
     path = write_tar(tmp_path / "cut.tar", tarfile.PAX_FORMAT)
-    path.write_bytes(path.read_bytes()[: 512 * 5 + 100])  # stops inside b_2.jpg's payload
+    with tarfile.open(path) as tar:
+        assert [(m.name, m.offset_data) for m in tar][4:6] == [("b_2.jpg", 4096), ("b_2.json", 5632)]
+    path.write_bytes(path.read_bytes()[:cut])
     with pytest.raises(TarFormatError, match="truncated"):
-        list(tar_samples([{"url": str(path)}]))
+        read(path)
 
 
-def test_a_pax_record_with_an_impossible_length_is_an_error_not_a_hang(tmp_path: Path) -> None:
+@READERS
+def test_a_pax_record_with_an_impossible_length_is_an_error_not_a_hang(tmp_path: Path, read) -> None:
     path = tmp_path / "pax.tar"
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("k_1.jpg")
@@ -87,7 +126,7 @@ def test_a_pax_record_with_an_impossible_length_is_an_error_not_a_hang(tmp_path:
     data[start:start + len(record_len)] = b"0".rjust(len(record_len), b"0")  # length 0: would never advance
     path.write_bytes(bytes(data))
     with pytest.raises(TarFormatError, match="malformed pax header"):
-        list(tar_members(open(path, "rb")))
+        read(path)
 
 
 def test_not_a_tar_file_is_an_error(tmp_path: Path) -> None:
