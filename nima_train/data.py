@@ -263,7 +263,7 @@ class BatchBuilder:
         """(images (n, 3, size, size), targets (n, 10)): uint8 as cropped, or float32 ImageNet-normalised.
 
         In a DataLoader worker the images are in a slot of the worker's ring (nima_train/batch_memory.py) and the
-        pair comes as a RecycledBatch, which unpacks the same and reaches the main process as the plain tuple.
+        pair comes as a RecycledBatch, which unpacks the same and reaches the main process as the plain pair.
         """
         n = len(self._targets)
         images = self._images[:n].permute(0, 3, 1, 2)
