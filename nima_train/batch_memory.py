@@ -11,8 +11,9 @@ main process has freed every tensor that views it:
 - a slot is marked busy in a flag array in shared memory when the worker takes it;
 - the batch leaves the worker as a `RecycledBatch`, which the main process unpickles as the plain
   [images, targets] pair (the list DataLoader makes of a tuple) and ties a finalizer to the images' storage there;
-- the finalizer clears the flag when that storage is freed: after the training step dropped the batch, or once
-  `pin_memory` copied it. A batch the consumer keeps (`list(loader)`) keeps its slot, and when every slot is
+- the finalizer clears the flag when that storage is freed: after the training step dropped the batch (with
+  `pin_memory`, once the pinning thread, which receives the batch, has copied it; not exercised on the CPU-only
+  test machine). A batch the consumer keeps (`list(loader)`) keeps its slot, and when every slot is
   held the worker takes a fresh buffer instead, so nothing is overwritten while anyone can still read it and
   nothing waits.
 
@@ -99,9 +100,6 @@ class BatchRing:
         Always a RecycledBatch, so every batch reaches the main process alike: as the [images, targets] list
         DataLoader's default_convert makes of a (images, targets) tuple, in a worker or not."""
         return RecycledBatch(images, targets, self._busy, slot)
-
-    def in_use(self) -> int:
-        return int(self._flags.sum())
 
 
 @cache
