@@ -72,8 +72,7 @@ def _new_shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 class BatchRing:
-    """Up to `slots` shared-memory batch buffers of one process, each reused once the consumer freed it. A slot's
-    buffer only grows (a bigger request reallocates it), so slots settle at the largest size asked of them."""
+    """Up to `slots` shared-memory batch buffers of one process, each reused once the consumer freed it."""
 
     def __init__(self, slots: int = RING_SLOTS) -> None:
         self._busy = torch.zeros(slots, dtype=torch.uint8).share_memory_()
@@ -94,11 +93,6 @@ class BatchRing:
             self._flags[slot] = 1
             return tensor, slot
         return _new_shared(shape, dtype), -1
-
-    def give_back(self, slot: int) -> None:
-        """Free a slot this process used as scratch and reads no more (never one that left in a batch)."""
-        if slot >= 0:
-            self._flags[slot] = 0
 
     def batch(self, images: torch.Tensor, targets: torch.Tensor, slot: int) -> RecycledBatch:
         """What the worker yields for a batch whose images view `slot` (-1: a fresh buffer, nothing to release).

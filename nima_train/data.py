@@ -230,10 +230,10 @@ class BatchBuilder:
         self._ring = worker_ring()
         self._slot = -1
         crops = (capacity, size, size, 3)
-        if self._ring is None:
-            self._images = torch.empty(crops, dtype=torch.uint8)
-        else:  # uint8: the crops are the batch; float32: scratch, given back once normalised (no fresh pages)
+        if uint8 and self._ring is not None:  # the crops are the batch: crop straight into a ring slot
             self._images, self._slot = self._ring.take(crops, torch.uint8)
+        else:
+            self._images = torch.empty(crops, dtype=torch.uint8)
         self._targets: list[list[float]] = []
         self._draws = torch.rand(capacity, 3).tolist() if train else None
 
@@ -273,10 +273,8 @@ class BatchBuilder:
             if self._ring is None:
                 images = normalize(images, out=torch.empty(shape))
             else:
-                out, slot = self._ring.take(shape, torch.float32)
+                out, self._slot = self._ring.take(shape, torch.float32)
                 images = normalize(images, out=out)
-                self._ring.give_back(self._slot)
-                self._slot = slot
         targets = torch.tensor(self._targets, dtype=torch.float32)
         return (images, targets) if self._ring is None else self._ring.batch(images, targets, self._slot)
 

@@ -62,16 +62,3 @@ def test_a_recycled_batch_unpacks_like_the_pair_and_unpickles_as_it() -> None:
     assert ring.take(SHAPE, torch.int64)[1] == -1  # the one slot is held: a fresh buffer, not the held one
     received = pickle.loads(pickle.dumps(batch))  # the pair, with the slot's release tied to its images
     assert type(received) is list and torch.equal(received[0], images) and torch.equal(received[1], torch.zeros(2))
-
-
-def test_a_scratch_slot_given_back_serves_again_and_slots_only_grow() -> None:
-    ring = BatchRing(slots=2)
-    scratch, first = ring.take((8,), torch.uint8)
-    out, second = ring.take((4, 8), torch.float32)  # the scratch is still in use: the other slot
-    assert (first, second) == (0, 1)
-    ring.give_back(first)
-    again, slot = ring.take((4,), torch.uint8)  # no bigger than slot 0 holds: the same memory
-    assert slot == first and again.untyped_storage().data_ptr() == scratch.untyped_storage().data_ptr()
-    ring.give_back(slot)
-    bigger, slot = ring.take((64,), torch.uint8)  # more than slot 0 holds: it is reallocated, not overrun
-    assert slot == first and bigger.untyped_storage().nbytes() >= 64
