@@ -199,11 +199,9 @@ def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[di
         yield current
 
 
-def local_path(url: str) -> str | None:
-    """The file a shard URL names when it is a plain local path (not http(s)://, pipe:, or stdin's "-")."""
-    if url == "-" or url.startswith("pipe:") or "://" in url:
-        return None
-    return url
+def _is_local_file(url: str) -> bool:
+    """A shard URL that is a plain local path (not http(s)://, pipe:, or stdin's "-")."""
+    return url != "-" and not url.startswith("pipe:") and "://" not in url
 
 
 def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -212,9 +210,8 @@ def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     gopen (http(s)://, `pipe:` commands), read as a stream and closed once read, and its payloads are bytes."""
     for source in sources:
         url = source["url"]
-        path = local_path(url)
-        if path is not None:
-            yield from group_samples(mapped_members(path, url), url)
+        if _is_local_file(url):
+            yield from group_samples(mapped_members(url), url)
             continue
         for opened in wds.tariterators.url_opener([source]):
             stream = opened["stream"]
