@@ -125,19 +125,46 @@ def timed_pass(loader: object) -> tuple[float, float]:
     return n / (end - start), (n - first_n) / (end - first_at)
 
 
-def bench_loaders(makers: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
-    """Median (pass, steady) images/s per loader; passes interleave loaders so machine drift hits all alike.
+def evict_from_page_cache(paths: list[str]) -> None:
+    """Drop the files' cached pages (no root needed), so the next pass reads them from disk as an epoch over a
+    dataset bigger than RAM does. Pages still dirty stay; main() syncs once after writing the data."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
-    One warm-up pass each first (it also warms the page cache).
+
+def bench_loaders(
+    makers: dict[str, Callable[[], object]], repeats: int, before_pass: Callable[[], None] | None = None
+) -> dict[str, list[tuple[float, float]]]:
+    """(whole pass, steady) images/s of every pass of each loader. Passes interleave loaders (files, shards, files,
+    ...) so drift of the machine hits all alike and pass i of one loader pairs with pass i of another.
+
+    Without `before_pass` one warm-up pass each comes first (it also fills the page cache); with it, it runs
+    before every pass (evict_from_page_cache for cold passes).
     """
-    for make in makers.values():
-        timed_pass(make())
+    if before_pass is None:
+        for make in makers.values():
+            timed_pass(make())
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in makers}
     for _ in range(repeats):
         for name, make in makers.items():
+            if before_pass is not None:
+                before_pass()
             runs[name].append(timed_pass(make()))
-    return {name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
-            for name, rs in runs.items()}
+    return runs
+
+
+def paired_ratio(numerator: list[tuple[float, float]], denominator: list[tuple[float, float]], i: int) -> str:
+    """Median (min-max) of the pass-by-pass ratios of field i, each pass against the one run beside it."""
+    ratios = sorted(a[i] / b[i] for a, b in zip(numerator, denominator, strict=True))
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+def median_rates(passes: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(p[0] for p in passes), statistics.median(p[1] for p in passes)
 
 
 def _decode_all(blobs: list[bytearray], repeats: int) -> float:
@@ -218,7 +245,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="number of crops")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--shard-samples", type=int, default=250)
     parser.add_argument("--gpu", action="store_true", help="also time MobileNetV2 training steps on CUDA")
     args = parser.parse_args()
@@ -258,8 +285,13 @@ def main() -> None:
             return make_loader(urls, train=True, batch_size=args.batch, num_workers=args.workers,
                                shuffle_buffer=1000, uint8=uint8)
 
-        rates = bench_loaders({(kind, uint8): partial(make, uint8) for uint8 in (True, False)
-                               for kind, make in (("files", files), ("shards", shards))}, args.repeats)
+        makers = {(kind, uint8): partial(make, uint8) for uint8 in (True, False)
+                  for kind, make in (("files", files), ("shards", shards))}
+        warm = bench_loaders(makers, args.repeats)
+        os.sync()  # the crops and shards were just written: dirty pages cannot be evicted
+        data_files = [s.path for s in samples] + urls
+        cold = bench_loaders({key: makers[key] for key in (("files", True), ("shards", True))}, args.repeats,
+                             before_pass=partial(evict_from_page_cache, data_files))
 
     w = args.workers
     print(f"{'path':64s} {'images/s':>9s} {'per core':>9s} {'steady/s':>9s} {'per core':>9s}")
@@ -267,19 +299,26 @@ def main() -> None:
         procs = w if label.endswith("per process") else 1
         name = f"{label} ({procs} process{'es' if procs > 1 else ''})"
         print(f"{name:64s} {rate * procs:9.0f} {rate:9.0f}")
-    for (kind, uint8), (rate, steady) in rates.items():
-        label = f"{'WebDataset shards' if kind == 'shards' else 'per-file Dataset'}, {'uint8' if uint8 else 'float32'}"
-        print(f"{f'{label}, {w} workers, batch {args.batch}':64s} {rate:9.0f} {rate / w:9.0f}"
-              f" {steady:9.0f} {steady / w:9.0f}")
+    for cache, runs in (("warm", warm), ("cold", cold)):
+        for (kind, uint8), passes in runs.items():
+            rate, steady = median_rates(passes)
+            label = (f"{'WebDataset shards' if kind == 'shards' else 'per-file Dataset'},"
+                     f" {'uint8' if uint8 else 'float32'}, {cache} cache")
+            print(f"{f'{label}, {w} workers, batch {args.batch}':64s} {rate:9.0f} {rate / w:9.0f}"
+                  f" {steady:9.0f} {steady / w:9.0f}")
+    print(f"medians of {args.repeats} passes each; ratios below: median (min-max) of the {args.repeats} side-by-side"
+          " pairs of passes")
     alone, busy = single["bare decode_jpeg"], single["bare decode_jpeg, per process"]
-    for uint8 in (True, False):
-        mode = "uint8 batches" if uint8 else "float32 batches"
-        for i, what in enumerate(("whole pass", "steady")):
-            shard, file = rates["shards", uint8][i], rates["files", uint8][i]
-            print(f"{mode}, {what}: shards / files {shard / file:.2f}x (target >= 1.0); bare decode_jpeg per core"
-                  f" / shards per core {alone / (shard / w):.2f}x alone, {busy / (shard / w):.2f}x with all"
-                  f" {w} cores decoding (target <= 1.3); PIL {single['bare PIL decode'] / (shard / w):.2f}x")
-    shards_rate = max(rates["shards", True][1], rates["shards", False][1])
+    for cache, runs in (("warm", warm), ("cold", cold)):
+        for uint8 in (True, False) if cache == "warm" else (True,):
+            mode = f"{'uint8' if uint8 else 'float32'} batches, {cache} cache"
+            for i, what in enumerate(("whole pass", "steady")):
+                shard = median_rates(runs["shards", uint8])[i] / w
+                print(f"{mode}, {what}: shards / files {paired_ratio(runs['shards', uint8], runs['files', uint8], i)}"
+                      f" (target >= 1.0); bare decode_jpeg per core / shards per core {alone / shard:.2f}x alone,"
+                      f" {busy / shard:.2f}x with all {w} cores decoding (target <= 1.3);"
+                      f" PIL {single['bare PIL decode'] / shard:.2f}x")
+    shards_rate = max(median_rates(warm["shards", True])[1], median_rates(warm["shards", False])[1])
     gpu = bench_mobilenet(args.batch) if args.gpu else None
     if gpu:
         name = torch.cuda.get_device_name()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
@@ -28,6 +29,8 @@ import webdataset as wds
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")  # regular file, old-style regular file, contiguous file
+# The fields a reader needs, unpacked in one call: name, size, checksum, type flag, ustar magic, ustar prefix.
+_HEADER = struct.Struct("100s24x12s12x8sc100x5s83x155s12x")
 
 
 class TarFormatError(ValueError):
@@ -56,8 +59,11 @@ def _number(field: bytes) -> int:
         return int.from_bytes(field[1:], "big")
     if field[0] == 0xFF:
         raise TarFormatError("negative base-256 number in a tar header")
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+    try:
+        return int(field.rstrip(b"\0 "), 8)  # digits, then NULs or spaces: every field a tar writer writes
+    except ValueError:  # text after a NUL, or an empty field
+        text = field.split(b"\0", 1)[0].strip()
+        return int(text, 8) if text else 0
 
 
 def _unsigned_checksum(header: bytes) -> int:
@@ -68,9 +74,10 @@ def _unsigned_checksum(header: bytes) -> int:
         zlib.adler32(header[412:512]) & low) - 3 + 8 * 32
 
 
-def _checksum_ok(header: bytes) -> bool:
+def _checksum_ok(header: bytes, field: bytes) -> bool:
+    """Whether `field` (the header's checksum field, bytes 148-156) matches the header's bytes."""
     try:
-        stored = _number(header[148:156])
+        stored = _number(field)
     except ValueError:
         return False
     unsigned = _unsigned_checksum(header)
@@ -135,16 +142,17 @@ def _members(take: Callable[[int], bytes | memoryview], url: str) -> Iterator[tu
     """Members from `take(n)`, which returns the next n bytes of the archive (fewer only at its end)."""
     pax: dict[str, str] = {}
     long_name: str | None = None
+    unpack = _HEADER.unpack
     while True:
-        header = take(BLOCK)
-        if not header or header == _ZERO_BLOCK:
-            return  # end of archive (two zero blocks, or EOF as some writers leave it)
-        if len(header) < BLOCK:
+        header = bytes(take(BLOCK))
+        if len(header) < BLOCK or header == _ZERO_BLOCK:
+            if not header or header == _ZERO_BLOCK:
+                return  # end of archive (two zero blocks, or EOF as some writers leave it)
             raise TarFormatError(f"{url}: truncated tar header")
-        header = bytes(header)
-        if not _checksum_ok(header):
+        name, size_field, checksum, kind, magic, prefix = unpack(header)
+        if not _checksum_ok(header, checksum):
             raise TarFormatError(f"{url}: bad tar header checksum (not a tar file, or damaged)")
-        size = int(pax["size"]) if "size" in pax else _number(header[124:136])
+        size = int(pax["size"]) if "size" in pax else _number(size_field)
         payload = take(size)
         if len(payload) < size:
             raise TarFormatError(f"{url}: truncated member ({len(payload)} of {size} bytes)")
@@ -152,23 +160,22 @@ def _members(take: Callable[[int], bytes | memoryview], url: str) -> Iterator[tu
             padding = BLOCK - size % BLOCK
             if len(take(padding)) < padding:
                 raise TarFormatError(f"{url}: truncated member padding")
-        kind = header[156:157]
-        if kind == b"x":
+        if kind in _REGULAR:
+            path = pax.get("path") or long_name
+            if path is None:
+                path = name.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+                if magic == b"ustar" and prefix[0]:
+                    path = prefix.partition(b"\0")[0].decode("utf-8", "surrogateescape") + "/" + path
+            yield path, payload
+        elif kind == b"x":
             pax = _pax_records(bytes(payload))
             continue
-        if kind == b"L":
-            long_name = bytes(payload).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif kind == b"L":
+            long_name = bytes(payload).partition(b"\0")[0].decode("utf-8", "surrogateescape")
             continue
-        if kind in _REGULAR:
-            name = pax.get("path") or long_name
-            if name is None:
-                name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
-                if prefix:
-                    name = prefix.decode("utf-8", "surrogateescape") + "/" + name
-            yield name, payload
-        pax = {}  # per-member headers apply to the next member only ('g' global headers are ignored)
-        long_name = None
+        if pax or long_name is not None:
+            pax = {}  # per-member headers apply to the next member only ('g' global headers are ignored)
+            long_name = None
 
 
 def _key_and_extension(path: str) -> tuple[str | None, str]:

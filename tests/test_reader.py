@@ -14,6 +14,8 @@ from PIL import Image
 
 from assets.shards import ava_shards, sac_shards
 from nima_train.data import (
+    SampleShuffle,
+    ShardList,
     decode_image,
     decode_jpg,
     index_path,
@@ -120,6 +122,31 @@ def test_set_epoch_reshuffles_shards_identically_for_a_given_seed(shards_home: P
         order.setdefault(epoch, []).append([tuple(t[0].tolist()) for _, t in ds])
     assert order[0][0] == order[0][1]
     assert order[0][0] != order[1][0] and sorted(order[0][0]) == sorted(order[1][0])
+
+
+def test_sample_shuffle_repeats_for_a_seed_and_changes_with_the_epoch(shards_home: Path) -> None:
+    urls = shard_urls(index_path(shards_home / "shards", "ava", "train"))
+    ds = make_dataset(urls, train=True, batch_size=1, shuffle_buffer=8, seed=4)
+    order = {}
+    for epoch in (0, 1, 0):
+        set_epoch(ds, epoch)
+        order.setdefault(epoch, []).append([tuple(t[0].tolist()) for _, t in ds])
+    assert order[0][0] == order[0][1]
+    assert order[0][0] != order[1][0] and sorted(order[0][0]) == sorted(order[1][0])
+    unbuffered = make_dataset(urls, train=True, batch_size=1, shuffle_buffer=0, seed=4)
+    assert order[0][0] != [tuple(t[0].tolist()) for _, t in unbuffered]  # samples moved across shard boundaries
+
+
+@pytest.mark.parametrize("n", [0, 3, 10, 25, 400])
+def test_sample_shuffle_sends_on_every_sample_once(n: int) -> None:
+    shuffle = SampleShuffle(ShardList(["unused"]), bufsize=20, initial=5)
+    out = list(shuffle(iter(range(n))))
+    assert sorted(out) == list(range(n))
+    if n >= 25:
+        assert out != list(range(n))
+        # Output starts once `initial` are in, and the buffer never holds more than bufsize: by the k-th sample
+        # sent on, at most k + 1 + 20 have been taken.
+        assert out[0] <= 5 and all(sample <= k + 20 for k, sample in enumerate(out))
 
 
 def test_resampled_mode_gives_every_rank_the_same_fixed_number_of_batches(

@@ -129,6 +129,41 @@ def test_a_pax_record_with_an_impossible_length_is_an_error_not_a_hang(tmp_path:
         read(path)
 
 
+def with_size_field(path: Path, field: bytes) -> Path:
+    """The one-member tar at `path` with its header's size field replaced and the checksum made right again."""
+    data = bytearray(path.read_bytes())
+    data[124:136] = field
+    data[148:156] = b" " * 8
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    path.write_bytes(bytes(data))
+    return path
+
+
+@READERS
+@pytest.mark.parametrize("field", [
+    b"00000000012\0",  # what tarfile and GNU tar write
+    b"         12 ",  # old writers: leading spaces, a trailing space
+    b"12\0garbage\0\0",  # whatever follows the NUL is not part of the number
+    b"\x80" + (10).to_bytes(11, "big"),  # GNU base-256, for sizes too big for 11 octal digits
+], ids=["octal", "spaces", "after-nul", "base256"])
+def test_size_fields_in_every_writers_form_give_the_same_member(tmp_path: Path, read, field: bytes) -> None:
+    path = tmp_path / "n.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("k_1.jpg")
+        info.size = 10
+        tar.addfile(info, io.BytesIO(b"0123456789"))
+    assert read(with_size_field(path, field)) == [("k_1.jpg", b"0123456789")]
+
+
+@READERS
+def test_a_negative_base256_size_is_an_error(tmp_path: Path, read) -> None:
+    path = tmp_path / "neg.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("k_1.jpg"), io.BytesIO(b""))
+    with pytest.raises(TarFormatError, match="negative base-256"):
+        read(with_size_field(path, b"\xff" * 12))
+
+
 def test_not_a_tar_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "x.tar"
     path.write_bytes(b"<html>404 not found</html>".ljust(2000, b" "))
