@@ -1,6 +1,6 @@
 """Loader throughput: WebDataset shards vs a per-file JPEG Dataset vs bare JPEG decode, measured in one run.
 
-    .venv/bin/python benchmarks/bench_loader.py --n 8000 --workers 2 [--gpu]
+    .venv/bin/python benchmarks/bench_loader.py --n 8000 --workers 2 [--repeats 5] [--gpu]
 
 All read the same 256x256 crops (JPEG q95, 4:4:4, as ingest/crops.py writes them). The two loaders do the full
 training input path with the reader's own functions: decode (nima_train.data.decode_image: torchvision's
@@ -9,14 +9,17 @@ the batch (nima_train.data.BatchBuilder, its memory recycled per worker by nima_
 of 64 (uint8, normalised later on the device, or float32 normalised in the worker), `--workers` DataLoader
 workers. The per-file Dataset reads each file into a writable buffer (decoded in place, as the shard reader's
 mapped payloads are) and collates with the same BatchBuilder, so the two differ only in how they read. Loader
-passes interleave (files, shards, files, ...) so drift of the machine hits both alike; each reports the
-whole-pass rate and the steady rate after the first batch. Bare decode decodes the same bytes from memory: with
-PIL, and with the reader's decode_jpeg call (nima_train.data.jpeg_to_tensor) on writable buffers, so nothing but
-decoding, in one process and in `--workers` processes at once (a per-core rate with every core busy, as the
-loaders' are). Per-core figures divide a loader's
-rate by its worker count. With --gpu (and CUDA present) it also measures MobileNetV2 training steps/s at batch 64
-(bf16 autocast, channels_last) to say how many loader cores one GPU needs. Targets (issue 6): shards >= files,
-and bare-decode per core <= 1.3x shards per core.
+passes interleave (files, shards, files, ...) so drift of the machine hits both alike, and each ratio is the
+median over the pairs of passes run side by side (with its range); each pass reports the whole-pass rate and
+the steady rate after the first batch. Both loaders run twice over: with every file in the page cache (warm,
+after a warm-up pass), and cold (uint8 only), their files' cached pages dropped before every pass (posix_fadvise,
+no root needed) so each pass reads from disk, as an epoch over a dataset bigger than RAM does. Bare decode
+decodes the same bytes from memory: with PIL, and with the reader's decode_jpeg call
+(nima_train.data.jpeg_to_tensor) on writable buffers, so nothing but decoding, in one process and in `--workers`
+processes at once (a per-core rate with every core busy, as the loaders' are). Per-core figures divide a
+loader's rate by its worker count. With --gpu (and CUDA present) it also measures MobileNetV2 training steps/s
+at batch 64 (bf16 autocast, channels_last) to say how many loader cores one GPU needs. Targets (issue 6):
+shards >= files, and bare-decode per core <= 1.3x shards per core.
 """
 
 from __future__ import annotations
