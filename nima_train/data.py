@@ -11,10 +11,11 @@ with an index.json per split. Typical use:
 
 Shard order is shuffled identically on every rank (same seed and epoch), then `split_by_node` and
 `split_by_worker` give each rank and DataLoader worker a disjoint slice, and a sample shuffle buffer seeded from
-(seed, epoch, rank, worker) mixes samples across shards, so the same seed gives the same sample order. In resampled mode (DDP training) the
-shard stream is drawn with replacement and every rank yields exactly epoch_samples // (world_size * batch_size)
-batches, so no rank waits on another at the end of an epoch. A URL is anything webdataset opens: a local path,
-http(s)://, or `pipe:` + a command that writes the tar to stdout (e.g. `pipe:aws s3 cp s3://b/x.tar -`).
+(seed, epoch, rank, worker) mixes samples across shards, so the same seed gives the same sample order. In
+resampled mode (DDP training) the shard stream is drawn with replacement and every rank yields exactly
+epoch_samples // (world_size * batch_size) batches, so no rank waits on another at the end of an epoch. A URL is
+anything webdataset opens: a local path, http(s)://, or `pipe:` + a command that writes the tar to stdout
+(e.g. `pipe:aws s3 cp s3://b/x.tar -`).
 """
 
 from __future__ import annotations
