@@ -113,28 +113,27 @@ def test_split_by_node_gives_ranks_disjoint_shards_that_cover_the_split(
     assert not set(per_rank[0]) & set(per_rank[1])
 
 
-def test_set_epoch_reshuffles_shards_identically_for_a_given_seed(shards_home: Path) -> None:
-    urls = shard_urls(index_path(shards_home / "shards", "ava", "train"))
-    ds = make_dataset(urls, train=True, batch_size=1, shuffle_buffer=0, seed=9)
-    order = {}
-    for epoch in (0, 1, 0):
+def orders_by_epoch(urls: list[str], shuffle_buffer: int, seed: int, epochs: tuple[int, ...]) -> dict[int, list]:
+    """The targets in the order one dataset yields them, per epoch (a list of passes for an epoch run twice)."""
+    ds = make_dataset(urls, train=True, batch_size=1, shuffle_buffer=shuffle_buffer, seed=seed)
+    order: dict[int, list] = {}
+    for epoch in epochs:
         set_epoch(ds, epoch)
         order.setdefault(epoch, []).append([tuple(t[0].tolist()) for _, t in ds])
+    return order
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 8], ids=["shards-only", "with-sample-buffer"])
+def test_set_epoch_reshuffles_identically_for_a_given_seed(shards_home: Path, shuffle_buffer: int) -> None:
+    urls = shard_urls(index_path(shards_home / "shards", "ava", "train"))
+    order = orders_by_epoch(urls, shuffle_buffer, seed=9, epochs=(0, 1, 0))
     assert order[0][0] == order[0][1]
     assert order[0][0] != order[1][0] and sorted(order[0][0]) == sorted(order[1][0])
 
 
-def test_sample_shuffle_repeats_for_a_seed_and_changes_with_the_epoch(shards_home: Path) -> None:
+def test_the_sample_buffer_moves_samples_across_shard_boundaries(shards_home: Path) -> None:
     urls = shard_urls(index_path(shards_home / "shards", "ava", "train"))
-    ds = make_dataset(urls, train=True, batch_size=1, shuffle_buffer=8, seed=4)
-    order = {}
-    for epoch in (0, 1, 0):
-        set_epoch(ds, epoch)
-        order.setdefault(epoch, []).append([tuple(t[0].tolist()) for _, t in ds])
-    assert order[0][0] == order[0][1]
-    assert order[0][0] != order[1][0] and sorted(order[0][0]) == sorted(order[1][0])
-    unbuffered = make_dataset(urls, train=True, batch_size=1, shuffle_buffer=0, seed=4)
-    assert order[0][0] != [tuple(t[0].tolist()) for _, t in unbuffered]  # samples moved across shard boundaries
+    assert orders_by_epoch(urls, 8, seed=4, epochs=(0,)) != orders_by_epoch(urls, 0, seed=4, epochs=(0,))
 
 
 @pytest.mark.parametrize("n", [0, 3, 10, 25, 400])
