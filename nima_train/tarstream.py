@@ -1,10 +1,10 @@
 """WebDataset samples straight from tar files and streams, without Python's tarfile module.
 
-webdataset's own expander (tarfile_to_samples) reads each member through tarfile: 74-76 us per sample on the
+webdataset's own expander (tarfile_to_samples) reads each member through tarfile: 71-76 us per sample on the
 2-core benchmark machine, a tenth of decoding the 256x256 JPEG itself. This unpacks each 512-byte header with one
 struct call; a local shard is mapped in memory and each payload is a view of the mapping (no copy at all), any
-other URL is read as a stream with one read per payload. 10.5-10.7 us per sample for local shards, page faults
-included, 6.9-7.2x less (both printed by benchmarks/bench_loader.py). It keeps webdataset's conventions:
+other URL is read as a stream with one read per payload. 10.5-10.8 us per sample for local shards, page faults
+included, 6.8-7.2x less (both printed by benchmarks/bench_loader.py). It keeps webdataset's conventions:
 a sample is the run of consecutive members sharing a key (the path up to the first dot of the file name), each
 extension (lower-cased) maps to the member's bytes (a writable memoryview for a mapped file: compare, slice or
 bytes() it as bytes), plus `__key__` and `__url__`.
@@ -60,7 +60,7 @@ def _number(field: bytes) -> int:
     if field[0] == 0xFF:
         raise TarFormatError("negative base-256 number in a tar header")
     try:
-        return int(field.rstrip(b"\0 "), 8)  # digits, then NULs or spaces: every field a tar writer writes
+        return int(field.rstrip(b"\0 "), 8)  # the usual form: digits, then NULs or spaces
     except ValueError:  # text after a NUL, or an empty field
         text = field.split(b"\0", 1)[0].strip()
         return int(text, 8) if text else 0
@@ -145,9 +145,9 @@ def _members(take: Callable[[int], bytes | memoryview], url: str) -> Iterator[tu
     unpack = _HEADER.unpack
     while True:
         header = bytes(take(BLOCK))
-        if len(header) < BLOCK or header == _ZERO_BLOCK:
-            if not header or header == _ZERO_BLOCK:
-                return  # end of archive (two zero blocks, or EOF as some writers leave it)
+        if not header or header == _ZERO_BLOCK:
+            return  # end of archive (two zero blocks, or EOF as some writers leave it)
+        if len(header) < BLOCK:
             raise TarFormatError(f"{url}: truncated tar header")
         name, size_field, checksum, kind, magic, prefix = unpack(header)
         if not _checksum_ok(header, checksum):
