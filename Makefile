@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(AESTHETIC_HOME)/dagster
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test ui lint bench clean
+.PHONY: install browser demo test ui lint clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,21 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/python -m pipelines.demo $(DEMO_ARGS)
 
-test: install
+# The end-to-end test drives the UI in headless Chromium: Debian's chromium and chromium-driver, installed
+# here when missing (root with apt-get, as on a fresh Debian machine or CI); elsewhere one line says what to do.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium and chromium-driver for the browser test"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "make test needs Chromium and ChromeDriver: run 'apt-get install chromium chromium-driver' as root (Debian's packages)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ui: install

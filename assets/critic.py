@@ -9,8 +9,6 @@ import dagster as dg
 from PIL import Image
 
 from assets.resources import StorageResource, WarehouseResource
-from nima_train.critic import Critic
-from nima_train.evolve import evolve
 from warehouse.models_lookup import PRODUCTION, ModelNotFound, resolve_model
 
 
@@ -50,6 +48,10 @@ def critic_evolution(
             found = resolve_model(conn, storage.home_path, config.model)
         except ModelNotFound as exc:
             raise dg.Failure(description=f"the critic has no model to run: {exc}") from exc
+    # torch is imported here, in the step, never when the code location loads.
+    from nima_train.critic import Critic
+    from nima_train.evolve import evolve
+
     # Input size from the checkpoint's training args, like `aesthetic score|evolve|serve` without --image-size.
     critic = Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version)
     out = storage.reports_dir() / "critic" / found.version / f"{config.shape}-seed{config.seed}"

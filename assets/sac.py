@@ -1,7 +1,8 @@
 """Asset group `sac` (see shared/DESIGN.md): Simulacra Aesthetic Captions -> images, histograms, rejects.
 
-`sac_snapshots` is partitioned by snapshot file (a dynamic partition per new SQLite file in
-`$AESTHETIC_RAW/sac/inbox/`, added by the sensor in pipelines/sensors.py); `sac_images` ingests the
+`sac_snapshots` (group `sac_inbox`) is partitioned by snapshot file (a dynamic partition per new SQLite
+file in `$AESTHETIC_RAW/sac/inbox/`, added by the sensor in pipelines/sensors.py); it has a group of its
+own so that the `sac` group materialises without a partition. `sac_images` (group `sac`) ingests the
 drop's own `sac/*.sqlite` and is the asset the shards depend on. Both merge through ingest/sac.py, so a
 snapshot only adds ratings not seen before and rebuilds only the histograms they touch.
 """
@@ -88,14 +89,19 @@ def _metadata(reports: list[IngestReport], warehouse: WarehouseResource) -> dict
 
 
 @dg.asset(
-    group_name="sac",
+    group_name="sac_inbox",
     partitions_def=sac_snapshot_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def sac_snapshots(
     context: dg.AssetExecutionContext, config: SacConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    """A new snapshot of the SAC database from sac/inbox/: unseen ratings, their histograms, new crops."""
+    """A new snapshot of the SAC database from sac/inbox/: unseen ratings, their histograms, new crops.
+
+    One partition per snapshot file, added by `sac_inbox_sensor`. By hand:
+    `dagster asset materialize -m pipelines.definitions --select sac_snapshots --partition <key>`
+    (keys are listed under the asset's Partitions tab), or a backfill of job `sac_backfill` in the UI.
+    """
     inbox = storage.raw_path / DATASET / INBOX
     snapshots = [find_snapshot(inbox, key) for key in context.partition_keys]
     reports = _ingest(config, storage, warehouse, snapshots, context.log)

@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 import duckdb
 import numpy as np
-import scipy.io
 from PIL import Image, ImageDraw
 
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file, write_atomic
@@ -100,6 +99,8 @@ class Labels:
 
 def load_mat(path: str | Path) -> dict[str, Any]:
     """scipy.io.loadmat as DESIGN.md prescribes, with a readable error for missing or non-MATLAB files."""
+    import scipy.io  # heavy to import: only the step that reads .mat files pays for it
+
     path = Path(path)
     if not path.is_file():
         raise KulerFormatError(f"{path}: file not found")

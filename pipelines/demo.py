@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.instance import ensure_dagster_home
+from pipelines.instance import prepare_instance
 from pipelines.resources import aesthetic_home, aesthetic_raw
 from warehouse.db import connect
 from warehouse.records import evaluation_summary, rejects_by_reason, shards_by_split, table_counts
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     home, raw = aesthetic_home(), aesthetic_raw()
-    dagster_home = ensure_dagster_home(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    dagster_home = prepare_instance(os.environ.get("DAGSTER_HOME") or home / "dagster")
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     print(f"AESTHETIC_HOME={home}\nAESTHETIC_RAW={raw}\nDAGSTER_HOME={dagster_home}")
     if raw_is_empty(raw):

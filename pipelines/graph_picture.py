@@ -10,7 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipelines.assets_index import GROUPS  # noqa: E402
+from pipelines.assets_index import GROUPS, PARTITIONED_GROUPS  # noqa: E402
+
+ALL_GROUPS = GROUPS + PARTITIONED_GROUPS
 
 
 def layered_graph() -> tuple[dict[str, str], dict[str, list[str]], dict[str, int]]:
@@ -38,9 +40,9 @@ def layered_graph() -> tuple[dict[str, str], dict[str, list[str]], dict[str, int
 
 def draw(out: Path) -> Path:
     groups, parents, depth = layered_graph()
-    colours = dict(zip(GROUPS, plt.get_cmap("tab10").colors, strict=False))
+    colours = dict(zip(ALL_GROUPS, plt.get_cmap("tab10").colors, strict=False))
     columns: dict[int, list[str]] = {}
-    for name in sorted(groups, key=lambda n: (GROUPS.index(groups[n]), n)):
+    for name in sorted(groups, key=lambda n: (ALL_GROUPS.index(groups[n]), n)):
         columns.setdefault(depth[name], []).append(name)
     pos = {}
     for col, names in columns.items():
@@ -55,9 +57,9 @@ def draw(out: Path) -> Path:
     for name, (x, y) in pos.items():
         ax.text(x, y, name, ha="center", va="center", fontsize=9, family="monospace",
                 bbox={"boxstyle": "round,pad=0.4", "fc": colours[groups[name]], "alpha": 0.35, "ec": "#333"})
-    for group in GROUPS:
+    for group in ALL_GROUPS:
         ax.plot([], [], "s", color=colours[group], alpha=0.5, label=group, markersize=10)
-    ax.legend(loc="upper center", ncol=len(GROUPS), frameon=False, bbox_to_anchor=(0.5, 1.08))
+    ax.legend(loc="upper center", ncol=len(ALL_GROUPS), frameon=False, bbox_to_anchor=(0.5, 1.08))
     ax.set_xlim(-1.3, 2.6 * (len(columns) - 1) + 1.3)
     ax.set_ylim(min(y for _, y in pos.values()) - 0.8, max(y for _, y in pos.values()) + 0.8)
     ax.axis("off")

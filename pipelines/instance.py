@@ -36,8 +36,24 @@ def ensure_dagster_home(path: str | Path) -> Path:
     return home
 
 
+def prepare_instance(path: str | Path) -> Path:
+    """ensure_dagster_home, then create the instance's storage once, in this process.
+
+    Run it before starting the webserver and the daemon on a new DAGSTER_HOME: each of them would
+    otherwise create the SQLite run storage at the same moment, and two processes stamping its alembic
+    version table at once leave it with two heads ("more than one head present"), after which no code
+    location loads. Dagster retries that race for the event log, not for the run storage.
+    """
+    import dagster as dg
+
+    home = ensure_dagster_home(path)
+    with dg.DagsterInstance.from_config(str(home)):
+        pass  # opening the instance creates and stamps runs.db, the event log index and schedules.db
+    return home
+
+
 if __name__ == "__main__":
     import os
     import sys
 
-    print(ensure_dagster_home(sys.argv[1] if len(sys.argv) > 1 else os.environ["DAGSTER_HOME"]))
+    print(prepare_instance(sys.argv[1] if len(sys.argv) > 1 else os.environ["DAGSTER_HOME"]))

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from pipelines.instance import prepare_instance
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -65,7 +67,11 @@ def wait_for_http(url: str, timeout_s: float, proc: subprocess.Popen, log: Path)
 
 @contextmanager
 def dagster_services(env: dict[str, str], logs: Path, daemon: bool = True) -> Iterator[int]:
-    """Webserver (+ daemon) over workspace.yaml with the given environment; yields the webserver port."""
+    """Webserver (+ daemon) over workspace.yaml with the given environment; yields the webserver port.
+
+    The instance storage is created here first, so the two processes never race to create it.
+    """
+    prepare_instance(env["DAGSTER_HOME"])
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:

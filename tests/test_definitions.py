@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from pipelines.assets_index import GROUPS
+from pipelines.assets_index import GROUPS, PARTITIONED_GROUPS
 from pipelines.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,3 +63,27 @@ def _minimal_args(verb: str) -> list[str]:
         "evolve": [verb, "--out", "runs"],
         "serve": [verb],
     }.get(verb, [verb])
+
+
+def test_no_contract_group_holds_a_partitioned_asset():
+    """`--select group:<g>` and the UI's "Materialize all" on a group only prompt for a partition when the
+    group holds a partitioned asset; those live in PARTITIONED_GROUPS."""
+    graph = defs.resolve_asset_graph()
+    partitioned = {key.to_user_string(): graph.get(key).group_name
+                   for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is not None}
+    assert partitioned == {"sac_snapshots": "sac_inbox"}
+    assert set(partitioned.values()) <= set(PARTITIONED_GROUPS)
+    assert not set(PARTITIONED_GROUPS) & set(GROUPS)
+
+
+def test_loading_the_code_location_imports_no_heavy_library():
+    """Every step process and sensor tick imports the code location: torch, torchvision and scipy are imported
+    inside the steps that use them, never by `import pipelines.definitions`."""
+    heavy = ("torch", "torchvision", "scipy", "matplotlib", "pandas", "webdataset")
+    probe = (
+        "import sys, pipelines.definitions; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         check=True).stdout
+    assert out.strip() == "[]", f"imported by the code location: {out.strip()}"

@@ -17,7 +17,7 @@ from dagster_graphql import DagsterGraphQLClient
 from PIL import Image
 
 from ingest.sample_data import write_sac_db, write_sample_data
-from pipelines.instance import ensure_dagster_home
+from pipelines.instance import prepare_instance
 from tests.dagster_services import ROOT, dagster_services
 from warehouse.db import connect
 
@@ -66,7 +66,7 @@ def deployment(tmp_path_factory):
         **os.environ,
         "AESTHETIC_HOME": str(home),
         "AESTHETIC_RAW": str(raw),
-        "DAGSTER_HOME": str(ensure_dagster_home(base / "dagster")),
+        "DAGSTER_HOME": str(prepare_instance(base / "dagster")),
     }
     with dagster_services(env, base / "logs") as port:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
@@ -134,7 +134,7 @@ def test_browser_shows_the_asset_graph_and_the_evaluation_metrics(deployment, tm
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{deployment['port']}"
     groups = {
-        "ava": ["ava_images"], "sac": ["sac_snapshots", "sac_images"], "kuler": ["kuler_images"],
+        "ava": ["ava_images"], "sac": ["sac_images"], "sac_inbox": ["sac_snapshots"], "kuler": ["kuler_images"],
         "shards": ["ava_shards", "sac_shards", "kuler_shards"], "training": ["nima_ava", "nima_sac", "nima_color"],
         "evaluation": ["eval_nima_ava", "eval_nima_sac", "eval_nima_color", "production_model"],
         "critic": ["critic_evolution"],

@@ -1,0 +1,45 @@
+"""`make test` brings in what its tests need: the browser step installs Chromium or says in one line what to do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAKE = shutil.which("make")
+
+
+def _bin_dir(tmp_path: Path, uid: int, tools: tuple[str, ...]) -> Path:
+    """A PATH holding only a stub `id` (reporting uid) and stub executables named after tools."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {"id": f"#!/bin/sh\necho {uid}\n", **{tool: "#!/bin/sh\nexit 0\n" for tool in tools}}
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def _make_browser(bin_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": str(bin_dir)}
+    return subprocess.run([MAKE, "-s", "browser"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_browser_step_stops_with_one_line_when_it_cannot_install(tmp_path):
+    done = _make_browser(_bin_dir(tmp_path, uid=1000, tools=()))  # not root, no apt-get, no chromium
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and "apt-get install chromium chromium-driver" in lines[0], done.stderr
+    assert lines[1].startswith("make: ***")  # make's own line saying the target failed
+
+
+def test_browser_step_does_nothing_when_chromium_and_its_driver_are_there(tmp_path):
+    done = _make_browser(_bin_dir(tmp_path, uid=1000, tools=("chromium", "chromedriver")))
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
+def test_make_test_runs_the_browser_step_before_pytest():
+    plan = subprocess.run([MAKE, "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert plan.index("chromium-driver") < plan.index("pytest")
