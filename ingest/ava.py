@@ -12,13 +12,12 @@ and crop file are unchanged is not decoded again, and nothing is rewritten for i
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import duckdb
 from PIL import Image, ImageDraw, ImageFont
 
-from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many
+from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_pool, submit_crops
 from ingest.fetch import FetchFailure, HttpOptions, Source, http_sources, local_sources, tar_sources
 from ingest.splits import hash_fraction
 from warehouse import ava as wh
@@ -41,6 +40,9 @@ _INT32_MAX = 2**31 - 1
 VAL_SALT = "ava-val"
 DEFAULT_TEST_LIST = "generic_test.jpgl"
 ACQUISITIONS = ("directory", "tar", "http")
+# A batch of fewer crops than this, with no pool started yet, is cropped inline: starting the workers would
+# take longer than the crops.
+INLINE_BELOW = 64
 _LINE = re.compile(r"\d+(?: \d+){14}")
 
 
@@ -241,27 +243,38 @@ def acquire(opts: AvaOptions, ids: list[str], needs_data: Callable[[Source], boo
 
 
 class _Cropper:
-    """Batches of crop jobs over one process pool for the whole run (created on first need)."""
+    """Batches of crop jobs over one process pool for the whole run.
+
+    `submit` returns at once, so the stage writes one batch to the warehouse while the workers crop the
+    next; `seconds` is the wall time from the first submit to the last outcome collected.
+    """
 
     def __init__(self, spec: CropSpec, workers: int) -> None:
         self.spec, self.workers = spec, workers or os.cpu_count() or 1
         self.pool: Executor | None = None
+        self.started: float | None = None
         self.seconds = 0.0
 
-    def run(self, jobs: list[CropJob]) -> list[tuple[CropJob, CropResult | RejectedImage]]:
-        t0 = time.perf_counter()
+    def warm(self) -> None:
+        """Start the workers now, so their start-up overlaps with parsing and the first warehouse reads."""
+        if self.pool is None and self.workers > 1:
+            self.pool = crop_pool(self.workers, warm=True)
+
+    def submit(self, jobs: list[CropJob]) -> Iterator[tuple[CropJob, CropResult | RejectedImage]]:
+        if self.started is None:
+            self.started = time.perf_counter()
         chunk = max(1, min(64, len(jobs) // (self.workers * 4) or 1))
-        if self.pool is None and self.workers > 1 and len(jobs) > chunk:
-            # spawn, not fork: Dagster's step process runs threads, and forking a threaded
-            # process can copy a held lock into the child and hang it.
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
-        out = list(crop_many(jobs, self.spec, workers=1, chunk_size=chunk, pool=self.pool))
-        self.seconds += time.perf_counter() - t0
-        return out
+        if self.pool is None and self.workers > 1 and len(jobs) >= INLINE_BELOW:
+            self.pool = crop_pool(self.workers)
+        return submit_crops(jobs, self.spec, self.pool, chunk)
+
+    def collected(self) -> None:
+        """Called after a batch's last outcome: the crop clock runs to here."""
+        self.seconds = time.perf_counter() - (self.started or time.perf_counter())
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown()
+            self.pool.shutdown(cancel_futures=True)
 
 
 def assign_splits(rows: list[AvaRow], opts: AvaOptions) -> tuple[dict[str, tuple[str, AvaRow]], list[wh.RejectRow]]:
@@ -324,6 +337,9 @@ def ingest_ava(
         stored_ids = wh.accepted_ids(conn)
 
     skey = spec_key(opts.spec)
+    cropper = _Cropper(opts.spec, opts.workers)
+    if sum(1 for i in wanted if i not in states or states[i].spec != skey) >= INLINE_BELOW:
+        cropper.warm()  # crops certainly to do: workers start while the sources are listed
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def up_to_date(src: Source) -> bool:
@@ -343,27 +359,28 @@ def ingest_ava(
         return (crop.st_size, crop.st_mtime_ns) == (st.crop_size, st.crop_mtime_ns)
 
     accepted: dict[str, tuple[str, tuple[int, ...]]] = {}
-    cropper = _Cropper(opts.spec, opts.workers)
     pending: list[tuple[CropJob, Source]] = []
 
-    def flush() -> None:
-        if not pending:
-            return
-        sources = {job.item_id: src for job, src in pending}
+    # Batches sent to the workers and not yet written: at most one beside the one being filled.
+    in_flight: list[tuple[list[tuple[CropJob, Source]], Iterator[tuple[CropJob, CropResult | RejectedImage]]]] = []
+
+    def record(batch: list[tuple[CropJob, Source]],
+               outcomes: Iterator[tuple[CropJob, CropResult | RejectedImage]]) -> None:
+        """Collect one batch's outcomes and write them to the warehouse in one transaction."""
+        sources = {job.item_id: src for job, src in batch}
         images, counts, new_states, dropped = [], [], [], []
-        for job, outcome in cropper.run([job for job, _ in pending]):
+        for job, outcome in outcomes:
             src = sources[job.item_id]
             split, row = wanted[job.item_id]
             signature = (src.key, src.size, src.mtime_ns, skey)
             if isinstance(outcome, CropResult):
                 stored = to_stored(Path(outcome.path))
-                crop = Path(outcome.path).stat()
                 source_path = to_stored(Path(src.path)) if opts.acquisition == "directory" else src.key
                 images.append(ImageRow(job.item_id, split, source_path, stored, outcome.width, outcome.height,
                                        outcome.sha256))
                 counts.append((job.item_id, row.counts))
-                new_states.append(wh.CropState(job.item_id, *signature, "ok", None, stored, crop.st_size,
-                                               crop.st_mtime_ns))
+                new_states.append(wh.CropState(job.item_id, *signature, "ok", None, stored, outcome.file_size,
+                                               outcome.file_mtime_ns))
                 accepted[job.item_id] = (split, row.counts)
             else:
                 reason = str(outcome)
@@ -371,12 +388,20 @@ def ingest_ava(
                 new_states.append(wh.CropState(job.item_id, *signature, "rejected", reason))
                 dropped.append(job.item_id)
                 Path(job.dest).unlink(missing_ok=True)  # an older crop of a source that is now bad
+        cropper.collected()
         with connect() as conn:
             report.images_written += wh.write_crop_batch(conn, images, counts, new_states, dropped)
-        report.cropped += len(pending)
+        report.cropped += len(batch)
         log(f"ava: {report.cropped} cropped ({report.up_to_date} up to date), "
             f"{report.cropped / max(cropper.seconds, 1e-9):.0f} images/s")
-        pending.clear()
+
+    def flush(final: bool = False) -> None:
+        """Send the pending batch to the workers, then write what they finished before it."""
+        if pending:
+            in_flight.append((list(pending), cropper.submit([job for job, _ in pending])))
+            pending.clear()
+        while len(in_flight) > (0 if final else 1):
+            record(*in_flight.pop(0))
 
     try:
         for item in acquire(opts, sorted(wanted, key=int), lambda s: not up_to_date(s)):
@@ -399,7 +424,7 @@ def ingest_ava(
             pending.append((CropJob(item.item_id, source, str(out_dir / f"{item.item_id}.jpg")), item))
             if len(pending) >= opts.batch_size:
                 flush()
-        flush()
+        flush(final=True)
     finally:
         cropper.close()
     report.crop_seconds = cropper.seconds

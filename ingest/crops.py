@@ -6,8 +6,9 @@ critic; its names are re-exported here for the stages.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ class CropResult:
     sha256: str
     source_width: int
     source_height: int
+    file_size: int = 0  # of the crop file as written (stat after the rename)
+    file_mtime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,9 @@ def run_crop_job(job: CropJob, spec: CropSpec) -> CropResult | RejectedImage:
         out, (sw, sh) = crop_image(data, spec, label)
         encoded = encode_jpeg(out, spec.quality)
         write_atomic(job.dest, encoded)
-        return CropResult(job.item_id, job.dest, out.width, out.height, sha256_bytes(encoded), sw, sh)
+        written = os.stat(job.dest)
+        return CropResult(job.item_id, job.dest, out.width, out.height, sha256_bytes(encoded), sw, sh,
+                          written.st_size, written.st_mtime_ns)
     except RejectedImage as exc:
         return exc
 
@@ -79,12 +84,51 @@ def _run_chunk(args: tuple[list[CropJob], CropSpec]) -> list[CropResult | Reject
     return [run_crop_job(job, spec) for job in jobs]
 
 
+def _ready() -> None:
+    """A no-op task: submitted once per worker, it makes the pool start its processes now."""
+
+
+def crop_pool(workers: int, warm: bool = False) -> ProcessPoolExecutor:
+    """A process pool for crop jobs, its workers forked from a forkserver that has imported this module.
+
+    Not plain fork: the caller may be a Dagster step process running threads, and forking a threaded process
+    can copy a held lock into the child and hang it. Not spawn either: a spawned worker re-imports the
+    parent's __main__ (the `dagster` command, and with it all of Dagster) before its first job, where a
+    forkserver imports only its preload list, once. warm=True starts the workers now, so their start-up
+    overlaps with the caller's own work instead of delaying the first batch.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    if warm:
+        for _ in range(workers):
+            pool.submit(_ready)
+    return pool
+
+
+def chunked(jobs: Sequence[CropJob], chunk_size: int) -> list[list[CropJob]]:
+    return [list(jobs[i : i + chunk_size]) for i in range(0, len(jobs), chunk_size)]
+
+
+def submit_crops(
+    jobs: Sequence[CropJob], spec: CropSpec, pool: Executor | None, chunk_size: int = 64
+) -> Iterator[tuple[CropJob, CropResult | RejectedImage]]:
+    """Send the jobs to the pool now (inline when pool is None) and return an iterator over (job, outcome)
+    in input order: the caller can do other work, such as writing the previous batch, while they run."""
+    chunks = chunked(jobs, chunk_size)
+    if pool is None:
+        results: Iterable[list[CropResult | RejectedImage]] = [_run_chunk((c, spec)) for c in chunks]
+    else:
+        results = pool.map(_run_chunk, [(c, spec) for c in chunks])  # submits every chunk before returning
+    return (pair for chunk, outcomes in zip(chunks, results, strict=True)
+            for pair in zip(chunk, outcomes, strict=True))
+
+
 def crop_many(
     jobs: Iterable[CropJob],
     spec: CropSpec,
     workers: int | None = None,
     chunk_size: int = 64,
-    on_progress: Callable[[int], None] | None = None,
     pool: Executor | None = None,
 ) -> Iterator[tuple[CropJob, CropResult | RejectedImage]]:
     """Crop jobs over a process pool (workers=1 runs inline), yielding (job, outcome) in input order.
@@ -93,20 +137,11 @@ def crop_many(
     """
     jobs = list(jobs)
     workers = workers or os.cpu_count() or 1
-    chunks = [jobs[i : i + chunk_size] for i in range(0, len(jobs), chunk_size)]
     own_pool = None
-    if pool is not None and chunks:
-        results = pool.map(_run_chunk, [(c, spec) for c in chunks])
-    elif workers == 1 or len(chunks) <= 1:
-        results = map(_run_chunk, [(c, spec) for c in chunks])
-    else:
-        own_pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
-        results = own_pool.map(_run_chunk, [(c, spec) for c in chunks])
+    if pool is None and workers > 1 and len(jobs) > chunk_size:
+        own_pool = pool = crop_pool(min(workers, -(-len(jobs) // chunk_size)))
     try:
-        for chunk, outcomes in zip(chunks, results, strict=True):
-            yield from zip(chunk, outcomes, strict=True)
-            if on_progress:
-                on_progress(len(chunk))
+        yield from submit_crops(jobs, spec, pool, chunk_size)
     finally:
         if own_pool is not None:
             own_pool.shutdown(cancel_futures=True)
