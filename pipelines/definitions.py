@@ -3,6 +3,7 @@
 import dagster as dg
 
 from pipelines.assets_index import all_asset_checks, all_assets
+from pipelines.executor import one_step_in_process_executor
 from pipelines.jobs import all_jobs
 from pipelines.resources import build_resources
 from pipelines.schedules import all_schedules
@@ -15,4 +16,5 @@ defs = dg.Definitions(
     jobs=all_jobs(),
     schedules=all_schedules(),
     sensors=all_sensors(),
+    executor=one_step_in_process_executor,
 )
