@@ -189,7 +189,7 @@ class AvaOptions:
     train_list: str = ""  # empty: every id not in the test list is train/val
     val_fraction: float = VAL_FRACTION
     workers: int = 0  # 0: all cores
-    batch_size: int = 1024  # items cropped and written to the warehouse together
+    batch_size: int = 2048  # items cropped and written to the warehouse together
 
     def __post_init__(self) -> None:
         if self.acquisition not in ACQUISITIONS:
@@ -359,6 +359,9 @@ def ingest_ava(
         return (crop.st_size, crop.st_mtime_ns) == (st.crop_size, st.crop_mtime_ns)
 
     accepted: dict[str, tuple[str, tuple[int, ...]]] = {}
+    # Every crop is out_dir/<id>.jpg, a file this stage writes itself (never a link): its stored form is the
+    # folder's, resolved once, plus the name, where to_stored would resolve each path again.
+    stored_out_dir = to_stored(out_dir)
     pending: list[tuple[CropJob, Source]] = []
 
     # Batches sent to the workers and not yet written: at most one beside the one being filled.
@@ -374,7 +377,7 @@ def ingest_ava(
             split, row = wanted[job.item_id]
             signature = (src.key, src.size, src.mtime_ns, skey)
             if isinstance(outcome, CropResult):
-                stored = to_stored(Path(outcome.path))
+                stored = f"{stored_out_dir}/{os.path.basename(outcome.path)}"
                 source_path = to_stored(Path(src.path)) if opts.acquisition == "directory" else src.key
                 images.append(ImageRow(job.item_id, split, source_path, stored, outcome.width, outcome.height,
                                        outcome.sha256))

@@ -8,6 +8,7 @@ opening it retries with backoff while another process holds the file lock.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Iterator
@@ -107,11 +108,12 @@ def checkpoint(conn: duckdb.DuckDBPyConnection, defer_vacuum_of: str | None = No
     return False
 
 
-def migration_files() -> list[tuple[str, str]]:
+@functools.cache
+def migration_files() -> tuple[tuple[str, str], ...]:
     """(name, sql) of every numbered migration shipped in warehouse/migrations, in order."""
     folder = resources.files("warehouse") / "migrations"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
-    return [(name, (folder / name).read_text()) for name in names]
+    return tuple((name, (folder / name).read_text()) for name in names)
 
 
 def migrate(conn: duckdb.DuckDBPyConnection) -> list[str]:
