@@ -3,10 +3,8 @@
 A worker hands a tensor in shared memory to the main process as a file descriptor, without copying it (as
 default_collate does for its batches). A fresh shared buffer per batch is costly, though: the kernel creates,
 zeroes and maps 9.6 MB of new pages for every 64 crops of 224x224, and the main process maps and unmaps them
-again. In a one-off timing loop on the 2-core machine (2 workers sending 64-crop uint8 batches, nothing else),
-a fresh buffer per batch cost the workers 65 us of CPU per crop against 15 us for reusing one, and the main
-process 15 against 9 us. So each worker keeps a small ring of buffers (`worker_ring`) and reuses a slot once the
-main process has freed every tensor that views it:
+again (docs/shards.md has the one-off measurement). So each worker keeps a small ring of buffers (`worker_ring`)
+and reuses a slot once the main process has freed every tensor that views it:
 
 - a slot is marked busy in a flag array in shared memory when the worker takes it;
 - the batch leaves the worker as a `RecycledBatch`, which the main process unpickles as the plain
@@ -50,9 +48,8 @@ def _madvise() -> Callable[[int, int, int], int] | None:
 
 
 def prefault(tensor: torch.Tensor) -> None:
-    """Map every page of a fresh buffer in one call (best effort). Faulting a new shared-memory batch in page by
-    page on first write cost about 20 us per 224x224 crop more (64 crops into fresh shared memory: 85 against
-    62 us per crop, 16 us of it the copy itself; a one-off timing loop on the 2-core machine)."""
+    """Map every page of a fresh buffer in one call (best effort), rather than faulting a new shared-memory batch
+    in page by page on its first write (docs/shards.md has the one-off measurement)."""
     madvise = _madvise()
     if madvise is None or tensor.nbytes == 0:
         return

@@ -27,7 +27,6 @@ import random
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from itertools import islice
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
@@ -55,7 +54,7 @@ try:  # deprecated since torchvision 0.29 (for TorchCodec); when a release drops
     from torchvision.io import ImageReadMode, decode_jpeg
 
     # The operator under torchvision.io.decode_jpeg: the Python wrapper adds a deprecation warning and an API-usage
-    # log to every call, about 8 us per 256x256 crop (cProfile of the reader), which a loader pays per image.
+    # log to every call, a cost the loader would pay per image.
     _DECODE_JPEG_OP = torch.ops.image.decode_jpeg
 except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - depends on the installed torchvision
     decode_jpeg = None
@@ -215,8 +214,8 @@ def decode_image(data: bytes | bytearray | memoryview) -> torch.Tensor:
 def target_values(data: bytes | memoryview) -> list[float]:
     """The 10-bin training target from a sample's json.
 
-    orjson parses the json (a memoryview as is) in 0.9 us against the json module's 6.5 (timeit, one 339-byte
-    sample json of benchmarks/bench_loader.py), a cost every sample pays in the loader workers."""
+    orjson parses the json (a memoryview as is) several times faster than the json module, a cost every sample
+    pays in the loader workers (docs/shards.md)."""
     target = orjson.loads(data)["target"]
     if len(target) != 10:
         raise ValueError(f"sample target has {len(target)} bins, expected 10")
@@ -448,7 +447,3 @@ def set_epoch(loader_or_dataset: object, epoch: int) -> None:
     """Reshuffle shards (identically on every rank) for the next epoch."""
     _shard_list(loader_or_dataset).epoch = epoch
 
-
-def take(loader: object, n: int) -> list:
-    """The first n items of a loader (for smoke tests and benchmarks)."""
-    return list(islice(iter(loader), n))

@@ -1,10 +1,10 @@
 """WebDataset samples straight from tar files and streams, without Python's tarfile module.
 
-webdataset's own expander (tarfile_to_samples) reads each member through tarfile: 71-76 us per sample on the
-2-core benchmark machine, a tenth of decoding the 256x256 JPEG itself. This unpacks each 512-byte header with one
-struct call; a local shard is mapped in memory and each payload is a view of the mapping (no copy at all), any
-other URL is read as a stream with one read per payload. 10.5-10.8 us per sample for local shards, page faults
-included, 6.8-7.2x less (both printed by benchmarks/bench_loader.py). It keeps webdataset's conventions:
+webdataset's own expander (tarfile_to_samples) reads each member through tarfile, a cost per sample of the order of
+a tenth of decoding a 256x256 JPEG. This unpacks each 512-byte header with one struct call; a local shard is mapped
+in memory and each payload is a view of the mapping (no copy at all), any other URL is read as a stream with one
+read per payload (benchmarks/bench_loader.py prints both readers' cost per sample; docs/shards.md has the figures).
+It keeps webdataset's conventions:
 a sample is the run of consecutive members sharing a key (the path up to the first dot of the file name), each
 extension (lower-cased) maps to the member's bytes (a writable memoryview for a mapped file: compare, slice or
 bytes() it as bytes), plus `__key__` and `__url__`.
@@ -67,7 +67,7 @@ def _number(field: bytes) -> int:
 
 
 def _unsigned_checksum(header: bytes) -> int:
-    """The sum of a header's bytes with the checksum field counted as 8 spaces; 0.3 us against sum()'s 1.6 (timeit):
+    """The sum of a header's bytes with the checksum field counted as 8 spaces, computed in C rather than by sum():
     Adler-32's low half is 1 + the byte sum modulo 65521, exact for runs of up to 256 bytes (256 * 255 < 65521)."""
     low = 0xFFFF
     return (zlib.adler32(header[:148]) & low) + (zlib.adler32(header[156:412]) & low) + (

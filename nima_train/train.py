@@ -60,7 +60,6 @@ from nima_train.transforms import eval_transform, train_transform
 
 # The paper's SGD rates (section 4): 3e-7 for the baseline CNN, 3e-6 for the last layer.
 PAPER_SGD = {"lr_full": 3e-7, "head_lr_mult": 10.0, "lr_head": 3e-6}
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

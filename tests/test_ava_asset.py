@@ -20,7 +20,7 @@ from ingest.ava import AvaOptions, ingest_ava
 from ingest.crops import sha256_file
 from ingest.sample_data import SampleReport
 from pipelines.resources import build_resources
-from tests.http_helpers import quiet_file_server, serving
+from tests.helpers.http import quiet_file_server, serving
 from warehouse.db import connect
 
 AVA_TABLES = ["images", "histograms", "rejects", "ava_tags", "ava_challenges", "ava_image_meta", "ava_crop_state"]

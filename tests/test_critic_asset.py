@@ -12,7 +12,7 @@ from PIL import Image
 
 from assets.critic import _markdown_image, critic_evolution
 from pipelines.resources import build_resources
-from tests.test_critic_models import register_model
+from tests.helpers.critic_models import register_model
 from warehouse.db import connect
 
 RUN_CONFIG = {"ops": {"critic_evolution": {"config": {"rounds": 1, "batch": 2, "seed": 3, "shape": "star"}}}}

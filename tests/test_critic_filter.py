@@ -14,7 +14,7 @@ from PIL import Image
 from nima_train.critic import Critic, load_image
 from nima_train.dedupe import cosine_matrix, dhash, duplicate_groups, hamming, keep_best
 from pipelines.cli import main
-from tests.test_critic_models import make_model, picture, register_model
+from tests.helpers.critic_models import make_model, picture, register_model
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from nima_train.checkpoint import model_from_checkpoint
 from nima_train.critic import Critic, decode_image, load_image
 from nima_train.transforms import eval_transform
 from pipelines.cli import build_parser, build_server, main
-from tests.http_helpers import serving
-from tests.test_critic_models import picture, png_bytes, save_test_checkpoint
+from tests.helpers.critic_models import picture, png_bytes, save_test_checkpoint
+from tests.helpers.http import serving
 
 
 @pytest.fixture(scope="module")

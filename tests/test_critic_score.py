@@ -11,7 +11,7 @@ import pytest
 
 from nima_train.critic import Critic, expand_sources, load_image
 from pipelines.cli import main
-from tests.test_critic_models import picture, register_model
+from tests.helpers.critic_models import picture, register_model
 from warehouse.db import connect
 from warehouse.models_lookup import resolve_model
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_train_loop import tiny_args, write_tiny_shards
+from tests.helpers.tiny_training import tiny_args, write_tiny_shards
 
 
 def test_two_ranks_end_with_identical_weights(tmp_path):

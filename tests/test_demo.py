@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.dagster_services import ROOT
+from tests.helpers.dagster_services import ROOT
 from warehouse.db import connect
 
 pytestmark = pytest.mark.slow

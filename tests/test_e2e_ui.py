@@ -18,7 +18,7 @@ from PIL import Image
 
 from ingest.sample_data import write_sac_db, write_sample_data
 from pipelines.instance import prepare_instance
-from tests.dagster_services import ROOT, dagster_services
+from tests.helpers.dagster_services import ROOT, dagster_services
 from warehouse.db import connect
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from PIL import Image
 from nima_train.critic import Critic
 from nima_train.evolve import evolve
 from pipelines.cli import main
-from tests.test_critic_models import make_model, register_model
+from tests.helpers.critic_models import make_model, register_model
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import dagster as dg
 
 from pipelines.definitions import defs
 from pipelines.executor import one_step_in_process_executor
-from tests import one_or_two_steps
+from tests.helpers import one_or_two_steps
 
 
 def _step_pids(result: dg.ExecutionResult) -> dict[str, int]:

@@ -22,7 +22,7 @@ from ingest.fetch import (
     local_sources,
     tar_sources,
 )
-from tests.http_helpers import serving
+from tests.helpers.http import serving
 
 FILES = {"/img/1.jpg": b"\xff\xd8one", "/img/2.jpg": b"\xff\xd8two" * 1000, "/img/3.jpg": b"\xff\xd8three"}
 BIG = b"x" * 5000

@@ -27,8 +27,8 @@ from nima_train.data import (
     split_transform,
 )
 from nima_train.transforms import eval_transform, normalize, random_crop_flip
-from tests.http_helpers import quiet_file_server, serving
-from tests.test_shards_support import add_images, materialize_shards
+from tests.helpers.http import quiet_file_server, serving
+from tests.helpers.shards import add_images, materialize_shards
 from warehouse.db import connect
 
 N_AVA, N_SAC = 30, 18

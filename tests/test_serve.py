@@ -16,8 +16,8 @@ from PIL import Image
 from nima_train.critic import Critic, decode_image
 from nima_train.model import NIMA
 from nima_train.serve import Limits, ScoringServer, make_server
-from tests.http_helpers import serving
-from tests.test_critic_models import make_model, picture, png_bytes
+from tests.helpers.critic_models import make_model, picture, png_bytes
+from tests.helpers.http import serving
 
 LIMITS = Limits(max_bytes=300_000, max_images=4, max_pixels=1_000_000)
 

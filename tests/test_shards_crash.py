@@ -20,7 +20,7 @@ import webdataset as wds
 from assets.shards import kuler_shards
 from ingest.shards import ShardLimits, bucket_of, choose_n_buckets, read_sidecar_meta
 from ingest.splits import hash_fraction
-from tests.test_shards_support import SPLITS, add_images, materialization, materialize_shards
+from tests.helpers.shards import SPLITS, add_images, materialization, materialize_shards
 from warehouse.db import connect
 from warehouse.labels import upsert_histograms
 

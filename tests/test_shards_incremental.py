@@ -7,7 +7,7 @@ from pathlib import Path
 
 from assets.shards import kuler_shards
 from ingest.shards import bucket_of
-from tests.test_shards_support import SPLITS, add_images, files_bytes, materialization, materialize_shards
+from tests.helpers.shards import SPLITS, add_images, files_bytes, materialization, materialize_shards
 from warehouse.db import connect
 from warehouse.labels import upsert_histograms
 

@@ -13,7 +13,7 @@ from assets.training import Toleration, TrainConfig, k8s_pod_spec, nima_ava
 from nima_train.checkpoint import save_checkpoint
 from nima_train.model import NIMA
 from pipelines.resources import build_resources
-from tests.test_train_loop import write_tiny_shards
+from tests.helpers.tiny_training import write_tiny_shards
 from warehouse.db import connect
 from warehouse.models import ModelRow, record_eval_report, record_model, set_alias
 from warehouse.models_lookup import promoted_version

@@ -113,7 +113,7 @@ def test_processes_writing_at_once_wait_for_the_lock_instead_of_failing(tmp_path
 
 
 def test_several_writing_assets_run_at_once_under_the_multiprocess_executor(tmp_path, monkeypatch):
-    from tests import writer_assets
+    from tests.helpers import writer_assets
 
     path = tmp_path / "w.duckdb"
     monkeypatch.setenv("WRITER_TEST_WAREHOUSE", str(path))

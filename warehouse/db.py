@@ -92,9 +92,9 @@ def checkpoint(conn: duckdb.DuckDBPyConnection, defer_vacuum_of: str | None = No
 
     A table that replaces a small part of its rows on every run (SAC backfills delete and re-insert the
     histograms of the images they touch) would be vacuumed at every checkpoint: DuckDB rewrites each row group
-    holding a deleted row, which for 10% of 1M histograms took 0.5 s of a 0.6 s checkpoint. defer_vacuum_of
-    skips that while under max_dead_fraction of the table's stored rows are dead (scans skip them), so the
-    rewrite happens once per several runs instead of every run.
+    holding a deleted row, which for 10% of 1M histograms was most of the checkpoint's time (docs/sac.md).
+    defer_vacuum_of skips that while under max_dead_fraction of the table's stored rows are dead (scans skip
+    them), so the rewrite happens once per several runs instead of every run.
     """
     vacuum = defer_vacuum_of is None or dead_row_fraction(conn, defer_vacuum_of) >= max_dead_fraction
     if vacuum:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines.instance import prepare_instance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
