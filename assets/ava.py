@@ -1,16 +1,17 @@
 """Asset group `ava` (see shared/DESIGN.md): AVA.txt + photos -> images, histograms, rejects and crops."""
 # No `from __future__ import annotations`: Dagster resolves the config and resource annotations at runtime.
 
-import base64
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from ingest.ava import ACQUISITIONS, DEFAULT_TEST_LIST, AvaOptions, AvaReport, ingest_ava, preview_grid
-from ingest.crops import CropSpec, write_atomic
+from ingest.ava import ACQUISITIONS, DEFAULT_TEST_LIST, AvaOptions, AvaReport, ingest_ava
+from ingest.crops import CropSpec
 from ingest.fetch import HttpOptions
+from nima_train.atomic import write_atomic
 
 
 class AvaConfig(dg.Config):
@@ -58,7 +59,7 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
-def _metadata(report: AvaReport, preview_md: str, preview_path: str) -> dict:
+def _metadata(report: AvaReport, preview: dg.MetadataValue, preview_path: str) -> dict:
     return {
         "lines_read": report.lines_read,
         "blank_lines": report.blank_lines,
@@ -73,7 +74,7 @@ def _metadata(report: AvaReport, preview_md: str, preview_path: str) -> dict:
         "rejects_written": report.rejects_written,
         "tags": report.tags,
         "challenges": report.challenges,
-        "preview": dg.MetadataValue.md(preview_md),
+        "preview": preview,
         "preview_path": dg.MetadataValue.path(preview_path),
     }
 
@@ -92,17 +93,13 @@ def ava_images(
         batch=context.run.run_id,
         log=context.log.info,
     )
-    png = preview_grid([(f"{image_id}  mean {mean:.2f}", storage.from_stored(path))
-                        for image_id, path, mean in report.preview])
     preview_path = storage.reports_dir() / "ava_preview.png"
-    if png:
-        write_atomic(preview_path, png)
-        encoded = base64.b64encode(png).decode()
-        preview_md = f"![AVA crops, lowest to highest mean score](data:image/png;base64,{encoded})"
-    else:
-        preview_md = "no accepted images yet"
+    if report.preview_png:
+        write_atomic(preview_path, report.preview_png)
+    preview = markdown_image(report.preview_png, "AVA crops, lowest to highest mean score",
+                             empty="no accepted images yet")
     context.log.info(
         f"ava: {report.accepted} accepted, {report.rejected} rejected of {report.lines_read} lines;"
         f" {report.cropped} cropped, {report.up_to_date} up to date"
     )
-    return dg.MaterializeResult(metadata=_metadata(report, preview_md, str(preview_path)))
+    return dg.MaterializeResult(metadata=_metadata(report, preview, str(preview_path)))

@@ -1,13 +1,11 @@
 """Asset group `critic` (see shared/DESIGN.md): the promoted model judging a short design evolution."""
 
 # No `from __future__ import annotations`: Dagster must see the real config class, not a string.
-import base64
-import io
 from pathlib import Path
 
 import dagster as dg
-from PIL import Image
 
+from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from warehouse.models_lookup import PRODUCTION, ModelNotFound, resolve_model
 
@@ -18,17 +16,6 @@ class CriticEvolutionConfig(dg.Config):
     rounds: int = 4
     batch: int = 8
     seed: int = 0
-
-
-def _markdown_image(path: Path, max_width: int = 1024) -> str:
-    """The image inlined as Markdown, so the Dagster UI shows it without a file server."""
-    with Image.open(path) as src:  # Pillow keeps multi-frame files open after load(): close it here
-        img = src.convert("RGB")
-    if img.width > max_width:
-        img = img.resize((max_width, round(img.height * max_width / img.width)), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
-    return f"![{path.name}](data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
 # production_model (group evaluation) sets the 'production' alias after the blocking accuracy check passed:
@@ -49,8 +36,8 @@ def critic_evolution(
         except ModelNotFound as exc:
             raise dg.Failure(description=f"the critic has no model to run: {exc}") from exc
     # torch is imported here, in the step, never when the code location loads.
-    from nima_train.critic import Critic
-    from nima_train.evolve import evolve
+    from critic.evolve import evolve
+    from critic.scoring import Critic
 
     # Input size from the checkpoint's training args, like `aesthetic score|evolve|serve` without --image-size.
     critic = Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version)
@@ -65,7 +52,7 @@ def critic_evolution(
         "stuck_rounds": result.stuck_rounds,
         "rounds": config.rounds,
         "input_size": f"{critic.image_size} px (resize {critic.resize})",
-        "strip": dg.MetadataValue.md(_markdown_image(Path(result.strip))),
+        "strip": markdown_image(Path(result.strip), Path(result.strip).name),
         "strip_path": dg.MetadataValue.path(result.strip),
         "log_path": dg.MetadataValue.path(result.log),
     })

@@ -5,12 +5,12 @@ $AESTHETIC_HOME/reports/<version>/<dataset>-test/ (report.md, metrics.json, PNG 
 """
 
 
-import base64
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 
+from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
 from assets.training import CODE_VERSION
 from warehouse.models import ModelRow, get_model, latest_model, record_eval_report, set_alias
@@ -71,20 +71,12 @@ def evaluate_model(instance: dg.DagsterInstance, storage: StorageResource, wareh
     return model.version, metrics, report
 
 
-def _markdown_with_plots(report: Path) -> str:
-    """The report with its PNGs inlined, so the Dagster UI shows them without file access."""
-    text = report.read_text()
-    for png in sorted(report.parent.glob("*.png")):
-        data = base64.b64encode(png.read_bytes()).decode()
-        text = text.replace(f"]({png.name})", f"](data:image/png;base64,{data})")
-    return text
-
-
 def _result(version: str, metrics: dict, report: Path) -> dg.MaterializeResult:
     meta = {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.items()}
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
-        metadata={**meta, "version": version, "report": dg.MetadataValue.md(_markdown_with_plots(report)),
+        metadata={**meta, "version": version,
+                  "report": dg.MetadataValue.md(inline_images(report.read_text(), report.parent)),
                   "report_path": dg.MetadataValue.path(str(report))},
     )
 

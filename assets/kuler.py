@@ -7,8 +7,9 @@ this module only configures it and reports.
 # No `from __future__ import annotations` here: Dagster must see the real KulerConfig class, not a string.
 import dagster as dg
 
+from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from ingest.kuler import KulerSettings, ingest_kuler, preview_markdown
+from ingest.kuler import KulerSettings, ingest_kuler
 
 
 class KulerConfig(dg.Config):
@@ -59,7 +60,7 @@ def kuler_images(
             "jpeg_quality": dg.MetadataValue.json({str(q): n for q, n in out.jpeg_quality.items()}),
             "rows_written": dg.MetadataValue.json(vars(out.sync)),
             "images_dir": dg.MetadataValue.path(str(storage.images_dir("kuler"))),
-            "preview": dg.MetadataValue.md(preview_markdown(out.preview_png)),
+            "preview": markdown_image(out.preview_png, "kuler swatches"),
             "preview_path": dg.MetadataValue.path(out.preview_path),
         }
     )

@@ -11,6 +11,7 @@ import os
 
 import dagster as dg
 
+from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.crops import CropSpec
 from ingest.sac import (
@@ -22,7 +23,7 @@ from ingest.sac import (
     find_snapshot,
     inbox_files,
     ingest_snapshot,
-    mean_score_plot_md,
+    mean_score_plot_png,
     read_snapshot,
 )
 from warehouse.sac import DATASET, mean_scores
@@ -83,7 +84,7 @@ def _metadata(reports: list[IngestReport], warehouse: WarehouseResource) -> dict
         "images_rejected": sum(r.images_rejected for r in reports),
         "rejects_by_reason": dg.MetadataValue.json(by_reason),
         "sac_histograms_total": len(means),
-        "mean_score_distribution": dg.MetadataValue.md(mean_score_plot_md(means)),
+        "mean_score_distribution": markdown_image(mean_score_plot_png(means), "SAC mean scores"),
         "seconds": round(sum(r.seconds for r in reports), 2),
     }
 

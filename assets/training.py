@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 
 from assets.resources import StorageResource, WarehouseResource
-from ingest.crops import write_atomic
+from nima_train.atomic import write_atomic
 from warehouse.models import ModelRow, latest_model, record_model
 
 # Bump when nima_train's training code changes in a way that makes old models stale.

@@ -11,7 +11,6 @@ and crop file are unchanged is not decoded again, and nothing is rewritten for i
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
@@ -23,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-from PIL import Image, ImageDraw, ImageFont
 
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_pool, submit_crops
 from ingest.fetch import FetchFailure, HttpOptions, Source, http_sources, local_sources, tar_sources
 from ingest.splits import hash_fraction
+from nima_train.contact_sheet import contact_sheet, open_cell, png_bytes
 from warehouse import ava as wh
 from warehouse.records import ImageRow
 
@@ -225,6 +224,7 @@ class AvaReport:
     challenges: int = 0
     bad_name_lines: int = 0
     preview: list[tuple[str, str, float]] = field(default_factory=list)  # (image_id, crop path, mean)
+    preview_png: bytes = b""  # contact sheet of those crops, lowest to highest mean
 
     @property
     def images_per_s(self) -> float:
@@ -437,6 +437,8 @@ def ingest_ava(
         wh.forget_crop_state(conn, wanted)
         report.rejects_written, report.rejects_deleted = wh.sync_rejects(conn, rejects, batch)
         report.preview = wh.preview_rows(conn, 8)
+    report.preview_png = preview_grid([(f"{image_id}  mean {mean:.2f}", from_stored(path))
+                                       for image_id, path, mean in report.preview])
     report.histograms_changed = sync.histograms_changed
     for stored in sync.pruned_paths:  # crops of items that left the drop or lost their source
         path = from_stored(stored)
@@ -458,23 +460,9 @@ def ingest_ava(
 
 
 def preview_grid(items: list[tuple[str, Path]], thumb: int = 112, cols: int = 4) -> bytes:
-    """A PNG contact sheet: each crop with its caption (e.g. 'id  mean 5.43') under it."""
+    """A PNG contact sheet: each crop with its caption (e.g. 'id  mean 5.43') under it; b"" for no items."""
     if not items:
         return b""
-    font = ImageFont.load_default(size=12)
-    rows = (len(items) + cols - 1) // cols
-    cell_h = thumb + 18
-    sheet = Image.new("RGB", (cols * (thumb + 6) + 6, rows * (cell_h + 6) + 6), (250, 250, 250))
-    draw = ImageDraw.Draw(sheet)
-    for k, (caption, path) in enumerate(items):
-        x, y = 6 + (k % cols) * (thumb + 6), 6 + (k // cols) * (cell_h + 6)
-        try:
-            with Image.open(path) as img:
-                sheet.paste(img.convert("RGB").resize((thumb, thumb), Image.Resampling.BILINEAR), (x, y))
-        except OSError:
-            draw.rectangle([x, y, x + thumb, y + thumb], outline=(200, 0, 0))
-        draw.text((x, y + thumb + 2), caption, fill=(20, 20, 20), font=font)
-    buf = io.BytesIO()
-    # A 256-colour palette keeps the PNG (stored in every materialisation event) around a third of the size.
-    sheet.quantize(256).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    sheet = contact_sheet([open_cell(path, caption) for caption, path in items], cols, thumb,
+                          background=(250, 250, 250))
+    return png_bytes(sheet, palette=True)

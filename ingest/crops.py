@@ -13,6 +13,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from nima_train.atomic import write_atomic
 from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stages)
     MAX_PIXELS,
     CropSpec,
@@ -42,16 +43,6 @@ class CropJob:
     item_id: str
     source: str | bytes  # a file path, or the encoded bytes themselves
     dest: str
-
-
-def write_atomic(dest: str | Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder and rename: a kill never leaves half a file."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, dest)
 
 
 def run_crop_job(job: CropJob, spec: CropSpec) -> CropResult | RejectedImage:

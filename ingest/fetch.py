@@ -27,6 +27,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nima_train.atomic import atomic_path
+
 ID_PLACEHOLDER = "{image_id}"
 
 
@@ -167,9 +169,8 @@ def url_for(template: str, item_id: str) -> str:
 
 def _download(url: str, dest: Path, opts: HttpOptions) -> None:
     """One GET into dest (temporary name, renamed once complete); raises _FetchError."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
-        with urllib.request.urlopen(url, timeout=opts.timeout_s) as resp:
+        with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=opts.timeout_s) as resp:
             declared = resp.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > opts.max_bytes:
                 raise _FetchError(f"too large: {url} declares {declared} bytes, cap {opts.max_bytes}", False)
@@ -182,7 +183,6 @@ def _download(url: str, dest: Path, opts: HttpOptions) -> None:
                     fh.write(block)
             if declared is not None and declared.isdigit() and received != int(declared):
                 raise _FetchError(f"incomplete: {url} sent {received} of {declared} bytes", True)
-        os.replace(tmp, dest)
     except urllib.error.HTTPError as exc:
         retryable = exc.code >= 500 or exc.code == 429  # a 404 will not heal by asking again
         raise _FetchError(f"http {exc.code}: {url} {exc.reason}", retryable) from exc

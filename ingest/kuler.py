@@ -17,7 +17,6 @@ run with a KulerFormatError naming the file, the variable and what was found. A 
 
 from __future__ import annotations
 
-import base64
 import io
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,10 +27,12 @@ from typing import Any, Protocol
 
 import duckdb
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from ingest.crops import encode_jpeg, sha256_bytes, sha256_file, write_atomic
+from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
 from ingest.splits import three_way_split
+from nima_train.atomic import write_atomic
+from nima_train.contact_sheet import Cell, contact_sheet, png_bytes
 from warehouse.kuler import KulerTheme, SyncStats, sync_kuler
 from warehouse.records import ImageRow, Reject
 
@@ -368,24 +369,10 @@ def encode_swatch(colours: np.ndarray, size: int = 256) -> tuple[bytes, int]:
     raise ValueError(f"a {size}px swatch drifts {err} levels even at JPEG q{JPEG_QUALITIES[-1]}")
 
 
-def preview_grid(
-    tiles: list[tuple[str, np.ndarray, float]], columns: int = 6, tile: int = 96, caption: int = 16
-) -> bytes:
+def preview_grid(tiles: list[tuple[str, np.ndarray, float]], columns: int = 6, tile: int = 96) -> bytes:
     """PNG of swatches with their row and mean score underneath, for run metadata."""
-    rows = max(1, -(-len(tiles) // columns))
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + caption)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for k, (image_id, colours, mean) in enumerate(tiles):
-        x, y = (k % columns) * tile, (k // columns) * (tile + caption)
-        sheet.paste(render_swatch(colours, tile - 4), (x + 2, y + 2))
-        draw.text((x + 4, y + tile), f"#{image_id}  {mean:.2f}", fill=(0, 0, 0))
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def preview_markdown(png: bytes) -> str:
-    return f"![kuler swatches](data:image/png;base64,{base64.b64encode(png).decode()})"
+    cells = [Cell(render_swatch(colours, tile), f"#{image_id}  {mean:.2f}") for image_id, colours, mean in tiles]
+    return png_bytes(contact_sheet(cells, columns, tile, gap=4))
 
 
 # -------------------------------------------------------------------------------------------- the stage

@@ -19,7 +19,6 @@ any later run picks them up, and crops are written atomically.
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import re
@@ -36,6 +35,7 @@ import duckdb
 
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
 from ingest.splits import three_way_split
+from nima_train.atomic import atomic_path
 from warehouse.db import checkpoint, transaction
 from warehouse.records import ImageRow, Reject, clear_rejects, upsert_images
 from warehouse.sac import (
@@ -129,11 +129,8 @@ def drop_databases(sac_dir: Path, scratch: Path) -> list[Path]:
                     continue
                 dest = scratch / rel
                 if not (dest.is_file() and dest.stat().st_size == member.size):
-                    scratch.mkdir(parents=True, exist_ok=True)
-                    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-                    with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                    with atomic_path(dest) as tmp, tar.extractfile(member) as src, open(tmp, "wb") as out:
                         shutil.copyfileobj(src, out, 1 << 20)
-                    os.replace(tmp, dest)
                 found.append(dest)
     if not found:
         raise FileNotFoundError(
@@ -383,8 +380,8 @@ def _store_results(
                  report.ratings_new, report.images_read)
 
 
-def mean_score_plot_md(means: Sequence[float], title: str = "SAC mean scores") -> str:
-    """A small histogram of mean scores as a markdown image (for Dagster metadata)."""
+def mean_score_plot_png(means: Sequence[float], title: str = "SAC mean scores") -> bytes:
+    """A small histogram of mean scores as PNG bytes (for run metadata)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -401,4 +398,4 @@ def mean_score_plot_md(means: Sequence[float], title: str = "SAC mean scores") -
         fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
-    return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return buf.getvalue()

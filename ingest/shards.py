@@ -20,8 +20,8 @@ exists with a matching sidecar is kept untouched, so an interrupted run is compl
 redone.
 
 Crash safety: every file is written under a dot-prefixed temporary name in the same folder, fsynced and
-os.replace()d into place; the tar goes first, its sidecar second, the index last, and files the new index
-no longer names are deleted after it. A run killed at any point leaves only whole files at final names and a
+renamed into place (nima_train/atomic.py); the tar goes first, its sidecar second, the index last, and files the
+new index no longer names are deleted after it. A run killed at any point leaves only whole files at final names and a
 consistent index (plus temp files, which the next run deletes).
 """
 
@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.splits import hash_fraction
+from nima_train.atomic import atomic_path, publish, temp_path, write_atomic
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -236,22 +237,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _temp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
-
-
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
-    try:
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -327,12 +312,8 @@ def _write_sidecar(tar_path: Path, samples: Sequence[ShardSample], info: ShardIn
         },
         schema=_SIDECAR_SCHEMA.with_metadata({"shard": json.dumps(meta, sort_keys=True)}),
     )
-    final = _sidecar_path(tar_path)
-    tmp = _temp_path(final)
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    _fsync_replace(tmp, final)
+    with atomic_path(_sidecar_path(tar_path), fsync=True) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def _read_crop(sample: ShardSample) -> bytes:
@@ -359,24 +340,28 @@ def write_shard(
     failures: list[SampleFailure] = []
     written: list[ShardSample] = []
     entries: list[tuple[str, str, bytes]] = []
-    tmp = out_dir / f".shard-{bucket:06d}-of-{n_buckets:06d}.tar.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        out = _HashingWriter(fh)
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
-            for s in samples:
-                try:
-                    jpg = _read_crop(s)
-                except ValueError as exc:
-                    failures.append(SampleFailure(s.image_id, str(exc)))
-                    continue
-                js = s.json_bytes()
-                # Members of a sample are adjacent and in name order (jpg < json): what WebDataset groups.
-                tar.addfile(_tarinfo(f"{s.key}.jpg", len(jpg)), io.BytesIO(jpg))
-                tar.addfile(_tarinfo(f"{s.key}.json", len(js)), io.BytesIO(js))
-                written.append(s)
-                entries.append((s.key, s.sha256, js))
-        fh.flush()
-        os.fsync(fh.fileno())
+    # The tar's name holds its content's fingerprint, known only once it is written: a temporary under the
+    # bucket's name first (what remove_stale_temps recognises), published under the final name below.
+    tmp = temp_path(out_dir / f"shard-{bucket:06d}-of-{n_buckets:06d}.tar")
+    try:
+        with open(tmp, "wb") as fh:
+            out = _HashingWriter(fh)
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+                for s in samples:
+                    try:
+                        jpg = _read_crop(s)
+                    except ValueError as exc:
+                        failures.append(SampleFailure(s.image_id, str(exc)))
+                        continue
+                    js = s.json_bytes()
+                    # Members of a sample are adjacent and in name order (jpg < json): what WebDataset groups.
+                    tar.addfile(_tarinfo(f"{s.key}.jpg", len(jpg)), io.BytesIO(jpg))
+                    tar.addfile(_tarinfo(f"{s.key}.json", len(js)), io.BytesIO(js))
+                    written.append(s)
+                    entries.append((s.key, s.sha256, js))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if not written:
         tmp.unlink(missing_ok=True)
         return None, failures
@@ -391,7 +376,7 @@ def write_shard(
         sha256=out.sha.hexdigest(),
         fingerprint=content,
     )
-    _fsync_replace(tmp, tar_path)
+    publish(tmp, tar_path, fsync=True)
     _write_sidecar(tar_path, written, info)
     return info, failures
 
@@ -504,12 +489,7 @@ def _write_split_locked(
     doc = index_document(dataset, split, target, n_buckets, result.shards)
     payload = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
     index_path = out_dir / INDEX_NAME
-    tmp = _temp_path(index_path)
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    _fsync_replace(tmp, index_path)
+    write_atomic(index_path, payload, fsync=True)
     result.index_path = index_path
     result.index_sha256 = hashlib.sha256(payload).hexdigest()
 

@@ -20,12 +20,15 @@ anything webdataset opens: a local path, http(s)://, or `pipe:` + a command that
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import random
+import tarfile
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
@@ -447,3 +450,59 @@ def set_epoch(loader_or_dataset: object, epoch: int) -> None:
     """Reshuffle shards (identically on every rank) for the next epoch."""
     _shard_list(loader_or_dataset).epoch = epoch
 
+
+# ----------------------------------------------------------------------------- splits as the shards group writes them
+
+
+@dataclass
+class ShardSet:
+    """Shard URLs to read and what they hold: sample count and the sha256 of each index read."""
+
+    urls: list[str] = field(default_factory=list)
+    n_samples: int = 0
+    index_sha256: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_shards(paths: Sequence[str | Path]) -> ShardSet:
+    """Split folders (read through their index.json, as the shards group writes them) and bare .tar files."""
+    out = ShardSet()
+    for path in map(Path, paths):
+        index = path / INDEX_NAME if path.is_dir() else path
+        if index.name == INDEX_NAME and index.is_file():
+            out.urls += shard_urls(index)
+            out.n_samples += total_samples([index])
+            out.index_sha256[str(index)] = hashlib.sha256(index.read_bytes()).hexdigest()
+        elif path.suffix == ".tar" and path.is_file():
+            out.urls.append(str(path))
+            with tarfile.open(path) as tar:  # tar headers only: one .json member per sample
+                out.n_samples += sum(1 for m in tar if m.name.endswith(".json"))
+        else:
+            raise FileNotFoundError(f"no shards at {path} (expected a split folder with {INDEX_NAME} or a .tar)")
+    return out
+
+
+def loader_transform(crop: int, resize: int, train: bool) -> Callable | None:
+    """The per-image transform to give make_loader; None selects the reader's tensor crop path.
+
+    At resize 256 (the stored crop size: the real GPU setting) the default path does the same crops as
+    train_transform/eval_transform (random crop + flip / centre crop) by slicing the decoded tensor and
+    normalises whole batches, which is much cheaper per image. Other sizes need a resize first: the v2 path.
+    """
+    if resize == 256:
+        return None
+    if train:  # smaller inputs: shrink the whole stored crop first, then crop as usual
+        return v2.Compose([v2.Resize(resize, antialias=True), train_transform(crop)])
+    return eval_transform(crop, resize)
+
+
+def split_loader(urls: Sequence[str], *, train: bool, crop: int, resize: int, batch_size: int, workers: int,
+                 shuffle_buffer: int = 0, seed: int = 0, world_size: int = 1, resampled: bool = False,
+                 epoch_samples: int | None = None) -> wds.WebLoader:
+    """(images, targets) batches of a training or evaluation split at the given input size, as training and
+    evaluation read them: uint8 batches (normalised on the device) on the tensor crop path, float32 otherwise."""
+    transform = loader_transform(crop, resize, train)
+    return make_loader(
+        list(urls), train=train, batch_size=batch_size, num_workers=workers, image_size=crop,
+        shuffle_buffer=shuffle_buffer, resampled=resampled, epoch_samples=epoch_samples, seed=seed,
+        world_size=world_size, transform=transform, uint8=transform is None,
+    )

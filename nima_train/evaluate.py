@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nima_train.data import batch_to_device
+from nima_train.checkpoint import load_checkpoint, model_from_checkpoint
+from nima_train.data import batch_to_device, resolve_shards, split_loader
 from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
 from nima_train.model import score_moments
@@ -56,18 +57,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data: list[str | Path], batch_si
                         crop: int | None = None, resize: int | None = None, workers: int = 1,
                         device: str = "cpu") -> Evaluation:
     """Metrics of a checkpoint on shards, at the crop/resize it was trained with unless given."""
-    from nima_train.checkpoint import load_checkpoint, model_from_checkpoint
-    from nima_train.distributed import DistInfo
-    from nima_train.train import build_loader, resolve_shards  # same reader and transforms as training
-
     trained_with = load_checkpoint(checkpoint).get("args") or {}
     model = model_from_checkpoint(checkpoint).to(device)
-    args = argparse.Namespace(
-        crop=crop or int(trained_with.get("crop", 224)), resize=resize or int(trained_with.get("resize", 256)),
-        batch_size=batch_size, workers=workers, seed=0, shuffle_buffer=0, max_steps=0,
-    )
-    urls = resolve_shards(data).urls
-    pred, target = predict(model, build_loader(urls, args, DistInfo(), train=False), torch.device(device))
+    loader = split_loader(  # the reader and transforms training used
+        resolve_shards(data).urls, train=False, crop=crop or int(trained_with.get("crop", 224)),
+        resize=resize or int(trained_with.get("resize", 256)), batch_size=batch_size, workers=workers)
+    pred, target = predict(model, loader, torch.device(device))
     if pred.shape[0] == 0:
         raise ValueError(f"no samples in {', '.join(map(str, data))}")
     return Evaluation(compute_metrics(pred, target), pred, target)

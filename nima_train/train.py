@@ -21,27 +21,22 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import math
-import os
 import random
-import tarfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
 
 from nima_train import data
+from nima_train.atomic import write_atomic
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
 from nima_train.distributed import (
     DistInfo,
@@ -56,7 +51,8 @@ from nima_train.logger import MetricLogger, SmoothedValue
 from nima_train.losses import emd_loss, notebook_emd_loss
 from nima_train.metrics import compute_metrics
 from nima_train.model import BACKBONES, NIMA
-from nima_train.transforms import eval_transform, train_transform
+from nima_train.negatives import write_negatives_shard
+from nima_train.reporter import Reporter
 
 # The paper's SGD rates (section 4): 3e-7 for the baseline CNN, 3e-6 for the last layer.
 PAPER_SGD = {"lr_full": 3e-7, "head_lr_mult": 10.0, "lr_head": 3e-6}
@@ -104,89 +100,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- data
 
 
-@dataclass
-class ShardSet:
-    """Shard URLs to read and what they hold: sample count and the sha256 of each index read."""
-
-    urls: list[str] = field(default_factory=list)
-    n_samples: int = 0
-    index_sha256: dict[str, str] = field(default_factory=dict)
-
-
-def resolve_shards(paths: Sequence[str | Path]) -> ShardSet:
-    """Split folders (read through their index.json, as the shards group writes them) and bare .tar files."""
-    out = ShardSet()
-    for path in map(Path, paths):
-        index = path / data.INDEX_NAME if path.is_dir() else path
-        if index.name == data.INDEX_NAME and index.is_file():
-            out.urls += data.shard_urls(index)
-            out.n_samples += data.total_samples([index])
-            out.index_sha256[str(index)] = hashlib.sha256(index.read_bytes()).hexdigest()
-        elif path.suffix == ".tar" and path.is_file():
-            out.urls.append(str(path))
-            with tarfile.open(path) as tar:  # tar headers only: one .json member per sample
-                out.n_samples += sum(1 for m in tar if m.name.endswith(".json"))
-        else:
-            raise FileNotFoundError(f"no shards at {path} (expected a split folder with {data.INDEX_NAME} or a .tar)")
-    return out
-
-
-def negative_image(rng: random.Random, size: int = 256) -> Image.Image:
-    """What the critic must score 1: a blank white canvas or a broken render (cut off, flat, noise)."""
-    kind = rng.randrange(4)
-    if kind == 0:
-        return Image.new("RGB", (size, size), (255, 255, 255))
-    if kind == 1:  # a render that stopped: white below a flat grey band
-        img = Image.new("RGB", (size, size), (255, 255, 255))
-        img.paste((128, 128, 128), (0, 0, size, rng.randrange(8, size // 2)))
-        return img
-    if kind == 2:  # a single flat colour
-        return Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
-    noise = np.random.default_rng(rng.randrange(2**31)).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    return Image.fromarray(noise, "RGB")
-
-
-def write_negatives_shard(path: Path, n: int, seed: int) -> Path:
-    """A real shard of n negatives labelled score 1 (the notebook's blank and broken renders), read like any other."""
-    target = [1.0] + [0.0] * 9
-    rng = random.Random(seed)
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wds.TarWriter(str(tmp)) as sink:
-        for i in range(n):
-            buf = io.BytesIO()
-            negative_image(rng).save(buf, format="JPEG", quality=95)
-            meta = {"dataset": "negatives", "image_id": str(i), "split": "train", "counts": [1] + [0] * 9,
-                    "target": target, "mean": 1.0, "std": 0.0}
-            sink.write({"__key__": f"negative_{i:06d}", "jpg": buf.getvalue(), "json": json.dumps(meta).encode()})
-    os.replace(tmp, path)
-    return path
-
-
-def loader_transform(args: argparse.Namespace, train: bool) -> Callable | None:
-    """The per-image transform to give make_loader; None selects the reader's tensor crop path.
-
-    At resize 256 (the stored crop size: the real GPU setting) nima_train/data.py's default path does the same
-    crops as train_transform/eval_transform (random crop + flip / centre crop) by slicing the decoded tensor and
-    normalises whole batches, which is much cheaper per image. Other sizes need a resize first: the v2 path.
-    """
-    if args.resize == 256:
-        return None
-    if train:  # smaller inputs: shrink the whole stored crop first, then crop as usual
-        return v2.Compose([v2.Resize(args.resize, antialias=True), train_transform(args.crop)])
-    return eval_transform(args.crop, args.resize)
-
-
 def build_loader(urls: Sequence[str], args: argparse.Namespace, info: DistInfo, train: bool,
                  epoch_samples: int | None = None) -> wds.WebLoader:
-    """(images, targets) batches from nima_train/data.py; under DDP training resamples so ranks stay in step."""
+    """The run's arguments to data.split_loader; under DDP training resamples so ranks stay in step."""
     resampled = train and info.enabled
-    transform = loader_transform(args, train)  # None: the reader's crops, uint8 batches normalised on the device
-    return data.make_loader(
-        list(urls), train=train, batch_size=args.batch_size, num_workers=args.workers, image_size=args.crop,
-        shuffle_buffer=args.shuffle_buffer, resampled=resampled,
+    return data.split_loader(
+        urls, train=train, crop=args.crop, resize=args.resize, batch_size=args.batch_size, workers=args.workers,
+        shuffle_buffer=args.shuffle_buffer, seed=args.seed, world_size=info.world_size, resampled=resampled,
         epoch_samples=epoch_samples if (resampled or args.max_steps) else None,
-        seed=args.seed, world_size=info.world_size, transform=transform, uint8=transform is None,
     )
 
 
@@ -315,42 +236,6 @@ def evaluate(model: nn.Module, criterion: Callable, loader, device: torch.device
     return metrics
 
 
-# ----------------------------------------------------------------------------- reporting back to Dagster
-
-
-class Reporter:
-    """Log lines to stdout, and to Dagster through Pipes when launched by it (rank 0 only)."""
-
-    def __init__(self, info: DistInfo) -> None:
-        self.info = info
-        self.pipes = None
-        self._ctx = None
-        if info.is_main and os.environ.get("DAGSTER_PIPES_CONTEXT"):
-            from dagster_pipes import open_dagster_pipes
-
-            self._ctx = open_dagster_pipes()
-            self.pipes = self._ctx.__enter__()
-
-    def log(self, line: str) -> None:
-        if not self.info.is_main:
-            return
-        print(line, flush=True)
-
-    def epoch(self, line: str) -> None:
-        self.log(line)
-        if self.pipes is not None:
-            self.pipes.log.info(line)
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        if self.pipes is not None:
-            self.pipes.report_custom_message(summary)
-
-    def close(self, exc: BaseException | None = None) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
-            self._ctx = None
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -381,7 +266,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)  # the same initial weights on every rank
-    train_set, val_set = resolve_shards(args.data), resolve_shards(args.val_data)
+    train_set, val_set = data.resolve_shards(args.data), data.resolve_shards(args.val_data)
     n_train = train_set.n_samples
     if n_train == 0:
         raise ValueError(f"the training shards {args.data} hold no samples")
@@ -457,9 +342,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
                "final": history[-1] if history else {}}
     if info.is_main:
         save_checkpoint(out / "model.pt", {"model": model_without_ddp.state_dict(), "args": _plain_args(args)})
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, out / "summary.json")
+        write_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
     barrier()
     return summary
 

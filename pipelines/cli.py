@@ -49,7 +49,7 @@ def _load_critic(model: str | None, **kwargs):
     """The critic for --model: a checkpoint file, a version or alias in the warehouse, or 'production'."""
     from pathlib import Path
 
-    from nima_train.critic import Critic
+    from critic.scoring import Critic
 
     if model and Path(model).is_file():
         return Critic.from_checkpoint(model, version=Path(model).parent.name or model, **kwargs)
@@ -111,7 +111,7 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 def _score(args: argparse.Namespace) -> int:
     import csv
 
-    from nima_train.critic import expand_sources
+    from critic.scoring import expand_sources
 
     critic = _load_critic(args.model, batch_size=args.batch_size, **_input_kwargs(args))
     items = _score_many(critic, expand_sources(args.paths))
@@ -155,46 +155,17 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
 @verb("filter", "keep images that score at least --min-score, optionally one per near-duplicate group",
       _filter_args)
 def _filter(args: argparse.Namespace) -> int:
-    import shutil
     from pathlib import Path
 
-    import torch
-
-    from nima_train.critic import expand_sources
-    from nima_train.dedupe import duplicate_groups, keep_best
+    from critic.filtering import FilterSettings, copy_kept, decide
+    from critic.scoring import expand_sources
 
     critic = _load_critic(args.model, batch_size=args.batch_size, **_input_kwargs(args))
-    items = [i for i in _score_many(critic, expand_sources(args.paths), args.dedupe, args.dedupe)]
-    decisions = {i.source: ("skipped", i.error) for i in items if i.error}
-    passing = [i for i in items if i.score and i.score.mean >= args.min_score]
-    for i in items:
-        if i.score and i.score.mean < args.min_score:
-            decisions[i.source] = ("dropped", f"score {i.score.mean:.2f} below {args.min_score}")
-    kept = passing
-    if args.dedupe and passing:
-        groups = duplicate_groups(
-            len(passing), torch.stack([i.features for i in passing]), [i.phash for i in passing],
-            args.dedupe_by, args.similarity, args.max_hamming)
-        best = keep_best(groups, [i.score.mean for i in passing])
-        for group in groups:
-            winner = next(g for g in group if g in best)
-            for g in group:
-                if g != winner:
-                    decisions[passing[g].source] = ("dropped", f"near-duplicate of {passing[winner].source}")
-        kept = [passing[k] for k in best]
-    for i in kept:
-        decisions[i.source] = ("kept", f"score {i.score.mean:.2f}")
-    copied: dict[str, str] = {}
-    if args.copy_to:
-        dest = Path(args.copy_to)
-        dest.mkdir(parents=True, exist_ok=True)
-        for i in kept:
-            src = Path(i.source)
-            target, n = dest / src.name, 1
-            while target.exists() or str(target) in copied.values():
-                target, n = dest / f"{src.stem}-{n}{src.suffix}", n + 1
-            shutil.copy2(src, target)
-            copied[i.source] = str(target)
+    items = list(_score_many(critic, expand_sources(args.paths), args.dedupe, args.dedupe))
+    settings = FilterSettings(args.min_score, args.dedupe, args.dedupe_by, args.similarity, args.max_hamming)
+    result = decide(items, settings)
+    decisions, kept = result.decisions, result.kept
+    copied = copy_kept(kept, Path(args.copy_to)) if args.copy_to else {}
     if args.json:
         print(json.dumps({
             "model": critic.version, "min_score": args.min_score,
@@ -225,7 +196,7 @@ def _evolve_args(p: argparse.ArgumentParser) -> None:
 
 @verb("evolve", "the genetic design loop judged by the critic", _evolve_args)
 def _evolve(args: argparse.Namespace) -> int:
-    from nima_train.evolve import evolve
+    from critic.evolve import evolve
 
     critic = _load_critic(args.model, batch_size=args.batch, **_input_kwargs(args))
     result = evolve(critic, args.shape, args.rounds, args.batch, args.seed, args.out, args.size,
@@ -236,7 +207,7 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    # Defaults live in nima_train.serve.Limits; not imported here, so `aesthetic --help` stays free of torch.
+    # Defaults live in critic.service.Limits; not imported here, so `aesthetic --help` stays free of torch.
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-bytes", type=int, help="largest request body accepted (default 20 MiB)")
@@ -247,7 +218,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 def build_server(args: argparse.Namespace):
     """The bound (not yet serving) ScoringServer that `aesthetic serve` runs, from its parsed arguments."""
-    from nima_train.serve import Limits, make_server
+    from critic.service import Limits, make_server
 
     critic = _load_critic(args.model, **_input_kwargs(args))
     given = {k: getattr(args, k) for k in ("max_bytes", "max_images", "max_pixels") if getattr(args, k) is not None}

@@ -10,7 +10,8 @@ from pathlib import Path
 import dagster as dg
 from PIL import Image
 
-from assets.critic import _markdown_image, critic_evolution
+from assets.critic import critic_evolution
+from assets.metadata import markdown_image
 from pipelines.resources import build_resources
 from tests.helpers.critic_models import register_model
 from warehouse.db import connect
@@ -56,7 +57,7 @@ def test_inlining_an_image_closes_its_file(tmp_path: Path) -> None:
     gc.collect()  # leftovers of earlier tests must not be blamed on this one
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        markdown = _markdown_image(path)
+        markdown = markdown_image(path, path.name).value
         gc.collect()
     assert markdown.startswith("![anim.gif](data:image/jpeg;base64,")
     assert [str(w.message) for w in caught if str(path) in str(w.message)] == []

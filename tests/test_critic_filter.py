@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nima_train.critic import Critic, load_image
-from nima_train.dedupe import cosine_matrix, dhash, duplicate_groups, hamming, keep_best
+from critic.dedupe import cosine_matrix, dhash, duplicate_groups, hamming, keep_best
+from critic.filtering import FilterSettings, copy_kept, decide
+from critic.scoring import Critic, Score, ScoredItem, load_image
 from pipelines.cli import main
 from tests.helpers.critic_models import make_model, picture, register_model
 
@@ -98,3 +99,22 @@ def test_keep_best_prefers_the_highest_score_then_the_earliest() -> None:
     assert keep_best([[0, 1, 2], [3], [4, 5]], [5.0, 6.0, 6.0, 1.0, 2.0, 2.0]) == [1, 3, 4]
     with pytest.raises(ValueError, match="features method needs"):
         duplicate_groups(2, torch.zeros(3, 4), method="features")
+
+
+def test_decide_keeps_the_best_of_each_duplicate_group_above_the_threshold(tmp_path):
+    def item(name: str, mean: float, feature: list[float] | None, phash: int | None) -> ScoredItem:
+        score = None if mean is None else Score(mean, 1.0, (0.1,) * 10)
+        return ScoredItem(str(tmp_path / name), score, None if feature is None else torch.tensor(feature), None,
+                          phash)
+
+    items = [item("a.png", 6.0, [1.0, 0.0], 0), item("b.png", 6.5, [0.99, 0.01], 1), item("c.png", 7.0, [0.0, 1.0], 2),
+             item("d.png", 3.0, [0.0, 1.0], 3), ScoredItem(str(tmp_path / "e.png"), None, None, "corrupt: x")]
+    result = decide(items, FilterSettings(min_score=5.0, dedupe=True, dedupe_by="features", similarity=0.95))
+    assert [i.source.rsplit("/", 1)[1] for i in result.kept] == ["b.png", "c.png"]
+    assert result.decisions[str(tmp_path / "a.png")] == ("dropped", f"near-duplicate of {tmp_path / 'b.png'}")
+    assert result.decisions[str(tmp_path / "d.png")] == ("dropped", "score 3.00 below 5.0")
+    assert result.decisions[str(tmp_path / "e.png")] == ("skipped", "corrupt: x")
+    for name in ("b.png", "c.png"):
+        (tmp_path / name).write_bytes(name.encode())
+    copied = copy_kept(result.kept, tmp_path / "out")
+    assert sorted(Path(p).name for p in copied.values()) == ["b.png", "c.png"]

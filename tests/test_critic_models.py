@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nima_train.critic import CheckpointMismatch, Critic
+from critic.scoring import CheckpointMismatch, Critic
 from tests.helpers.critic_models import register_model
 from warehouse.db import connect
 from warehouse.models_lookup import ModelNotFound, promoted_version, resolve_model

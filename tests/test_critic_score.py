@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nima_train.critic import Critic, expand_sources, load_image
+from critic.scoring import Critic, expand_sources, load_image
 from pipelines.cli import main
 from tests.helpers.critic_models import picture, register_model
 from warehouse.db import connect

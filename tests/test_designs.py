@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from nima_train.designs import (
+from critic.designs import (
     FLOAT_GENES,
     SHAPES,
     Genome,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nima_train.critic import Critic
-from nima_train.evolve import evolve
+from critic.evolve import evolve
+from critic.scoring import Critic
 from pipelines.cli import main
 from tests.helpers.critic_models import make_model, register_model
 

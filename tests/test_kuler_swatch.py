@@ -65,7 +65,7 @@ def test_encoding_is_deterministic_so_reruns_can_skip_identical_files():
 
 
 def test_preview_grid_is_a_png_with_one_tile_per_theme():
-    png = preview_grid([(str(i), THEME, 5.0 + i / 10) for i in range(8)], columns=4, tile=64, caption=16)
+    png = preview_grid([(str(i), THEME, 5.0 + i / 10) for i in range(8)], columns=4, tile=64)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size == (4 * 64, 2 * (64 + 16))
     # top-left tile's first stripe carries the theme's first colour

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from nima_train.critic import Critic, decode_image
+from critic.scoring import Critic, decode_image
+from critic.service import Limits, ScoringServer, make_server
 from nima_train.model import NIMA
-from nima_train.serve import Limits, ScoringServer, make_server
 from tests.helpers.critic_models import make_model, picture, png_bytes
 from tests.helpers.http import serving
 

@@ -89,7 +89,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
 
 
 def test_negatives_shard_holds_score_one_samples_readable_by_webdataset(tmp_path):
-    from nima_train.train import write_negatives_shard
+    from nima_train.negatives import write_negatives_shard
 
     path = write_negatives_shard(tmp_path / "neg.tar", 24, seed=0)
     samples = list(wds.WebDataset(str(path), shardshuffle=False).decode("pil").to_tuple("jpg", "json"))
@@ -115,27 +115,25 @@ def test_sample_without_a_target_is_an_error_not_a_silent_skip(tmp_path):
 
 
 def test_stored_size_uses_the_readers_tensor_crops_with_the_same_meaning_as_the_v2_transforms(tmp_path):
-    import argparse
-
     from nima_train import data
-    from nima_train.distributed import DistInfo
-    from nima_train.train import build_loader, loader_transform
     from nima_train.transforms import eval_transform, normalize
 
     (shard,) = write_tiny_shards(tmp_path / "s", 8, size=256)
-    args = argparse.Namespace(crop=224, resize=256, batch_size=8, workers=0, shuffle_buffer=0, seed=0, max_steps=0)
     # resize 256 (the GPU setting): no per-image v2 transform, the reader's tensor path; other sizes keep v2.
-    assert loader_transform(args, train=True) is None and loader_transform(args, train=False) is None
-    assert loader_transform(argparse.Namespace(crop=32, resize=36), train=True) is not None
+    assert data.loader_transform(224, 256, train=True) is None and data.loader_transform(224, 256, train=False) is None
+    assert data.loader_transform(32, 36, train=True) is not None
+
+    def loader(train: bool):
+        return data.split_loader([str(shard)], train=train, crop=224, resize=256, batch_size=8, workers=0)
 
     sources = [data.decode_image(s["jpg"]) for s in wds.WebDataset(str(shard), shardshuffle=False)]
-    (raw, _), = list(build_loader([str(shard)], args, DistInfo(), train=False))
+    (raw, _), = list(loader(train=False))
     assert raw.dtype == torch.uint8  # normalised on the device by batch_to_device
     images = data.batch_to_device(raw, torch.device("cpu"))
     expected = torch.stack([eval_transform(224, 256)(s) for s in sources])
     assert images.dtype == torch.float32 and torch.allclose(images, expected, atol=1e-5)  # centre crop
 
-    (raw, _), = list(build_loader([str(shard)], args, DistInfo(), train=True))
+    (raw, _), = list(loader(train=True))
     images = data.batch_to_device(raw, torch.device("cpu"))
     assert images.shape == (8, 3, 224, 224)
     for got, source in zip(images, sources, strict=True):  # one shard, no shuffle buffer: order kept

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from critic.scoring import Critic
 from ingest.crops import sha256_file
 from nima_train.checkpoint import save_checkpoint
-from nima_train.critic import Critic
 from nima_train.model import NIMA, recalibrate_batchnorm
 from warehouse.db import connect
 

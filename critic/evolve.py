@@ -14,19 +14,19 @@ like the original figures) and log.json.
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from nima_train.critic import Critic
-from nima_train.designs import Genome, canonical_shape, mutate, random_genome, render
+from critic.designs import Genome, canonical_shape, mutate, random_genome, render
+from critic.scoring import Critic
+from nima_train.atomic import atomic_path, write_atomic
+from nima_train.contact_sheet import Cell, contact_sheet
 
 THUMB = 128
-LABEL_H = 18
 
 
 @dataclass
@@ -64,28 +64,12 @@ class EvolutionResult:
 
 
 def _save_png(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
-def _tile(design: Image.Image, caption: str, frame: tuple[int, int, int] | None = None) -> Image.Image:
-    tile = Image.new("RGB", (THUMB, THUMB + LABEL_H), (255, 255, 255))
-    tile.paste(design.resize((THUMB, THUMB), Image.Resampling.LANCZOS), (0, 0))
-    draw = ImageDraw.Draw(tile)
-    if frame:
-        draw.rectangle((0, 0, THUMB - 1, THUMB - 1), outline=frame, width=4)
-    draw.text((4, THUMB + 3), caption, fill=(0, 0, 0), font=ImageFont.load_default())
-    return tile
-
-
-def _grid(tiles: list[Image.Image], cols: int) -> Image.Image:
-    rows = (len(tiles) + cols - 1) // cols
-    w, h = tiles[0].size
-    sheet = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
-    for i, t in enumerate(tiles):
-        sheet.paste(t, ((i % cols) * w, (i // cols) * h))
-    return sheet
+def _grid(cells: list[Cell], cols: int) -> Image.Image:
+    return contact_sheet(cells, cols, THUMB, gap=2)
 
 
 def evolve(
@@ -112,7 +96,7 @@ def evolve(
     first = critic.score_images([parent_img]).scores()[0]
     parent_mean, parent_std = first.mean, first.std
     result = EvolutionResult(shape, seed, parent_mean, parent_std)
-    strip = [_tile(parent_img, f"start {parent_mean:.2f}")]
+    strip = [Cell(parent_img, f"start {parent_mean:.2f}")]
 
     for r in range(1, rounds + 1):
         variants = [mutate(parent, rng, rate, strength) for _ in range(batch)]
@@ -128,11 +112,11 @@ def evolve(
             message = (f"round {r}: stuck, the best variant scores {means[best]:.3f}, "
                        f"not above the parent's {parent_mean:.3f}; the parent is kept")
 
-        tiles = [_tile(img, f"{m:.2f} \u00b1 {s:.2f}", (0, 170, 0) if improved and i == best else None)
+        tiles = [Cell(img, f"{m:.2f} \u00b1 {s:.2f}", (0, 170, 0) if improved and i == best else None)
                  for i, (img, m, s) in enumerate(zip(images, means, stds, strict=True))]
         sheet_path = out / f"round_{r:02d}.png"
         _save_png(_grid(tiles, cols=min(8, batch)), sheet_path)
-        strip.append(_tile(parent_img, f"r{r} {parent_mean:.2f}" + ("" if improved else " =")))
+        strip.append(Cell(parent_img, f"r{r} {parent_mean:.2f}" + ("" if improved else " =")))
         log = RoundLog(r, parent_mean, means[best], stds[best], best, improved, means, stds,
                        parent.as_dict(), sheet_path.name, message)
         result.rounds.append(log)
@@ -149,8 +133,6 @@ def evolve(
         "best_mean": result.best_mean, "stuck_rounds": result.stuck_rounds,
         "strip": strip_path.name, "log": [vars(x) for x in result.rounds],
     }
-    tmp = log_path.with_name(f".{log_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, log_path)
+    write_atomic(log_path, json.dumps(payload, indent=2).encode())
     result.strip, result.log = str(strip_path), str(log_path)
     return result

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from nima_train.critic import Critic, Score, UnreadableImage, decode_image
+from critic.scoring import Critic, Score, UnreadableImage, decode_image
 
 log = logging.getLogger(__name__)
 

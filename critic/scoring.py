@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from critic.dedupe import dhash
 from nima_train.checkpoint import load_checkpoint, model_from_checkpoint
-from nima_train.dedupe import dhash
 from nima_train.imaging import CropSpec, RejectedImage, crop_image, sha256_file
 from nima_train.model import NIMA, score_moments
 from nima_train.transforms import eval_transform
