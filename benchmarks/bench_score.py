@@ -32,10 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nima_train.critic import Critic  # noqa: E402
-from nima_train.designs import SHAPES, random_genome, render  # noqa: E402
+from critic.designs import SHAPES, random_genome, render  # noqa: E402
+from critic.scoring import Critic  # noqa: E402
+from critic.service import make_server  # noqa: E402
 from nima_train.model import NIMA, recalibrate_batchnorm  # noqa: E402
-from nima_train.serve import make_server  # noqa: E402
 
 
 def _median_time(fn, reps: int) -> float:
