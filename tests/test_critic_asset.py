@@ -29,7 +29,7 @@ def test_evolution_with_the_promoted_model_shows_its_strip(tmp_path: Path) -> No
     meta = result.asset_materializations_for_node("critic_evolution")[0].metadata
     assert meta["model"].value == f"nima_color {version} (production)"
     assert meta["input_size"].value == "96 px (resize 108)"  # the checkpoint's training crop, not 224
-    assert meta["strip"].value.startswith("![strip.png](data:image/jpeg;base64,")
+    assert meta["strip"].value.startswith("![strip.png](data:image/png;base64,")  # under 1024 px: as written
     out = home / "reports" / "critic" / version / "star-seed3"
     assert Path(meta["strip_path"].value) == out / "strip.png" and (out / "round_01.png").exists()
     log = json.loads((out / "log.json").read_text())

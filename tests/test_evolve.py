@@ -12,6 +12,7 @@ from PIL import Image
 
 from critic.evolve import evolve
 from critic.scoring import Critic
+from nima_train.contact_sheet import CAPTION_H
 from pipelines.cli import main
 from tests.helpers.critic_models import make_model, register_model
 
@@ -47,9 +48,9 @@ def test_outputs_contact_sheets_strip_and_log(critic: Critic, tmp_path: Path) ->
     result = evolve(critic, "kite", rounds=2, batch=3, seed=1, out=tmp_path, size=96)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.json", "round_01.png", "round_02.png", "strip.png"]
     with Image.open(tmp_path / "round_01.png") as sheet:
-        assert sheet.size == (3 * 128, 128 + 18)  # one labelled tile per variant
+        assert sheet.size == (2 + 3 * (128 + 2), 2 + 128 + CAPTION_H + 2)  # one labelled tile per variant
     with Image.open(tmp_path / "strip.png") as strip:
-        assert strip.size == (3 * 128, 128 + 18)  # the start and the best after each round
+        assert strip.size == (2 + 3 * (128 + 2), 2 + 128 + CAPTION_H + 2)  # the start and the best after each round
     doc = json.loads(Path(result.log).read_text())
     assert doc["seed"] == 1 and doc["shape"] == "kite" and doc["model"] == "test" and len(doc["log"]) == 2
 

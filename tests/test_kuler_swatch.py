@@ -19,6 +19,7 @@ from ingest.kuler import (
     stripe_error,
     to_uint8,
 )
+from nima_train.contact_sheet import CAPTION_H
 
 THEME = np.array([[0.9, 0.1, 0.1], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.2, 0.6, 0.95], [0.55, 0.8, 0.3]])
 
@@ -67,6 +68,6 @@ def test_encoding_is_deterministic_so_reruns_can_skip_identical_files():
 def test_preview_grid_is_a_png_with_one_tile_per_theme():
     png = preview_grid([(str(i), THEME, 5.0 + i / 10) for i in range(8)], columns=4, tile=64)
     img = Image.open(io.BytesIO(png))
-    assert img.format == "PNG" and img.size == (4 * 64, 2 * (64 + 16))
+    assert img.format == "PNG" and img.size == (4 + 4 * (64 + 4), 4 + 2 * (64 + CAPTION_H + 4))  # 4 px gaps
     # top-left tile's first stripe carries the theme's first colour
     assert np.abs(np.asarray(img.convert("RGB"))[20, 6].astype(int) - to_uint8(THEME[0])).max() == 0
