@@ -6,8 +6,9 @@ import math
 import dagster as dg
 import duckdb
 
-from assets.evaluation import PROMOTED_EVAL, materialized_version
+from assets.evaluation import PROMOTED_EVAL
 from assets.resources import WarehouseResource
+from assets.versions import latest_data_version
 from warehouse.models import eval_report
 from warehouse.models_lookup import PRODUCTION, promoted_version
 
@@ -64,6 +65,6 @@ def _number(value: float | None) -> float:
 def nima_color_not_worse_than_production(context: dg.AssetCheckExecutionContext, config: PromotionConfig,
                                          warehouse: WarehouseResource) -> dg.AssetCheckResult:
     # The version eval_nima_color evaluated (its data version), not whatever nima_color was recorded last.
-    version = materialized_version(context.instance, PROMOTED_EVAL)
+    version = latest_data_version(context.instance, PROMOTED_EVAL)
     with warehouse.connect() as conn:
         return compare_with_production(conn, version, "kuler", "test", config.margin)

@@ -13,6 +13,7 @@ import duckdb
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
 from assets.training import CODE_VERSION
+from assets.versions import latest_data_version
 from warehouse.models import ModelRow, get_model, latest_model, record_eval_report, set_alias
 
 PROMOTED_MODEL = "nima_color"  # the critic scores designs, so the end of the chain is what gets promoted
@@ -24,25 +25,9 @@ class EvalConfig(dg.Config):
     device: str = "cpu"
 
 
-def materialized_version(instance: dg.DagsterInstance, asset: str) -> str | None:
-    """The model version the latest materialisation of `asset` reported (its data version), if any.
-
-    Training and evaluation assets both set their data version to the model version, so this is how a
-    downstream step names exactly the model its upstream step produced or evaluated, whatever was recorded since.
-    """
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
-    materialization = event.asset_materialization if event else None
-    if materialization is None:
-        return None
-    version = materialization.tags.get("dagster/data_version") if materialization.tags else None
-    if version is None and "version" in materialization.metadata:
-        version = materialization.metadata["version"].value
-    return str(version) if version else None
-
-
 def model_to_evaluate(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance, name: str) -> ModelRow:
     """The version the latest `name` materialisation published; the newest recorded one if Dagster has none."""
-    version = materialized_version(instance, name)
+    version = latest_data_version(instance, name)
     model = get_model(conn, version) if version else latest_model(conn, name)
     if model is None:
         raise RuntimeError(f"no recorded {name} model" + (f" {version}" if version else "")
@@ -106,7 +91,7 @@ def eval_nima_color(context: dg.AssetExecutionContext, config: EvalConfig, stora
 def production_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Points the alias 'production' (what the critic loads) at the nima_color version eval_nima_color evaluated
     (and the blocking check passed); a version recorded since, never evaluated, is not promoted."""
-    version = materialized_version(context.instance, PROMOTED_EVAL)
+    version = latest_data_version(context.instance, PROMOTED_EVAL)
     if version is None:
         raise RuntimeError(f"{PROMOTED_EVAL} has no materialisation naming a model version: evaluate one first")
     with warehouse.connect() as conn:

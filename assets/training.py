@@ -10,7 +10,6 @@ keyed by inputs and config, so a run killed mid-way resumes from its last epoch 
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
+from assets.launch import MOVED_TO_LAUNCH, LaunchConfig, Toleration, launch
 from assets.resources import StorageResource, WarehouseResource
 from nima_train.atomic import write_atomic
 from warehouse.models import ModelRow, latest_model, record_model
@@ -28,17 +29,12 @@ CODE_VERSION = "nima-train-1"
 INDEX_NAME = "index.json"
 
 
-class Toleration(dg.Config):
-    """A Kubernetes toleration, e.g. key=nvidia.com/gpu, operator=Exists, effect=NoSchedule."""
-
-    key: str
-    operator: str = "Exists"
-    value: str = ""
-    effect: str = "NoSchedule"
-
-
 class TrainConfig(dg.Config):
-    """Defaults train from scratch at a small size on a CPU (the demo); a GPU run sets weights=imagenet, crop=224."""
+    """What a run computes: hyperparameters, input size, and how many processes share the batch. These are the
+    run's identity (its run folder and resume point); where it runs is `launch`.
+
+    Defaults train from scratch at a small size on a CPU (the demo); a GPU run sets weights=imagenet, crop=224.
+    """
 
     backbone: str = "mobilenet_v2"
     weights: str = "none"  # "imagenet" needs torchvision's weights in the torch cache (no download here)
@@ -52,18 +48,28 @@ class TrainConfig(dg.Config):
     batch_size: int = 16
     crop: int = 96
     resize: int = 108
-    workers: int = 1
-    nproc: int = 1  # >1: torchrun --nproc-per-node
+    workers: int = 1  # loader processes: each seeds its own sample shuffle, so the count changes the data order
+    nproc: int = 1  # >1: torchrun --nproc-per-node; changes the effective batch (batch_size x nproc)
     device: str = ""  # empty: cuda when available
-    launcher: str = "subprocess"  # or "k8s"
-    k8s_image: str = "aesthetic-pipeline:latest"
-    k8s_namespace: str = "dagster"
-    k8s_gpus: int = 1
-    # PersistentVolumeClaim holding $AESTHETIC_HOME, mounted at the same path in the pod: the command line
-    # names shards, runs and parent checkpoints by their absolute paths under it. Required with launcher k8s.
-    k8s_pvc_claim: str = ""
-    k8s_node_selector: dict[str, str] = {}
-    k8s_tolerations: list[Toleration] = []
+    negatives: float = 0.0  # blank and broken renders labelled score 1, as a fraction of the training set
+    launch: LaunchConfig = LaunchConfig()
+    # Before launch settings had a section of their own they sat at the top level; such run configs still work.
+    launcher: str | None = Field(None, description="moved: use launch.launcher")
+    k8s_image: str | None = Field(None, description="moved: use launch.k8s_image")
+    k8s_namespace: str | None = Field(None, description="moved: use launch.k8s_namespace")
+    k8s_gpus: int | None = Field(None, description="moved: use launch.k8s_gpus")
+    k8s_pvc_claim: str | None = Field(None, description="moved: use launch.k8s_pvc_claim")
+    k8s_node_selector: dict[str, str] | None = Field(None, description="moved: use launch.k8s_node_selector")
+    k8s_tolerations: list[Toleration] | None = Field(None, description="moved: use launch.k8s_tolerations")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Everything that changes what the run computes: what its run key and model card record."""
+        return self.model_dump(exclude={"launch", *MOVED_TO_LAUNCH})
+
+    def launch_settings(self) -> LaunchConfig:
+        """`launch`, with any setting an older run config gave at the top level."""
+        moved = {name: getattr(self, name) for name in MOVED_TO_LAUNCH if getattr(self, name) is not None}
+        return self.launch.model_copy(update=moved) if moved else self.launch
 
 
 class SacTrainConfig(TrainConfig):
@@ -111,7 +117,7 @@ def train_command(job: TrainingJob, config: TrainConfig, run_dir: Path) -> list[
         "--lr-full", str(config.lr_full), "--lr-scale", str(config.lr_scale),
         "--batch-size", str(config.batch_size), "--crop", str(config.crop), "--resize", str(config.resize),
         "--workers", str(config.workers), "--no-progress",
-        "--negatives", str(getattr(config, "negatives", 0.0)),
+        "--negatives", str(config.negatives),
     ]
     if config.device:
         args += ["--device", config.device]
@@ -120,7 +126,7 @@ def train_command(job: TrainingJob, config: TrainConfig, run_dir: Path) -> list[
 
 def run_key(job: TrainingJob, config: TrainConfig) -> str:
     """Same inputs and config -> same run folder, so a killed run resumes instead of starting over."""
-    doc = {"config": config.model_dump(), "train": shards_digest(job.train), "val": shards_digest(job.val),
+    doc = {"config": config.hyperparameters(), "train": shards_digest(job.train), "val": shards_digest(job.val),
            "parent": job.parent.version if job.parent else None, "code": CODE_VERSION}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -149,60 +155,12 @@ def publish_model(storage: StorageResource, job: TrainingJob, config: TrainConfi
         "parent_version": job.parent.version if job.parent else None,
         "shards": {"train": [storage.to_stored(d) for d in job.train], "val": [storage.to_stored(d) for d in job.val]},
         "shard_index_sha256": {"train": shards_digest(job.train), "val": shards_digest(job.val)},
-        "hyperparameters": config.model_dump(), "code_version": CODE_VERSION, "git_commit": git_commit(),
+        "hyperparameters": config.hyperparameters(), "code_version": CODE_VERSION, "git_commit": git_commit(),
         "metrics": {k: v for k, v in final.items() if k.startswith("val_") or k == "loss"},
         "n_train": summary.get("n_train"), "history": summary.get("history", []),
     }
     write_atomic(dest / "model_card.json", json.dumps(card, indent=2, sort_keys=True, default=str).encode())
     return ModelRow(version, job.name, card["parent_version"], storage.to_stored(dest / "model.pt"), sha, card)
-
-
-def k8s_pod_spec(config: TrainConfig, command: list[str], aesthetic_home: str) -> dict[str, Any]:
-    """The pod spec PipesK8sClient launches: one container asking for GPUs, pinned by selector and tolerations,
-    with the shared $AESTHETIC_HOME volume mounted where the command's paths point."""
-    if not config.k8s_pvc_claim:
-        raise ValueError(
-            "launcher k8s needs k8s_pvc_claim: the PersistentVolumeClaim holding AESTHETIC_HOME "
-            f"({aesthetic_home}), which the pod mounts at the same path (the training command reads shards and "
-            "writes runs by absolute paths under it)"
-        )
-    container = {
-        "name": "nima-train",
-        "image": config.k8s_image,
-        # The local interpreter's path means nothing in the image: use the image's python.
-        "command": ["python", *command[1:]] if Path(command[0]).name.startswith("python") else command,
-        "env": [{"name": "AESTHETIC_HOME", "value": aesthetic_home}],
-        "resources": {"limits": {"nvidia.com/gpu": str(config.k8s_gpus)}},
-        "volumeMounts": [{"name": "aesthetic-home", "mountPath": aesthetic_home}],
-    }
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never", "containers": [container],
-        "volumes": [{"name": "aesthetic-home", "persistentVolumeClaim": {"claimName": config.k8s_pvc_claim}}],
-    }
-    if config.k8s_node_selector:
-        spec["nodeSelector"] = dict(config.k8s_node_selector)
-    if config.k8s_tolerations:
-        spec["tolerations"] = [{k: v for k, v in t.model_dump().items() if v} for t in config.k8s_tolerations]
-    return spec
-
-
-def launch(context: dg.AssetExecutionContext, config: TrainConfig, command: list[str],
-           storage: StorageResource) -> dict[str, Any]:
-    """Run the training out of process through Pipes; return the summary it reported."""
-    if config.launcher == "k8s":
-        spec = k8s_pod_spec(config, command, str(storage.home_path))  # before the import: config errors first
-        from dagster_k8s import PipesK8sClient  # only needed on a cluster
-
-        invocation = PipesK8sClient().run(context=context, namespace=config.k8s_namespace,
-                                          base_pod_spec=spec, image=config.k8s_image)
-    elif config.launcher == "subprocess":
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        invocation = dg.PipesSubprocessClient().run(command=command, context=context, env=env,
-                                                    cwd=str(Path(__file__).resolve().parents[1]))
-    else:
-        raise ValueError(f"launcher must be 'subprocess' or 'k8s', got {config.launcher!r}")
-    messages = invocation.get_custom_messages()
-    return messages[-1] if messages else {}
 
 
 def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage: StorageResource,
@@ -221,7 +179,7 @@ def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage:
     run_dir = storage.models_dir() / name / "runs" / run_key(job, config)
     command = train_command(job, config, run_dir)
     context.log.info("training: " + " ".join(command))
-    summary = launch(context, config, command, storage)
+    summary = launch(context, config.launch_settings(), command, str(storage.home_path))
     if not summary:  # Pipes messages are the fast path; the file is what the run always leaves
         summary = json.loads((run_dir / "summary.json").read_text())
     row = publish_model(storage, job, config, run_dir, summary)

@@ -9,7 +9,8 @@ import torch
 
 from assets.checks import compare_with_production, nima_color_not_worse_than_production
 from assets.evaluation import eval_nima_ava, eval_nima_color, production_model
-from assets.training import Toleration, TrainConfig, k8s_pod_spec, nima_ava
+from assets.launch import LaunchConfig, Toleration, k8s_pod_spec
+from assets.training import ColorTrainConfig, SacTrainConfig, TrainConfig, nima_ava
 from nima_train.checkpoint import save_checkpoint
 from nima_train.model import NIMA
 from pipelines.resources import build_resources
@@ -129,9 +130,9 @@ def test_production_promotes_the_version_eval_nima_color_evaluated_not_a_newer_u
 
 
 def test_k8s_pod_spec_asks_for_gpus_on_selected_tolerated_nodes_with_aesthetic_home_mounted():
-    config = TrainConfig(k8s_gpus=2, k8s_node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
-                         k8s_tolerations=[Toleration(key="nvidia.com/gpu")], k8s_image="reg/aesthetic:1",
-                         k8s_pvc_claim="aesthetic-home")
+    config = LaunchConfig(k8s_gpus=2, k8s_node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+                          k8s_tolerations=[Toleration(key="nvidia.com/gpu")], k8s_image="reg/aesthetic:1",
+                          k8s_pvc_claim="aesthetic-home")
     spec = k8s_pod_spec(config, ["/venv/bin/python", "-m", "nima_train.train", "--data", "x"], "/data/aesthetic")
     (container,) = spec["containers"]
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
@@ -146,7 +147,7 @@ def test_k8s_pod_spec_asks_for_gpus_on_selected_tolerated_nodes_with_aesthetic_h
 
 def test_k8s_launcher_without_a_shared_volume_fails_before_launching_anything():
     with pytest.raises(ValueError, match="k8s_pvc_claim"):
-        k8s_pod_spec(TrainConfig(launcher="k8s"), ["python", "-m", "nima_train.train"], "/data/aesthetic")
+        k8s_pod_spec(LaunchConfig(launcher="k8s"), ["python", "-m", "nima_train.train"], "/data/aesthetic")
 
 
 def test_nightly_schedule_retrains_only_models_whose_shards_changed():
@@ -175,3 +176,38 @@ def _check_ticks(instance, repo, nightly_retrain):
     assert isinstance(tick(), dg.SkipReason)
     instance.report_runless_asset_event(dg.AssetMaterialization("ava_shards", tags={"dagster/data_version": "v2"}))
     assert isinstance(tick(), dg.RunRequest)
+
+
+def test_which_shards_each_model_trains_on_comes_from_the_asset_deps():
+    from pipelines.definitions import defs
+    from pipelines.schedules import model_inputs
+
+    graph = defs.resolve_asset_graph()
+    assert model_inputs(graph) == {"nima_ava": "ava_shards", "nima_color": "kuler_shards", "nima_sac": "sac_shards"}
+
+
+def test_launch_settings_are_not_part_of_a_runs_identity_but_the_process_count_is():
+    local = TrainConfig()
+    on_k8s = TrainConfig(launch=LaunchConfig(launcher="k8s", k8s_image="reg/aesthetic:1", k8s_pvc_claim="home"))
+    assert on_k8s.hyperparameters() == local.hyperparameters()  # a run relaunched elsewhere resumes
+    assert "launch" not in local.hyperparameters() and "launcher" not in local.hyperparameters()
+    assert TrainConfig(nproc=2).hyperparameters() != local.hyperparameters()  # the effective batch doubles
+    assert (TrainConfig().negatives, SacTrainConfig().negatives, ColorTrainConfig().negatives) == (0.0, 0.0, 0.1)
+
+
+def test_an_old_run_config_with_launch_settings_at_the_top_level_still_works():
+    old = TrainConfig(launcher="k8s", k8s_image="reg/aesthetic:1", k8s_pvc_claim="home",
+                      k8s_tolerations=[Toleration(key="nvidia.com/gpu")])
+    assert old.launch_settings() == LaunchConfig(launcher="k8s", k8s_image="reg/aesthetic:1", k8s_pvc_claim="home",
+                                                 k8s_tolerations=[Toleration(key="nvidia.com/gpu")])
+    assert old.hyperparameters() == TrainConfig().hyperparameters()
+    assert TrainConfig.model_fields["launcher"].description == "moved: use launch.launcher"
+
+
+def test_the_training_assets_accept_old_and_new_launch_config_in_a_run_config():
+    from pipelines.definitions import defs
+
+    job = defs.resolve_job_def("training_job")
+    for config in ({"launcher": "subprocess", "k8s_gpus": 1}, {"launch": {"launcher": "subprocess"}}):
+        run_config = {"ops": {name: {"config": config} for name in ("nima_ava", "nima_sac", "nima_color")}}
+        assert dg.validate_run_config(job, run_config)
