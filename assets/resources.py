@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from ingest.paths import Paths
 from warehouse.db import connect
 
 
@@ -18,38 +19,35 @@ class StorageResource(dg.ConfigurableResource):
     home: str
     raw: str
 
+    def paths(self) -> Paths:
+        """The plain object the stages take (ingest/paths.py)."""
+        return Paths(Path(self.home), Path(self.raw))
+
     @property
     def home_path(self) -> Path:
-        return Path(self.home).resolve()
+        return self.paths().home
 
     @property
     def raw_path(self) -> Path:
-        return Path(self.raw).resolve()
+        return self.paths().raw
 
     def images_dir(self, dataset: str) -> Path:
-        return self.home_path / "images" / dataset
+        return self.paths().images_dir(dataset)
 
     def shards_dir(self, dataset: str | None = None) -> Path:
-        base = self.home_path / "shards"
-        return base / dataset if dataset else base
+        return self.paths().shards_dir(dataset)
 
     def models_dir(self) -> Path:
-        return self.home_path / "models"
+        return self.paths().models_dir()
 
     def reports_dir(self) -> Path:
-        return self.home_path / "reports"
+        return self.paths().reports_dir()
 
     def to_stored(self, path: str | Path) -> str:
-        """The form kept in the warehouse: relative to AESTHETIC_HOME when inside it, else absolute."""
-        path = Path(path).resolve()
-        try:
-            return str(path.relative_to(self.home_path))
-        except ValueError:
-            return str(path)
+        return self.paths().to_stored(path)
 
     def from_stored(self, stored: str) -> Path:
-        path = Path(stored)
-        return path if path.is_absolute() else self.home_path / path
+        return self.paths().from_stored(stored)
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.crops import encode_jpeg, sha256_bytes  # noqa: E402
-from ingest.shards import ShardLimits, ShardSample, write_split  # noqa: E402
+from ingest.shard_writer import ShardLimits, ShardSample, write_split  # noqa: E402
 from nima_train.data import (  # noqa: E402
     Batch,
     BatchBuilder,

@@ -1,504 +1,75 @@
-"""Write one dataset/split of labelled crops as deterministic, incremental, crash-safe WebDataset shards.
+"""Shards: each dataset's labelled crops as WebDataset tars per split, and the warehouse rows that list them.
 
-Layout under `out_dir` (= $AESTHETIC_HOME/shards/<dataset>/<split>/):
-
-    shard-000003-of-000008-<fp>.tar       samples <key>.jpg + <key>.json, members sorted, fixed tar headers
-    shard-000003-of-000008-<fp>.parquet   one row per sample (key, dataset, image_id, split, counts, target, ...)
-    index.json                            shard urls (relative to the index), nsamples, filesize, sha256
-
-<fp> is the first 12 hex digits of the shard's content fingerprint (keys, crop sha256s, json bytes), so a
-rewritten shard gets a new name and the index is the one commit point: until the new index replaces the old,
-every file the old index names is still there, unchanged.
-
-Placement: a sample's shard is the top bits of sha256(dataset, image_id) (ingest.splits.hash_fraction), with a
-power-of-two number of buckets: the smallest that keeps every bucket within the sample-count and byte limits.
-Changing one image therefore changes one bucket's content and one tar; only growth past a limit doubles the
-bucket count (each bucket splits in two) and rewrites everything, which happens log2(n) times in a dataset's life.
-
-Skipping: each Parquet sidecar records its tar's fingerprint, size and sha256. A shard whose wanted name
-exists with a matching sidecar is kept untouched, so an interrupted run is completed by the next one rather than
-redone.
-
-Crash safety: every file is written under a dot-prefixed temporary name in the same folder, fsynced and
-renamed into place (nima_train/atomic.py); the tar goes first, its sidecar second, the index last, and files the
-new index no longer names are deleted after it. A run killed at any point leaves only whole files at final names and a
-consistent index (plus temp files, which the next run deletes).
+The tar writing itself (deterministic buckets, sidecars, crash safety) is ingest/shard_writer.py; the queries
+are warehouse/shards.py. A crop that cannot be read becomes a `rejects` row (stage `shards`), and the next run
+rewrites its shard until it is fixed.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import io
-import json
-import os
-import re
-import tarfile
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from ingest.paths import Connect, Log, Paths, no_log
+from ingest.shard_writer import ShardLimits, ShardSample, SplitResult, write_split
+from warehouse.db import transaction
+from warehouse.records import Reject, clear_rejects, record_rejects
+from warehouse.shards import ShardRow, labelled_images, replace_shards
 
-from ingest.splits import hash_fraction
-from nima_train.atomic import atomic_path, publish, temp_path, write_atomic
-
-FORMAT_VERSION = 1
-INDEX_NAME = "index.json"
-DEFAULT_MAX_SAMPLES = 5000
-DEFAULT_MAX_BYTES = 1_000_000_000
-# Any fixed value makes the headers reproducible; 2000-01-01 rather than 0 so tools don't show 1970.
-FIXED_MTIME = 946_684_800
-_BLOCK = tarfile.BLOCKSIZE
-_MAX_LEVEL = 40  # 2**40 buckets: far more than any dataset has samples
-_SHARD_RE = re.compile(r"^shard-\d{6}-of-\d{6}-[0-9a-f]{12}\.(tar|parquet)$")
-_TEMP_RE = re.compile(r"^\.(shard-[0-9a-f\-of]+\.(?:tar|parquet)|index\.json)\.(\d+)\.tmp$")
-# Characters kept as they are in a key; everything else (the dot above all, and '/') is %XX-escaped, which
-# keeps keys injective: WebDataset splits a member name at its first dot, so no key may contain one.
-_KEY_SAFE = re.compile(r"[A-Za-z0-9_\-]")
+SPLITS = ("train", "val", "test")
+STAGE = "shards"
 
 
 @dataclass(frozen=True)
-class ShardSample:
-    """One labelled crop, as read from the warehouse."""
-
+class ShardSettings:
     dataset: str
-    image_id: str
-    split: str
-    path: str  # the crop file on disk
-    sha256: str  # of the crop file, as the warehouse recorded it
-    counts: tuple[int, ...]
-    target: tuple[float, ...]
-    mean: float
-    std: float
-
-    @property
-    def key(self) -> str:
-        return sample_key(self.dataset, self.image_id)
-
-    def json_bytes(self) -> bytes:
-        doc = {
-            "dataset": self.dataset,
-            "image_id": self.image_id,
-            "split": self.split,
-            "counts": [int(c) for c in self.counts],
-            "target": [float(t) for t in self.target],
-            "mean": float(self.mean),
-            "std": float(self.std),
-        }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class ShardLimits:
-    max_samples: int = DEFAULT_MAX_SAMPLES
-    max_bytes: int = DEFAULT_MAX_BYTES
-
-    def __post_init__(self) -> None:
-        if self.max_samples < 1 or self.max_bytes < 4 * _BLOCK:
-            raise ValueError(f"shard limits must allow at least one sample: {self}")
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    name: str  # file name of the tar, relative to the split folder
-    bucket: int
-    n_buckets: int
-    nsamples: int
-    filesize: int
-    sha256: str
-    fingerprint: str
-
-
-@dataclass(frozen=True)
-class SampleFailure:
-    """A sample that could not go into its shard; image_id is the warehouse's id, reason 'kind: details'."""
-
-    image_id: str
-    reason: str
+    target: str = "p_normalized"  # or "p_softmax" (the original notebook's labels); checked by the query
+    limits: ShardLimits = field(default_factory=ShardLimits)
 
 
 @dataclass
-class SplitResult:
+class ShardsReport:
     dataset: str
-    split: str
-    out_dir: Path
-    n_buckets: int
-    shards: list[ShardInfo] = field(default_factory=list)
-    written: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    failures: list[SampleFailure] = field(default_factory=list)
-    index_path: Path | None = None
-    index_sha256: str = ""
+    splits: dict[str, SplitResult] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # reason kind -> count
 
     @property
-    def n_samples(self) -> int:
-        return sum(s.nsamples for s in self.shards)
-
-    @property
-    def bytes(self) -> int:
-        return sum(s.filesize for s in self.shards)
-
-
-def sample_key(dataset: str, image_id: str) -> str:
-    """`<dataset>_<image_id>` with every character outside [A-Za-z0-9_-] %XX-escaped: no dots, no slashes."""
-    escaped = "".join(
-        ch if _KEY_SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in str(image_id)
-    )
-    return f"{dataset}_{escaped}"
+    def data_version(self) -> str:
+        """A hash of the split indexes: what downstream training compares to decide it is stale."""
+        h = hashlib.sha256()
+        for split in SPLITS:
+            h.update(f"{split}:{self.splits[split].index_sha256}\n".encode())
+        return h.hexdigest()[:16]
 
 
-def shard_name(bucket: int, n_buckets: int, content: str) -> str:
-    """File name of a shard: its bucket, the bucket count and the start of its content fingerprint."""
-    return f"shard-{bucket:06d}-of-{n_buckets:06d}-{content[:12]}.tar"
-
-
-def _padded(n: int) -> int:
-    return -(-n // _BLOCK) * _BLOCK
-
-
-def _sample_tar_bytes(jpg_size: int, json_size: int) -> int:
-    """Bytes a sample takes in a tar: a header block and padded data for each of its two members."""
-    return 2 * _BLOCK + _padded(jpg_size) + _padded(json_size)
-
-
-def _tar_overhead() -> int:
-    # End-of-archive marker; the final record padding is at most one record.
-    return 2 * _BLOCK + tarfile.RECORDSIZE
-
-
-def bucket_fraction(dataset: str, image_id: str) -> float:
-    return hash_fraction(str(image_id), salt=f"shard:{dataset}")
-
-
-def bucket_for(fraction: float, n_buckets: int) -> int:
-    """Top log2(n_buckets) bits of the id's hash: doubling n_buckets splits bucket b into 2b and 2b+1."""
-    return int(fraction * n_buckets)
-
-
-def bucket_of(dataset: str, image_id: str, n_buckets: int) -> int:
-    return bucket_for(bucket_fraction(dataset, image_id), n_buckets)
-
-
-def choose_n_buckets(fractions: Sequence[float], sizes: Sequence[int], limits: ShardLimits) -> int:
-    """Smallest power of two whose buckets all fit the limits (a lone sample over max_bytes gets its own)."""
-    for level in range(_MAX_LEVEL + 1):
-        n = 1 << level
-        counts: dict[int, int] = {}
-        volume: dict[int, int] = {}
-        for f, size in zip(fractions, sizes, strict=True):
-            b = int(f * n)
-            counts[b] = counts.get(b, 0) + 1
-            volume[b] = volume.get(b, 0) + size
-        if all(
-            counts[b] <= limits.max_samples and (volume[b] + _tar_overhead() <= limits.max_bytes or counts[b] == 1)
-            for b in counts
-        ):
-            return n
-    raise ValueError(f"could not fit {len(fractions)} samples into shards within {limits}")
-
-
-def fingerprint(entries: Iterable[tuple[str, str, bytes]]) -> str:
-    """Content hash of a shard from (key, crop sha256, json bytes), in key order, plus the format version."""
-    h = hashlib.sha256(f"webdataset-shard-v{FORMAT_VERSION}\n".encode())
-    for key, crop_sha, js in entries:
-        h.update(key.encode())
-        h.update(b"\0")
-        h.update(crop_sha.encode())
-        h.update(b"\0")
-        h.update(hashlib.sha256(js).digest())
-    return h.hexdigest()
-
-
-class _HashingWriter:
-    """File wrapper that hashes and counts the bytes as tarfile streams them out."""
-
-    def __init__(self, fh: io.BufferedWriter) -> None:
-        self.fh = fh
-        self.sha = hashlib.sha256()
-        self.n = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.n += len(data)
-        return self.fh.write(data)
-
-
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = FIXED_MTIME
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(out_dir: Path) -> list[str]:
-    """Delete temp files left by writers that no longer run (a killed run); keep those of live writers."""
-    removed = []
-    if not out_dir.is_dir():
-        return removed
-    for p in sorted(out_dir.iterdir()):
-        m = _TEMP_RE.match(p.name)
-        if m and (int(m.group(2)) == os.getpid() or not _pid_alive(int(m.group(2)))):
-            p.unlink(missing_ok=True)
-            removed.append(p.name)
-    return removed
-
-
-_SIDECAR_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("dataset", pa.string()),
-        ("image_id", pa.string()),
-        ("split", pa.string()),
-        ("counts", pa.list_(pa.int32())),
-        ("target", pa.list_(pa.float64())),
-        ("mean", pa.float64()),
-        ("std", pa.float64()),
-    ]
-)
-
-
-def _sidecar_path(tar_path: Path) -> Path:
-    return tar_path.with_suffix(".parquet")
-
-
-def read_sidecar_meta(tar_path: Path) -> dict | None:
-    """The shard facts stored in a sidecar's schema metadata, or None when missing or unreadable."""
-    path = _sidecar_path(tar_path)
-    if not path.exists():
-        return None
-    try:
-        meta = pq.read_schema(path).metadata or {}
-        return json.loads(meta[b"shard"])
-    except (OSError, KeyError, ValueError, pa.ArrowException):
-        return None
-
-
-def _write_sidecar(tar_path: Path, samples: Sequence[ShardSample], info: ShardInfo) -> None:
-    meta = {
-        "format": FORMAT_VERSION,
-        "tar": tar_path.name,
-        "nsamples": info.nsamples,
-        "filesize": info.filesize,
-        "sha256": info.sha256,
-        "fingerprint": info.fingerprint,
-    }
-    table = pa.table(
-        {
-            "key": [s.key for s in samples],
-            "dataset": [s.dataset for s in samples],
-            "image_id": [s.image_id for s in samples],
-            "split": [s.split for s in samples],
-            "counts": [[int(c) for c in s.counts] for s in samples],
-            "target": [[float(t) for t in s.target] for s in samples],
-            "mean": [float(s.mean) for s in samples],
-            "std": [float(s.std) for s in samples],
-        },
-        schema=_SIDECAR_SCHEMA.with_metadata({"shard": json.dumps(meta, sort_keys=True)}),
-    )
-    with atomic_path(_sidecar_path(tar_path), fsync=True) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-
-
-def _read_crop(sample: ShardSample) -> bytes:
-    """The crop file's own bytes, checked against the warehouse's sha256; raises ValueError with a reason."""
-    try:
-        data = Path(sample.path).read_bytes()
-    except FileNotFoundError as exc:
-        raise ValueError(f"missing: crop {sample.path} does not exist") from exc
-    except OSError as exc:
-        raise ValueError(f"unreadable: crop {sample.path}: {exc}") from exc
-    if hashlib.sha256(data).hexdigest() != sample.sha256:
-        raise ValueError(f"changed: crop {sample.path} no longer matches the sha256 in the warehouse")
-    return data
-
-
-def write_shard(
-    out_dir: Path, samples: Sequence[ShardSample], bucket: int, n_buckets: int
-) -> tuple[ShardInfo | None, list[SampleFailure]]:
-    """Write one tar (temp name, fsync, rename to its content name) and its sidecar; samples sorted by key.
-
-    Samples whose crop cannot be read are left out and returned as failures; the fingerprint covers only
-    what was written, so the next run rewrites this shard (and reports the failure again) until fixed.
-    """
-    failures: list[SampleFailure] = []
-    written: list[ShardSample] = []
-    entries: list[tuple[str, str, bytes]] = []
-    # The tar's name holds its content's fingerprint, known only once it is written: a temporary under the
-    # bucket's name first (what remove_stale_temps recognises), published under the final name below.
-    tmp = temp_path(out_dir / f"shard-{bucket:06d}-of-{n_buckets:06d}.tar")
-    try:
-        with open(tmp, "wb") as fh:
-            out = _HashingWriter(fh)
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
-                for s in samples:
-                    try:
-                        jpg = _read_crop(s)
-                    except ValueError as exc:
-                        failures.append(SampleFailure(s.image_id, str(exc)))
-                        continue
-                    js = s.json_bytes()
-                    # Members of a sample are adjacent and in name order (jpg < json): what WebDataset groups.
-                    tar.addfile(_tarinfo(f"{s.key}.jpg", len(jpg)), io.BytesIO(jpg))
-                    tar.addfile(_tarinfo(f"{s.key}.json", len(js)), io.BytesIO(js))
-                    written.append(s)
-                    entries.append((s.key, s.sha256, js))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if not written:
-        tmp.unlink(missing_ok=True)
-        return None, failures
-    content = fingerprint(entries)
-    tar_path = out_dir / shard_name(bucket, n_buckets, content)
-    info = ShardInfo(
-        name=tar_path.name,
-        bucket=bucket,
-        n_buckets=n_buckets,
-        nsamples=len(written),
-        filesize=out.n,
-        sha256=out.sha.hexdigest(),
-        fingerprint=content,
-    )
-    publish(tmp, tar_path, fsync=True)
-    _write_sidecar(tar_path, written, info)
-    return info, failures
-
-
-def _kept_info(tar_path: Path, want: str, bucket: int, n_buckets: int) -> ShardInfo | None:
-    """The existing shard's facts when its sidecar says it holds exactly `want` and the tar's size agrees."""
-    meta = read_sidecar_meta(tar_path)
-    if not meta or meta.get("fingerprint") != want or meta.get("format") != FORMAT_VERSION:
-        return None
-    try:
-        size = tar_path.stat().st_size
-    except FileNotFoundError:
-        return None
-    if size != meta.get("filesize"):
-        return None
-    return ShardInfo(tar_path.name, bucket, n_buckets, int(meta["nsamples"]), size, meta["sha256"], want)
-
-
-def index_document(dataset: str, split: str, target: str, n_buckets: int, shards: Sequence[ShardInfo]) -> dict:
-    """The index JSON: our fields plus wids' `shardlist` (url, nsamples) so wids-style readers work too."""
-    return {
-        "__kind__": "wids-shard-index-v1",
-        "wids_version": 1,
-        "name": f"{dataset}/{split}",
-        "format": FORMAT_VERSION,
-        "dataset": dataset,
-        "split": split,
-        "target": target,
-        "n_buckets": n_buckets,
-        "nsamples": sum(s.nsamples for s in shards),
-        "filesize": sum(s.filesize for s in shards),
-        "shardlist": [
-            {
-                "url": s.name,
-                "nsamples": s.nsamples,
-                "filesize": s.filesize,
-                "sha256": s.sha256,
-                "bucket": s.bucket,
-            }
-            for s in shards
-        ],
-    }
-
-
-def write_split(
-    samples: Sequence[ShardSample],
-    out_dir: str | Path,
-    dataset: str,
-    split: str,
-    target: str = "p_normalized",
-    limits: ShardLimits | None = None,
-) -> SplitResult:
-    """Bring out_dir's shards, sidecars and index in line with `samples` (all of one dataset/split).
-
-    Two runs writing the same split (a group job beside the full pipeline) take turns on out_dir/.lock:
-    each deletes the shards its own index no longer names, which would pull files from under the other.
-    """
-    limits = limits or ShardLimits()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return _write_split_locked(samples, out_dir, dataset, split, target, limits)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_split_locked(
-    samples: Sequence[ShardSample], out_dir: Path, dataset: str, split: str, target: str, limits: ShardLimits
-) -> SplitResult:
-    remove_stale_temps(out_dir)
-    for s in samples:
-        if s.dataset != dataset or s.split != split:
-            raise ValueError(f"sample {s.dataset}/{s.image_id} is in split {s.split!r}, not {dataset}/{split}")
-    ordered = sorted(samples, key=lambda s: s.key)
-    keys = [s.key for s in ordered]
-    dupes = sorted({k for k, nxt in zip(keys, keys[1:], strict=False) if k == nxt})
-    if dupes:
-        raise ValueError(f"duplicate sample keys in {dataset}/{split}: {dupes[:5]}")
-
-    def size_of(s: ShardSample) -> int:
-        try:
-            jpg = os.stat(s.path).st_size
-        except OSError:
-            jpg = 0  # will fail (and be reported) when the shard is written
-        return _sample_tar_bytes(jpg, len(s.json_bytes()))
-
-    fractions = [bucket_fraction(dataset, s.image_id) for s in ordered]
-    n_buckets = choose_n_buckets(fractions, [size_of(s) for s in ordered], limits) if ordered else 1
-    buckets: dict[int, list[ShardSample]] = {}
-    for s, f in zip(ordered, fractions, strict=True):
-        buckets.setdefault(bucket_for(f, n_buckets), []).append(s)
-
-    result = SplitResult(dataset, split, out_dir, n_buckets)
-    for b in sorted(buckets):
-        members = buckets[b]
-        want = fingerprint((s.key, s.sha256, s.json_bytes()) for s in members)
-        info = _kept_info(out_dir / shard_name(b, n_buckets, want), want, b, n_buckets)
-        if info is not None:
-            result.kept.append(info.name)
-        else:
-            info, failures = write_shard(out_dir, members, b, n_buckets)
-            result.failures.extend(failures)
-            if info is None:  # every sample of the bucket failed: no tar for it
+def build_shards(paths: Paths, connect: Connect, settings: ShardSettings, batch: str | None = None,
+                 log: Log = no_log) -> ShardsReport:
+    """Write every split of the dataset; record `shards` rows and per-image rejects."""
+    dataset = settings.dataset
+    out = ShardsReport(dataset)
+    for split in SPLITS:
+        with connect() as conn:
+            rows = labelled_images(conn, dataset, split, settings.target)
+        samples, rejects = [], []
+        for r in rows:
+            if r.counts is None:
+                rejects.append(Reject(r.image_id, "unlabelled: image has no histogram row"))
                 continue
-            result.written.append(info.name)
-        result.shards.append(info)
-
-    doc = index_document(dataset, split, target, n_buckets, result.shards)
-    payload = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-    index_path = out_dir / INDEX_NAME
-    write_atomic(index_path, payload, fsync=True)
-    result.index_path = index_path
-    result.index_sha256 = hashlib.sha256(payload).hexdigest()
-
-    # Only now that the index no longer names them: shards of an old bucket count or of emptied buckets.
-    live = {s.name for s in result.shards}
-    for p in sorted(out_dir.iterdir()):
-        m = _SHARD_RE.match(p.name)
-        if m and p.with_suffix(".tar").name not in live:
-            p.unlink(missing_ok=True)
-            if p.suffix == ".tar":
-                result.removed.append(p.name)
-    return result
+            path = str(paths.from_stored(r.path))
+            samples.append(ShardSample(dataset, r.image_id, split, path, r.sha256, r.counts, r.target, r.mean, r.std))
+        result = write_split(samples, paths.shards_dir(dataset) / split, dataset, split, settings.target,
+                             settings.limits)
+        rejects += [Reject(f.image_id, f.reason) for f in result.failures]
+        shard_rows = [ShardRow(paths.to_stored(result.out_dir / s.name), s.nsamples, s.filesize, s.sha256)
+                      for s in result.shards]
+        with connect() as conn, transaction(conn):
+            replace_shards(conn, dataset, split, shard_rows)
+            clear_rejects(conn, dataset, STAGE, [r.image_id for r in rows])
+            record_rejects(conn, dataset, STAGE, rejects, batch)
+        for r in rejects:
+            kind = r.reason.split(":", 1)[0]
+            out.rejected[kind] = out.rejected.get(kind, 0) + 1
+        out.splits[split] = result
+        log(f"{dataset}/{split}: {result.n_samples} samples in {len(result.shards)} shards, "
+            f"{len(result.written)} written, {len(rejects)} rejected")
+    return out

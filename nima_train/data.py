@@ -1,7 +1,7 @@
 """The training reader: WebDataset shards -> batches of (image tensor (B,3,224,224), target tensor (B,10)).
 
-Shards are written by the `shards` asset group (ingest/shards.py) under $AESTHETIC_HOME/shards/<dataset>/<split>/
-with an index.json per split. Typical use:
+Shards are written by the `shards` asset group (ingest/shards.py and ingest/shard_writer.py) under
+$AESTHETIC_HOME/shards/<dataset>/<split>/ with an index.json per split. Typical use:
 
     urls = shard_urls_for(home / "shards", ["ava", "sac"], "train")
     loader = make_loader(urls, train=True, batch_size=64, num_workers=8, epoch_samples=200_000)

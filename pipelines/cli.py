@@ -54,17 +54,17 @@ def _load_critic(model: str | None, **kwargs):
     if model and Path(model).is_file():
         return Critic.from_checkpoint(model, version=Path(model).parent.name or model, **kwargs)
 
-    from pipelines.resources import aesthetic_home
+    from ingest.paths import Paths
     from warehouse.db import connect
     from warehouse.models_lookup import ModelNotFound, resolve_model
 
-    home = aesthetic_home()
-    db = home / "warehouse.duckdb"
-    if not db.exists():
-        raise SystemExit(f"aesthetic: no warehouse at {db}; set AESTHETIC_HOME, or pass --model CHECKPOINT.pt")
+    paths = Paths.from_env()
+    if not paths.warehouse.exists():
+        raise SystemExit(f"aesthetic: no warehouse at {paths.warehouse}; set AESTHETIC_HOME, or pass --model "
+                         "CHECKPOINT.pt")
     try:
-        with connect(db, read_only=True) as conn:
-            found = resolve_model(conn, home, model)
+        with connect(paths.warehouse, read_only=True) as conn:
+            found = resolve_model(conn, paths.home, model)
         return Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version,
                                       **kwargs)
     except (ModelNotFound, FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest.paths import Paths
 from pipelines.instance import prepare_instance
-from pipelines.resources import aesthetic_home, aesthetic_raw
 from warehouse.db import connect
 from warehouse.records import evaluation_summary, rejects_by_reason, shards_by_split, table_counts
 
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-faults", action="store_true", help="sample data without planted damage")
     args = parser.parse_args(argv)
 
-    home, raw = aesthetic_home(), aesthetic_raw()
+    paths = Paths.from_env()
+    home, raw = paths.home, paths.raw
     dagster_home = prepare_instance(os.environ.get("DAGSTER_HOME") or home / "dagster")
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     print(f"AESTHETIC_HOME={home}\nAESTHETIC_RAW={raw}\nDAGSTER_HOME={dagster_home}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import webdataset as wds
 
 from assets.shards import kuler_shards
-from ingest.shards import ShardLimits, bucket_of, choose_n_buckets, read_sidecar_meta
+from ingest.shard_writer import ShardLimits, bucket_of, choose_n_buckets, read_sidecar_meta
 from ingest.splits import hash_fraction
 from tests.helpers.shards import SPLITS, add_images, materialization, materialize_shards
 from warehouse.db import connect
@@ -26,13 +26,14 @@ from warehouse.labels import upsert_histograms
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITER = """
-import sys
-from assets.resources import StorageResource, WarehouseResource
-from assets.shards import build_dataset_shards
-from ingest.shards import ShardLimits
-home = sys.argv[1]
-build_dataset_shards(StorageResource(home=home, raw=home + "/raw"), WarehouseResource(path=home + "/warehouse.duckdb"),
-                     "kuler", limits=ShardLimits(max_samples=4))
+import functools, sys
+from ingest.paths import Paths
+from ingest.shard_writer import ShardLimits
+from ingest.shards import ShardSettings, build_shards
+from warehouse.db import connect
+paths = Paths(sys.argv[1], sys.argv[1] + "/raw")
+settings = ShardSettings("kuler", limits=ShardLimits(max_samples=4))
+build_shards(paths, functools.partial(connect, paths.warehouse), settings)
 """
 
 

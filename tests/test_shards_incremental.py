@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from assets.shards import kuler_shards
-from ingest.shards import bucket_of
+from ingest.shard_writer import bucket_of
 from tests.helpers.shards import SPLITS, add_images, files_bytes, materialization, materialize_shards
 from warehouse.db import connect
 from warehouse.labels import upsert_histograms
