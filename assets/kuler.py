@@ -39,7 +39,7 @@ def kuler_images(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     """Kuler colour themes as 5-stripe swatches with 10-bin rating histograms; bad ratings go to rejects."""
-    out = ingest_kuler(storage, warehouse, config.settings(), batch=context.run.run_id, log=context.log.info)
+    out = ingest_kuler(storage.paths(), warehouse.connect, config.settings(), context.run.run_id, context.log.info)
     return dg.MaterializeResult(
         metadata={
             "release": out.release,

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import duckdb
 import numpy as np
 from PIL import Image
 
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
+from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import three_way_split
 from nima_train.atomic import write_atomic
 from nima_train.contact_sheet import Cell, contact_sheet, png_bytes
@@ -378,23 +377,6 @@ def preview_grid(tiles: list[tuple[str, np.ndarray, float]], columns: int = 6, t
 # -------------------------------------------------------------------------------------------- the stage
 
 
-class StorageLike(Protocol):
-    """What the stage needs from assets.resources.StorageResource (ingest never imports assets)."""
-
-    @property
-    def raw_path(self) -> Path: ...
-
-    def images_dir(self, dataset: str) -> Path: ...
-
-    def reports_dir(self) -> Path: ...
-
-    def to_stored(self, path: str | Path) -> str: ...
-
-
-class WarehouseLike(Protocol):
-    def connect(self, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]: ...
-
-
 @dataclass(frozen=True)
 class KulerSettings:
     release: str = "2014"
@@ -416,7 +398,7 @@ class KulerSettings:
 
 
 @dataclass
-class KulerOutcome:
+class KulerReport:
     """What one materialisation did; everything a person needs to judge the run."""
 
     release: str
@@ -491,19 +473,18 @@ def read_release(raw: Path, settings: KulerSettings) -> Reading:
 
 
 def ingest_kuler(
-    storage: StorageLike,
-    warehouse: WarehouseLike,
+    paths: Paths,
+    connect: Connect,
     settings: KulerSettings,
     batch: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> KulerOutcome:
+    log: Log = no_log,
+) -> KulerReport:
     """Read the configured release under raw/kuler, write swatches, and sync images/histograms/rejects."""
-    reading = read_release(storage.raw_path / DATASET, settings)
+    reading = read_release(paths.raw / DATASET, settings)
     themes, labels = reading.themes, reading.labels
-    if log:
-        log(f"{len(themes)} themes, {reading.ratings_read} ratings read from {', '.join(reading.sources)}")
+    log(f"{len(themes)} themes, {reading.ratings_read} ratings read from {', '.join(reading.sources)}")
 
-    images_dir = storage.images_dir(DATASET)
+    images_dir = paths.images_dir(DATASET)
     image_rows, kuler_rows, qualities = [], [], Counter()
     written = 0
     for image_id, dest, digest, quality, did_write in _write_swatches(
@@ -517,7 +498,7 @@ def ingest_kuler(
                 image_id=image_id,
                 split=three_way_split(image_id, SPLIT_SALT),
                 source_path=f"{themes.source}#{image_id}",
-                path=storage.to_stored(dest),
+                path=paths.to_stored(dest),
                 width=settings.swatch_size,
                 height=settings.swatch_size,
                 sha256=digest,
@@ -536,7 +517,7 @@ def ingest_kuler(
         )
 
     rejects = [*reading.rating_rejects, *labels.rejects]
-    with warehouse.connect() as conn:
+    with connect() as conn:
         sync = sync_kuler(conn, image_rows, labels.counts, kuler_rows, rejects, STAGE, settings.temperature, batch)
 
     # Swatches of themes that left the source or are now rejected: images/kuler/ belongs to this stage.
@@ -546,9 +527,9 @@ def ingest_kuler(
 
     means = {i: float(np.dot(c, np.arange(1, 11)) / sum(c)) for i, c in labels.counts.items()}
     png = preview_grid(_preview_tiles(themes, means))
-    preview = storage.reports_dir() / DATASET / "preview.png"
+    preview = paths.reports_dir() / DATASET / "preview.png"
     write_atomic(preview, png)
-    return KulerOutcome(
+    return KulerReport(
         release=settings.release,
         sources=reading.sources,
         themes_read=len(themes),

@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from assets.kuler import kuler_images
-from assets.resources import StorageResource, WarehouseResource
+from assets.resources import WarehouseResource
 from ingest.crops import sha256_file
 from ingest.kuler import KulerSettings, ingest_kuler, read_themes_2014, stripe_centres, to_uint8
+from ingest.paths import Paths
 from ingest.sample_data import write_kuler_2011, write_sample_data
 from ingest.splits import three_way_split
 from pipelines.resources import build_resources
@@ -149,18 +150,18 @@ def test_bad_release_file_fails_the_run_with_the_loader_message(tmp_path, kuler_
     assert "themeData.mat: not a readable MATLAB" in str(failure.error)
 
 
-def _storage(tmp_path: Path) -> StorageResource:
-    return StorageResource(home=str(tmp_path / "home"), raw=str(tmp_path / "raw"))
+def _paths(tmp_path: Path) -> Paths:
+    return Paths(tmp_path / "home", tmp_path / "raw")
 
 
 def test_run_killed_before_the_warehouse_write_is_completed_by_the_next_run(tmp_path, kuler_raw):
     blocked = tmp_path / "blocked"
     blocked.mkdir()  # a folder where the database file should be: DuckDB cannot open it
     with pytest.raises(Exception):  # noqa: B017 - whatever DuckDB raises, the run must stop
-        ingest_kuler(_storage(tmp_path), WarehouseResource(path=str(blocked)), KulerSettings())
+        ingest_kuler(_paths(tmp_path), WarehouseResource(path=str(blocked)).connect, KulerSettings())
     assert len(list((tmp_path / "home" / "images" / "kuler").glob("*.jpg"))) == N_THEMES
     out = ingest_kuler(
-        _storage(tmp_path), WarehouseResource(path=str(tmp_path / "home" / "warehouse.duckdb")), KulerSettings()
+        _paths(tmp_path), WarehouseResource(path=str(tmp_path / "home" / "warehouse.duckdb")).connect, KulerSettings()
     )
     assert out.swatches_written == 0 and out.sync.images_written == N_THEMES
 
@@ -169,12 +170,12 @@ def test_theme_whose_ratings_all_turn_bad_moves_from_images_to_rejects(tmp_path,
     import scipy.io
 
     warehouse = WarehouseResource(path=str(tmp_path / "home" / "warehouse.duckdb"))
-    ingest_kuler(_storage(tmp_path), warehouse, KulerSettings())
+    ingest_kuler(_paths(tmp_path), warehouse.connect, KulerSettings())
     ratings_path = tmp_path / "raw" / "kuler" / "allMTurkRatings.mat"
     ratings = scipy.io.loadmat(ratings_path)["testRatings"]
     ratings[ratings[:, 1] == 3, 2] = 9  # every rating of theme row 3 now out of range
     scipy.io.savemat(ratings_path, {"testRatings": ratings})
-    out = ingest_kuler(_storage(tmp_path), warehouse, KulerSettings())
+    out = ingest_kuler(_paths(tmp_path), warehouse.connect, KulerSettings())
     with warehouse.connect(read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM images WHERE dataset = 'kuler' AND image_id = '3'").fetchone()[0] == 0
         reason = conn.execute("SELECT reason FROM rejects WHERE dataset = 'kuler' AND item_id = '3'").fetchone()[0]
