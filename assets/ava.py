@@ -8,7 +8,7 @@ from pydantic import Field
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from ingest.ava import ACQUISITIONS, DEFAULT_TEST_LIST, AvaOptions, AvaReport, ingest_ava
+from ingest.ava import ACQUISITIONS, DEFAULT_TEST_LIST, AvaReport, AvaSettings, ingest_ava
 from ingest.crops import CropSpec
 from ingest.fetch import HttpOptions
 from nima_train.atomic import write_atomic
@@ -34,19 +34,16 @@ class AvaConfig(dg.Config):
     max_bytes: int = Field(50 * 2**20, description="largest source file accepted from tar or http")
     workers: int = Field(0, description="crop processes; 0 = all cores")
 
-    def options(self, storage: StorageResource) -> AvaOptions:
-        ava_dir = storage.raw_path / "ava"
+    def settings(self) -> AvaSettings:
         if self.acquisition not in ACQUISITIONS:
             raise dg.Failure(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
         if self.acquisition != "directory" and not self.source:
             raise dg.Failure(f"acquisition {self.acquisition!r} needs `source` (archive path or URL template)")
-        return AvaOptions(
-            ava_dir=ava_dir,
+        return AvaSettings(
             acquisition=self.acquisition,
             images_dir=_path(self.source) if self.acquisition == "directory" and self.source else None,
             archive=_path(self.source) if self.acquisition == "tar" else None,
             url_template=self.source if self.acquisition == "http" else "",
-            cache_dir=storage.home_path / "downloads" / "ava",
             http=HttpOptions(self.http_concurrency, self.http_timeout_s, self.http_retries, max_bytes=self.max_bytes),
             spec=CropSpec(size=self.crop_size, mode=self.crop_mode, min_side=self.min_side),
             test_list=self.test_list,
@@ -84,15 +81,7 @@ def ava_images(
     context: dg.AssetExecutionContext, config: AvaConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """AVA ratings, splits, tags and square crops: every AVA.txt line ends in images+histograms or rejects."""
-    report = ingest_ava(
-        config.options(storage),
-        warehouse.connect,
-        storage.images_dir("ava"),
-        storage.to_stored,
-        storage.from_stored,
-        batch=context.run.run_id,
-        log=context.log.info,
-    )
+    report = ingest_ava(storage.paths(), warehouse.connect, config.settings(), context.run.run_id, context.log.info)
     preview_path = storage.reports_dir() / "ava_preview.png"
     if report.preview_png:
         write_atomic(preview_path, report.preview_png)

@@ -17,17 +17,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_pool, submit_crops
 from ingest.fetch import FetchFailure, HttpOptions, Source, http_sources, local_sources, tar_sources
+from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import hash_fraction
 from nima_train.contact_sheet import contact_sheet, open_cell, png_bytes
 from warehouse import ava as wh
+from warehouse.ava import DATASET
 from warehouse.records import ImageRow
 
 N_TOKENS = 15  # index, image id, ten vote counts, two tags, challenge id
@@ -175,13 +174,14 @@ def split_for(
 
 
 @dataclass(frozen=True)
-class AvaOptions:
-    ava_dir: Path  # the raw drop: AVA.txt, tags.txt, challenges.txt, aesthetics_image_lists/
+class AvaSettings:
+    """How photos are acquired and cropped, and which list pair sets the splits. The drop itself is
+    $AESTHETIC_RAW/ava (AVA.txt, tags.txt, challenges.txt, aesthetics_image_lists/, images/)."""
+
     acquisition: str = "directory"
-    images_dir: Path | None = None  # directory mode; default ava_dir/images
+    images_dir: Path | None = None  # directory mode; default $AESTHETIC_RAW/ava/images
     archive: Path | None = None  # tar mode
-    url_template: str = ""  # http mode, e.g. https://host/ava/{image_id}.jpg
-    cache_dir: Path | None = None  # http mode: where downloads are kept (resume)
+    url_template: str = ""  # http mode, e.g. https://host/ava/{image_id}.jpg; kept under $AESTHETIC_HOME/downloads
     http: HttpOptions = HttpOptions()
     spec: CropSpec = CropSpec()
     test_list: str = DEFAULT_TEST_LIST
@@ -195,8 +195,8 @@ class AvaOptions:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
         if self.acquisition == "tar" and not self.archive:
             raise ValueError("acquisition 'tar' needs an archive path")
-        if self.acquisition == "http" and (not self.url_template or not self.cache_dir):
-            raise ValueError("acquisition 'http' needs a url_template and a cache_dir")
+        if self.acquisition == "http" and not self.url_template:
+            raise ValueError("acquisition 'http' needs a url_template")
         if not 0 <= self.val_fraction < 1 or self.batch_size < 1:
             raise ValueError(f"bad options: val_fraction={self.val_fraction}, batch_size={self.batch_size}")
 
@@ -231,15 +231,13 @@ class AvaReport:
         return self.cropped / self.crop_seconds if self.crop_seconds > 0 else 0.0
 
 
-Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
-
-
-def acquire(opts: AvaOptions, ids: list[str], needs_data: Callable[[Source], bool]) -> Iterator[Source | FetchFailure]:
-    if opts.acquisition == "tar":
-        return tar_sources(opts.archive, ids, needs_data, max_bytes=opts.http.max_bytes)
-    if opts.acquisition == "http":
-        return http_sources(opts.url_template, ids, opts.cache_dir, opts.http)
-    return local_sources(opts.images_dir or opts.ava_dir / "images", ids)
+def acquire(paths: Paths, settings: AvaSettings, ids: list[str],
+            needs_data: Callable[[Source], bool]) -> Iterator[Source | FetchFailure]:
+    if settings.acquisition == "tar":
+        return tar_sources(settings.archive, ids, needs_data, max_bytes=settings.http.max_bytes)
+    if settings.acquisition == "http":
+        return http_sources(settings.url_template, ids, paths.downloads_dir(DATASET), settings.http)
+    return local_sources(settings.images_dir or paths.raw / DATASET / "images", ids)
 
 
 class _Cropper:
@@ -277,9 +275,10 @@ class _Cropper:
             self.pool.shutdown(cancel_futures=True)
 
 
-def assign_splits(rows: list[AvaRow], opts: AvaOptions) -> tuple[dict[str, tuple[str, AvaRow]], list[wh.RejectRow]]:
+def assign_splits(rows: list[AvaRow], opts: AvaSettings,
+                  ava_dir: Path) -> tuple[dict[str, tuple[str, AvaRow]], list[wh.RejectRow]]:
     """image_id -> (split, row) under the configured list pair; ids no list names are rejects (stage 'split')."""
-    lists = opts.ava_dir / "aesthetics_image_lists"
+    lists = ava_dir / "aesthetics_image_lists"
     test_ids = read_id_list(lists / opts.test_list)
     train_ids = read_id_list(lists / opts.train_list) if opts.train_list else None
     wanted: dict[str, tuple[str, AvaRow]] = {}
@@ -308,23 +307,23 @@ def read_names(ava_dir: Path, log: Callable[[str], None]) -> tuple[dict[str, lis
 
 
 def ingest_ava(
-    opts: AvaOptions,
+    paths: Paths,
     connect: Connect,
-    out_dir: Path,
-    to_stored: Callable[[Path], str],
-    from_stored: Callable[[str], Path],
+    opts: AvaSettings,
     batch: str | None = None,
-    log: Callable[[str], None] = lambda _: None,
+    log: Log = no_log,
 ) -> AvaReport:
     """The whole AVA stage: parse, split, acquire, crop what changed, and bring the warehouse in step."""
     report = AvaReport()
-    parsed = parse_ava_txt(opts.ava_dir / "AVA.txt")
+    ava_dir, out_dir = paths.raw / DATASET, paths.images_dir(DATASET)
+    to_stored, from_stored = paths.to_stored, paths.from_stored
+    parsed = parse_ava_txt(ava_dir / "AVA.txt")
     report.lines_read, report.blank_lines = parsed.lines_read, parsed.blank_lines
     rejects = list(parsed.rejects)
 
-    wanted, split_rejects = assign_splits(parsed.rows, opts)
+    wanted, split_rejects = assign_splits(parsed.rows, opts, ava_dir)
     rejects += split_rejects
-    names, bad_lines = read_names(opts.ava_dir, log)
+    names, bad_lines = read_names(ava_dir, log)
     report.bad_name_lines = bad_lines
     report.tags, report.challenges = len(names["ava_tags"]), len(names["ava_challenges"])
 
@@ -407,7 +406,7 @@ def ingest_ava(
             record(*in_flight.pop(0))
 
     try:
-        for item in acquire(opts, sorted(wanted, key=int), lambda s: not up_to_date(s)):
+        for item in acquire(paths, opts, sorted(wanted, key=int), lambda s: not up_to_date(s)):
             if isinstance(item, FetchFailure):
                 rejects.append(wh.RejectRow(item.item_id, "fetch", item.reason))
                 continue

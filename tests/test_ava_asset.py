@@ -16,7 +16,7 @@ from PIL import Image
 
 from assets.ava import AvaConfig, ava_images
 from assets.resources import StorageResource
-from ingest.ava import AvaOptions, ingest_ava
+from ingest.ava import AvaSettings, ingest_ava
 from ingest.crops import sha256_file
 from ingest.sample_data import SampleReport
 from pipelines.resources import build_resources
@@ -221,7 +221,7 @@ class _Killed(Exception):
 
 def test_a_run_killed_between_batches_resumes_without_redoing_or_losing_anything(sample_raw, raw, home):
     storage = StorageResource(home=str(home), raw=str(raw))
-    opts = AvaOptions(ava_dir=raw / "ava", batch_size=10, workers=1)
+    opts = AvaSettings(batch_size=10, workers=1)
     opened = []
 
     @contextmanager
@@ -232,12 +232,11 @@ def test_a_run_killed_between_batches_resumes_without_redoing_or_losing_anything
         with connect(home / "warehouse.duckdb") as conn:
             yield conn
 
-    args = (storage.images_dir("ava"), storage.to_stored, storage.from_stored)
     with pytest.raises(_Killed):
-        ingest_ava(opts, dies_on_third_connection, *args)
+        ingest_ava(storage.paths(), dies_on_third_connection, opts)
     (done,) = _query(home, "SELECT count(*) FROM ava_crop_state")[0]
     assert done == 10
-    report = ingest_ava(opts, lambda: connect(home / "warehouse.duckdb"), *args)
+    report = ingest_ava(storage.paths(), lambda: connect(home / "warehouse.duckdb"), opts)
     assert report.cropped == report.lines_read - _planted(sample_raw, raw, NOT_CROPPED) - 10
     assert report.up_to_date == 10
     assert report.accepted + report.rejected == report.lines_read
