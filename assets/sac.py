@@ -7,26 +7,12 @@ drop's own `sac/*.sqlite` and is the asset the shards depend on. Both merge thro
 snapshot only adds ratings not seen before and rebuilds only the histograms they touch.
 """
 
-import os
-
 import dagster as dg
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.crops import CropSpec
-from ingest.sac import (
-    INBOX,
-    ImageSources,
-    IngestReport,
-    Snapshot,
-    drop_databases,
-    find_snapshot,
-    inbox_files,
-    ingest_snapshot,
-    mean_score_plot_png,
-    read_snapshot,
-)
-from warehouse.sac import DATASET, mean_scores
+from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
 
 # What the inbox sensor (pipelines/sensors.py) needs of the stage, so the code location imports only assets.
 __all__ = ["INBOX", "inbox_files", "read_snapshot", "sac_snapshot_partitions", "sac_snapshots", "sac_images"]
@@ -40,29 +26,17 @@ class SacConfig(dg.Config):
     crop_mode: str = "center"  # or "squash"
     workers: int = 0  # crop processes; 0 = one per CPU core
 
-
-def _ingest(config: SacConfig, storage: StorageResource, warehouse: WarehouseResource,
-            snapshots: list[Snapshot], log: dg.DagsterLogManager) -> list[IngestReport]:
-    sources = ImageSources(storage.raw_path / DATASET)
-    spec = CropSpec(size=config.crop_size, mode=config.crop_mode)
-    reports = []
-    for snap in snapshots:
-        report = ingest_snapshot(
-            warehouse.connect, snap, sources, storage.images_dir(DATASET), storage.to_stored,
-            spec, config.temperature, config.workers or os.cpu_count(),
-        )
-        log.info(f"{snap.key}: {report}")
-        reports.append(report)
-    return reports
+    def settings(self, snapshots: list[str] | None = None) -> SacSettings:
+        return SacSettings(self.temperature, CropSpec(size=self.crop_size, mode=self.crop_mode), self.workers,
+                           tuple(snapshots or ()))
 
 
-def _metadata(reports: list[IngestReport], warehouse: WarehouseResource) -> dict:
+def _metadata(sac: SacReport) -> dict:
+    reports, means = sac.snapshots, sac.mean_scores
     by_reason: dict[str, int] = {}
     for r in reports:
         for kind, n in r.rejects_by_reason.items():
             by_reason[kind] = by_reason.get(kind, 0) + n
-    with warehouse.connect(read_only=True) as conn:
-        means = mean_scores(conn)
     return {
         "snapshots": [r.snapshot for r in reports],
         "ratings_read": sum(r.ratings.read for r in reports),
@@ -103,10 +77,9 @@ def sac_snapshots(
     `dagster asset materialize -m pipelines.definitions --select sac_snapshots --partition <key>`
     (keys are listed under the asset's Partitions tab), or a backfill of job `sac_backfill` in the UI.
     """
-    inbox = storage.raw_path / DATASET / INBOX
-    snapshots = [find_snapshot(inbox, key) for key in context.partition_keys]
-    reports = _ingest(config, storage, warehouse, snapshots, context.log)
-    return dg.MaterializeResult(metadata=_metadata(reports, warehouse))
+    report = ingest_sac(storage.paths(), warehouse.connect, config.settings(list(context.partition_keys)),
+                        context.run.run_id, context.log.info)
+    return dg.MaterializeResult(metadata=_metadata(report))
 
 
 @dg.asset(group_name="sac", deps=[sac_snapshots])
@@ -114,6 +87,5 @@ def sac_images(
     context: dg.AssetExecutionContext, config: SacConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """SAC crops under images/sac/ with their rating histograms, from the drop's sac/*.sqlite (or tarball)."""
-    files = drop_databases(storage.raw_path / DATASET, storage.home_path / "tmp" / DATASET)
-    reports = _ingest(config, storage, warehouse, [read_snapshot(f) for f in files], context.log)
-    return dg.MaterializeResult(metadata=_metadata(reports, warehouse))
+    report = ingest_sac(storage.paths(), warehouse.connect, config.settings(), context.run.run_id, context.log.info)
+    return dg.MaterializeResult(metadata=_metadata(report))

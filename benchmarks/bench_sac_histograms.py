@@ -196,14 +196,15 @@ def _warehouse_pass(warehouse: str, snapshot: str) -> dict:
     image is read and the histograms are stored in the ratings' transaction, as for any ratings-only backfill."""
     from functools import partial
 
-    from ingest.sac import ImageSources, ingest_snapshot, read_snapshot
+    from ingest.paths import Paths
+    from ingest.sac import SacSettings, ingest_snapshot, read_snapshot
     from warehouse.db import connect
 
     t0 = time.perf_counter()
     snap = read_snapshot(snapshot)  # hashing the file is part of a snapshot's cost
     hashed = time.perf_counter() - t0
-    no_images = Path(warehouse).parent / "no_images"
-    report = ingest_snapshot(partial(connect, warehouse), snap, ImageSources(no_images), no_images, str, workers=1)
+    paths = Paths(Path(warehouse).parent, Path(warehouse).parent / "no_images")
+    report = ingest_snapshot(paths, partial(connect, warehouse), SacSettings(workers=1), snap)
     seconds = time.perf_counter() - t0
     steps = {"hash file": hashed, **report.step_seconds}
     steps["connect, attach, commit, close"] = seconds - sum(steps.values())

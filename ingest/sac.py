@@ -26,7 +26,7 @@ import shutil
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path, PurePosixPath
@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 import duckdb
 
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
+from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import three_way_split
 from nima_train.atomic import atomic_path
 from warehouse.db import checkpoint, transaction
@@ -46,6 +47,7 @@ from warehouse.sac import (
     image_boundary,
     insert_new_ratings,
     log_snapshot,
+    mean_scores,
     merge_pending_histograms,
     new_ingest_id,
     record_new_rejects,
@@ -64,7 +66,6 @@ INBOX = "inbox"
 # Crop this many images per process-pool round: bounds the bytes held when reading from a tarball.
 CROP_BATCH = 512
 
-Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 ImageEnd = tuple[int, int, str] | None  # warehouse/sac.image_boundary
 
 
@@ -267,19 +268,47 @@ def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
         steps[name] = steps.get(name, 0.0) + time.perf_counter() - t0
 
 
-def ingest_snapshot(
-    connect: Connect,
-    snapshot: Snapshot,
-    sources: ImageSources,
-    images_dir: Path,
-    to_stored: Callable[[str | Path], str],
-    spec: CropSpec | None = None,
-    temperature: float = 1.0,
-    workers: int | None = None,
-) -> IngestReport:
+@dataclass(frozen=True)
+class SacSettings:
+    temperature: float = 1.0  # p_softmax temperature; 1 reproduces the original notebook's target
+    spec: CropSpec = field(default_factory=CropSpec)
+    workers: int = 0  # crop processes; 0: one per core
+    snapshots: tuple[str, ...] = ()  # inbox snapshot keys (partitions); empty: the drop's own sac/*.sqlite
+
+
+@dataclass
+class SacReport:
+    snapshots: list[IngestReport]
+    mean_scores: list[float]  # of every SAC image in the warehouse afterwards
+
+
+def ingest_sac(paths: Paths, connect: Connect, settings: SacSettings, batch: str | None = None,
+               log: Log = no_log) -> SacReport:
+    """The SAC stage: the configured inbox snapshots, or the drop's own databases, merged one after the other.
+
+    Ratings are identified by (sid, iid) and snapshots by their content key, so rejects and rows carry those
+    rather than the run's batch id.
+    """
+    sac_dir = paths.raw / DATASET
+    if settings.snapshots:
+        snapshots = [find_snapshot(sac_dir / INBOX, key) for key in settings.snapshots]
+    else:
+        snapshots = [read_snapshot(f) for f in drop_databases(sac_dir, paths.home / "tmp" / DATASET)]
+    reports = []
+    for snapshot in snapshots:
+        report = ingest_snapshot(paths, connect, settings, snapshot)
+        log(f"{snapshot.key}: {report}")
+        reports.append(report)
+    with connect() as conn:
+        means = mean_scores(conn)
+    return SacReport(reports, means)
+
+
+def ingest_snapshot(paths: Paths, connect: Connect, settings: SacSettings, snapshot: Snapshot) -> IngestReport:
     """Merge one snapshot into the warehouse (steps in the module docstring); safe to re-run."""
     t0 = time.perf_counter()
-    spec = spec or CropSpec()
+    sources, images_dir, to_stored = ImageSources(paths.raw / DATASET), paths.images_dir(DATASET), paths.to_stored
+    spec, temperature, workers = settings.spec, settings.temperature, settings.workers or os.cpu_count()
     report = IngestReport(snapshot.key)
     steps = report.step_seconds
     ingest_id = new_ingest_id()

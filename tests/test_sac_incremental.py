@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.sac import ImageSources, ingest_snapshot, read_snapshot
+from ingest.paths import Paths
+from ingest.sac import SacSettings, ingest_snapshot, read_snapshot
 from ingest.sample_data import SAC_DB_NAME, write_sac_db, write_sample_data
 from warehouse.db import connect, transaction
 from warehouse.labels import upsert_histograms
@@ -47,10 +48,8 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 
 
 def run(sac: Path, home: Path, snapshot: Path):
-    return ingest_snapshot(
-        partial(connect, home / "warehouse.duckdb"), read_snapshot(snapshot), ImageSources(sac),
-        home / "images" / "sac", lambda p: str(Path(p).relative_to(home)), workers=1,
-    )
+    return ingest_snapshot(Paths(home, sac.parent), partial(connect, home / "warehouse.duckdb"),
+                           SacSettings(workers=1), read_snapshot(snapshot))
 
 
 TABLES = {

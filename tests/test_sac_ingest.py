@@ -14,7 +14,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from ingest.sac import TAR_PREFIX, ImageSources, drop_databases, ingest_snapshot, read_snapshot, split_for
+from ingest.paths import Paths
+from ingest.sac import TAR_PREFIX, ImageSources, SacSettings, drop_databases, ingest_snapshot, read_snapshot, split_for
 from ingest.sample_data import SAC_DB_NAME, write_sample_data
 from ingest.splits import three_way_split
 from warehouse.db import connect
@@ -31,10 +32,8 @@ def raw(tmp_path: Path) -> Path:
 def ingest(raw: Path, home: Path, db_file: Path | None = None, temperature: float = 1.0):
     sac = raw / "sac"
     db_file = db_file or drop_databases(sac, home / "tmp")[0]
-    return ingest_snapshot(
-        partial(connect, home / "warehouse.duckdb"), read_snapshot(db_file), ImageSources(sac),
-        home / "images" / "sac", lambda p: str(Path(p).relative_to(home)), temperature=temperature, workers=1,
-    )
+    return ingest_snapshot(Paths(home, raw), partial(connect, home / "warehouse.duckdb"),
+                           SacSettings(temperature=temperature, workers=1), read_snapshot(db_file))
 
 
 def query(home: Path, sql: str, params: list | None = None) -> list[tuple]:
