@@ -12,8 +12,8 @@ import duckdb
 
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
-from assets.training import CODE_VERSION
 from assets.versions import latest_data_version
+from nima_train.runs import CODE_VERSION
 from warehouse.models import ModelRow, get_model, latest_model, record_eval_report, set_alias
 
 PROMOTED_MODEL = "nima_color"  # the critic scores designs, so the end of the chain is what gets promoted

@@ -1,19 +1,13 @@
 """Asset group `training`: nima_ava -> nima_sac -> nima_color, each a `python -m nima_train.train` run.
 
-The training itself runs out of process through Dagster Pipes: locally with PipesSubprocessClient (or
-torchrun with N processes), on a cluster with PipesK8sClient on a GPU node. Each finished run is published
-content-addressed under $AESTHETIC_HOME/models/<name>/<sha256[:12]>/ (model.pt + model_card.json), recorded in
-the `models` table, and that version is the asset's data version. Runs live under models/<name>/runs/<key>/,
-keyed by inputs and config, so a run killed mid-way resumes from its last epoch when launched again.
+The training itself runs out of process through Dagster Pipes (assets/launch.py): locally with
+PipesSubprocessClient (or torchrun with N processes), on a cluster with PipesK8sClient on a GPU node. The run's
+command, identity and publishing are nima_train/runs.py; the published version is recorded in the `models`
+table and is the asset's data version.
 """
 
 
-import hashlib
 import json
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -21,12 +15,8 @@ from pydantic import Field
 
 from assets.launch import MOVED_TO_LAUNCH, LaunchConfig, Toleration, launch
 from assets.resources import StorageResource, WarehouseResource
-from nima_train.atomic import write_atomic
+from nima_train.runs import CODE_VERSION, TrainingRun, publish_model, run_key, train_command
 from warehouse.models import ModelRow, latest_model, record_model
-
-# Bump when nima_train's training code changes in a way that makes old models stale.
-CODE_VERSION = "nima-train-1"
-INDEX_NAME = "index.json"
 
 
 class TrainConfig(dg.Config):
@@ -83,106 +73,28 @@ class ColorTrainConfig(TrainConfig):
     negatives: float = 0.1  # blank white and broken renders labelled score 1, as the notebook did
 
 
-@dataclass(frozen=True)
-class TrainingJob:
-    name: str
-    train: list[Path]
-    val: list[Path]
-    parent: ModelRow | None  # checkpoint_path absolute
-
-
-def shards_digest(dirs: list[Path]) -> str:
-    """Hash of the index files a run reads: what the model card calls the shard index hash."""
-    h = hashlib.sha256()
-    for d in dirs:
-        index = d / INDEX_NAME
-        if not index.is_file():
-            raise FileNotFoundError(f"no shard index at {index}: materialise the shards first")
-        h.update(str(d).encode() + b"\0" + index.read_bytes())
-    return h.hexdigest()
-
-
-def train_command(job: TrainingJob, config: TrainConfig, run_dir: Path) -> list[str]:
-    """The exact `python -m nima_train.train` (or torchrun) command line of a run."""
-    if config.nproc > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.nproc}"]
-    else:
-        launcher = [sys.executable]
-    weights = job.parent.checkpoint_path if job.parent else config.weights  # the chain starts from the parent
-    args = [
-        "-m", "nima_train.train", "--data", *map(str, job.train), "--val-data", *map(str, job.val),
-        "--output-dir", str(run_dir), "--backbone", config.backbone, "--weights", weights,
-        "--loss", config.loss, "--opt", config.opt, "--epochs-head", str(config.epochs_head),
-        "--epochs-full", str(config.epochs_full), "--lr-head", str(config.lr_head),
-        "--lr-full", str(config.lr_full), "--lr-scale", str(config.lr_scale),
-        "--batch-size", str(config.batch_size), "--crop", str(config.crop), "--resize", str(config.resize),
-        "--workers", str(config.workers), "--no-progress",
-        "--negatives", str(config.negatives),
-    ]
-    if config.device:
-        args += ["--device", config.device]
-    return launcher + args
-
-
-def run_key(job: TrainingJob, config: TrainConfig) -> str:
-    """Same inputs and config -> same run folder, so a killed run resumes instead of starting over."""
-    doc = {"config": config.hyperparameters(), "train": shards_digest(job.train), "val": shards_digest(job.val),
-           "parent": job.parent.version if job.parent else None, "code": CODE_VERSION}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def publish_model(storage: StorageResource, job: TrainingJob, config: TrainConfig, run_dir: Path,
-                  summary: dict[str, Any]) -> ModelRow:
-    """Copy run_dir/model.pt to models/<name>/<sha256[:12]>/ beside its model card; the row to record."""
-    payload = (run_dir / "model.pt").read_bytes()
-    sha = hashlib.sha256(payload).hexdigest()
-    version = sha[:12]
-    dest = storage.models_dir() / job.name / version
-    if not (dest / "model.pt").exists():  # pid-unique temp + rename: two publishers never share a half file
-        write_atomic(dest / "model.pt", payload)
-    final = summary.get("final", {})
-    card = {
-        "name": job.name, "version": version, "sha256": sha,
-        "parent_version": job.parent.version if job.parent else None,
-        "shards": {"train": [storage.to_stored(d) for d in job.train], "val": [storage.to_stored(d) for d in job.val]},
-        "shard_index_sha256": {"train": shards_digest(job.train), "val": shards_digest(job.val)},
-        "hyperparameters": config.hyperparameters(), "code_version": CODE_VERSION, "git_commit": git_commit(),
-        "metrics": {k: v for k, v in final.items() if k.startswith("val_") or k == "loss"},
-        "n_train": summary.get("n_train"), "history": summary.get("history", []),
-    }
-    write_atomic(dest / "model_card.json", json.dumps(card, indent=2, sort_keys=True, default=str).encode())
-    return ModelRow(version, job.name, card["parent_version"], storage.to_stored(dest / "model.pt"), sha, card)
-
-
 def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage: StorageResource,
                 warehouse: WarehouseResource, name: str, datasets: list[str],
                 parent_name: str | None) -> dg.MaterializeResult:
     parent = None
     if parent_name:
-        with warehouse.connect(read_only=False) as conn:
+        with warehouse.connect() as conn:
             parent = latest_model(conn, parent_name)
         if parent is None:
             raise RuntimeError(f"{name} starts from {parent_name}, which has no recorded model: materialise it first")
-        parent = ModelRow(parent.version, parent.name, parent.parent_version,
-                          str(storage.from_stored(parent.checkpoint_path)), parent.sha256, parent.config)
-    job = TrainingJob(name, [storage.shards_dir(d) / "train" for d in datasets],
-                      [storage.shards_dir(d) / "val" for d in datasets], parent)
-    run_dir = storage.models_dir() / name / "runs" / run_key(job, config)
-    command = train_command(job, config, run_dir)
+    run = TrainingRun(name, [storage.shards_dir(d) / "train" for d in datasets],
+                      [storage.shards_dir(d) / "val" for d in datasets], parent.version if parent else None,
+                      storage.from_stored(parent.checkpoint_path) if parent else None)
+    hp = config.hyperparameters()
+    run_dir = storage.models_dir() / name / "runs" / run_key(run, hp)
+    command = train_command(run, hp, run_dir)
     context.log.info("training: " + " ".join(command))
     summary = launch(context, config.launch_settings(), command, str(storage.home_path))
     if not summary:  # Pipes messages are the fast path; the file is what the run always leaves
         summary = json.loads((run_dir / "summary.json").read_text())
-    row = publish_model(storage, job, config, run_dir, summary)
+    model = publish_model(run, hp, run_dir, summary, storage.models_dir(), storage.to_stored)
+    row = ModelRow(model.version, name, run.parent_version, storage.to_stored(model.checkpoint), model.sha256,
+                   model.card)
     with warehouse.connect() as conn:
         record_model(conn, row)
     final = summary.get("final", {})
