@@ -258,6 +258,32 @@ def bench_mobilenet(batch: int = 64, steps: int = 30) -> float | None:
     return batch * steps / (time.perf_counter() - start)
 
 
+def bench_recycling(args: argparse.Namespace) -> None:
+    """Is nima_train/batch_memory.py worth its code? The uint8 shard loader as train.py uses it, with batch memory
+    recycled per worker against a fresh shared buffer per batch, in interleaved passes, warm and cold page cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        samples = make_crops(tmp / "crops", args.n, seed=0)
+        result = write_split(samples, tmp / "shards", "bench", "train", limits=ShardLimits(args.shard_samples))
+        urls = shard_urls(result.index_path)
+        print(f"{args.n} crops of 256x256; {len(urls)} shards; cores visible: {os.cpu_count()}")
+
+        def shards(recycle: bool) -> object:
+            return make_loader(urls, train=True, batch_size=args.batch, num_workers=args.workers,
+                               shuffle_buffer=1000, uint8=True, recycle_batches=recycle)
+
+        makers = {"recycled": partial(shards, True), "fresh": partial(shards, False)}
+        warm = bench_loaders(makers, args.repeats)
+        os.sync()
+        cold = bench_loaders(makers, args.repeats, before_pass=partial(evict_from_page_cache, urls))
+    for cache, runs in (("warm", warm), ("cold", cold)):
+        for i, what in enumerate(("whole pass", "steady")):
+            rec, fresh = median_rates(runs["recycled"])[i], median_rates(runs["fresh"])[i]
+            print(f"{cache} cache, {what}: recycled {rec:.0f} images/s, fresh {fresh:.0f} images/s; recycled / fresh"
+                  f" {paired_ratio(runs['recycled'], runs['fresh'], i)} over {args.repeats} pairs (keep the module"
+                  " if >= 1.05x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="number of crops")
@@ -266,8 +292,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--shard-samples", type=int, default=250)
     parser.add_argument("--gpu", action="store_true", help="also time MobileNetV2 training steps on CUDA")
+    parser.add_argument("--recycling", action="store_true",
+                        help="only the shard loader with recycled batch memory against fresh memory per batch")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one core per worker/process, so per-core figures mean what they say
+    if args.recycling:
+        bench_recycling(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

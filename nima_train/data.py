@@ -269,9 +269,11 @@ class BatchBuilder:
     smaller than the crop take the per-image functions (random_crop_flip / center_crop pad them like v2 does).
     """
 
-    def __init__(self, capacity: int, size: int, train: bool, uint8: bool = True, resize: int = 256) -> None:
+    def __init__(self, capacity: int, size: int, train: bool, uint8: bool = True, resize: int = 256,
+                 recycle: bool = True) -> None:
         self.size, self.train, self.uint8, self.resize = size, train, uint8, resize
-        self._ring = worker_ring()
+        # recycle=False: a fresh buffer per batch (what benchmarks/bench_loader.py --recycling compares against)
+        self._ring = worker_ring() if recycle else None
         self._slot = -1
         crops = (capacity, size, size, 3)
         if uint8 and self._ring is not None:  # the crops are the batch: crop straight into a ring slot
@@ -324,7 +326,8 @@ class BatchBuilder:
 
 
 def crop_batches(
-    samples: Iterator[dict], train: bool, batch_size: int, image_size: int, partial: bool, uint8: bool
+    samples: Iterator[dict], train: bool, batch_size: int, image_size: int, partial: bool, uint8: bool,
+    recycle: bool = True,
 ) -> Iterator[Batch]:
     """The default path's pipeline stage: samples in, (images, targets) batches out (see BatchBuilder).
 
@@ -335,16 +338,16 @@ def crop_batches(
     for sample in samples:
         pending.append(_sample_fields(sample))
         if len(pending) == batch_size:
-            yield _build_batch(pending, train, image_size, uint8)
+            yield _build_batch(pending, train, image_size, uint8, recycle)
             pending = []
     if pending and partial:
-        yield _build_batch(pending, train, image_size, uint8)
+        yield _build_batch(pending, train, image_size, uint8, recycle)
 
 
 def _build_batch(
-    pending: list[tuple[bytes, list[float]]], train: bool, image_size: int, uint8: bool
+    pending: list[tuple[bytes, list[float]]], train: bool, image_size: int, uint8: bool, recycle: bool = True
 ) -> Batch:
-    builder = BatchBuilder(len(pending), image_size, train, uint8)
+    builder = BatchBuilder(len(pending), image_size, train, uint8, recycle=recycle)
     for jpg, target in pending:
         builder.add(decode_image(jpg), target)
     return builder.batch()
@@ -360,6 +363,7 @@ def make_dataset(
     seed: int = 0,
     transform: Callable | None = None,
     uint8: bool = False,
+    recycle_batches: bool = True,
 ) -> wds.DataPipeline:
     """The batched pipeline; train: shard shuffle + sample shuffle + random crop/flip, eval: in order + centre crop.
 
@@ -382,7 +386,7 @@ def make_dataset(
     # A short last batch is fine for eval; training keeps every step the same shape.
     if transform is None:
         stages.append(partial(crop_batches, train=train, batch_size=batch_size, image_size=image_size,
-                              partial=not train, uint8=uint8))
+                              partial=not train, uint8=uint8, recycle=recycle_batches))
     else:
         stages += [
             wds.map(_sample_tuple),
@@ -415,9 +419,12 @@ def make_loader(
     pin_memory: bool = False,
     transform: Callable | None = None,
     uint8: bool = False,
+    recycle_batches: bool = True,
 ) -> wds.WebLoader:
-    """A WebLoader of (images, targets) batches. resampled=True needs epoch_samples (per epoch, all ranks)."""
-    dataset = make_dataset(urls, train, batch_size, image_size, shuffle_buffer, resampled, seed, transform, uint8)
+    """A WebLoader of (images, targets) batches. resampled=True needs epoch_samples (per epoch, all ranks).
+    recycle_batches=False gives every batch fresh shared memory instead of a recycled slot (batch_memory.py)."""
+    dataset = make_dataset(urls, train, batch_size, image_size, shuffle_buffer, resampled, seed, transform, uint8,
+                           recycle_batches)
     loader = wds.WebLoader(
         dataset,
         batch_size=None,

@@ -62,3 +62,20 @@ def test_a_recycled_batch_unpacks_like_the_pair_and_unpickles_as_it() -> None:
     assert ring.take(SHAPE, torch.int64)[1] == -1  # the one slot is held: a fresh buffer, not the held one
     received = pickle.loads(pickle.dumps(batch))  # the pair, with the slot's release tied to its images
     assert type(received) is list and torch.equal(received[0], images) and torch.equal(received[1], torch.zeros(2))
+
+
+def test_fresh_batch_memory_gives_the_same_batches_as_recycled_memory(tmp_path):
+    from nima_train.data import make_loader
+    from tests.helpers.tiny_training import write_tiny_shards
+
+    urls = [str(p) for p in write_tiny_shards(tmp_path / "s", 24, size=64)]
+
+    def batches(recycle: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        loader = make_loader(urls, train=False, batch_size=8, num_workers=1, image_size=48, uint8=True,
+                             recycle_batches=recycle)
+        return [(images.clone(), targets.clone()) for images, targets in loader]
+
+    recycled, fresh = batches(True), batches(False)
+    assert len(recycled) == len(fresh) == 3
+    for (a, ta), (b, tb) in zip(recycled, fresh, strict=True):
+        assert torch.equal(a, b) and torch.equal(ta, tb)
