@@ -23,7 +23,9 @@ def _bin_dir(tmp_path: Path, uid: int, tools: tuple[str, ...]) -> Path:
 
 
 def _make_browser(bin_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": str(bin_dir)}
+    # A make of its own, not a sub-make of `make test` (whose MAKELEVEL and MAKEFLAGS it would inherit).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    env["PATH"] = str(bin_dir)
     return subprocess.run([MAKE, "-s", "browser"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
