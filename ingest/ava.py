@@ -254,7 +254,7 @@ class _Cropper:
         self.seconds = 0.0
 
     def warm(self) -> None:
-        """Start the workers now, so their start-up overlaps with parsing and the first warehouse reads."""
+        """Start the workers now, so their start-up overlaps with listing the sources for the first batch."""
         if self.pool is None and self.workers > 1:
             self.pool = crop_pool(self.workers, warm=True)
 

@@ -120,19 +120,16 @@ def crop_many(
     spec: CropSpec,
     workers: int | None = None,
     chunk_size: int = 64,
-    pool: Executor | None = None,
 ) -> Iterator[tuple[CropJob, CropResult | RejectedImage]]:
-    """Crop jobs over a process pool (workers=1 runs inline), yielding (job, outcome) in input order.
-
-    Pass `pool` to reuse one executor across many calls (batches of a long run); it is left open.
-    """
+    """Crop jobs over a pool of its own (inline for workers=1 or one chunk), yielding (job, outcome) in input
+    order; the pool is shut down when the iteration ends."""
     jobs = list(jobs)
     workers = workers or os.cpu_count() or 1
-    own_pool = None
-    if pool is None and workers > 1 and len(jobs) > chunk_size:
-        own_pool = pool = crop_pool(min(workers, -(-len(jobs) // chunk_size)))
+    pool = None
+    if workers > 1 and len(jobs) > chunk_size:
+        pool = crop_pool(min(workers, -(-len(jobs) // chunk_size)))
     try:
         yield from submit_crops(jobs, spec, pool, chunk_size)
     finally:
-        if own_pool is not None:
-            own_pool.shutdown(cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
