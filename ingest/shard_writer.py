@@ -43,9 +43,9 @@ import pyarrow.parquet as pq
 
 from ingest.splits import hash_fraction
 from nima_train.atomic import atomic_path, publish, temp_path, write_atomic
+from nima_train.shard_format import INDEX_NAME
 
 FORMAT_VERSION = 1
-INDEX_NAME = "index.json"
 DEFAULT_MAX_SAMPLES = 5000
 DEFAULT_MAX_BYTES = 1_000_000_000
 # Any fixed value makes the headers reproducible; 2000-01-01 rather than 0 so tools don't show 1970.

@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset
 from torchvision.transforms import v2
 
 from nima_train.batch_memory import RecycledBatch, worker_ring
+from nima_train.shard_format import INDEX_NAME
 from nima_train.tarstream import tar_samples
 from nima_train.transforms import (
     center_crop,
@@ -62,7 +63,6 @@ try:  # deprecated since torchvision 0.29 (for TorchCodec); when a release drops
 except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - depends on the installed torchvision
     decode_jpeg = None
 
-INDEX_NAME = "index.json"
 
 Batch = RecycledBatch | tuple[torch.Tensor, torch.Tensor]  # (images, targets); see BatchBuilder.batch
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nima_train.atomic import write_atomic
-from nima_train.data import INDEX_NAME
+from nima_train.shard_format import INDEX_NAME
 
 # Bump when nima_train's training code changes in a way that makes old models stale.
 CODE_VERSION = "nima-train-1"
