@@ -1,0 +1,71 @@
+"""The house's rules, read from the code: imports run downwards, only pipelines/ and assets/ import Dagster, and no
+module imports itself through others (function-level imports count: a lazy import hides a cycle, it does not
+remove it)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipelines", "assets", "ingest", "critic", "nima_train", "warehouse")
+# What each package may import of the others (shared/DESIGN.md, "Top level").
+MAY_IMPORT = {
+    "pipelines": {"assets", "ingest", "critic", "warehouse", "nima_train"},
+    "assets": {"ingest", "critic", "warehouse", "nima_train"},
+    "ingest": {"warehouse", "nima_train"},
+    "critic": {"nima_train", "warehouse"},
+    "nima_train": set(),
+    "warehouse": set(),
+}
+DAGSTER_FREE = ("ingest", "critic", "nima_train", "warehouse")
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module name -> the project modules it imports anywhere in its body."""
+    graph = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            names = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names.update(a.name for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names.add(node.module)
+                    names.update(f"{node.module}.{a.name}" for a in node.names)
+            graph[module] = names
+    return graph
+
+
+def test_packages_import_only_the_layers_below_them():
+    wrong = []
+    for module, names in _imports().items():
+        package = module.split(".")[0]
+        for name in names:
+            top = name.split(".")[0]
+            if top in PACKAGES and top != package and top not in MAY_IMPORT[package]:
+                wrong.append(f"{module} imports {name}")
+            if package in DAGSTER_FREE and top in ("dagster", "dagster_graphql", "dagster_webserver"):
+                wrong.append(f"{module} imports {name}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_no_module_imports_itself_through_others():
+    graph = _imports()
+    edges = {m: {n for n in names if n in graph and n != m} for m, names in graph.items()}
+    cycles = []
+
+    def visit(module: str, path: list[str], done: set[str]) -> None:
+        for nxt in sorted(edges[module]):
+            if nxt in path:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in done:
+                visit(nxt, path + [nxt], done)
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(edges):
+        if module not in done:
+            visit(module, [module], done)
+    assert not cycles, "\n".join(sorted(set(cycles)))
