@@ -50,8 +50,8 @@ def open_cell(path, caption: str) -> Cell:
 
 
 def png_bytes(img: Image.Image, palette: bool = False) -> bytes:
-    """PNG bytes; palette=True quantises to 256 colours, about a third of the size for photos (metadata is
-    stored in every materialisation event)."""
+    """PNG bytes; palette=True quantises to 256 colours, much smaller for photos (metadata is stored in every
+    materialisation event)."""
     buf = io.BytesIO()
     (img.quantize(256) if palette else img).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
