@@ -3,9 +3,10 @@ a single step executes that step in the run's own process.
 
 A step subprocess exists to run steps side by side and to isolate them from each other; a run with one step
 has neither need, and the subprocess costs it a second interpreter start, a second import of Dagster and the
-code location, and a wait for its exit (docs/ava.md has the measured fixed cost). Single-asset materialisations from the UI or the CLI, sensor runs of one
-snapshot and `--select group:ava` are such runs; `full_pipeline` and every run of several steps keep one
-process per step. The run config is the default executor's (`execution: config: multiprocess|in_process`).
+code location, and a wait for its exit (docs/ava.md has the measured fixed cost). Single-asset
+materialisations from the UI or the CLI, sensor runs of one snapshot and `--select group:ava` are such runs;
+`full_pipeline` and every run of several steps keep one process per step. The run config is the default
+executor's (`execution: config: multiprocess|in_process`).
 """
 
 from __future__ import annotations
