@@ -15,12 +15,14 @@ from warehouse.models_lookup import PRODUCTION, promoted_version
 
 class PromotionConfig(dg.Config):
     margin: float = 0.02  # how much lower SRCC (of the mean score) than production still gets promoted
+    mae_margin: float = 0.05  # how much higher calibrated MAE (score units) than production still gets promoted
 
 
 def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None, dataset: str, split: str,
-                            margin: float) -> dg.AssetCheckResult:
+                            margin: float, mae_margin: float = 0.05) -> dg.AssetCheckResult:
     """Pass when model `version` (the one just evaluated) scores within `margin` SRCC of the production model
-    on the same split."""
+    on the same split, and its calibrated MAE is within `mae_margin` of production's (raw MAE against raw MAE
+    when either has no calibrated one)."""
     if version is None:
         return dg.AssetCheckResult(passed=False, description="no evaluated model version to check")
     new = eval_report(conn, version, dataset, split)
@@ -47,9 +49,31 @@ def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None
     if not _finite(production_srcc):
         return dg.AssetCheckResult(passed=True, metadata=meta, description=(
             f"production {production} SRCC on {dataset}/{split} is {production_srcc}: nothing to compare with"))
-    passed = candidate_srcc >= production_srcc - margin
-    verdict = "within the margin of" if passed else "worse by more than the margin than"
-    return dg.AssetCheckResult(passed=passed, metadata=meta, description=f"candidate {verdict} production")
+    srcc_passed = candidate_srcc >= production_srcc - margin
+    mae_key, candidate_mae, production_mae = mae_to_compare(new, base)
+    meta.update({"mae_compared": mae_key, "candidate_mae": _number(candidate_mae),
+                 "production_mae": _number(production_mae), "mae_margin": mae_margin})
+    mae_passed = not (_finite(candidate_mae) and _finite(production_mae)) or (
+        candidate_mae <= production_mae + mae_margin)
+    if srcc_passed and mae_passed:
+        return dg.AssetCheckResult(passed=True, metadata=meta, description="candidate within the margins of production")
+    reasons = []
+    if not srcc_passed:
+        reasons.append(f"SRCC {candidate_srcc:.4f} is below production's {production_srcc:.4f} by more than {margin}")
+    if not mae_passed:
+        reasons.append(f"{mae_key} {candidate_mae:.4f} is above production's {production_mae:.4f} by more than "
+                       f"{mae_margin}")
+    return dg.AssetCheckResult(passed=False, metadata=meta, description="candidate worse than production: "
+                               + "; ".join(reasons))
+
+
+def mae_to_compare(candidate: dict, production: dict) -> tuple[str, float | None, float | None]:
+    """Calibrated MAE on both sides when both have one, else raw MAE on both (never calibrated against raw,
+    which would credit the candidate with the calibration alone)."""
+    key = "mae_mean_calibrated"
+    if candidate.get(key) is None or production.get(key) is None:
+        key = "mae_mean"
+    return key, candidate.get(key), production.get(key)
 
 
 def _finite(value: float | None) -> bool:
@@ -67,4 +91,4 @@ def nima_color_not_worse_than_production(context: dg.AssetCheckExecutionContext,
     # The version eval_nima_color evaluated (its data version), not whatever nima_color was recorded last.
     version = latest_data_version(context.instance, PROMOTED_EVAL)
     with warehouse.connect() as conn:
-        return compare_with_production(conn, version, "kuler", "test", config.margin)
+        return compare_with_production(conn, version, "kuler", "test", config.margin, config.mae_margin)

@@ -57,7 +57,8 @@ def evaluate_model(instance: dg.DagsterInstance, storage: StorageResource, wareh
 
 
 def _result(version: str, metrics: dict, report: Path) -> dg.MaterializeResult:
-    meta = {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.items()}
+    # A model without a calibration has no calibrated metrics (None): left out rather than shown as 0.
+    meta = {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.items() if v is not None}
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={**meta, "version": version,

@@ -2,7 +2,8 @@
 
 A checkpoint is a dict: "model" (state dict of the unwrapped NIMA), "args" (plain
 dict with at least "backbone"), and for training runs "optimizer", "scheduler",
-"epoch", "phase". It is written to a temporary name and renamed into place, so a
+"epoch", "phase"; a final model.pt trained with a validation split also holds "calibration"
+(nima_train.calibration.Calibration.as_dict()). It is written to a temporary name and renamed into place, so a
 kill never leaves a half-written file.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from nima_train.atomic import atomic_path
+from nima_train.calibration import Calibration
 from nima_train.model import NIMA
 
 
@@ -38,3 +40,9 @@ def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "
     model = NIMA(args["backbone"], weights="none", dropout=float(args.get("dropout", 0.75)))
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def calibration_of(state: dict[str, Any]) -> Calibration | None:
+    """The calibration a loaded checkpoint carries; None for one saved without (older or no validation split)."""
+    stored = state.get("calibration")
+    return Calibration.from_dict(stored) if stored else None

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from nima_train.checkpoint import load_checkpoint, model_from_checkpoint
+from nima_train.calibration import Calibration
+from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_checkpoint
 from nima_train.data import batch_to_device, resolve_shards, split_loader
 from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
@@ -51,13 +53,16 @@ class Evaluation:
     metrics: EvalMetrics
     pred: torch.Tensor
     target: torch.Tensor
+    calibration: Calibration | None = None
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: list[str | Path], batch_size: int = 64,
                         crop: int | None = None, resize: int | None = None, workers: int = 1,
                         device: str = "cpu") -> Evaluation:
-    """Metrics of a checkpoint on shards, at the crop/resize it was trained with unless given."""
-    trained_with = load_checkpoint(checkpoint).get("args") or {}
+    """Metrics of a checkpoint on shards, at the crop/resize it was trained with unless given; the calibrated
+    ones too when the checkpoint carries a calibration."""
+    state = load_checkpoint(checkpoint)
+    trained_with, calibration = state.get("args") or {}, calibration_of(state)
     model = model_from_checkpoint(checkpoint).to(device)
     loader = split_loader(  # the reader and transforms training used
         resolve_shards(data).urls, train=False, crop=crop or int(trained_with.get("crop", 224)),
@@ -65,7 +70,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: list[str | Path], batch_si
     pred, target = predict(model, loader, torch.device(device))
     if pred.shape[0] == 0:
         raise ValueError(f"no samples in {', '.join(map(str, data))}")
-    return Evaluation(compute_metrics(pred, target), pred, target)
+    return Evaluation(compute_metrics(pred, target, calibration=calibration), pred, target, calibration)
 
 
 # ----------------------------------------------------------------------------- report
@@ -77,6 +82,13 @@ def error_colours(pred_mean: torch.Tensor, true_mean: torch.Tensor) -> list[str]
     """The notebook's colouring: green for |error| < 0.5, orange < 1, red beyond."""
     errors = (pred_mean - true_mean).abs().tolist()
     return [next(c for c, limit in ERROR_COLOURS if e < limit) for e in errors]
+
+
+def reliability_bins(predicted: np.ndarray, true: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Average predicted and true mean in equal-count bins of the prediction (fewer bins for few samples)."""
+    order = np.argsort(predicted, kind="stable")
+    groups = [g for g in np.array_split(order, max(1, min(bins, len(order) // 5))) if len(g)]
+    return np.array([predicted[g].mean() for g in groups]), np.array([true[g].mean() for g in groups])
 
 
 def _plots(out: Path, ev: Evaluation, history: list[dict[str, Any]], title: str) -> list[str]:
@@ -104,6 +116,21 @@ def _plots(out: Path, ev: Evaluation, history: list[dict[str, Any]], title: str)
     ax.legend()
     fig.savefig(out / "pred_hist.png", dpi=100, bbox_inches="tight")
     files.append("pred_hist.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    curves = [("raw", pm.numpy(), "steelblue")]
+    if ev.calibration is not None:
+        curves.append(("calibrated", ev.calibration.apply(pm.numpy()), "darkorange"))
+    for label, predicted, colour in curves:
+        px, ty = reliability_bins(predicted, tm.numpy())
+        ax.plot(px, ty, marker="o", color=colour, label=label)
+    ax.plot([1, 10], [1, 10], color="grey", lw=1)
+    ax.set(xlabel="predicted mean score (bin average)", ylabel="true mean score (bin average)",
+           title="reliability", xlim=(1, 10), ylim=(1, 10))
+    ax.legend()
+    fig.savefig(out / "reliability.png", dpi=100, bbox_inches="tight")
+    files.append("reliability.png")
     plt.close(fig)
 
     if history:
@@ -134,14 +161,22 @@ def write_report(out: str | Path, ev: Evaluation, title: str, history: list[dict
     shares = {c: colours.count(c) / len(colours) for c, _ in ERROR_COLOURS}
     lines = [f"# {title}", ""]
     lines += [f"- {k}: {v}" for k, v in (extra or {}).items()]
+    lines.append("- calibration: " + (ev.calibration.describe() if ev.calibration else
+                                      "none (the model was trained without a validation split)"))
     lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in m.items()]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in m.items()]
     lines += ["", f"Errors: {shares['green']:.0%} under 0.5 (green), {shares['orange']:.0%} under 1 (orange), "
               f"{shares['red']:.0%} beyond (red).", ""]
     lines += [f"![{p}]({p})" for p in plots]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

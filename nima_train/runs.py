@@ -108,6 +108,8 @@ def publish_model(run: TrainingRun, hp: dict[str, Any], run_dir: Path, summary: 
         "hyperparameters": hp, "code_version": CODE_VERSION, "git_commit": git_commit(),
         "metrics": {k: v for k, v in final.items() if k.startswith("val_") or k == "loss"},
         "n_train": summary.get("n_train"), "history": summary.get("history", []),
+        # The calibration model.pt holds (map), the split and size it was fitted on, and its effect there.
+        "calibration": summary.get("calibration"),
     }
     write_atomic(dest / "model_card.json", json.dumps(card, indent=2, sort_keys=True, default=str).encode())
     return PublishedModel(version, sha, dest / "model.pt", card)

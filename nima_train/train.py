@@ -13,8 +13,9 @@ Two phases: the head alone for --epochs-head epochs at --lr-head, then the whole
 epochs at --lr-full (backbone) with the head at --lr-full * --head-lr-mult. The learning rate decays
 exponentially per epoch (--lr-decay). After every epoch <output-dir>/checkpoint.pt holds model, optimizer,
 scheduler, epoch and history; starting the same command again resumes from it. At the end
-<output-dir>/model.pt (model + args only, what the critic serves) and <output-dir>/summary.json are written
-by rank 0. Launched by Dagster Pipes (DAGSTER_PIPES_CONTEXT set), rank 0 reports logs and the summary back.
+<output-dir>/model.pt (model, args and, with --val-data, the calibration of predicted onto true means fitted
+on the validation split: nima_train/calibration.py; what the critic serves) and <output-dir>/summary.json are
+written by rank 0. Launched by Dagster Pipes (DAGSTER_PIPES_CONTEXT set), rank 0 reports logs and the summary back.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from torch import nn
 
 from nima_train import data
 from nima_train.atomic import write_atomic
+from nima_train.calibration import Calibration, fit_calibration
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
 from nima_train.distributed import (
     DistInfo,
@@ -50,7 +52,7 @@ from nima_train.evaluate import predict
 from nima_train.logger import MetricLogger, SmoothedValue
 from nima_train.losses import emd_loss, notebook_emd_loss
 from nima_train.metrics import compute_metrics
-from nima_train.model import BACKBONES, NIMA
+from nima_train.model import BACKBONES, NIMA, score_moments
 from nima_train.negatives import write_negatives_shard
 from nima_train.reporter import Reporter
 
@@ -226,14 +228,33 @@ def train_one_epoch(model: nn.Module, criterion: Callable, optimizer: torch.opti
 
 @torch.no_grad()
 def evaluate(model: nn.Module, criterion: Callable, loader, device: torch.device,
-             args: argparse.Namespace) -> dict[str, float]:
-    """Validation loss and metrics over the whole split, gathered across ranks."""
+             args: argparse.Namespace) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Validation loss and metrics over the whole split, gathered across ranks, with the predicted and
+    true distributions they came from."""
     pred, target = predict(model, loader, device, amp=bool(args.amp), gather=True)
     if pred.shape[0] == 0:
         raise ValueError("the validation shards hold no samples")
     metrics = compute_metrics(pred, target).as_dict()
     metrics["loss"] = float(criterion(pred, target)) / (pred.shape[0] if args.loss == "notebook" else 1)
-    return metrics
+    return metrics, pred, target
+
+
+def fit_val_calibration(pred: torch.Tensor, target: torch.Tensor,
+                        log: Callable[[str], None] = print) -> tuple[Calibration, dict[str, Any]]:
+    """The calibration of the final model's validation predictions, and how much it changed (for the summary
+    and the model card: raw and calibrated SRCC, MAE and spread ratio)."""
+    pm, _ = score_moments(pred.double())
+    tm, _ = score_moments(target.double())
+    cal = fit_calibration(pm.numpy(), tm.numpy(), split="val")
+    m = compute_metrics(pred, target, calibration=cal).as_dict()
+    keys = ("srcc_mean", "mae_mean", "rmse_mean", "spread_ratio")
+    effect = {"method": cal.method, "split": cal.split, "n": cal.n,
+              **{k: m[k] for k in keys}, **{f"{k}_calibrated": m[f"{k}_calibrated"] for k in keys},
+              "map": cal.as_dict()}
+    log(f"calibration: {cal.describe()}; val SRCC {m['srcc_mean']:.3f} -> {m['srcc_mean_calibrated']:.3f}, "
+        f"MAE {m['mae_mean']:.3f} -> {m['mae_mean_calibrated']:.3f}, "
+        f"spread ratio {m['spread_ratio']:.2f} -> {m['spread_ratio_calibrated']:.2f}")
+    return cal, effect
 
 
 # ----------------------------------------------------------------------------- main
@@ -298,7 +319,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
         start_epoch, history = int(resume["epoch"]) + 1, list(resume.get("history", []))
         reporter.log(f"resuming from {ckpt_path} at epoch {start_epoch}/{total_epochs}")
 
-    phase, optimizer, scheduler = None, None, None
+    phase, optimizer, scheduler, last_val = None, None, None, None
     val_loader = build_loader(val_set.urls, args, info, train=False) if val_set.urls else None
     for epoch in range(start_epoch, total_epochs):
         if phase_of(epoch, args) != phase:
@@ -322,7 +343,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
         scheduler.step()
         broadcast_buffers(model_without_ddp)  # rank 0's BatchNorm statistics everywhere, as rank 0 saves them
         if val_loader is not None:
-            val = evaluate(model_without_ddp, criterion, val_loader, device, args)
+            val, *last_val = evaluate(model_without_ddp, criterion, val_loader, device, args)
             stats.update({f"val_{k}": v for k, v in val.items()})
         history.append(stats)
         reporter.epoch(_epoch_line(stats, total_epochs))
@@ -334,14 +355,24 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
             })
         barrier()
 
+    final_state: dict[str, Any] = {"model": model_without_ddp.state_dict(), "args": _plain_args(args)}
+    calibration_effect = None
+    if val_loader is not None:
+        if last_val is None:  # resumed after the last epoch: predict once more with the final weights
+            last_val = predict(model_without_ddp, val_loader, device, amp=bool(args.amp), gather=True)
+        if last_val[0].shape[0] >= 2:
+            calibration, calibration_effect = fit_val_calibration(*last_val, reporter.log)
+            final_state["calibration"] = calibration.as_dict()
+        else:
+            reporter.log("no calibration: the validation split holds fewer than 2 samples")
     # Every rank's weights digest: under DDP they must all be equal (gradients were averaged every step).
     summary = {"history": history, "n_train": n_train,
                "rank_weight_digests": all_gather_strings(state_digest(model_without_ddp)),
                "train_indexes": train_set.index_sha256, "val_indexes": val_set.index_sha256,
                "args": _plain_args(args), "world_size": info.world_size,
-               "final": history[-1] if history else {}}
+               "final": history[-1] if history else {}, "calibration": calibration_effect}
     if info.is_main:
-        save_checkpoint(out / "model.pt", {"model": model_without_ddp.state_dict(), "args": _plain_args(args)})
+        save_checkpoint(out / "model.pt", final_state)
         write_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
     barrier()
     return summary

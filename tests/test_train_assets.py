@@ -43,25 +43,34 @@ def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evalua
     assert hashlib.sha256((model_dir / "model.pt").read_bytes()).hexdigest()[:12] == version
     assert card["code_version"] == "nima-train-1" and card["parent_version"] is None
     assert card["hyperparameters"]["crop"] == 32 and len(card["history"]) == 2
+    # Trained with a validation split: the checkpoint and the card carry its calibration (8 samples: linear).
+    stored = torch.load(model_dir / "model.pt", weights_only=True)["calibration"]
+    assert card["calibration"]["map"] == stored
+    fitted = card["calibration"]
+    assert (fitted["method"], fitted["split"], fitted["n"]) == ("linear", "val", 8)
     with connect(home / "warehouse.duckdb", read_only=True) as conn:
         row = conn.execute("SELECT name, checkpoint_path FROM models WHERE version = ?", [version]).fetchone()
-        report = conn.execute("SELECT n, srcc_mean FROM eval_reports WHERE model_version = ? AND dataset = 'ava'"
-                              " AND split = 'test'", [version]).fetchone()
+        report = conn.execute("SELECT n, srcc_mean, mae_mean, mae_mean_calibrated, spread_ratio_calibrated"
+                              " FROM eval_reports WHERE model_version = ? AND dataset = 'ava' AND split = 'test'",
+                              [version]).fetchone()
     assert row == ("nima_ava", f"models/nima_ava/{version}/model.pt")
-    assert report[0] == 12
-    assert (home / "reports" / version / "ava-test" / "report.md").exists()
+    assert report[0] == 12 and all(v is not None for v in report[2:])
+    assert (home / "reports" / version / "ava-test" / "reliability.png").exists()
+    assert "linear calibration fitted on 8 val samples" in (home / "reports" / version / "ava-test" /
+                                                            "report.md").read_text()
     eval_meta = result.asset_materializations_for_node("eval_nima_ava")[0].metadata
     assert "data:image/png;base64," in eval_meta["report"].value
 
 
-def _model(conn, version: str, srcc: float | None, checkpoint: str | None = None) -> None:
+def _model(conn, version: str, srcc: float | None, checkpoint: str | None = None, **metrics: float) -> None:
     """A recorded nima_color version, with a kuler/test report unless srcc is None."""
     record_model(conn, ModelRow(version, "nima_color", None, checkpoint or f"models/nima_color/{version}/model.pt",
                                 version * 2, {}))
     if srcc is not None:
         record_eval_report(conn, version, "kuler", "test", {
             "n": 10, "binary_accuracy": 0.8, "exact_accuracy": 0.5, "lcc_mean": srcc, "srcc_mean": srcc,
-            "lcc_std": 0.1, "srcc_std": 0.1, "emd_r1": 0.1, "emd_r2": 0.2})
+            "lcc_std": 0.1, "srcc_std": 0.1, "emd_r1": 0.1, "emd_r2": 0.2, "mae_mean": 0.8, "rmse_mean": 1.0,
+            "spread_ratio": 0.4, **metrics})
 
 
 def test_promotion_gate_blocks_a_model_worse_than_production_by_more_than_the_margin(tmp_path):
@@ -74,6 +83,29 @@ def test_promotion_gate_blocks_a_model_worse_than_production_by_more_than_the_ma
         assert not worse.passed and worse.metadata["production"].value == "aaaaaaaaaaaa"
         assert compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.1).passed
         assert promoted_version(conn) == "aaaaaaaaaaaa"
+
+
+def test_promotion_gate_blocks_a_model_whose_calibrated_mae_is_worse_by_more_than_the_margin(tmp_path):
+    with connect(tmp_path / "w.duckdb") as conn:
+        _model(conn, "aaaaaaaaaaaa", 0.60, mae_mean_calibrated=0.50)
+        set_alias(conn, "aaaaaaaaaaaa")
+        _model(conn, "bbbbbbbbbbbb", 0.65, mae_mean_calibrated=0.60)  # ranks better, but further off the scale
+        worse = compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02, mae_margin=0.05)
+        assert not worse.passed and "mae_mean_calibrated 0.6000" in worse.description
+        assert worse.metadata["mae_compared"].value == "mae_mean_calibrated"
+        assert compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02, mae_margin=0.2).passed
+        _model(conn, "cccccccccccc", 0.65, mae_mean_calibrated=0.54)
+        assert compare_with_production(conn, "cccccccccccc", "kuler", "test", 0.02, mae_margin=0.05).passed
+
+
+def test_promotion_gate_compares_raw_mae_when_production_has_no_calibration(tmp_path):
+    with connect(tmp_path / "w.duckdb") as conn:
+        _model(conn, "aaaaaaaaaaaa", 0.60, mae_mean=0.70)  # promoted before calibrations existed
+        set_alias(conn, "aaaaaaaaaaaa")
+        # Its calibrated MAE (0.3) would pass against production's raw 0.7; its own raw MAE does not.
+        _model(conn, "bbbbbbbbbbbb", 0.60, mae_mean=0.90, mae_mean_calibrated=0.30)
+        check = compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02, mae_margin=0.05)
+        assert not check.passed and check.metadata["mae_compared"].value == "mae_mean"
 
 
 def test_promotion_gate_ignores_a_nan_production_srcc_but_fails_a_nan_candidate(tmp_path):

@@ -11,7 +11,11 @@ import duckdb
 from warehouse.db import transaction
 
 METRIC_COLUMNS = ("n", "binary_accuracy", "exact_accuracy", "lcc_mean", "srcc_mean", "lcc_std", "srcc_std",
-                  "emd_r1", "emd_r2")
+                  "emd_r1", "emd_r2", "mae_mean", "rmse_mean", "spread_ratio")
+# NULL for a model without a calibration (migration 040).
+CALIBRATED_COLUMNS = ("mae_mean_calibrated", "rmse_mean_calibrated", "spread_ratio_calibrated",
+                      "srcc_mean_calibrated")
+REPORT_COLUMNS = METRIC_COLUMNS + CALIBRATED_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -57,23 +61,23 @@ def record_eval_report(conn: duckdb.DuckDBPyConnection, version: str, dataset: s
     missing = [c for c in METRIC_COLUMNS if c not in metrics]
     if missing:
         raise ValueError(f"metrics lack {', '.join(missing)}")
-    values = [metrics[c] for c in METRIC_COLUMNS]
+    values = [metrics.get(c) for c in REPORT_COLUMNS]
     with transaction(conn):
         conn.execute("DELETE FROM eval_reports WHERE model_version = ? AND dataset = ? AND split = ?",
                      [version, dataset, split])
         conn.execute(
-            f"INSERT INTO eval_reports (model_version, dataset, split, {', '.join(METRIC_COLUMNS)})"
-            f" VALUES (?, ?, ?, {', '.join('?' for _ in METRIC_COLUMNS)})",
+            f"INSERT INTO eval_reports (model_version, dataset, split, {', '.join(REPORT_COLUMNS)})"
+            f" VALUES (?, ?, ?, {', '.join('?' for _ in REPORT_COLUMNS)})",
             [version, dataset, split, *values],
         )
 
 
 def eval_report(conn: duckdb.DuckDBPyConnection, version: str, dataset: str, split: str) -> dict[str, Any] | None:
     got = conn.execute(
-        f"SELECT {', '.join(METRIC_COLUMNS)} FROM eval_reports WHERE model_version = ? AND dataset = ? AND split = ?",
+        f"SELECT {', '.join(REPORT_COLUMNS)} FROM eval_reports WHERE model_version = ? AND dataset = ? AND split = ?",
         [version, dataset, split],
     ).fetchone()
-    return dict(zip(METRIC_COLUMNS, got, strict=True)) if got else None
+    return dict(zip(REPORT_COLUMNS, got, strict=True)) if got else None
 
 
 def set_alias(conn: duckdb.DuckDBPyConnection, version: str, alias: str = "production") -> None:
