@@ -1,22 +1,45 @@
-"""Which scored images a filter keeps: a score threshold, then optionally the best of each near-duplicate group."""
+"""Which scored images a filter keeps: thresholds, then optionally the best of each near-duplicate group.
+
+Three thresholds, each optional and all applied together: a score (`min_score`, on the calibrated mean by
+default, `threshold_on="mean"` for the model's raw mean), a percentile among the model's calibration split
+(`min_percentile`, which needs a calibrated model), and a share of the inputs being filtered
+(`top_fraction`: the best ceil(F * n) of the n scored inputs, ties broken by input order).
+"""
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from critic.scoring import ScoredItem
+from critic.scoring import Score, ScoredItem
+
+THRESHOLD_FIELDS = ("calibrated_mean", "mean")
 
 
 @dataclass(frozen=True)
 class FilterSettings:
-    min_score: float
+    min_score: float | None = None
+    threshold_on: str = "calibrated_mean"  # the Score field min_score and top_fraction compare
+    min_percentile: float | None = None
+    top_fraction: float | None = None
     dedupe: bool = False
     dedupe_by: str = "both"  # "features", "phash" or "both" (critic.dedupe.duplicate_groups)
     similarity: float = 0.95  # cosine similarity of pooled features that makes a duplicate
     max_hamming: int = 6  # dHash bits (of 64) that may differ in a duplicate
+
+    def __post_init__(self) -> None:
+        if self.threshold_on not in THRESHOLD_FIELDS:
+            raise ValueError(f"threshold_on must be one of {', '.join(THRESHOLD_FIELDS)}, got {self.threshold_on!r}")
+        if self.min_percentile is not None and not 0 <= self.min_percentile <= 100:
+            raise ValueError(f"min_percentile must be within 0..100, got {self.min_percentile}")
+        if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
+            raise ValueError(f"top_fraction must be within (0, 1], got {self.top_fraction}")
+
+    def value(self, score: Score) -> float:
+        return getattr(score, self.threshold_on)
 
 
 @dataclass
@@ -32,10 +55,13 @@ def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResul
     from critic.dedupe import duplicate_groups, keep_best
 
     result = FilterResult({i.source: ("skipped", i.error) for i in items if i.error})
-    passing = [i for i in items if i.score and i.score.mean >= settings.min_score]
-    for i in items:
-        if i.score and i.score.mean < settings.min_score:
-            result.decisions[i.source] = ("dropped", f"score {i.score.mean:.2f} below {settings.min_score}")
+    scored = [i for i in items if i.score]
+    passing = []
+    for i, why in zip(scored, threshold_failures(scored, settings), strict=True):
+        if why:
+            result.decisions[i.source] = ("dropped", "; ".join(why))
+        else:
+            passing.append(i)
     kept = passing
     if settings.dedupe and passing:
         groups = duplicate_groups(
@@ -49,9 +75,34 @@ def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResul
                     result.decisions[passing[g].source] = ("dropped", f"near-duplicate of {passing[winner].source}")
         kept = [passing[k] for k in best]
     for i in kept:
-        result.decisions[i.source] = ("kept", f"score {i.score.mean:.2f}")
+        result.decisions[i.source] = ("kept", f"score {settings.value(i.score):.2f}")
     result.kept = kept
     return result
+
+
+def threshold_failures(scored: Sequence[ScoredItem], settings: FilterSettings) -> list[list[str]]:
+    """For each scored item, the thresholds it misses (empty when it passes them all)."""
+    values = [settings.value(i.score) for i in scored]
+    label = "" if settings.threshold_on == "calibrated_mean" else " (raw mean)"
+    in_top: dict[int, int] = {}
+    if settings.top_fraction is not None:
+        keep = math.ceil(settings.top_fraction * len(scored))
+        ranked = sorted(range(len(scored)), key=lambda k: (-values[k], k))
+        in_top = {k: rank for rank, k in enumerate(ranked, 1)}
+    out = []
+    for k, item in enumerate(scored):
+        why = []
+        if settings.min_score is not None and values[k] < settings.min_score:
+            why.append(f"score {values[k]:.2f}{label} below {settings.min_score}")
+        if settings.min_percentile is not None:
+            if item.score.percentile is None:
+                raise ValueError("min_percentile needs a calibrated model (one trained with a validation split)")
+            if item.score.percentile < settings.min_percentile:
+                why.append(f"percentile {item.score.percentile:.1f} below {settings.min_percentile}")
+        if in_top and in_top[k] > keep:
+            why.append(f"not in the top {settings.top_fraction:g} (rank {in_top[k]} of {len(scored)})")
+        out.append(why)
+    return out
 
 
 def copy_kept(kept: Sequence[ScoredItem], dest: Path) -> dict[str, str]:

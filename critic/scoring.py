@@ -5,7 +5,10 @@ nima_train.imaging (the square 256 crop every dataset stage stores), then
 nima_train.transforms.eval_transform at the crop/resize the checkpoint was
 trained with (its args "crop" and "resize"; 224/256 when absent). One forward pass
 gives the score histogram, its mean and std, and the pooled features used to
-find near-duplicates.
+find near-duplicates. A checkpoint trained with a validation split carries a
+calibration (nima_train.calibration): the critic then also reports the calibrated
+mean, on the human scale, and its percentile among the validation split's. Without
+one the calibrated mean is the mean and the percentile is unknown (None).
 
     critic = Critic.from_checkpoint("models/nima_color/abc123/model.pt")
     for item in critic.score_sources(["a.jpg", "b.png"]):
@@ -16,14 +19,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from critic.dedupe import dhash
-from nima_train.checkpoint import load_checkpoint, model_from_checkpoint
+from nima_train.calibration import Calibration
+from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_checkpoint
 from nima_train.imaging import CropSpec, RejectedImage, crop_image, sha256_file
 from nima_train.model import NIMA, score_moments
 from nima_train.transforms import eval_transform
@@ -46,12 +50,19 @@ class CheckpointMismatch(RuntimeError):
 
 @dataclass(frozen=True)
 class Score:
-    mean: float
+    mean: float  # the mean of the model's own distribution
     std: float
     histogram: tuple[float, ...]  # probabilities of the scores 1..10
+    calibrated_mean: float | None = None  # on the human scale; the mean itself for a model without calibration
+    percentile: float | None = None  # 0..100 among the calibration split's calibrated means; None without one
+
+    def __post_init__(self) -> None:
+        if self.calibrated_mean is None:
+            object.__setattr__(self, "calibrated_mean", self.mean)
 
     def as_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "histogram": list(self.histogram)}
+        return {"mean": self.mean, "calibrated_mean": self.calibrated_mean, "percentile": self.percentile,
+                "std": self.std, "histogram": list(self.histogram)}
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,14 @@ class ScoredBatch:
     mean: torch.Tensor  # (B,)
     std: torch.Tensor  # (B,)
     features: torch.Tensor  # (B, D) pooled backbone features
+    calibrated: torch.Tensor  # (B,) calibrated means (the means themselves without a calibration)
+    percentile: torch.Tensor  # (B,) 0..100, NaN without a calibration
 
     def scores(self) -> list[Score]:
         return [
-            Score(float(m), float(s), tuple(float(v) for v in p))
-            for m, s, p in zip(self.mean.tolist(), self.std.tolist(), self.probs.tolist(), strict=True)
+            Score(float(m), float(s), tuple(float(v) for v in p), float(c), None if q != q else float(q))
+            for m, s, p, c, q in zip(self.mean.tolist(), self.std.tolist(), self.probs.tolist(),
+                                     self.calibrated.tolist(), self.percentile.tolist(), strict=True)
         ]
 
 
@@ -147,7 +161,7 @@ class Critic:
 
     def __init__(self, model: NIMA, image_size: int = 224, batch_size: int = 32,
                  device: str | torch.device = "cpu", version: str | None = None,
-                 resize: int | None = None) -> None:
+                 resize: int | None = None, calibration: Calibration | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if image_size < 1 or (resize is not None and resize < 1):
@@ -159,6 +173,7 @@ class Critic:
         self.resize = resize or round(image_size * 256 / 224)
         self.batch_size = batch_size
         self.version = version
+        self.calibration = calibration
         self.transform = eval_transform(image_size, resize=self.resize)
         # Concurrent CPU forwards only fight over the same cores; serialising them keeps latency flat.
         self._lock = threading.Lock()
@@ -181,11 +196,13 @@ class Critic:
                 raise CheckpointMismatch(
                     f"checkpoint {path} has sha256 {actual[:12]}..., the warehouse recorded "
                     f"{expected_sha256[:12]}...: the file changed since it was registered")
+        state = load_checkpoint(path)
         if image_size is None:
-            trained_with = load_checkpoint(path).get("args") or {}
+            trained_with = state.get("args") or {}
             image_size = int(trained_with.get("crop") or 224)
             resize = resize or int(trained_with.get("resize") or 256)
-        return cls(model_from_checkpoint(path), image_size=image_size, resize=resize, **kwargs)
+        return cls(model_from_checkpoint(path), image_size=image_size, resize=resize,
+                   calibration=calibration_of(state), **kwargs)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(B, 3, S, S) float tensors, ImageNet-normalised centre crops."""
@@ -198,7 +215,14 @@ class Critic:
             features = self.model.embed(x)
             probs = torch.softmax(self.model.head(features), dim=-1)
             mean, std = score_moments(probs)
-        return ScoredBatch(probs.float().cpu(), mean.float().cpu(), std.float().cpu(), features.float().cpu())
+        mean = mean.float().cpu()
+        calibrated, percentile = mean, torch.full_like(mean, float("nan"))
+        if self.calibration is not None:
+            cm = self.calibration.apply(mean.double().numpy())
+            calibrated = torch.from_numpy(cm).float()
+            percentile = torch.from_numpy(self.calibration.percentile(cm)).float()
+        return ScoredBatch(probs.float().cpu(), mean, std.float().cpu(), features.float().cpu(), calibrated,
+                           percentile)
 
     def score_images(self, images: Sequence[Image.Image]) -> ScoredBatch:
         """Score decoded images, batch_size at a time."""
@@ -208,7 +232,7 @@ class Critic:
                  for i in range(0, len(images), self.batch_size)]
         if len(parts) == 1:
             return parts[0]
-        return ScoredBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("probs", "mean", "std", "features")))
+        return ScoredBatch(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(ScoredBatch)))
 
     def score_sources(
         self,

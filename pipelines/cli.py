@@ -98,6 +98,16 @@ def _score_many(critic, paths, with_features: bool = False, with_hash: bool = Fa
     return items
 
 
+def _calibration_label(critic) -> str | None:
+    return critic.calibration.describe() if critic.calibration else None
+
+
+def _score_fields(score) -> dict:
+    """mean, calibrated_mean and percentile of a score (None each for an unscored item)."""
+    keys = ("mean", "calibrated_mean", "percentile")
+    return {k: getattr(score, k) for k in keys} if score else dict.fromkeys(keys)
+
+
 def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     _model_arg(p)
@@ -107,7 +117,8 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
 
 
-@verb("score", "mean, std and 10-bin histogram per image with the promoted (or named) model", _score_args)
+@verb("score", "mean, calibrated mean, percentile, std and 10-bin histogram per image with the promoted (or named) "
+      "model", _score_args)
 def _score(args: argparse.Namespace) -> int:
     import csv
 
@@ -118,29 +129,53 @@ def _score(args: argparse.Namespace) -> int:
     scored = [i for i in items if i.score]
     if args.json:
         print(json.dumps({
-            "model": critic.version,
+            "model": critic.version, "calibration": _calibration_label(critic),
             "results": [{"path": i.source, **i.score.as_dict()} for i in scored],
             "skipped": [{"path": i.source, "error": i.error} for i in items if i.error],
         }, indent=2))
     elif args.csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "mean", "std", *(f"p{k}" for k in range(1, 11))])
+        writer.writerow(["path", "mean", "calibrated_mean", "percentile", "std", *(f"p{k}" for k in range(1, 11))])
         for i in scored:
-            writer.writerow([i.source, f"{i.score.mean:.4f}", f"{i.score.std:.4f}",
-                             *(f"{v:.4f}" for v in i.score.histogram)])
+            pct = "" if i.score.percentile is None else f"{i.score.percentile:.2f}"
+            writer.writerow([i.source, f"{i.score.mean:.4f}", f"{i.score.calibrated_mean:.4f}", pct,
+                             f"{i.score.std:.4f}", *(f"{v:.4f}" for v in i.score.histogram)])
     else:
         width = max([len(i.source) for i in scored] + [4])
-        print(f"{'path':{width}s}  mean   std    histogram p(1..10)")
+        print(f"{'path':{width}s}  mean   calib  pct    std    histogram p(1..10)")
         for i in scored:
             hist = " ".join(f"{v:.2f}" for v in i.score.histogram)
-            print(f"{i.source:{width}s}  {i.score.mean:5.2f}  {i.score.std:5.2f}  {hist}")
+            pct = "  -  " if i.score.percentile is None else f"{i.score.percentile:5.1f}"
+            print(f"{i.source:{width}s}  {i.score.mean:5.2f}  {i.score.calibrated_mean:5.2f}  {pct}  "
+                  f"{i.score.std:5.2f}  {hist}")
         print(f"{len(scored)} scored, {len(items) - len(scored)} skipped, model {critic.version}", file=sys.stderr)
     return 0 if scored or not items else 1
 
 
+def _number_in(lo: float, hi: float, include_lo: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number within lo..hi (lo excluded unless include_lo)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value >= lo if include_lo else value > lo) or not value <= hi:
+            raise argparse.ArgumentTypeError(f"{text} is not within {'[' if include_lo else '('}{lo:g}, {hi:g}]")
+        return value
+
+    return parse
+
+
 def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
-    p.add_argument("--min-score", type=float, required=True, help="keep images whose predicted mean is >= this")
+    p.add_argument("--min-score", type=_number_in(0, 10), default=None,
+                   help="keep images scoring at least this (0..10; the calibrated mean unless --threshold-on mean)")
+    p.add_argument("--threshold-on", choices=("calibrated_mean", "mean"), default="calibrated_mean",
+                   help="the score --min-score and --top-fraction compare (a model without calibration: the mean)")
+    p.add_argument("--min-percentile", type=_number_in(0, 100), default=None,
+                   help="keep images at or above this percentile of the model's validation split (0..100)")
+    p.add_argument("--top-fraction", type=_number_in(0, 1, include_lo=False), default=None,
+                   help="keep the best F (0 < F <= 1) of the images being filtered")
     p.add_argument("--copy-to", default=None, help="copy the kept files into this folder")
     p.add_argument("--dedupe", action="store_true", help="keep only the best image of each near-duplicate group")
     p.add_argument("--dedupe-by", choices=("features", "phash", "both"), default="both",
@@ -152,25 +187,35 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
 
 
-@verb("filter", "keep images that score at least --min-score, optionally one per near-duplicate group",
-      _filter_args)
+@verb("filter", "keep images above --min-score, --min-percentile and/or in the --top-fraction, optionally one "
+      "per near-duplicate group", _filter_args)
 def _filter(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from critic.filtering import FilterSettings, copy_kept, decide
     from critic.scoring import expand_sources
 
+    if args.min_score is None and args.min_percentile is None and args.top_fraction is None:
+        raise SystemExit("aesthetic filter: give at least one of --min-score, --min-percentile, --top-fraction")
     critic = _load_critic(args.model, batch_size=args.batch_size, **_input_kwargs(args))
+    if args.min_percentile is not None and critic.calibration is None:
+        raise SystemExit(f"aesthetic filter: model {critic.version} has no calibration, so no percentiles: "
+                         "use --min-score or --top-fraction, or a model trained with --val-data")
+    settings = FilterSettings(
+        min_score=args.min_score, threshold_on=args.threshold_on, min_percentile=args.min_percentile,
+        top_fraction=args.top_fraction, dedupe=args.dedupe, dedupe_by=args.dedupe_by, similarity=args.similarity,
+        max_hamming=args.max_hamming)
     items = list(_score_many(critic, expand_sources(args.paths), args.dedupe, args.dedupe))
-    settings = FilterSettings(args.min_score, args.dedupe, args.dedupe_by, args.similarity, args.max_hamming)
     result = decide(items, settings)
     decisions, kept = result.decisions, result.kept
     copied = copy_kept(kept, Path(args.copy_to)) if args.copy_to else {}
     if args.json:
         print(json.dumps({
-            "model": critic.version, "min_score": args.min_score,
+            "model": critic.version, "calibration": _calibration_label(critic),
+            "min_score": args.min_score, "threshold_on": args.threshold_on,
+            "min_percentile": args.min_percentile, "top_fraction": args.top_fraction,
             "items": [{"path": i.source, "decision": decisions[i.source][0], "why": decisions[i.source][1],
-                       "mean": i.score.mean if i.score else None, "copied_to": copied.get(i.source)}
+                       **_score_fields(i.score), "copied_to": copied.get(i.source)}
                       for i in items],
         }, indent=2))
     else:

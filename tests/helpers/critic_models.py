@@ -18,6 +18,7 @@ from PIL import Image
 
 from critic.scoring import Critic
 from ingest.crops import sha256_file
+from nima_train.calibration import Calibration
 from nima_train.checkpoint import save_checkpoint
 from nima_train.model import NIMA, recalibrate_batchnorm
 from warehouse.db import connect
@@ -52,17 +53,26 @@ def _model_state(seed: int) -> dict:
     return make_model(seed).state_dict()
 
 
-def save_test_checkpoint(path: Path, seed: int = 0, **train_args) -> Path:
-    """A checkpoint as nima_train.train writes it: the state dict plus args (e.g. crop=96, resize=108)."""
-    save_checkpoint(path, {"model": _model_state(seed),
-                           "args": {"backbone": "mobilenet_v2", "dropout": 0.75, **train_args}})
+def stretching_calibration() -> Calibration:
+    """What training fits for a model that squeezes its means towards 5.6 (as the test model does, whose means
+    lie within about 5.4..5.9): a line three times as steep around 5.6, with percentiles of a 2..9 split."""
+    return Calibration("linear", (4.6, 6.6), (2.6, 8.6), 3.0, 3.0, tuple(np.linspace(2.0, 9.0, 1001)), "val", 500)
+
+
+def save_test_checkpoint(path: Path, seed: int = 0, calibration: Calibration | None = None, **train_args) -> Path:
+    """A checkpoint as nima_train.train writes it: the state dict plus args (e.g. crop=96, resize=108), and the
+    calibration when given."""
+    state = {"model": _model_state(seed), "args": {"backbone": "mobilenet_v2", "dropout": 0.75, **train_args}}
+    if calibration is not None:
+        state["calibration"] = calibration.as_dict()
+    save_checkpoint(path, state)
     return path
 
 
 def register_model(home: Path, name: str = "nima_color", seed: int = 0, alias: str | None = "production",
-                   **train_args) -> str:
+                   calibration: Calibration | None = None, **train_args) -> str:
     """Save a checkpoint content-addressed under home/models and record its `models` (and alias) row."""
-    tmp = save_test_checkpoint(home / "tmp-model.pt", seed, **train_args)
+    tmp = save_test_checkpoint(home / "tmp-model.pt", seed, calibration, **train_args)
     sha = sha256_file(tmp)
     version = sha[:12]
     dest = home / "models" / name / version / "model.pt"
