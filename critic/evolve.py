@@ -42,6 +42,10 @@ class RoundLog:
     parent: dict  # the genome after the round
     contact_sheet: str
     message: str
+    # The same on the human scale (critic.scoring.Score); equal to the means for a model without calibration.
+    parent_calibrated_mean: float = 0.0
+    best_calibrated_mean: float = 0.0
+    best_percentile: float | None = None
 
 
 @dataclass
@@ -50,6 +54,7 @@ class EvolutionResult:
     seed: int
     initial_mean: float
     initial_std: float
+    initial_calibrated_mean: float
     rounds: list[RoundLog] = field(default_factory=list)
     strip: str = ""
     log: str = ""
@@ -57,6 +62,10 @@ class EvolutionResult:
     @property
     def best_mean(self) -> float:
         return self.rounds[-1].parent_mean if self.rounds else self.initial_mean
+
+    @property
+    def best_calibrated_mean(self) -> float:
+        return self.rounds[-1].parent_calibrated_mean if self.rounds else self.initial_calibrated_mean
 
     @property
     def stuck_rounds(self) -> int:
@@ -94,20 +103,23 @@ def evolve(
     parent: Genome = random_genome(shape, rng)
     parent_img = render(parent, size)
     first = critic.score_images([parent_img]).scores()[0]
-    parent_mean, parent_std = first.mean, first.std
-    result = EvolutionResult(shape, seed, parent_mean, parent_std)
+    parent_mean, parent_std, parent_calibrated = first.mean, first.std, first.calibrated_mean
+    result = EvolutionResult(shape, seed, parent_mean, parent_std, parent_calibrated)
     strip = [Cell(parent_img, f"start {parent_mean:.2f}")]
 
     for r in range(1, rounds + 1):
         variants = [mutate(parent, rng, rate, strength) for _ in range(batch)]
         images = [render(g, size) for g in variants]
-        scored = critic.score_images(images)
-        means, stds = scored.mean.tolist(), scored.std.tolist()
+        scores = critic.score_images(images).scores()
+        means, stds = [x.mean for x in scores], [x.std for x in scores]
+        # The calibration is strictly increasing, so the raw mean ranks the variants as the calibrated one would.
         best = max(range(batch), key=lambda i: (means[i], -i))
         improved = means[best] > parent_mean
         if improved:
-            message = f"round {r}: variant {best} scores {means[best]:.3f}, beating the parent's {parent_mean:.3f}"
+            message = (f"round {r}: variant {best} scores {means[best]:.3f} (calibrated "
+                       f"{scores[best].calibrated_mean:.3f}), beating the parent's {parent_mean:.3f}")
             parent, parent_img, parent_mean, parent_std = variants[best], images[best], means[best], stds[best]
+            parent_calibrated = scores[best].calibrated_mean
         else:
             message = (f"round {r}: stuck, the best variant scores {means[best]:.3f}, "
                        f"not above the parent's {parent_mean:.3f}; the parent is kept")
@@ -118,7 +130,8 @@ def evolve(
         _save_png(_grid(tiles, cols=min(8, batch)), sheet_path)
         strip.append(Cell(parent_img, f"r{r} {parent_mean:.2f}" + ("" if improved else " =")))
         log = RoundLog(r, parent_mean, means[best], stds[best], best, improved, means, stds,
-                       parent.as_dict(), sheet_path.name, message)
+                       parent.as_dict(), sheet_path.name, message, parent_calibrated,
+                       scores[best].calibrated_mean, scores[best].percentile)
         result.rounds.append(log)
         if on_round:
             on_round(log)
@@ -129,8 +142,11 @@ def evolve(
     payload = {
         "shape": shape, "seed": seed, "rounds": rounds, "batch": batch, "size": size,
         "rate": rate, "strength": strength, "model": critic.version,
-        "initial": {"mean": result.initial_mean, "std": result.initial_std},
-        "best_mean": result.best_mean, "stuck_rounds": result.stuck_rounds,
+        "calibration": critic.calibration.describe() if critic.calibration else None,
+        "initial": {"mean": result.initial_mean, "std": result.initial_std,
+                    "calibrated_mean": result.initial_calibrated_mean},
+        "best_mean": result.best_mean, "best_calibrated_mean": result.best_calibrated_mean,
+        "stuck_rounds": result.stuck_rounds,
         "strip": strip_path.name, "log": [vars(x) for x in result.rounds],
     }
     write_atomic(log_path, json.dumps(payload, indent=2).encode())

@@ -246,7 +246,9 @@ def _evolve(args: argparse.Namespace) -> int:
     critic = _load_critic(args.model, batch_size=args.batch, **_input_kwargs(args))
     result = evolve(critic, args.shape, args.rounds, args.batch, args.seed, args.out, args.size,
                     args.rate, args.strength, on_round=lambda r: print(r.message, flush=True))
-    print(f"start {result.initial_mean:.3f} -> best {result.best_mean:.3f} after {args.rounds} rounds "
+    calibrated = (f" (calibrated {result.initial_calibrated_mean:.3f} -> {result.best_calibrated_mean:.3f})"
+                  if critic.calibration else "")
+    print(f"start {result.initial_mean:.3f} -> best {result.best_mean:.3f}{calibrated} after {args.rounds} rounds "
           f"({result.stuck_rounds} stuck); strip {result.strip}, log {result.log}")
     return 0
 

@@ -14,7 +14,7 @@ from critic.evolve import evolve
 from critic.scoring import Critic
 from nima_train.contact_sheet import CAPTION_H
 from pipelines.cli import main
-from tests.helpers.critic_models import make_model, register_model
+from tests.helpers.critic_models import make_model, register_model, stretching_calibration
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,17 @@ def test_cli_evolve_runs_with_the_promoted_model(tmp_path: Path, capsys, monkeyp
     printed = capsys.readouterr().out
     assert printed.startswith("round 1: ") and "strip" in printed
     assert json.loads((out / "log.json").read_text())["model"] == version
+
+
+def test_evolve_with_a_calibrated_model_logs_calibrated_means_beside_the_raw_ones(tmp_path: Path) -> None:
+    cal = stretching_calibration()
+    critic = Critic(make_model(), image_size=96, version="test", calibration=cal)
+    result = evolve(critic, "star", rounds=2, batch=3, seed=1, out=tmp_path, size=96)
+    doc = json.loads(Path(result.log).read_text())
+    assert doc["calibration"] == cal.describe()
+    assert doc["initial"]["calibrated_mean"] == pytest.approx(float(cal.apply(doc["initial"]["mean"])), abs=1e-5)
+    for r in doc["log"]:
+        assert r["best_calibrated_mean"] == pytest.approx(float(cal.apply(r["best_mean"])), abs=1e-5)
+        assert r["parent_calibrated_mean"] == pytest.approx(float(cal.apply(r["parent_mean"])), abs=1e-5)
+        assert 0 <= r["best_percentile"] <= 100
+    assert doc["best_calibrated_mean"] == doc["log"][-1]["parent_calibrated_mean"]
