@@ -20,6 +20,10 @@ class KulerConfig(dg.Config):
     mapping: str = "high_spread"  # stars r -> score 2r-1 ("high_spread") or r+2 ("low_spread")
     swatch_size: int = 256  # side of the square swatch, px
     softmax_temperature: float = 1.0  # T of histograms.p_softmax = softmax(counts / T)
+    # 2011 only: "two_bin" (100 pseudo-votes on the two bins around the mean) or "normal" (a discretised normal
+    # of std_2011 stars around it; None estimates it from 2014 ratings in the drop, else 1.0: docs/kuler.md).
+    spread_2011: str = "two_bin"
+    std_2011: float | None = None
 
     def settings(self) -> KulerSettings:
         return KulerSettings(
@@ -28,6 +32,8 @@ class KulerConfig(dg.Config):
             mapping=self.mapping,
             swatch_size=self.swatch_size,
             temperature=self.softmax_temperature,
+            spread_2011=self.spread_2011,
+            std_2011=self.std_2011,
         )
 
 
@@ -44,6 +50,7 @@ def kuler_images(
         metadata={
             "release": out.release,
             "mapping": config.mapping,
+            "labels": out.labels,
             "sources": dg.MetadataValue.json(out.sources),
             "themes_read": out.themes_read,
             "themes_accepted": out.themes_accepted,

@@ -50,6 +50,13 @@ MAPPINGS: dict[str, tuple[int, ...]] = {
 }
 # 2011 pseudo-votes per theme: the mean survives rounding to within 1/100 of a score step.
 PSEUDO_VOTES_2011 = 100
+# How the 2011 pseudo-votes spread: over the two bins around the mapped mean, or as a discretised normal.
+SPREADS_2011 = ("two_bin", "normal")
+# Per-theme standard deviation (in stars) of the normal spread when no 2014 ratings are at hand to estimate it:
+# an assumption stated in docs/kuler.md, not a measurement.
+DEFAULT_STD_2011 = 1.0
+# Themes need this many valid 2014 ratings for their spread to count in the estimate.
+MIN_RATINGS_FOR_STD = 3
 # A stripe centre may drift this many levels per channel after encoding (issue 5).
 COLOUR_TOLERANCE = 2
 JPEG_QUALITIES = (95, 100)  # q95 first; q100 only if a (small) swatch misses the tolerance
@@ -294,6 +301,68 @@ def counts_from_mean(mean_rating: float, mapping: str, votes: int = PSEUDO_VOTES
     return counts
 
 
+def counts_from_mean_normal(mean_rating: float, mapping: str, std_stars: float,
+                            votes: int = PSEUDO_VOTES_2011) -> list[int]:
+    """2011 release: `votes` pseudo-votes as a normal of `std_stars` (in stars) around the mapped mean,
+    discretised onto the mapping's score range (its end bins take the tails, as stars end at 1 and 5).
+
+    The normal's centre is moved until the discretised histogram's mean is the mapped mean, and the votes
+    are rounded so that it stays within 1/votes of it.
+    """
+    from scipy.special import ndtr
+
+    scores = _scores(mapping)
+    lo, hi = scores[0], scores[-1]
+    m = mapped_score(mean_rating, mapping)
+    sigma = std_stars * (scores[1] - scores[0])
+    bins = np.arange(lo, hi + 1)
+    if sigma <= 0 or m <= lo or m >= hi:
+        return counts_from_mean(mean_rating, mapping, votes)
+
+    def probabilities(centre: float) -> np.ndarray:
+        edges = ndtr((np.arange(lo, hi) + 0.5 - centre) / sigma)  # P(score below each bin boundary)
+        cdf = np.concatenate([[0.0], edges, [1.0]])
+        return np.diff(cdf)
+
+    # The histogram's mean rises with the centre: bisect for the centre that gives the mapped mean.
+    a, b = m - 10 * sigma - 10, m + 10 * sigma + 10
+    for _ in range(100):
+        c = (a + b) / 2
+        a, b = (c, b) if probabilities(c) @ bins < m else (a, c)
+    exact = probabilities((a + b) / 2) * votes
+    counts = np.floor(exact).astype(np.int64)
+    for k in np.argsort(-(exact - counts), kind="stable")[: votes - counts.sum()]:
+        counts[k] += 1  # largest remainders first
+    # Each vote moved one bin shifts the mean by 1/votes: move votes towards the mapped mean until within it.
+    for _ in range(votes):
+        gap = m - (counts @ bins) / votes
+        if abs(gap) <= 0.5 / votes + 1e-12:
+            break
+        step = 1 if gap > 0 else -1
+        movable = [k for k in range(len(bins)) if counts[k] > 0 and 0 <= k + step < len(bins)]
+        source = max(movable, key=lambda k: (counts[k], -k * step))
+        counts[source] -= 1
+        counts[source + step] += 1
+    out = [0] * 10
+    for score, n in zip(bins, counts, strict=True):
+        out[score - 1] = int(n)
+    return out
+
+
+def rating_std_2014(tally: RatingTally, min_ratings: int = MIN_RATINGS_FOR_STD) -> float | None:
+    """The median per-theme standard deviation of valid 2014 star ratings (themes with at least
+    `min_ratings`); None when no theme has that many."""
+    stars = tally.stars.astype(np.float64)
+    n = stars.sum(axis=1)
+    rated = n >= min_ratings
+    if not rated.any():
+        return None
+    levels = np.arange(RATING_MIN, RATING_MAX + 1, dtype=np.float64)
+    mean = stars[rated] @ levels / n[rated]
+    var = stars[rated] @ levels**2 / n[rated] - mean**2
+    return float(np.median(np.sqrt(np.maximum(var, 0.0))))
+
+
 def labels_2014(tally: RatingTally, mapping: str) -> Labels:
     """Histograms of themes with at least one valid rating; the others become theme rejects."""
     counts = counts_from_stars(tally.stars, mapping)
@@ -306,12 +375,15 @@ def labels_2014(tally: RatingTally, mapping: str) -> Labels:
     return Labels(accepted, rejects)
 
 
-def labels_2011(targets: np.ndarray, mapping: str) -> Labels:
-    """Pseudo-histograms from mean ratings; a mean outside 1..5 (or NaN) rejects its theme."""
+def labels_2011(targets: np.ndarray, mapping: str, spread: str = "two_bin", std_stars: float = DEFAULT_STD_2011
+                ) -> Labels:
+    """Pseudo-histograms from mean ratings (two bins, or a normal of std_stars); a mean outside 1..5 (or NaN)
+    rejects its theme."""
     accepted, rejects = {}, []
     for i, t in enumerate(targets):
         if np.isfinite(t) and RATING_MIN <= t <= RATING_MAX:
-            accepted[str(i + 1)] = counts_from_mean(float(t), mapping)
+            accepted[str(i + 1)] = (counts_from_mean_normal(float(t), mapping, std_stars) if spread == "normal"
+                                    else counts_from_mean(float(t), mapping))
         else:
             rejects.append(Reject(str(i + 1), f"out of range: mean rating {_fmt(float(t))} not in 1..5 (targets)"))
     return Labels(accepted, rejects)
@@ -384,8 +456,14 @@ class KulerSettings:
     mapping: str = "high_spread"
     swatch_size: int = 256
     temperature: float = 1.0
+    spread_2011: str = "two_bin"  # how 2011 pseudo-votes spread: SPREADS_2011
+    std_2011: float | None = None  # stars; None: estimated from 2014 ratings in the drop, else DEFAULT_STD_2011
 
     def __post_init__(self) -> None:
+        if self.spread_2011 not in SPREADS_2011:
+            raise ValueError(f"spread_2011 must be one of {', '.join(SPREADS_2011)}, got {self.spread_2011!r}")
+        if self.std_2011 is not None and not 0 < self.std_2011 <= 4:
+            raise ValueError(f"std_2011 must be within (0, 4] stars, got {self.std_2011}")
         if self.release not in RELEASES:
             raise ValueError(f"release must be one of {', '.join(RELEASES)}, got {self.release!r}")
         if self.release == "2011" and self.file_2011 not in FILES_2011:
@@ -419,6 +497,7 @@ class KulerReport:
     sync: SyncStats
     preview_png: bytes = b""
     preview_path: str = ""
+    labels: str = ""  # how the histograms were made, e.g. "2011 normal spread, std 0.92 stars (default)"
 
 
 def _write_swatches(
@@ -457,6 +536,8 @@ class Reading:
     ratings_read: int
     ratings_kept: int
     sources: list[str]
+    label_std: float | None = None  # 2011 normal spread: the per-theme std used, in stars
+    label_std_source: str = ""  # where it came from: "config", a 2014 ratings file, or "default"
 
 
 def read_release(raw: Path, settings: KulerSettings) -> Reading:
@@ -467,9 +548,25 @@ def read_release(raw: Path, settings: KulerSettings) -> Reading:
         labels = labels_2014(tally, settings.mapping)
         return Reading(themes, labels, tally.rejects, tally.read, tally.kept, [str(themes.source), str(tally.source)])
     themes, targets = read_release_2011(raw / settings.file_2011)
-    labels = labels_2011(targets, settings.mapping)
+    std, std_source = None, ""
+    if settings.spread_2011 == "normal":
+        std, std_source = spread_for_2011(raw, settings)
+    labels = labels_2011(targets, settings.mapping, settings.spread_2011, std or DEFAULT_STD_2011)
     # In 2011 a theme's one mean rating is its only rating.
-    return Reading(themes, labels, [], len(targets), len(labels.counts), [str(themes.source)])
+    return Reading(themes, labels, [], len(targets), len(labels.counts), [str(themes.source)], std, std_source)
+
+
+def spread_for_2011(raw: Path, settings: KulerSettings) -> tuple[float, str]:
+    """The per-theme std (stars) of the 2011 normal spread and its source: the config's, else the median of
+    the 2014 release's real per-theme spreads when its files are in the same drop, else the stated default."""
+    if settings.std_2011 is not None:
+        return settings.std_2011, "config"
+    themes_file, ratings_file = (raw / f for f in FILES_2014)
+    if themes_file.is_file() and ratings_file.is_file():
+        estimate = rating_std_2014(read_ratings_2014(ratings_file, len(read_themes_2014(themes_file))))
+        if estimate is not None and estimate > 0:
+            return estimate, f"median per-theme std of {ratings_file.name}"
+    return DEFAULT_STD_2011, "default"
 
 
 def ingest_kuler(
@@ -548,4 +645,14 @@ def ingest_kuler(
         sync=sync,
         preview_png=png,
         preview_path=str(preview),
+        labels=_label_description(settings, reading),
     )
+
+
+def _label_description(settings: KulerSettings, reading: Reading) -> str:
+    if settings.release == "2014":
+        return f"2014 votes, {settings.mapping}"
+    if settings.spread_2011 == "two_bin":
+        return f"2011 two-bin pseudo-votes, {settings.mapping}"
+    return (f"2011 normal pseudo-votes, {settings.mapping}, std {reading.label_std:.3f} stars "
+            f"({reading.label_std_source})")

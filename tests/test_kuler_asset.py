@@ -137,6 +137,21 @@ def test_2011_release_gives_pseudo_histograms_and_replaces_the_2014_rows(tmp_pat
     assert meta["ratings_read"].value == 30 and meta["ratings_rejected"].value == 2
 
 
+def test_2011_normal_spread_takes_its_deviation_from_2014_ratings_in_the_same_drop(tmp_path, kuler_raw):
+    write_kuler_2011(tmp_path / "raw", n=30, seed=5, filename="mturkData.mat")
+    meta = _materialize(tmp_path, {"release": "2011", "spread_2011": "normal"})
+    assert "normal pseudo-votes" in meta["labels"].value
+    assert "median per-theme std of allMTurkRatings.mat" in meta["labels"].value
+    home = tmp_path / "home"
+    counts = _rows(home, "SELECT counts, n_ratings FROM histograms WHERE dataset = 'kuler'")
+    assert all(n == 100 for _, n in counts) and max(sum(c > 0 for c in row) for row, _ in counts) > 2
+    (tmp_path / "raw" / "kuler" / "themeData.mat").unlink()  # no 2014 release: the stated default
+    meta = _materialize(tmp_path, {"release": "2011", "spread_2011": "normal"})
+    assert "std 1.000 stars (default)" in meta["labels"].value
+    meta = _materialize(tmp_path, {"release": "2011", "spread_2011": "normal", "std_2011": 0.7})
+    assert "std 0.700 stars (config)" in meta["labels"].value
+
+
 def test_bad_release_file_fails_the_run_with_the_loader_message(tmp_path, kuler_raw):
     (tmp_path / "raw" / "kuler" / "themeData.mat").write_bytes(b"\x00" * 64)
     result = dg.materialize(

@@ -7,12 +7,15 @@ import pytest
 import scipy.io
 
 from ingest.kuler import (
+    DEFAULT_STD_2011,
     PSEUDO_VOTES_2011,
     counts_from_mean,
+    counts_from_mean_normal,
     counts_from_stars,
     labels_2011,
     labels_2014,
     mapped_score,
+    rating_std_2014,
     read_ratings_2014,
 )
 
@@ -102,3 +105,43 @@ def test_2011_mean_outside_one_to_five_rejects_its_theme():
     assert list(labels.counts) == ["1", "5"]
     assert [r.item_id for r in labels.rejects] == ["2", "3", "4"]
     assert labels.rejects[0].reason == "out of range: mean rating 5.6 not in 1..5 (targets)"
+
+
+@pytest.mark.parametrize("mapping", ["high_spread", "low_spread"])
+@pytest.mark.parametrize("mean_rating", [1.2, 2.0, 2.71, 3.3, 4.55, 4.9])
+def test_2011_normal_spread_keeps_the_mapped_mean_within_the_mappings_range(mapping, mean_rating):
+    counts = np.array(counts_from_mean_normal(mean_rating, mapping, std_stars=0.9))
+    lo, hi = mapped_score(1, mapping), mapped_score(5, mapping)
+    assert counts.sum() == PSEUDO_VOTES_2011
+    assert counts[: int(lo) - 1].sum() == 0 and counts[int(hi):].sum() == 0  # stars end at 1 and 5
+    assert np.dot(counts, SCORES) / PSEUDO_VOTES_2011 == pytest.approx(mapped_score(mean_rating, mapping), abs=0.005)
+    assert (counts > 0).sum() > 2  # a spread, not the two-bin spike
+
+
+@pytest.mark.parametrize("std_stars", [0.4, 0.6, 0.8])
+def test_2011_normal_spread_has_the_configured_deviation_away_from_the_ends(std_stars):
+    counts = np.array(counts_from_mean_normal(3.0, "high_spread", std_stars))
+    mean = np.dot(counts, SCORES) / counts.sum()
+    std = np.sqrt(np.dot(counts, (SCORES - mean) ** 2) / counts.sum())
+    # high_spread: one star is two score steps; discretising adds about 1/12 of a step squared.
+    assert std == pytest.approx(np.sqrt((2 * std_stars) ** 2 + 1 / 12), rel=0.06)
+    two_bin = np.array(counts_from_mean(3.0, "high_spread"))
+    assert np.dot(two_bin, (SCORES - 5) ** 2) == 0  # today's default: all votes on the mapped mean
+
+
+def test_2011_labels_default_to_two_bins_and_spread_when_asked():
+    targets = np.array([2.2, 3.7])
+    assert labels_2011(targets, "high_spread").counts == {
+        "1": counts_from_mean(2.2, "high_spread"), "2": counts_from_mean(3.7, "high_spread")}
+    spread = labels_2011(targets, "high_spread", "normal", 0.8)
+    assert spread.counts["1"] == counts_from_mean_normal(2.2, "high_spread", 0.8)
+
+
+def test_the_2014_per_theme_spread_is_the_median_over_themes_with_enough_ratings(tmp_path):
+    # theme 1: ratings 2, 4 (std 1); theme 2: 3, 3, 3 (std 0); theme 3: 1, 3, 5 (std 1.633); theme 4: one rating
+    rows = [(1, 1, 2), (2, 1, 4), (1, 1, 2), (2, 1, 4),
+            (3, 2, 3), (4, 2, 3), (5, 2, 3), (6, 3, 1), (7, 3, 3), (8, 3, 5), (9, 4, 5)]
+    tally = _tally(tmp_path, rows, n_themes=4)
+    assert rating_std_2014(tally) == pytest.approx(1.0)  # median of 1, 0, 1.633 (themes with 3+ ratings)
+    assert rating_std_2014(tally, min_ratings=10) is None
+    assert DEFAULT_STD_2011 == 1.0
