@@ -270,8 +270,9 @@ class ScoringApp:
 
     def _declared_length(self, request: Request) -> int:
         value = request.headers.get("content-length")
-        if value is None:  # chunked bodies included: the size must be known before reading
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "length required", "send a Content-Length header")
+        if value is None or "transfer-encoding" in request.headers:  # the size must be known before reading
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "length required",
+                             "send a Content-Length header and no Transfer-Encoding")
         try:
             n = int(value)
             if n < 0:

@@ -240,6 +240,8 @@ def test_oversized_and_unframed_requests_are_refused_without_reading_the_body(se
     conn.close()
     assert _json_error(_raw(server, b"POST /score HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                                    b"5\r\nhello\r\n0\r\n\r\n")) == (411, "length required")
+    both = b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert _json_error(_raw(server, both + b"5\r\nhello\r\n0\r\n\r\n")) == (411, "length required")
 
 
 def test_expect_100_continue_with_a_huge_length_gets_413_and_no_100_continue(server) -> None:
@@ -435,3 +437,19 @@ def test_serve_flags_set_every_limit_and_bad_values_stop_with_one_line(tmp_path:
         srv.close()
     with pytest.raises(SystemExit, match="^aesthetic: deadline_s must be positive, got 0.0$"):
         build_server(build_parser().parse_args(["serve", "--model", str(ckpt), "--deadline", "0"]))
+
+
+def test_connections_beyond_the_limit_get_uvicorns_plain_503(model: NIMA) -> None:
+    limits = replace(LIMITS, max_connections=3)
+    with make_server(Critic(model, image_size=64, version="few"), "127.0.0.1", 0, limits) as srv:
+        held = [socket.create_connection(srv.server_address, timeout=60) for _ in range(2)]
+        try:
+            for sock in held:
+                sock.sendall(b"POST /score HTTP/1.1\r\nHost: t\r\n")  # an unfinished head keeps it open
+            status, headers, body = _raw(srv, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            # The server's own reply (documented in docs/critic.md), not the application's JSON.
+            assert (status, headers["content-type"], body) == (503, "text/plain; charset=utf-8",
+                                                               b"Service Unavailable")
+        finally:
+            for sock in held:
+                sock.close()
