@@ -58,11 +58,15 @@ class Tricklers:
     def _run(self) -> None:
         while not self._stop.wait(self.drip):
             for i, sock in enumerate(self._socks):
-                if select.select([sock], [], [], 0)[0]:  # answered (408) or closed: start over
-                    self.answered += 1
-                    sock.close()
-                    self._socks[i] = sock = self._open(i)
-                sock.sendall(b"X-a: b\r\n" if i % 2 else b"x")
+                try:
+                    if not select.select([sock], [], [], 0)[0]:
+                        sock.sendall(b"X-a: b\r\n" if i % 2 else b"x")
+                        continue
+                except OSError:
+                    pass
+                self.answered += 1  # answered (408) or closed: start over
+                sock.close()
+                self._socks[i] = self._open(i)
 
     def close(self) -> None:
         self._stop.set()
