@@ -84,10 +84,8 @@ def bench_service(critic: Critic, design, requests: int, concurrency: int) -> No
     buf = io.BytesIO()
     design.save(buf, format="PNG")
     payload = buf.getvalue()
-    server = make_server(critic, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
+    server = make_server(critic, "127.0.0.1", 0).start()
+    host, port = server.server_address
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -113,9 +111,7 @@ def bench_service(critic: Critic, design, requests: int, concurrency: int) -> No
             list(pool.map(client, range(concurrency)))
         wall = time.perf_counter() - t0
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+        server.stop()
     q = statistics.quantiles(latencies, n=100)
     print(f"service: {requests} POST /score of one {design.width}px PNG at concurrency {concurrency}, "
           f"{critic.image_size} px input: {requests / wall:.1f} req/s, p50 {q[49] * 1000:.0f} ms, "

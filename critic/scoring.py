@@ -28,7 +28,7 @@ from PIL import Image
 from critic.dedupe import dhash
 from nima_train.calibration import Calibration
 from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_checkpoint
-from nima_train.imaging import CropSpec, RejectedImage, crop_image, sha256_file
+from nima_train.imaging import CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
 from nima_train.model import NIMA, score_moments
 from nima_train.transforms import eval_transform
 
@@ -91,33 +91,55 @@ class ScoredItem:
     phash: int | None = None  # dHash of the decoded crop, when asked for
 
 
-def decode_image(data: bytes, label: str = "image", max_pixels: int | None = None) -> Image.Image:
-    """Verify and decode encoded bytes into the 256 square RGB crop; UnreadableImage on any fault."""
-    if max_pixels is not None:
-        size = _probe_size(data)
-        if size is not None and size[0] * size[1] > max_pixels:
-            raise UnreadableImage(
-                f"decompression bomb: {size[0]}x{size[1]} is {size[0] * size[1]} pixels, limit {max_pixels}")
-    try:
-        img, _ = crop_image(data, DECODE_SPEC, label)
-    except RejectedImage as exc:
-        raise UnreadableImage(str(exc)) from exc
-    return img
+@dataclass(frozen=True)
+class ImageProbe:
+    """What an image's header says, read without decoding a pixel."""
+
+    width: int
+    height: int
+    decoded_pixels: int  # what decode_image will decode: fewer than width x height for a JPEG decoded at draft size
 
 
-def _probe_size(data: bytes) -> tuple[int, int] | None:
-    """The size in the header, read without decoding pixels (None when Pillow cannot tell)."""
+def probe_image(data: bytes, label: str = "image", max_pixels: int | None = None) -> ImageProbe | None:
+    """The header's size and the pixels decoding will cost; None when Pillow cannot tell (decode_image says why).
+
+    UnreadableImage("decompression bomb: ...") when the image has more than max_pixels pixels or more than
+    Pillow's own limit.
+    """
     import io
     import warnings
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data)).size
-    except Image.DecompressionBombError:
-        return (Image.MAX_IMAGE_PIXELS or 0, 3)  # Pillow refused: far beyond any sane limit
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            draft_for_crop(img, DECODE_SPEC)
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses before reporting the size; its own limit is the most that can be said.
+        raise UnreadableImage(f"decompression bomb: {label} is beyond Pillow's limit of "
+                              f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels"
+                              + (f", limit {max_pixels}" if max_pixels is not None else "")) from exc
     except Exception:  # noqa: BLE001 - crop_image reports the real fault with its reason
         return None
+    if max_pixels is not None and width * height > max_pixels:
+        raise UnreadableImage(
+            f"decompression bomb: {width}x{height} is {width * height} pixels, limit {max_pixels}")
+    return ImageProbe(width, height, img.width * img.height)
+
+
+def decode_image(data: bytes, label: str = "image", max_pixels: int | None = None) -> Image.Image:
+    """Verify and decode encoded bytes into the 256 square RGB crop; UnreadableImage on any fault.
+
+    A JPEG is decoded at draft size (nima_train.imaging.draft_for_crop), as the dataset stages crop it.
+    """
+    if max_pixels is not None:
+        probe_image(data, label, max_pixels)
+    try:
+        img, _ = crop_image(data, DECODE_SPEC, label)
+    except RejectedImage as exc:
+        raise UnreadableImage(str(exc)) from exc
+    return img
 
 
 def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:

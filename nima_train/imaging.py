@@ -84,6 +84,17 @@ def _oriented_size(img: Image.Image) -> tuple[int, int]:
     return (img.height, img.width) if orientation in _SWAPPING_ORIENTATIONS else img.size
 
 
+def draft_for_crop(img: Image.Image, spec: CropSpec) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when the crop needs no more; img.size becomes that size.
+
+    Much less work for big photos, and nothing is decoded yet. Both crop modes need the short side to stay
+    >= spec.size, or the crop would be upsampled. Other formats decode at full size.
+    """
+    if img.format == "JPEG":
+        scale = min(img.size) / spec.size
+        img.draft("RGB", (max(1, int(img.width / scale)), max(1, int(img.height / scale))))
+
+
 def crop_image(data: bytes, spec: CropSpec, label: str = "image") -> tuple[Image.Image, tuple[int, int]]:
     """Decode, orient, convert and crop; returns the square RGB crop and the source size."""
     img = _open_verified(data, label)
@@ -91,11 +102,7 @@ def crop_image(data: bytes, spec: CropSpec, label: str = "image") -> tuple[Image
     if min(source_size) < spec.min_side:
         raise RejectedImage(f"too small: {source_size[0]}x{source_size[1]}, short side under {spec.min_side}px")
     try:
-        if img.format == "JPEG":
-            # Decode at 1/2, 1/4 or 1/8 scale when the crop needs no more: much less work for big photos.
-            # Both modes need the short side to stay >= size, or the crop would be upsampled.
-            scale = min(img.size) / spec.size
-            img.draft("RGB", (max(1, int(img.width / scale)), max(1, int(img.height / scale))))
+        draft_for_crop(img, spec)
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the pixels when upright
         img = _to_rgb(img)

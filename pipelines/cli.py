@@ -260,31 +260,47 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bytes", type=int, help="largest request body accepted (default 20 MiB)")
     p.add_argument("--max-images", type=int, help="most images in one request (default 32)")
     p.add_argument("--max-pixels", type=int, help="most pixels in one image (default 40 million)")
+    p.add_argument("--max-request-pixels", type=int,
+                   help="most pixels decoded for one request, its images together; a JPEG counts at its draft "
+                        "size (default 80 million)")
+    p.add_argument("--deadline", type=float, dest="deadline_s",
+                   help="seconds from a request's first byte to its answer, else 408 (default 30)")
+    p.add_argument("--max-in-flight", type=int,
+                   help="requests decoding or scoring at once; more get 503 with Retry-After (default 16)")
+    p.add_argument("--decode-workers", type=int, help="threads decoding images (default 2)")
+    p.add_argument("--max-connections", type=int, help="open connections; more get 503 (default 64)")
     _model_arg(p)
 
 
 def build_server(args: argparse.Namespace):
-    """The bound (not yet serving) ScoringServer that `aesthetic serve` runs, from its parsed arguments."""
+    """The bound (not yet serving) ScoringService that `aesthetic serve` runs, from its parsed arguments."""
+    from dataclasses import fields
+
     from critic.service import Limits, make_server
 
+    given = {f.name: getattr(args, f.name) for f in fields(Limits) if getattr(args, f.name, None) is not None}
+    try:
+        limits = Limits(**given)
+    except ValueError as exc:
+        raise SystemExit(f"aesthetic: {exc}") from None
     critic = _load_critic(args.model, **_input_kwargs(args))
-    given = {k: getattr(args, k) for k in ("max_bytes", "max_images", "max_pixels") if getattr(args, k) is not None}
-    return make_server(critic, args.host, args.port, Limits(**given))
+    try:
+        return make_server(critic, args.host, args.port, limits)
+    except OSError as exc:
+        raise SystemExit(f"aesthetic: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
-@verb("serve", "HTTP scoring service: POST /score, GET /healthz", _serve_args)
+@verb("serve", "HTTP scoring service: POST /score, GET /healthz, GET /openapi.json", _serve_args)
 def _serve(args: argparse.Namespace) -> int:
     server = build_server(args)
-    host, port = server.server_address[:2]
+    host, port = server.server_address
     critic = server.critic
     print(f"serving model {critic.version} ({critic.image_size} px input, resize {critic.resize}) "
-          f"on http://{host}:{port} (POST /score, GET /healthz)", flush=True)
+          f"on http://{host}:{port} (POST /score, GET /healthz, GET /openapi.json)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
     return 0
 
 

@@ -17,7 +17,6 @@ from nima_train.checkpoint import model_from_checkpoint
 from nima_train.transforms import eval_transform
 from pipelines.cli import build_parser, build_server, main
 from tests.helpers.critic_models import picture, png_bytes, save_test_checkpoint
-from tests.helpers.http import serving
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +59,8 @@ def test_cli_score_defaults_to_the_checkpoint_input_size(demo_checkpoint: Path, 
 def test_serve_defaults_to_the_checkpoint_input_size(demo_checkpoint: Path) -> None:
     body = png_bytes(picture(4))
     args = build_parser().parse_args(["serve", "--model", str(demo_checkpoint), "--port", "0"])
-    with serving(build_server(args)) as srv:
-        host, port = srv.server_address[:2]
+    with build_server(args) as srv:
+        host, port = srv.server_address
         conn = http.client.HTTPConnection(host, port, timeout=30)
         try:
             conn.request("GET", "/healthz")
@@ -80,4 +79,4 @@ def test_serve_defaults_to_the_checkpoint_input_size(demo_checkpoint: Path) -> N
     try:
         assert (server.critic.image_size, server.critic.resize) == (64, 73)
     finally:
-        server.server_close()
+        server.close()
