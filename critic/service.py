@@ -227,7 +227,9 @@ class ScoringApp:
 
     async def healthz(self, request: Request) -> JSONResponse:
         critic = self.critic
-        return _json(HTTPStatus.OK, {"status": "ok", "model": critic.version, "limits": asdict(self.limits),
+        calibration = critic.calibration.describe() if critic.calibration else None
+        return _json(HTTPStatus.OK, {"status": "ok", "model": critic.version, "calibration": calibration,
+                                     "limits": asdict(self.limits),
                                      "input": {"image_size": critic.image_size, "resize": critic.resize}})
 
     async def openapi(self, request: Request) -> JSONResponse:
@@ -535,6 +537,8 @@ def openapi_schema(limits: Limits) -> dict:
             "/healthz": {"get": {"summary": "Model version, limits and input size", "responses": {"200": {
                 "description": "ready", "content": {"application/json": {"schema": {"type": "object", "properties": {
                     "status": {"const": "ok"}, "model": {"type": ["string", "null"]},
+                    "calibration": {"type": ["string", "null"], "description": "e.g. 'isotonic calibration "
+                                    "fitted on 2500 val samples'; null for a model without one"},
                     "limits": {"type": "object", "properties": {
                         f.name: {"type": "number" if f.type == "float" else "integer"} for f in fields(Limits)}},
                     "input": {"type": "object", "properties": {"image_size": {"type": "integer"},
@@ -550,11 +554,17 @@ def openapi_schema(limits: Limits) -> dict:
             "Scores": {"type": "object", "required": ["model", "results"], "properties": {
                 "model": {"type": ["string", "null"]},
                 "results": {"type": "array", "items": {"$ref": "#/components/schemas/Score"}}}},
-            "Score": {"type": "object", "required": ["name", "mean", "std", "histogram"],
+            "Score": {"type": "object", "required": ["name", "mean", "calibrated_mean", "percentile", "std",
+                                                     "histogram"],
                       # Fields the critic's Score gains appear here without a change to the service.
                       "additionalProperties": True, "properties": {
                           "name": {"type": "string", "description": "multipart file name, or 'body'"},
-                          "mean": {"type": "number"}, "std": {"type": "number"},
+                          "mean": {"type": "number", "description": "mean of the model's own distribution"},
+                          "calibrated_mean": {"type": "number", "description": "on the human scale (the mean "
+                                              "itself for a model without calibration)"},
+                          "percentile": {"type": ["number", "null"], "description": "0..100 among the "
+                                         "calibration split's calibrated means; null without a calibration"},
+                          "std": {"type": "number"},
                           "histogram": {"type": "array", "items": {"type": "number"}, "minItems": 10,
                                         "maxItems": 10, "description": "probabilities of the scores 1..10"}}},
         }},

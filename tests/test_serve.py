@@ -24,7 +24,13 @@ from critic.scoring import Critic, decode_image
 from critic.service import Limits, ScoringService, make_server
 from nima_train.model import NIMA
 from pipelines.cli import build_parser, build_server
-from tests.helpers.critic_models import make_model, picture, png_bytes, save_test_checkpoint
+from tests.helpers.critic_models import (
+    make_model,
+    picture,
+    png_bytes,
+    save_test_checkpoint,
+    stretching_calibration,
+)
 
 LIMITS = Limits(max_bytes=300_000, max_images=4, max_pixels=1_000_000, max_request_pixels=2_500_000,
                 deadline_s=60, max_in_flight=16, decode_workers=2, max_connections=64)
@@ -137,7 +143,7 @@ def test_healthz_reports_the_model_and_limits(server) -> None:
     body = json.loads(resp.read())
     conn.close()
     assert resp.status == 200
-    assert body == {"status": "ok", "model": "test-v1", "limits": asdict(LIMITS),
+    assert body == {"status": "ok", "model": "test-v1", "calibration": None, "limits": asdict(LIMITS),
                     "input": {"image_size": 96, "resize": 110}}  # 110 = 96 * 256 / 224, the stored-crop ratio
 
 
@@ -169,6 +175,22 @@ def test_raw_and_multipart_scores_match_the_critic(server) -> None:
     assert [r["name"] for r in many["results"]] == ["d0.png", "d1.png", "d2.png"]
     assert [r["mean"] for r in many["results"]] == pytest.approx([s.mean for s in direct], abs=1e-5)
     assert [r["histogram"] for r in many["results"]][2] == pytest.approx(list(direct[2].histogram), abs=1e-5)
+
+
+def test_a_calibrated_model_answers_mean_calibrated_mean_and_percentile(model: NIMA) -> None:
+    cal = stretching_calibration()
+    with make_server(Critic(model, image_size=96, version="calibrated", calibration=cal), "127.0.0.1", 0,
+                     LIMITS) as srv:
+        status, doc, _ = _post(srv, png_bytes(picture(4, 120)))
+        conn = _conn(srv)
+        conn.request("GET", "/healthz")
+        health = json.loads(conn.getresponse().read())
+        conn.close()
+    assert status == 200
+    (result,) = doc["results"]
+    assert result["calibrated_mean"] == pytest.approx(float(cal.apply(result["mean"])), abs=1e-5)
+    assert 0 <= result["percentile"] <= 100
+    assert health["calibration"] == cal.describe()
 
 
 def test_bad_input_gets_a_4xx_with_a_message(server) -> None:
