@@ -109,10 +109,20 @@ def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage:
             "train_loss": float(final.get("loss", float("nan"))),
             "val_srcc_mean": float(final.get("val_srcc_mean", float("nan"))),
             "val_binary_accuracy": float(final.get("val_binary_accuracy", float("nan"))),
+            **_calibration_metadata(summary.get("calibration")),
             "seconds": round(sum(h.get("seconds", 0.0) for h in summary.get("history", [])), 1),
             "run_dir": dg.MetadataValue.path(str(run_dir)),
         },
     )
+
+
+def _calibration_metadata(fitted: dict[str, Any] | None) -> dict[str, Any]:
+    """What the run's calibration did on the validation split (nima_train.train.fit_val_calibration)."""
+    if not fitted:
+        return {"calibration": "none"}
+    return {"calibration": f"{fitted['method']}, fitted on {fitted['n']} {fitted['split']} samples",
+            **{f"val_{k}": float(fitted[k]) for k in ("mae_mean", "mae_mean_calibrated", "spread_ratio",
+                                                       "spread_ratio_calibrated", "srcc_mean_calibrated")}}
 
 
 @dg.asset(group_name="training", deps=["ava_shards"], pool="gpu", code_version=CODE_VERSION)

@@ -48,6 +48,8 @@ def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evalua
     assert card["calibration"]["map"] == stored
     fitted = card["calibration"]
     assert (fitted["method"], fitted["split"], fitted["n"]) == ("linear", "val", 8)
+    assert train_meta.metadata["calibration"].value == "linear, fitted on 8 val samples"
+    assert train_meta.metadata["val_mae_mean_calibrated"].value == fitted["mae_mean_calibrated"]
     with connect(home / "warehouse.duckdb", read_only=True) as conn:
         row = conn.execute("SELECT name, checkpoint_path FROM models WHERE version = ?", [version]).fetchone()
         report = conn.execute("SELECT n, srcc_mean, mae_mean, mae_mean_calibrated, spread_ratio_calibrated"
