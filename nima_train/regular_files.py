@@ -45,12 +45,14 @@ def file_kind(mode: int) -> str:
     return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
 
 
-def _kind_after_failed_open(path: str | os.PathLike) -> str:
-    # Only to word the message: the decision was the open's. A socket refuses open(2) with ENXIO.
+def _kind_after_failed_open(path: str | os.PathLike) -> str | None:
+    """What is at `path` when it is not a regular file, None otherwise: only to word the error of an open that
+    failed (a socket refuses open(2) with ENXIO, a device on a nodev mount with EACCES); no descriptor exists."""
     try:
-        return file_kind(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
-        return "a socket or a device without a driver"
+        return None
+    return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def open_regular(path: str | os.PathLike) -> BinaryIO:
@@ -58,12 +60,15 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     NotRegularFile. Missing files and permissions raise the usual OSErrors."""
     try:
         fd = os.open(path, _FLAGS)
-    except IsADirectoryError as exc:
-        raise NotRegularFile(path, "a directory") from exc
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise NotRegularFile(path, _kind_after_failed_open(path)) from exc
+    except FileNotFoundError:
         raise
+    except OSError as exc:
+        kind = _kind_after_failed_open(path)
+        if kind is None and exc.errno == errno.ENXIO:
+            kind = "a socket or a device without a driver"
+        if kind is None:
+            raise
+        raise NotRegularFile(path, kind) from exc
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
