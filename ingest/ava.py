@@ -24,7 +24,7 @@ from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_pool
 from ingest.fetch import FetchFailure, HttpOptions, Source, http_sources, local_sources, tar_sources
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import hash_fraction
-from ingest.text_lines import text_lines
+from ingest.text_lines import encoding_of, split_lines, text_lines
 from nima_train.contact_sheet import contact_sheet, open_cell, png_bytes
 from nima_train.regular_files import NotRegularFile, read_regular_file
 from warehouse import ava as wh
@@ -128,6 +128,9 @@ def parse_ava_txt(path: str | Path) -> ParsedRatings:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"AVA ratings file not found: {path} (expected $AESTHETIC_RAW/ava/AVA.txt)") from None
+    codec, skip = encoding_of(data)
+    if codec == "utf-8":  # the lines must be ASCII anyway: the parser takes their bytes, with no decoding pass
+        return parse_ava_lines(split_lines(data[skip:], b"\n"))
     return parse_ava_lines(line.text if line.text is not None else line.raw for line in text_lines(data))
 
 

@@ -39,7 +39,8 @@ def encoding_of(data: bytes) -> tuple[str, int]:
     return "utf-8", 0
 
 
-def _split(body: bytes, newline: bytes) -> list[bytes]:
+def split_lines(body: bytes, newline: bytes) -> list[bytes]:
+    """The lines of encoded text (BOM removed) without their breaks; `newline` is '\\n' in the file's encoding."""
     if len(newline) == 1:
         lines = body.split(newline)
     else:  # UTF-16: a line break is a whole code unit, so only a match at an even offset counts
@@ -59,7 +60,7 @@ def _split(body: bytes, newline: bytes) -> list[bytes]:
 def text_lines(data: bytes) -> Iterator[TextLine]:
     """Every line of a text file's bytes, decoded on its own (text None where it does not decode)."""
     codec, skip = encoding_of(data)
-    for number, raw in enumerate(_split(data[skip:], "\n".encode(codec)), start=1):
+    for number, raw in enumerate(split_lines(data[skip:], "\n".encode(codec)), start=1):
         try:
             text: str | None = raw.decode(codec)
         except UnicodeDecodeError:
