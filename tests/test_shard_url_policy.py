@@ -16,7 +16,9 @@ import pytest
 
 from assets.training import TrainConfig
 from nima_train.data import ShardURLRefused, make_loader, resolve_shards, shard_urls
+from nima_train.evaluate import main as evaluate_main
 from nima_train.runs import TrainingRun, train_command
+from tests.helpers.critic_models import save_test_checkpoint
 from tests.helpers.http import quiet_file_server, serving
 from tests.helpers.shards import source_jpeg
 
@@ -138,6 +140,16 @@ def test_train_command_line_refuses_a_pipe_index_in_one_line(hostile_split: Path
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("nima_train.train: refusing shard URL 'pipe:touch")
     assert "--allow-pipe" in done.stderr and not pwned.exists()
+
+
+def test_evaluate_command_line_refuses_a_pipe_index_in_one_line(hostile_split: Path, pwned: Path, tmp_path: Path):
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt", crop=96, resize=108)
+    with pytest.raises(SystemExit) as exited:
+        evaluate_main(["--checkpoint", str(checkpoint), "--data", str(hostile_split), "--out", str(tmp_path / "r"),
+                       "--device", "cpu"])
+    message = str(exited.value.code)
+    assert message.startswith(f"nima_train.evaluate: refusing shard URL 'pipe:touch {pwned}'") and "\n" not in message
+    assert "--allow-pipe" in message and not pwned.exists()
 
 
 def test_allow_pipe_config_reaches_the_command_line_without_changing_the_run_identity(tmp_path: Path):
