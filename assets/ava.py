@@ -71,6 +71,7 @@ def _metadata(report: AvaReport, preview: dg.MetadataValue, preview_path: str) -
         "rejects_written": report.rejects_written,
         "tags": report.tags,
         "challenges": report.challenges,
+        "name_lines_rejected": report.bad_name_lines,
         "preview": preview,
         "preview_path": dg.MetadataValue.path(preview_path),
     }

@@ -23,6 +23,7 @@ PROMOTED_EVAL = "eval_nima_color"  # its evaluation, gated by the blocking check
 class EvalConfig(dg.Config):
     batch_size: int = 64
     device: str = "cpu"
+    allow_pipe: bool = False  # `pipe:` URLs in the test shards' index may run shell commands
 
 
 def model_to_evaluate(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance, name: str) -> ModelRow:
@@ -45,7 +46,7 @@ def evaluate_model(instance: dg.DagsterInstance, storage: StorageResource, wareh
         model = model_to_evaluate(conn, instance, name)
     checkpoint = storage.from_stored(model.checkpoint_path)
     ev = evaluate_checkpoint(checkpoint, [storage.shards_dir(dataset) / "test"], config.batch_size,
-                             device=config.device)
+                             device=config.device, allow_pipe=config.allow_pipe)
     history = model.config.get("history", [])  # the model card keeps the run's per-epoch losses
     out = storage.reports_dir() / model.version / f"{dataset}-test"
     report = write_report(out, ev, f"{name} {model.version} on {dataset}/test", history,

@@ -39,6 +39,7 @@ def _metadata(sac: SacReport) -> dict:
             by_reason[kind] = by_reason.get(kind, 0) + n
     return {
         "snapshots": [r.snapshot for r in reports],
+        "unreadable_files": dg.MetadataValue.json(sac.unreadable),  # skipped: not SQLite, truncated, a FIFO...
         "ratings_read": sum(r.ratings.read for r in reports),
         # per snapshot: "whole file", or "after rowid N" when it appended to an ingested snapshot's file
         "ratings_scanned": dg.MetadataValue.json({

@@ -42,6 +42,9 @@ class TrainConfig(dg.Config):
     nproc: int = 1  # >1: torchrun --nproc-per-node; changes the effective batch (batch_size x nproc)
     device: str = ""  # empty: cuda when available
     negatives: float = 0.0  # blank and broken renders labelled score 1, as a fraction of the training set
+    # `pipe:` URLs in the shard indexes run shell commands: only when the operator says so. Not a hyperparameter:
+    # it changes where bytes come from, not what the run computes.
+    allow_pipe: bool = False
     launch: LaunchConfig = LaunchConfig()
     # Before launch settings had a section of their own they sat at the top level; such run configs still work.
     launcher: str | None = Field(None, description="moved: use launch.launcher")
@@ -54,7 +57,7 @@ class TrainConfig(dg.Config):
 
     def hyperparameters(self) -> dict[str, Any]:
         """Everything that changes what the run computes: what its run key and model card record."""
-        return self.model_dump(exclude={"launch", *MOVED_TO_LAUNCH})
+        return self.model_dump(exclude={"launch", "allow_pipe", *MOVED_TO_LAUNCH})
 
     def launch_settings(self) -> LaunchConfig:
         """`launch`, with any setting an older run config gave at the top level."""
@@ -87,7 +90,7 @@ def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage:
                       storage.from_stored(parent.checkpoint_path) if parent else None)
     hp = config.hyperparameters()
     run_dir = storage.models_dir() / name / "runs" / run_key(run, hp)
-    command = train_command(run, hp, run_dir)
+    command = train_command(run, hp, run_dir, allow_pipe=config.allow_pipe)
     context.log.info("training: " + " ".join(command))
     summary = launch(context, config.launch_settings(), command, str(storage.home_path))
     if not summary:  # Pipes messages are the fast path; the file is what the run always leaves

@@ -30,6 +30,7 @@ from nima_train.calibration import Calibration
 from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_checkpoint
 from nima_train.imaging import CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
 from nima_train.model import NIMA, score_moments
+from nima_train.regular_files import NotRegularFile, read_regular_file
 from nima_train.transforms import eval_transform
 
 # The stored-crop size the model was trained on; small inputs are still scored (min_side 8).
@@ -143,13 +144,15 @@ def decode_image(data: bytes, label: str = "image", max_pixels: int | None = Non
 
 
 def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """The 256 square crop of an image file; UnreadableImage for anything but a readable regular file holding
+    an image (a FIFO, socket, device or folder is refused without being read, so it never blocks)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except FileNotFoundError as exc:
         raise UnreadableImage(f"missing: {path} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise UnreadableImage(f"not an image: {path} is a directory") from exc
+    except NotRegularFile as exc:
+        raise UnreadableImage(str(exc)) from exc
     except OSError as exc:
         raise UnreadableImage(f"unreadable: {path}: {exc.strerror or exc}") from exc
     return decode_image(data, str(path), max_pixels)
@@ -161,7 +164,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 def expand_sources(args: Iterable[str]) -> list[Path]:
     """Files, folders (searched recursively for image suffixes) and globs, in order, without repeats.
 
-    An argument that matches nothing is kept, so that it is reported as missing rather than vanishing.
+    An argument that matches nothing is kept, so that it is reported as missing rather than vanishing. Whatever
+    a folder or glob holds under an image name that is not a folder (a FIFO, a socket, a broken link) is kept
+    too: load_image refuses it with the reason, so it is reported as skipped rather than dropped unseen.
     """
     import glob
 
@@ -169,11 +174,11 @@ def expand_sources(args: Iterable[str]) -> list[Path]:
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         elif path.exists() or not glob.has_magic(arg):
             found = [path]
         else:
-            found = [Path(p) for p in sorted(glob.glob(arg, recursive=True)) if Path(p).is_file()] or [path]
+            found = [Path(p) for p in sorted(glob.glob(arg, recursive=True)) if not Path(p).is_dir()] or [path]
         out.update(dict.fromkeys(found))
     return list(out)
 

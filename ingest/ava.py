@@ -24,9 +24,11 @@ from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_pool
 from ingest.fetch import FetchFailure, HttpOptions, Source, http_sources, local_sources, tar_sources
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import hash_fraction
+from ingest.text_lines import encoding_of, split_lines, text_lines
 from nima_train.contact_sheet import contact_sheet, open_cell, png_bytes
+from nima_train.regular_files import NotRegularFile, read_regular_file
 from warehouse import ava as wh
-from warehouse.ava import DATASET
+from warehouse.ava import DATASET, NAMES_STAGE
 from warehouse.records import ImageRow
 
 N_TOKENS = 15  # index, image id, ten vote counts, two tags, challenge id
@@ -78,14 +80,12 @@ def parse_ava_lines(lines: Iterable[bytes | str]) -> ParsedRatings:
     first_line: dict[str, int] = {}
     repeated: set[str] = set()
     for n, raw in enumerate(lines, start=1):
-        if isinstance(raw, bytes):
-            try:
-                raw = raw.decode("ascii")
-            except UnicodeDecodeError:
-                out.lines_read += 1
-                out.rejects.append(wh.RejectRow(f"line:{n}", "parse", "unparsable: line is not ASCII text"))
-                continue
-        text = raw.strip("\r\n\t ")
+        if not raw.isascii():  # also for text: \d and int() would take other scripts' digits
+            out.lines_read += 1
+            reason = f"unparsable: line is not ASCII text: {raw[:40]!r}"
+            out.rejects.append(wh.RejectRow(f"line:{n}", "parse", reason))
+            continue
+        text = (raw.decode("ascii") if isinstance(raw, bytes) else raw).strip("\r\n\t ")
         if not text:
             out.blank_lines += 1
             continue
@@ -120,43 +120,60 @@ def parse_ava_lines(lines: Iterable[bytes | str]) -> ParsedRatings:
 
 
 def parse_ava_txt(path: str | Path) -> ParsedRatings:
+    """AVA.txt decoded by its BOM (UTF-8, UTF-16; UTF-8 without one): a line that does not decode, or is not
+    ASCII, is an unparsable line like any other."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AVA ratings file not found: {path} (expected $AESTHETIC_RAW/ava/AVA.txt)")
-    with open(path, "rb") as fh:
-        return parse_ava_lines(fh)
+    try:
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"AVA ratings file not found: {path} (expected $AESTHETIC_RAW/ava/AVA.txt)") from None
+    codec, skip = encoding_of(data)
+    if codec == "utf-8":  # the lines must be ASCII anyway: the parser takes their bytes, with no decoding pass
+        return parse_ava_lines(split_lines(data[skip:], b"\n"))
+    return parse_ava_lines(line.text if line.text is not None else line.raw for line in text_lines(data))
 
 
-def parse_names(path: str | Path) -> tuple[list[tuple[int, str]], list[int]]:
-    """tags.txt / challenges.txt: `id name`, split on the first space (names hold spaces).
-    Returns (rows, numbers of lines that did not parse); a repeated id keeps the first."""
+def parse_names(path: str | Path) -> tuple[list[tuple[int, str]], list[wh.RejectRow]]:
+    """tags.txt / challenges.txt: `id name`, split on the first space (names hold spaces); decoded by the BOM.
+    Returns (rows, a 'names' reject per line that does not decode or parse, as `<file>:line:<n>`); a repeated
+    id keeps the first."""
+    path = Path(path)
     rows: dict[int, str] = {}
-    bad: list[int] = []
-    text = Path(path).read_bytes().decode("utf-8", errors="replace")
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
+    rejects: list[wh.RejectRow] = []
+    for line in text_lines(read_regular_file(path)):
+        item = f"{path.name}:line:{line.number}"
+        if line.text is None:
+            rejects.append(wh.RejectRow(item, NAMES_STAGE, line.undecodable(path.name)))
             continue
-        head, _, name = line.partition(" ")
+        text = line.text.strip()
+        if not text:
+            continue
+        head, _, name = text.partition(" ")
         if not head.isascii() or not head.isdigit() or int(head) > _INT32_MAX or not name.strip():
-            bad.append(n)
+            reason = f"unparsable: {path.name} line {line.number} is not `id name`: {text[:60]!r}"
+            rejects.append(wh.RejectRow(item, NAMES_STAGE, reason))
             continue
         rows.setdefault(int(head), name.strip())
-    return sorted(rows.items()), bad
+    return sorted(rows.items()), rejects
 
 
 def read_id_list(path: str | Path) -> set[str]:
     """An AVA .jpgl list: one image id a line. A line that is not an id is an error, not a guess."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AVA image list not found: {path}")
+    try:
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"AVA image list not found: {path}") from None
     ids = set()
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        token = line.strip()
+    for line in text_lines(data):
+        if line.text is None:
+            raise ValueError(f"{path}:{line.number}: {line.shown(30)} is not {line.encoding.upper()} text")
+        token = line.text.strip()
         if not token:
             continue
-        if not token.isdigit():
-            raise ValueError(f"{path}:{n}: {token[:30]!r} is not an image id")
+        if not token.isascii() or not token.isdigit():
+            raise ValueError(f"{path}:{line.number}: {token[:30]!r} is not an image id")
         ids.add(str(int(token)))
     return ids
 
@@ -222,7 +239,7 @@ class AvaReport:
     histograms_changed: int = 0
     tags: int = 0
     challenges: int = 0
-    bad_name_lines: int = 0
+    bad_name_lines: int = 0  # 'names' rejects: tags.txt / challenges.txt lines (or files) not read
     preview: list[tuple[str, str, float]] = field(default_factory=list)  # (image_id, crop path, mean)
     preview_png: bytes = b""  # contact sheet of those crops, lowest to highest mean
 
@@ -293,17 +310,22 @@ def assign_splits(rows: list[AvaRow], opts: AvaSettings,
     return wanted, rejects
 
 
-def read_names(ava_dir: Path, log: Callable[[str], None]) -> tuple[dict[str, list[tuple[int, str]]], int]:
-    """Rows for ava_tags and ava_challenges (empty when the file is absent), and how many lines were skipped."""
-    names, skipped = {}, 0
+def read_names(ava_dir: Path) -> tuple[dict[str, list[tuple[int, str]]], list[wh.RejectRow]]:
+    """Rows for ava_tags and ava_challenges (empty when the file is absent), and the 'names' rejects: lines
+    that do not decode or parse, and a file that cannot be read (its name as the item)."""
+    names, rejects = {}, []
     for table, file in (("ava_tags", "tags.txt"), ("ava_challenges", "challenges.txt")):
         path = ava_dir / file
-        rows, bad = parse_names(path) if path.is_file() else ([], [])
-        if bad:
-            log(f"{path}: lines {bad[:10]} are not `id name`; skipped")
+        rows: list[tuple[int, str]] = []
+        if os.path.lexists(path):
+            try:
+                rows, bad = parse_names(path)
+            except OSError as exc:  # a FIFO, a directory, a broken link, no permission: the names are unknown
+                reason = str(exc) if isinstance(exc, NotRegularFile) else f"unreadable: {path}: {exc.strerror or exc}"
+                bad = [wh.RejectRow(file, NAMES_STAGE, reason)]
+            rejects += bad
         names[table] = rows
-        skipped += len(bad)
-    return names, skipped
+    return names, rejects
 
 
 def ingest_ava(
@@ -323,8 +345,10 @@ def ingest_ava(
 
     wanted, split_rejects = assign_splits(parsed.rows, opts, ava_dir)
     rejects += split_rejects
-    names, bad_lines = read_names(ava_dir, log)
-    report.bad_name_lines = bad_lines
+    names, name_rejects = read_names(ava_dir)
+    report.bad_name_lines = len(name_rejects)
+    for r in name_rejects[:10]:
+        log(f"ava: {r.reason}")
     report.tags, report.challenges = len(names["ava_tags"]), len(names["ava_challenges"])
 
     with connect() as conn:
@@ -434,7 +458,7 @@ def ingest_ava(
     with connect() as conn:
         sync = wh.sync_accepted(conn, accepted)
         wh.forget_crop_state(conn, wanted)
-        report.rejects_written, report.rejects_deleted = wh.sync_rejects(conn, rejects, batch)
+        report.rejects_written, report.rejects_deleted = wh.sync_rejects(conn, rejects + name_rejects, batch)
         report.preview = wh.preview_rows(conn, 8)
     report.preview_png = preview_grid([(f"{image_id}  mean {mean:.2f}", from_stored(path))
                                        for image_id, path, mean in report.preview])

@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from nima_train.atomic import write_atomic
 from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stages)
@@ -23,6 +22,7 @@ from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stag
     sha256_bytes,
     sha256_file,
 )
+from nima_train.regular_files import NotRegularFile, read_regular_file
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,13 @@ def run_crop_job(job: CropJob, spec: CropSpec) -> CropResult | RejectedImage:
             data, label = job.source, job.item_id
         else:
             try:
-                data = Path(job.source).read_bytes()
+                data = read_regular_file(job.source)
             except FileNotFoundError:
                 return RejectedImage(f"missing: {job.source} does not exist")
-            except IsADirectoryError:
-                return RejectedImage(f"not an image: {job.source} is a directory")
-            except PermissionError as exc:
-                return RejectedImage(f"unreadable: {exc}")
+            except NotRegularFile as exc:  # a FIFO, socket, device or directory: never read (a FIFO would block)
+                return RejectedImage(str(exc))
+            except OSError as exc:
+                return RejectedImage(f"unreadable: {job.source}: {exc.strerror or exc}")
             label = job.source
         out, (sw, sh) = crop_image(data, spec, label)
         encoded = encode_jpeg(out, spec.quality)

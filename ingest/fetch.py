@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nima_train.atomic import atomic_path
+from nima_train.regular_files import open_regular
 
 ID_PLACEHOLDER = "{image_id}"
 
@@ -87,6 +88,10 @@ def local_sources(directory: str | Path, ids: Iterable[str], suffix: str = ".jpg
 _MEMBER_NAME = re.compile(r"^(\d+)\.jpe?g$", re.IGNORECASE)
 
 
+_MEMBER_KINDS = {tarfile.DIRTYPE: "a directory", tarfile.FIFOTYPE: "a FIFO (named pipe)",
+                 tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device"}
+
+
 def _unsafe_member(name: str) -> bool:
     parts = name.split("/")
     return name.startswith("/") or ".." in parts
@@ -100,19 +105,20 @@ def tar_sources(
 ) -> Iterator[Acquired]:
     """Members named `<id>.jpg` (in any folder) of a tar/tar.gz/tar.bz2/tar.xz, read once, front to back.
 
-    The archive is opened in stream mode ("r|*"), so it may be larger than memory or
-    disk and is never extracted; only members that need work are read. Wanted ids with
-    no member, and all ids not reached when the archive turns out to be damaged,
-    become FetchFailures.
+    The archive (a regular file) is opened in stream mode ("r|*"), so it may be larger than
+    memory or disk and is never extracted; only members that need work are read. A member
+    that is a link or not a regular file is a FetchFailure saying so. Wanted ids with no
+    member, and all ids not reached when the archive turns out to be damaged (or is not
+    a regular file), become FetchFailures.
     """
     wanted = set(ids)
     done: set[str] = set()  # ids already answered (a Source or a FetchFailure)
     archive = Path(archive)
     try:
-        with tarfile.open(archive, mode="r|*") as tf:
+        with open_regular(archive) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for member in tf:
                 match = _MEMBER_NAME.match(posixpath.basename(member.name))
-                if not match or not member.isfile():
+                if not match:
                     continue
                 item_id = str(int(match.group(1)))
                 if item_id not in wanted or item_id in done:
@@ -121,6 +127,13 @@ def tar_sources(
                     result: Acquired = FetchFailure(
                         item_id, f"unsafe path: member {member.name!r} climbs out of the archive"
                     )
+                elif member.issym() or member.islnk():  # never followed: it could point anywhere
+                    kind = "symbolic" if member.issym() else "hard"
+                    result = FetchFailure(item_id, f"link: member {member.name} in {archive} is a {kind} link to "
+                                                   f"{member.linkname!r}; links are not followed")
+                elif not member.isfile():
+                    result = FetchFailure(item_id, f"not a regular file: member {member.name} in {archive} is "
+                                                   f"{_MEMBER_KINDS.get(member.type, 'not a file')}")
                 elif member.size > max_bytes:
                     result = FetchFailure(item_id, f"too large: member {member.name} has {member.size} bytes")
                 else:

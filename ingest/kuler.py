@@ -32,6 +32,7 @@ from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import three_way_split
 from nima_train.atomic import write_atomic
 from nima_train.contact_sheet import Cell, contact_sheet, png_bytes
+from nima_train.regular_files import NotRegularFile, read_regular_file
 from warehouse.kuler import KulerTheme, SyncStats, sync_kuler
 from warehouse.records import ImageRow, Reject
 
@@ -109,10 +110,16 @@ def load_mat(path: str | Path) -> dict[str, Any]:
     import scipy.io  # heavy to import: only the step that reads .mat files pays for it
 
     path = Path(path)
-    if not path.is_file():
-        raise KulerFormatError(f"{path}: file not found")
     try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        raise KulerFormatError(f"{path}: file not found") from None
+    except NotRegularFile as exc:  # a FIFO would block the read forever
+        raise KulerFormatError(str(exc)) from None
+    except OSError as exc:
+        raise KulerFormatError(f"{path}: unreadable: {exc.strerror or exc}") from None
+    try:
+        mat = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
     except Exception as exc:  # scipy raises ValueError, TypeError, OSError... for non-MATLAB bytes
         raise KulerFormatError(f"{path}: not a readable MATLAB v5/v7 file ({type(exc).__name__}: {exc})") from exc
     return {k: v for k, v in mat.items() if not k.startswith("__")}

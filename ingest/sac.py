@@ -36,7 +36,9 @@ import duckdb
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import three_way_split
+from ingest.sqlite_files import SqliteFileError, check_sqlite_file
 from nima_train.atomic import atomic_path
+from nima_train.regular_files import NotRegularFile, open_regular
 from warehouse.db import checkpoint, transaction
 from warehouse.records import ImageRow, Reject, clear_rejects, upsert_images
 from warehouse.sac import (
@@ -105,7 +107,8 @@ def find_snapshot(inbox: Path, key: str) -> Snapshot:
 
 
 def tarballs(sac_dir: Path) -> list[Path]:
-    return sorted(p for p in sac_dir.glob("*") if p.is_file() and p.name.endswith(TAR_SUFFIXES))
+    # Not is_file(): a FIFO named like a tarball fails the stage by name when opened, rather than being passed over.
+    return sorted(p for p in sac_dir.glob("*") if not p.is_dir() and p.name.endswith(TAR_SUFFIXES))
 
 
 def _member_name(member: tarfile.TarInfo) -> str:
@@ -117,11 +120,12 @@ def _member_name(member: tarfile.TarInfo) -> str:
 
 def drop_databases(sac_dir: Path, scratch: Path) -> list[Path]:
     """The drop's SQLite file(s): `sac/*.sqlite`, else the ones inside the public tarball (extracted once)."""
-    found = sorted(p for p in sac_dir.glob("*.sqlite") if p.is_file())
+    # Not is_file(): a FIFO or socket named *.sqlite is reported as unreadable by the stage, not passed over.
+    found = sorted(p for p in sac_dir.glob("*.sqlite") if not p.is_dir())
     if found:
         return found
     for tar_path in tarballs(sac_dir):
-        with tarfile.open(tar_path) as tar:
+        with open_regular(tar_path) as raw, tarfile.open(fileobj=raw) as tar:
             for member in tar:
                 name = _member_name(member)
                 rel = name[len(TAR_PREFIX):] if name.startswith(TAR_PREFIX) else None
@@ -187,7 +191,7 @@ class ImageSources:
         for tar_path in self.tars:
             if not wanted:
                 break
-            with tarfile.open(tar_path) as tar:
+            with open_regular(tar_path) as raw, tarfile.open(fileobj=raw) as tar:
                 for member in tar:
                     named = wanted.pop(_member_name(member), None)
                     if named is None:
@@ -280,6 +284,7 @@ class SacSettings:
 class SacReport:
     snapshots: list[IngestReport]
     mean_scores: list[float]  # of every SAC image in the warehouse afterwards
+    unreadable: dict[str, str] = field(default_factory=dict)  # drop file -> why it was skipped
 
 
 def ingest_sac(paths: Paths, connect: Connect, settings: SacSettings, batch: str | None = None,
@@ -291,17 +296,28 @@ def ingest_sac(paths: Paths, connect: Connect, settings: SacSettings, batch: str
     """
     sac_dir = paths.raw / DATASET
     if settings.snapshots:
-        snapshots = [find_snapshot(sac_dir / INBOX, key) for key in settings.snapshots]
+        snapshots: list[Snapshot | Path] = [find_snapshot(sac_dir / INBOX, key) for key in settings.snapshots]
     else:
-        snapshots = [read_snapshot(f) for f in drop_databases(sac_dir, paths.home / "tmp" / DATASET)]
-    reports = []
-    for snapshot in snapshots:
-        report = ingest_snapshot(paths, connect, settings, snapshot)
+        snapshots = list(drop_databases(sac_dir, paths.home / "tmp" / DATASET))
+    reports, unreadable = [], {}
+    for item in snapshots:
+        try:
+            snapshot = item if isinstance(item, Snapshot) else read_snapshot(item)
+            report = ingest_snapshot(paths, connect, settings, snapshot)
+        except (SqliteFileError, NotRegularFile) as exc:
+            if len(snapshots) == 1:
+                raise
+            # One bad file of several: the others are still merged; the metadata lists this one.
+            unreadable[str(item.path if isinstance(item, Snapshot) else item)] = str(exc)
+            log(f"sac: skipped {exc}")
+            continue
         log(f"{snapshot.key}: {report}")
         reports.append(report)
+    if not reports:
+        raise SqliteFileError("no SAC database could be read: " + "; ".join(unreadable.values()))
     with connect() as conn:
         means = mean_scores(conn)
-    return SacReport(reports, means)
+    return SacReport(reports, means, unreadable)
 
 
 def ingest_snapshot(paths: Paths, connect: Connect, settings: SacSettings, snapshot: Snapshot) -> IngestReport:
@@ -334,8 +350,12 @@ def ingest_snapshot(paths: Paths, connect: Connect, settings: SacSettings, snaps
                     _store_results(conn, snapshot, report, [], rejects, temperature, images_end)
         return rejects, to_locate, images_end
 
+    check_sqlite_file(snapshot.path)
     with connect() as conn:
-        rejects, to_locate, images_end = with_snapshot(conn, snapshot.path, merge_ratings)
+        try:
+            rejects, to_locate, images_end = with_snapshot(conn, snapshot.path, merge_ratings)
+        except duckdb.Error as exc:  # DuckDB's own message names no file
+            raise SqliteFileError(f"{snapshot.path}: reading this SAC snapshot failed: {exc}") from exc
         if not to_locate:
             with _timed(steps, "checkpoint"):
                 checkpoint(conn, defer_vacuum_of="histograms")

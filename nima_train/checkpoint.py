@@ -17,6 +17,7 @@ import torch
 from nima_train.atomic import atomic_path
 from nima_train.calibration import Calibration
 from nima_train.model import NIMA
+from nima_train.regular_files import open_regular
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -28,7 +29,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    with open_regular(path) as fh:
+        return torch.load(fh, map_location=map_location, weights_only=True)
 
 
 def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> NIMA:

@@ -14,8 +14,9 @@ Shard order is shuffled identically on every rank (same seed and epoch), then `s
 (seed, epoch, rank, worker) mixes samples across shards, so the same seed gives the same sample order. In
 resampled mode (DDP training) the shard stream is drawn with replacement and every rank yields exactly
 epoch_samples // (world_size * batch_size) batches, so no rank waits on another at the end of an epoch. A URL is
-anything webdataset opens: a local path, http(s)://, or `pipe:` + a command that writes the tar to stdout
-(e.g. `pipe:aws s3 cp s3://b/x.tar -`).
+a local path (or file: URL), http(s)://, or `pipe:` + a command that writes the tar to stdout (e.g.
+`pipe:aws s3 cp s3://b/x.tar -`). Resolving shards runs no command unless the operator allows it: `pipe:` needs
+allow_pipe (--allow-pipe), and an index fetched over http(s) may list http(s) shards only.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
+from urllib.request import url2pathname
 
 import orjson
 import torch
@@ -41,8 +43,9 @@ from torch.utils.data import IterableDataset
 from torchvision.transforms import v2
 
 from nima_train.batch_memory import RecycledBatch, worker_ring
+from nima_train.regular_files import open_regular, read_regular_file
 from nima_train.shard_format import INDEX_NAME
-from nima_train.tarstream import tar_samples
+from nima_train.tarstream import tar_members, tar_samples
 from nima_train.transforms import (
     center_crop,
     center_crop_params,
@@ -67,33 +70,84 @@ except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - depend
 Batch = RecycledBatch | tuple[torch.Tensor, torch.Tensor]  # (images, targets); see BatchBuilder.batch
 
 
+PIPE_FLAG = "--allow-pipe"
+
+
+class ShardURLRefused(ValueError):
+    """A shard URL this run may not open; str(exc) names the URL, where it came from and what would allow it."""
+
+
+def _scheme(ref: str) -> str:
+    return urlparse(ref).scheme.lower()
+
+
 def _is_remote(ref: str) -> bool:
-    return urlparse(ref).scheme in ("http", "https", "file")
+    """Fetched over the network: http(s) only. A file: URL is local (see _local_path)."""
+    return _scheme(ref) in ("http", "https")
 
 
-def load_index(index: str | Path) -> dict:
-    """An index.json from a local path or an http(s) URL."""
+def _local_path(ref: str) -> Path:
+    """A local path given as a path or as a file: URL."""
+    return Path(url2pathname(urlparse(ref).path)) if _scheme(ref) == "file" else Path(ref)
+
+
+def refuse_pipe(url: str, allow_pipe: bool, source: str) -> None:
+    """ShardURLRefused for a `pipe:` URL (a shell command) unless the operator allowed pipes."""
+    if url.startswith("pipe:") and not allow_pipe:
+        raise ShardURLRefused(
+            f"refusing shard URL {url!r} from {source}: pipe: URLs run a shell command; "
+            f"pass {PIPE_FLAG} (allow_pipe=True) to run it"
+        )
+
+
+def _listed_url(index: str, url: str, allow_pipe: bool) -> str:
+    """One index entry resolved against the index's location, if that kind of index may list it.
+
+    A fetched index names http(s) shards only: whoever serves it must not choose local files or commands.
+    A local index may also name files (relative to its folder, absolute, or file: URLs) and, with allow_pipe,
+    `pipe:` commands; any other scheme (webdataset's gopen would hand gs:, scp: ... to a command) is refused.
+    """
+    if _is_remote(index):
+        resolved = urljoin(index, url)
+        if not _is_remote(resolved):
+            raise ShardURLRefused(
+                f"refusing shard URL {url!r} listed by {index}: an index fetched over http(s) may list only "
+                f"http(s) URLs ({PIPE_FLAG} does not apply to fetched indexes)"
+            )
+        return resolved
+    if url.startswith("pipe:"):
+        refuse_pipe(url, allow_pipe, f"index {index}")
+        return url
+    if _is_remote(url):
+        return url
+    scheme = _scheme(url)
+    if scheme not in ("", "file"):
+        raise ShardURLRefused(
+            f"refusing shard URL {url!r} listed by {index}: a local index may list paths, file:, http(s) and "
+            f"(with {PIPE_FLAG}) pipe: URLs, not {scheme}:"
+        )
+    path = _local_path(url)
+    return str(path if path.is_absolute() else _local_path(index).parent / path)
+
+
+def _index_bytes(index: str | Path) -> bytes:
     ref = str(index)
     if _is_remote(ref):
         with urllib.request.urlopen(ref, timeout=60) as resp:
-            return json.loads(resp.read())
-    return json.loads(Path(ref).read_text())
+            return resp.read()
+    return read_regular_file(_local_path(ref))
 
 
-def shard_urls(index: str | Path) -> list[str]:
-    """The shard URLs an index lists, resolved against the index's own location (folder or URL)."""
+def load_index(index: str | Path) -> dict:
+    """An index.json from a local path (or file: URL) or an http(s) URL."""
+    return json.loads(_index_bytes(index))
+
+
+def shard_urls(index: str | Path, allow_pipe: bool = False) -> list[str]:
+    """The shard URLs an index lists, resolved against the index's own location (folder or URL); ShardURLRefused
+    for an entry that kind of index may not list (see _listed_url)."""
     ref = str(index)
-    doc = load_index(ref)
-    urls = []
-    for entry in doc["shardlist"]:
-        url = entry["url"]
-        if _is_remote(url) or url.startswith("pipe:") or os.path.isabs(url):
-            urls.append(url)
-        elif _is_remote(ref):
-            urls.append(urljoin(ref, url))
-        else:
-            urls.append(str(Path(ref).parent / url))
-    return urls
+    return [_listed_url(ref, entry["url"], allow_pipe) for entry in load_index(ref)["shardlist"]]
 
 
 def index_path(shards_root: str | Path, dataset: str, split: str) -> str:
@@ -101,15 +155,16 @@ def index_path(shards_root: str | Path, dataset: str, split: str) -> str:
     root = str(shards_root)
     if _is_remote(root):
         return urljoin(root.rstrip("/") + "/", f"{dataset}/{split}/{INDEX_NAME}")
-    return str(Path(root) / dataset / split / INDEX_NAME)
+    return str(_local_path(root) / dataset / split / INDEX_NAME)
 
 
-def shard_urls_for(shards_root: str | Path, datasets: str | Sequence[str], split: str) -> list[str]:
+def shard_urls_for(shards_root: str | Path, datasets: str | Sequence[str], split: str,
+                   allow_pipe: bool = False) -> list[str]:
     """Expand one or more datasets' split into shard URLs, via their index files."""
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     urls: list[str] = []
     for name in names:
-        urls += shard_urls(index_path(shards_root, name, split))
+        urls += shard_urls(index_path(shards_root, name, split), allow_pipe)
     return urls
 
 
@@ -470,18 +525,46 @@ class ShardSet:
     index_sha256: dict[str, str] = field(default_factory=dict)
 
 
-def resolve_shards(paths: Sequence[str | Path]) -> ShardSet:
-    """Split folders (read through their index.json, as the shards group writes them) and bare .tar files."""
+def _add_index(out: ShardSet, index: str, allow_pipe: bool) -> None:
+    raw = _index_bytes(index)  # read once: what is listed, counted and hashed is one version of the file
+    doc = json.loads(raw)
+    out.urls += [_listed_url(index, entry["url"], allow_pipe) for entry in doc["shardlist"]]
+    out.n_samples += int(doc["nsamples"])
+    out.index_sha256[index] = hashlib.sha256(raw).hexdigest()
+
+
+def _stream_samples(url: str) -> int:
+    """The samples (json members) of one shard read as a stream: http(s) or pipe:, opened as the reader opens it."""
+    stream = wds.gopen(url, "rb")
+    try:
+        return sum(1 for name, _ in tar_members(stream, url) if name.endswith(".json"))
+    finally:
+        stream.close()
+
+
+def resolve_shards(paths: Sequence[str | Path], allow_pipe: bool = False) -> ShardSet:
+    """Split folders or their index.json (local paths, file: or http(s) URLs), as the shards group writes them,
+    and single shards: local .tar files, http(s) .tar URLs and, with allow_pipe, `pipe:` commands. A single
+    shard given by URL is read once here to count its samples. ShardURLRefused for a `pipe:` URL without
+    allow_pipe, given here or listed by a local index, and for anything but http(s) listed by a fetched index."""
     out = ShardSet()
-    for path in map(Path, paths):
+    for ref in map(str, paths):
+        if ref.startswith("pipe:") or (_is_remote(ref) and urlparse(ref).path.endswith(".tar")):
+            refuse_pipe(ref, allow_pipe, "the shards given")
+            out.urls.append(ref)
+            out.n_samples += _stream_samples(ref)
+            continue
+        if _is_remote(ref):
+            _add_index(out, ref if urlparse(ref).path.endswith(INDEX_NAME) else f"{ref.rstrip('/')}/{INDEX_NAME}",
+                       allow_pipe)
+            continue
+        path = _local_path(ref)
         index = path / INDEX_NAME if path.is_dir() else path
-        if index.name == INDEX_NAME and index.is_file():
-            out.urls += shard_urls(index)
-            out.n_samples += total_samples([index])
-            out.index_sha256[str(index)] = hashlib.sha256(index.read_bytes()).hexdigest()
-        elif path.suffix == ".tar" and path.is_file():
+        if index.name == INDEX_NAME and index.exists():
+            _add_index(out, str(index), allow_pipe)
+        elif path.suffix == ".tar" and path.exists():
             out.urls.append(str(path))
-            with tarfile.open(path) as tar:  # tar headers only: one .json member per sample
+            with open_regular(path) as fh, tarfile.open(fileobj=fh) as tar:  # headers only: a .json per sample
                 out.n_samples += sum(1 for m in tar if m.name.endswith(".json"))
         else:
             raise FileNotFoundError(f"no shards at {path} (expected a split folder with {INDEX_NAME} or a .tar)")

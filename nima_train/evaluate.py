@@ -23,10 +23,11 @@ from torch import nn
 
 from nima_train.calibration import Calibration
 from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_checkpoint
-from nima_train.data import batch_to_device, resolve_shards, split_loader
+from nima_train.data import PIPE_FLAG, ShardURLRefused, batch_to_device, resolve_shards, split_loader
 from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
 from nima_train.model import score_moments
+from nima_train.regular_files import NotRegularFile
 
 
 @torch.no_grad()
@@ -58,14 +59,15 @@ class Evaluation:
 
 def evaluate_checkpoint(checkpoint: str | Path, data: list[str | Path], batch_size: int = 64,
                         crop: int | None = None, resize: int | None = None, workers: int = 1,
-                        device: str = "cpu") -> Evaluation:
+                        device: str = "cpu", allow_pipe: bool = False) -> Evaluation:
     """Metrics of a checkpoint on shards, at the crop/resize it was trained with unless given; the calibrated
-    ones too when the checkpoint carries a calibration."""
+    ones too when the checkpoint carries a calibration. `pipe:` shard URLs only with allow_pipe
+    (nima_train.data.resolve_shards)."""
     state = load_checkpoint(checkpoint)
     trained_with, calibration = state.get("args") or {}, calibration_of(state)
     model = model_from_checkpoint(checkpoint).to(device)
     loader = split_loader(  # the reader and transforms training used
-        resolve_shards(data).urls, train=False, crop=crop or int(trained_with.get("crop", 224)),
+        resolve_shards(data, allow_pipe).urls, train=False, crop=crop or int(trained_with.get("crop", 224)),
         resize=resize or int(trained_with.get("resize", 256)), batch_size=batch_size, workers=workers)
     pred, target = predict(model, loader, torch.device(device))
     if pred.shape[0] == 0:
@@ -183,12 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", nargs="+", required=True, help="test shard folders or .tar files")
+    p.add_argument(PIPE_FLAG, action="store_true",
+                   help="let shard URLs given here or listed by a local index.json be pipe: shell commands")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--summary", help="the training run's summary.json (for loss curves)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    ev = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size, device=args.device)
+    try:
+        ev = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size, device=args.device,
+                                 allow_pipe=args.allow_pipe)
+    except (ShardURLRefused, NotRegularFile) as exc:
+        raise SystemExit(f"nima_train.evaluate: {exc}") from None
     history = json.loads(Path(args.summary).read_text())["history"] if args.summary else []
     print(write_report(args.out, ev, Path(args.checkpoint).parent.name, history))
     print(json.dumps(ev.metrics.as_dict(), indent=2))

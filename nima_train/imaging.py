@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from nima_train.regular_files import open_regular
+
 # Pillow's default bomb limit is ~89 Mpx; the largest real AVA photos are far below 50 Mpx.
 MAX_PIXELS = 64_000_000
 # EXIF orientations 5..8 rotate by 90 or 270 degrees, swapping width and height.
@@ -133,7 +135,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nima_train.atomic import write_atomic
+from nima_train.regular_files import read_regular_file
 from nima_train.shard_format import INDEX_NAME
 
 # Bump when nima_train's training code changes in a way that makes old models stale.
@@ -47,12 +48,13 @@ def shards_digest(dirs: list[Path]) -> str:
         index = d / INDEX_NAME
         if not index.is_file():
             raise FileNotFoundError(f"no shard index at {index}: materialise the shards first")
-        h.update(str(d).encode() + b"\0" + index.read_bytes())
+        h.update(str(d).encode() + b"\0" + read_regular_file(index))
     return h.hexdigest()
 
 
-def train_command(run: TrainingRun, hp: dict[str, Any], run_dir: Path) -> list[str]:
-    """The exact `python -m nima_train.train` (or torchrun) command line of a run with hyperparameters hp."""
+def train_command(run: TrainingRun, hp: dict[str, Any], run_dir: Path, allow_pipe: bool = False) -> list[str]:
+    """The exact `python -m nima_train.train` (or torchrun) command line of a run with hyperparameters hp;
+    allow_pipe adds --allow-pipe (`pipe:` URLs in the shard indexes may run)."""
     if hp["nproc"] > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={hp['nproc']}"]
     else:
@@ -69,6 +71,8 @@ def train_command(run: TrainingRun, hp: dict[str, Any], run_dir: Path) -> list[s
     ]
     if hp["device"]:
         args += ["--device", hp["device"]]
+    if allow_pipe:
+        args.append("--allow-pipe")
     return launcher + args
 
 

@@ -23,8 +23,12 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import webdataset as wds
+
+from nima_train.regular_files import open_regular
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -122,7 +126,7 @@ def mapped_members(path: str | os.PathLike, url: str | None = None) -> Iterator[
     file over it, which leaves a mapped old one intact; truncating a tar in place while it is read is not safe.
     """
     url = str(path) if url is None else url
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
             return iter(())  # an empty stream: no members, as tar_members reads it
@@ -206,19 +210,23 @@ def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[di
         yield current
 
 
-def _is_local_file(url: str) -> bool:
-    """A shard URL that is a plain local path (not http(s)://, pipe:, or stdin's "-")."""
-    return url != "-" and not url.startswith("pipe:") and "://" not in url
+def _local_file(url: str) -> str | None:
+    """The path of a shard URL that names a local file (a plain path or a file: URL); None for http(s)://,
+    pipe: and stdin's "-"."""
+    if url.startswith("file:"):
+        return url2pathname(urlparse(url).path)
+    return None if url == "-" or url.startswith("pipe:") or "://" in url else url
 
 
 def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The pipeline stage: dicts with a `url` in (from a shard list), samples out. A local path is mapped in
-    memory and its payloads come as memoryviews (mapped_members); anything else is opened with webdataset's
-    gopen (http(s)://, `pipe:` commands), read as a stream and closed once read, and its payloads are bytes."""
+    """The pipeline stage: dicts with a `url` in (from a shard list), samples out. A local file is mapped in
+    memory (if it is a regular file) and its payloads come as memoryviews (mapped_members); anything else is
+    opened with webdataset's gopen (http(s)://, `pipe:` commands), read as a stream and closed once read, and its
+    payloads are bytes."""
     for source in sources:
         url = source["url"]
-        if _is_local_file(url):
-            yield from group_samples(mapped_members(url), url)
+        if (path := _local_file(url)) is not None:
+            yield from group_samples(mapped_members(path, url), url)
             continue
         for opened in wds.tariterators.url_opener([source]):
             stream = opened["stream"]

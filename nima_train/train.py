@@ -9,6 +9,9 @@ Under torchrun (one node, 4 GPUs; several nodes: add --nnodes/--node-rank/--rdzv
 
     torchrun --nproc-per-node 4 -m nima_train.train --data ... --output-dir runs/ava
 
+--data and --val-data take split folders, index.json files (local, file: or http(s) URLs) and single shards;
+`pipe:` URLs (given here or listed by a local index) run only with --allow-pipe.
+
 Two phases: the head alone for --epochs-head epochs at --lr-head, then the whole network for --epochs-full
 epochs at --lr-full (backbone) with the head at --lr-full * --head-lr-mult. The learning rate decays
 exponentially per epoch (--lr-decay). After every epoch <output-dir>/checkpoint.pt holds model, optimizer,
@@ -54,6 +57,7 @@ from nima_train.losses import emd_loss, notebook_emd_loss
 from nima_train.metrics import compute_metrics
 from nima_train.model import BACKBONES, NIMA, score_moments
 from nima_train.negatives import write_negatives_shard
+from nima_train.regular_files import NotRegularFile
 from nima_train.reporter import Reporter
 
 # The paper's SGD rates (section 4): 3e-7 for the baseline CNN, 3e-6 for the last layer.
@@ -64,6 +68,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train NIMA on WebDataset shards", add_help=add_help)
     p.add_argument("--data", nargs="+", required=True, help="training shard folders or .tar files")
     p.add_argument("--val-data", nargs="*", default=[], help="validation shard folders or .tar files")
+    p.add_argument(data.PIPE_FLAG, action="store_true",
+                   help="let shard URLs given here or listed by a local index.json be pipe: shell commands")
     p.add_argument("--output-dir", required=True, help="checkpoint.pt, model.pt and summary.json go here")
     p.add_argument("--backbone", default="mobilenet_v2", choices=BACKBONES)
     p.add_argument("--weights", default="imagenet", help="imagenet, none, or the path of a NIMA checkpoint")
@@ -287,7 +293,8 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)  # the same initial weights on every rank
-    train_set, val_set = data.resolve_shards(args.data), data.resolve_shards(args.val_data)
+    train_set = data.resolve_shards(args.data, args.allow_pipe)
+    val_set = data.resolve_shards(args.val_data, args.allow_pipe)
     n_train = train_set.n_samples
     if n_train == 0:
         raise ValueError(f"the training shards {args.data} hold no samples")
@@ -401,4 +408,7 @@ def _epoch_line(stats: dict[str, Any], total_epochs: int) -> str:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except (data.ShardURLRefused, NotRegularFile) as exc:
+        raise SystemExit(f"nima_train.train: {exc}") from None

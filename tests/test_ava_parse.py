@@ -79,7 +79,9 @@ def test_names_split_on_the_first_space_only(tmp_path: Path):
     )
     rows, bad = parse_names(path)
     assert rows == [(1396, "Green Things II"), (1401, "Red, White and Blue")]
-    assert bad == [4, 6]
+    assert [(r.item_id, r.stage) for r in bad] == [("challenges.txt:line:4", "names"),
+                                                   ("challenges.txt:line:6", "names")]
+    assert bad[0].reason == "unparsable: challenges.txt line 4 is not `id name`: 'not-a-number Foo'"
 
 
 def test_id_list_reads_ids_and_refuses_garbage(tmp_path: Path):

@@ -20,7 +20,8 @@ from warehouse.records import ImageRow, upsert_images
 
 DATASET = "ava"
 # The rejects stages this stage owns and keeps in step with the current drop; later stages own theirs.
-STAGES = ("parse", "ratings", "split", "fetch", "image")
+NAMES_STAGE = "names"  # tags.txt / challenges.txt lines: item `<file>:line:<n>`, not AVA.txt items
+STAGES = ("parse", "ratings", "split", "fetch", "image", NAMES_STAGE)
 
 
 @dataclass(frozen=True)
