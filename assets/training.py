@@ -122,7 +122,9 @@ def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage:
 def _calibration_metadata(fitted: dict[str, Any] | None) -> dict[str, Any]:
     """What the run's calibration did on the validation split (nima_train.train.fit_val_calibration)."""
     if not fitted:
-        return {"calibration": "none"}
+        return {"calibration": "none (no validation split)"}
+    if fitted["method"] == "none":
+        return {"calibration": f"none ({fitted['reason']}: {fitted['n']})"}
     return {"calibration": f"{fitted['method']}, fitted on {fitted['n']} {fitted['split']} samples",
             **{f"val_{k}": float(fitted[k]) for k in ("mae_mean", "mae_mean_calibrated", "spread_ratio",
                                                        "spread_ratio_calibrated", "srcc_mean_calibrated")}}

@@ -8,6 +8,7 @@ increasing map from predicted mean to true mean, fitted on a held-out split:
   linearly through the midpoints of its blocks (a plateau would turn distinct predictions into ties and
   lose ranking), and extended beyond the end knots with the end segments' slopes;
 - linear (fewer samples, where isotonic steps would follow noise): a least-squares line;
+- none under MIN_CALIBRATION samples, where a line would follow noise too (nima_train.train stores none);
 - shift (a fit whose slope is not positive, i.e. a model that does not rank at all): the raw mean moved to
   the true mean's average, so the ranking is kept and nothing is invented.
 
@@ -29,6 +30,8 @@ import numpy as np
 
 # Below this many samples isotonic steps follow noise; a line is the honest fit.
 MIN_ISOTONIC = 200
+# Below this many even a line follows noise (a 6-sample fit doubled the demo's AVA test MAE): no calibration.
+MIN_CALIBRATION = 20
 N_QUANTILES = 1001
 SCORE_RANGE = (1.0, 10.0)
 METHODS = ("isotonic", "linear", "shift")

@@ -41,7 +41,7 @@ from torch import nn
 
 from nima_train import data
 from nima_train.atomic import write_atomic
-from nima_train.calibration import Calibration, fit_calibration
+from nima_train.calibration import MIN_CALIBRATION, Calibration, fit_calibration
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
 from nima_train.distributed import (
     DistInfo,
@@ -367,11 +367,15 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
     if val_loader is not None:
         if last_val is None:  # resumed after the last epoch: predict once more with the final weights
             last_val = predict(model_without_ddp, val_loader, device, amp=bool(args.amp), gather=True)
-        if last_val[0].shape[0] >= 2:
+        n_val = last_val[0].shape[0]
+        if n_val >= MIN_CALIBRATION:
             calibration, calibration_effect = fit_val_calibration(*last_val, reporter.log)
             final_state["calibration"] = calibration.as_dict()
         else:
-            reporter.log("no calibration: the validation split holds fewer than 2 samples")
+            calibration_effect = {"method": "none", "split": "val", "n": n_val,
+                                  "reason": f"fewer than {MIN_CALIBRATION} validation samples"}
+            reporter.log(f"no calibration: the validation split holds {n_val} samples, fewer than "
+                         f"{MIN_CALIBRATION}; scores stay on the model's own scale")
     # Every rank's weights digest: under DDP they must all be equal (gradients were averaged every step).
     summary = {"history": history, "n_train": n_train,
                "rank_weight_digests": all_gather_strings(state_digest(model_without_ddp)),

@@ -25,7 +25,7 @@ TINY = {"weights": "none", "epochs_head": 1, "epochs_full": 1, "batch_size": 8, 
 
 def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evaluated(tmp_path):
     home = tmp_path / "home"
-    for split, n, seed in (("train", 16, 0), ("val", 8, 1), ("test", 12, 2)):
+    for split, n, seed in (("train", 16, 0), ("val", 24, 1), ("test", 12, 2)):
         write_tiny_shards(home / "shards" / "ava" / split, n, seed=seed, split=split)
     result = dg.materialize(
         [nima_ava, eval_nima_ava], resources=build_resources(home=home, raw=tmp_path / "raw"),
@@ -43,12 +43,12 @@ def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evalua
     assert hashlib.sha256((model_dir / "model.pt").read_bytes()).hexdigest()[:12] == version
     assert card["code_version"] == "nima-train-1" and card["parent_version"] is None
     assert card["hyperparameters"]["crop"] == 32 and len(card["history"]) == 2
-    # Trained with a validation split: the checkpoint and the card carry its calibration (8 samples: linear).
+    # Trained with a validation split: the checkpoint and the card carry its calibration (24 samples: linear).
     stored = torch.load(model_dir / "model.pt", weights_only=True)["calibration"]
     assert card["calibration"]["map"] == stored
     fitted = card["calibration"]
-    assert (fitted["method"], fitted["split"], fitted["n"]) == ("linear", "val", 8)
-    assert train_meta.metadata["calibration"].value == "linear, fitted on 8 val samples"
+    assert (fitted["method"], fitted["split"], fitted["n"]) == ("linear", "val", 24)
+    assert train_meta.metadata["calibration"].value == "linear, fitted on 24 val samples"
     assert train_meta.metadata["val_mae_mean_calibrated"].value == fitted["mae_mean_calibrated"]
     with connect(home / "warehouse.duckdb", read_only=True) as conn:
         row = conn.execute("SELECT name, checkpoint_path FROM models WHERE version = ?", [version]).fetchone()
@@ -58,7 +58,7 @@ def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evalua
     assert row == ("nima_ava", f"models/nima_ava/{version}/model.pt")
     assert report[0] == 12 and all(v is not None for v in report[2:])
     assert (home / "reports" / version / "ava-test" / "reliability.png").exists()
-    assert "linear calibration fitted on 8 val samples" in (home / "reports" / version / "ava-test" /
+    assert "linear calibration fitted on 24 val samples" in (home / "reports" / version / "ava-test" /
                                                             "report.md").read_text()
     eval_meta = result.asset_materializations_for_node("eval_nima_ava")[0].metadata
     assert "data:image/png;base64," in eval_meta["report"].value

@@ -33,6 +33,10 @@ def test_training_writes_a_checkpoint_every_epoch_and_a_servable_model(tmp_path)
     probs = model(torch.zeros(2, 3, 32, 32))
     assert torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-5)
     assert json.loads((out / "summary.json").read_text())["history"] == json.loads(json.dumps(summary["history"]))
+    # 8 validation samples are too few to calibrate on: the model is stored without one, and says why.
+    assert "calibration" not in load_checkpoint(out / "model.pt")
+    assert summary["calibration"] == {"method": "none", "split": "val", "n": 8,
+                                      "reason": "fewer than 20 validation samples"}
 
 
 def test_head_phase_leaves_the_backbone_untouched_and_starts_from_a_checkpoint(tmp_path):
