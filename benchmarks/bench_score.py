@@ -17,20 +17,19 @@ denormal-range numbers that would make the CPU timings unrepresentative).
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_serve import run_clients  # noqa: E402  (benchmarks/ is the script's folder, first on sys.path)
 
 from critic.designs import SHAPES, random_genome, render  # noqa: E402
 from critic.scoring import Critic  # noqa: E402
@@ -85,30 +84,9 @@ def bench_service(critic: Critic, design, requests: int, concurrency: int) -> No
     design.save(buf, format="PNG")
     payload = buf.getvalue()
     server = make_server(critic, "127.0.0.1", 0).start()
-    host, port = server.server_address
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-
-    def client(w: int) -> None:
-        nonlocal errors
-        conn = http.client.HTTPConnection(host, port, timeout=60)
-        try:
-            for _ in range(w, requests, concurrency):
-                t0 = time.perf_counter()
-                conn.request("POST", "/score", body=payload, headers={"Content-Type": "image/png"})
-                resp = conn.getresponse()
-                resp.read()
-                with lock:
-                    latencies.append(time.perf_counter() - t0)
-                    errors += resp.status != 200
-        finally:
-            conn.close()
-
     try:
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(client, range(concurrency)))
+        latencies, errors = run_clients(server, payload, requests, concurrency)  # the load bench_serve.py puts
         wall = time.perf_counter() - t0
     finally:
         server.stop()
