@@ -136,24 +136,26 @@ def _trickle(srv: ScoringService, head: bytes, drip: bytes, every: float) -> tup
         return _read_answer(sock)
 
 
+def _get(srv: ScoringService, path: str) -> tuple[int, dict]:
+    conn = _conn(srv)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
 def test_healthz_reports_the_model_and_limits(server) -> None:
-    conn = _conn(server)
-    conn.request("GET", "/healthz")
-    resp = conn.getresponse()
-    body = json.loads(resp.read())
-    conn.close()
-    assert resp.status == 200
+    status, body = _get(server, "/healthz")
+    assert status == 200
     assert body == {"status": "ok", "model": "test-v1", "calibration": None, "limits": asdict(LIMITS),
                     "input": {"image_size": 96, "resize": 110}}  # 110 = 96 * 256 / 224, the stored-crop ratio
 
 
 def test_openapi_describes_the_routes_limits_and_error_shape(server) -> None:
-    conn = _conn(server)
-    conn.request("GET", "/openapi.json")
-    resp = conn.getresponse()
-    spec = json.loads(resp.read())
-    conn.close()
-    assert resp.status == 200 and spec["openapi"].startswith("3.")
+    status, spec = _get(server, "/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
     score = spec["paths"]["/score"]["post"]
     assert {"200", "400", "408", "411", "413", "503", "500"} <= set(score["responses"])
     assert "Retry-After" in score["responses"]["503"]["headers"]
@@ -182,10 +184,7 @@ def test_a_calibrated_model_answers_mean_calibrated_mean_and_percentile(model: N
     with make_server(Critic(model, image_size=96, version="calibrated", calibration=cal), "127.0.0.1", 0,
                      LIMITS) as srv:
         status, doc, _ = _post(srv, png_bytes(picture(4, 120)))
-        conn = _conn(srv)
-        conn.request("GET", "/healthz")
-        health = json.loads(conn.getresponse().read())
-        conn.close()
+        health = _get(srv, "/healthz")[1]
     assert status == 200
     (result,) = doc["results"]
     assert result["calibrated_mean"] == pytest.approx(float(cal.apply(result["mean"])), abs=1e-5)
