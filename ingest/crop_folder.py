@@ -11,7 +11,7 @@ import fcntl
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import IO
 
 from ingest.paths import Connect, Log, Paths, no_log
@@ -27,14 +27,14 @@ def lock_path(folder: Path) -> Path:
 def sweep_unrecorded(folder: Path, recorded: Iterable[str]) -> list[str]:
     """Delete the crops (*.jpg) in folder that no recorded path names, and temporaries of dead writers; returns
     the names removed. A stage writes its crops as <id>.jpg in its own folder only, so the name decides."""
-    keep = {PurePath(p).name for p in recorded}
+    keep = {os.path.basename(p) for p in recorded}
     removed = remove_stale_temps(folder)
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if (entry.name.endswith(".jpg") and not entry.name.startswith(".") and entry.name not in keep
-                and entry.is_file(follow_symlinks=False)):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(entry.name)
-    return removed
+    with os.scandir(folder) as entries:
+        orphans = [e for e in entries if e.name.endswith(".jpg") and e.name not in keep and e.name[0] != "."
+                   and e.is_file(follow_symlinks=False)]
+    for entry in orphans:
+        Path(entry.path).unlink(missing_ok=True)
+    return removed + sorted(e.name for e in orphans)
 
 
 def _alone(lock: IO[str]) -> bool:

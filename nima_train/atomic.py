@@ -86,9 +86,10 @@ def remove_stale_temps(folder: str | Path, pattern: re.Pattern[str] = TEMP_NAME)
     removed: list[str] = []
     if not folder.is_dir():
         return removed
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        m = pattern.match(entry.name)
-        if m and entry.is_file(follow_symlinks=False) and (
+    with os.scandir(folder) as entries:
+        temps = [(e, m) for e in entries if e.name[0] == "." and (m := pattern.match(e.name))]
+    for entry, m in sorted(temps, key=lambda t: t[0].name):
+        if entry.is_file(follow_symlinks=False) and (
                 int(m.group("pid")) == os.getpid() or not pid_alive(int(m.group("pid")))):
             Path(entry.path).unlink(missing_ok=True)
             removed.append(entry.name)
