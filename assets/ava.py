@@ -82,10 +82,12 @@ def ava_images(
     context: dg.AssetExecutionContext, config: AvaConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """AVA ratings, splits, tags and square crops: every AVA.txt line ends in images+histograms or rejects."""
-    report = ingest_ava(storage.paths(), warehouse.connect, config.settings(), context.run.run_id, context.log.info)
     preview_path = storage.reports_dir() / "ava_preview.png"
-    if report.preview_png:
-        write_atomic(preview_path, report.preview_png)
+    with storage.full_disk_as_failure():
+        report = ingest_ava(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
+                            context.log.info)
+        if report.preview_png:
+            write_atomic(preview_path, report.preview_png)
     preview = markdown_image(report.preview_png, "AVA crops, lowest to highest mean score",
                              empty="no accepted images yet")
     context.log.info(

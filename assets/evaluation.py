@@ -49,11 +49,12 @@ def evaluate_model(instance: dg.DagsterInstance, storage: StorageResource, wareh
                              device=config.device, allow_pipe=config.allow_pipe)
     history = model.config.get("history", [])  # the model card keeps the run's per-epoch losses
     out = storage.reports_dir() / model.version / f"{dataset}-test"
-    report = write_report(out, ev, f"{name} {model.version} on {dataset}/test", history,
-                          {"model": name, "version": model.version, "parent": model.parent_version or "-"})
-    metrics = ev.metrics.as_dict()
-    with warehouse.connect() as conn:
-        record_eval_report(conn, model.version, dataset, "test", metrics)
+    with storage.full_disk_as_failure():
+        report = write_report(out, ev, f"{name} {model.version} on {dataset}/test", history,
+                              {"model": name, "version": model.version, "parent": model.parent_version or "-"})
+        metrics = ev.metrics.as_dict()
+        with warehouse.connect() as conn:
+            record_eval_report(conn, model.version, dataset, "test", metrics)
     return model.version, metrics, report
 
 

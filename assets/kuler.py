@@ -45,7 +45,9 @@ def kuler_images(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     """Kuler colour themes as 5-stripe swatches with 10-bin rating histograms; bad ratings go to rejects."""
-    out = ingest_kuler(storage.paths(), warehouse.connect, config.settings(), context.run.run_id, context.log.info)
+    with storage.full_disk_as_failure():
+        out = ingest_kuler(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
+                           context.log.info)
     return dg.MaterializeResult(
         metadata={
             "release": out.release,

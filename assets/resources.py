@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from ingest.paths import Paths
+from ingest.paths import NoSpaceLeft, Paths
 from warehouse.db import connect
 
 
@@ -48,6 +48,16 @@ class StorageResource(dg.ConfigurableResource):
 
     def from_stored(self, stored: str) -> Path:
         return self.paths().from_stored(stored)
+
+    @contextmanager
+    def full_disk_as_failure(self) -> Iterator[None]:
+        """A full disk in the block fails the step with the one-line NoSpaceLeft message as its description
+        (a dg.Failure), rather than with whatever the writer raised."""
+        try:
+            with self.paths().full_disk_as_error():
+                yield
+        except NoSpaceLeft as exc:
+            raise dg.Failure(description=str(exc)) from exc
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -78,8 +78,9 @@ def sac_snapshots(
     `dagster asset materialize -m pipelines.definitions --select sac_snapshots --partition <key>`
     (keys are listed under the asset's Partitions tab), or a backfill of job `sac_backfill` in the UI.
     """
-    report = ingest_sac(storage.paths(), warehouse.connect, config.settings(list(context.partition_keys)),
-                        context.run.run_id, context.log.info)
+    with storage.full_disk_as_failure():
+        report = ingest_sac(storage.paths(), warehouse.connect, config.settings(list(context.partition_keys)),
+                            context.run.run_id, context.log.info)
     return dg.MaterializeResult(metadata=_metadata(report))
 
 
@@ -88,5 +89,7 @@ def sac_images(
     context: dg.AssetExecutionContext, config: SacConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """SAC crops under images/sac/ with their rating histograms, from the drop's sac/*.sqlite (or tarball)."""
-    report = ingest_sac(storage.paths(), warehouse.connect, config.settings(), context.run.run_id, context.log.info)
+    with storage.full_disk_as_failure():
+        report = ingest_sac(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
+                            context.log.info)
     return dg.MaterializeResult(metadata=_metadata(report))

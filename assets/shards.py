@@ -29,7 +29,8 @@ def _materialize(
     started = time.monotonic()
     limits = ShardLimits(config.max_samples_per_shard, config.max_bytes_per_shard)
     settings = ShardSettings(dataset, config.target, limits)
-    built = build_shards(storage.paths(), warehouse.connect, settings, context.run.run_id, context.log.info)
+    with storage.full_disk_as_failure():
+        built = build_shards(storage.paths(), warehouse.connect, settings, context.run.run_id, context.log.info)
     splits = built.splits.values()
     n_samples = sum(r.n_samples for r in splits)
     return dg.MaterializeResult(

@@ -20,6 +20,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.crop_folder import crop_folder
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_pool, submit_crops
 from ingest.fetch import FetchFailure, HttpOptions, Source, http_sources, local_sources, tar_sources
 from ingest.paths import Connect, Log, Paths, no_log
@@ -335,7 +336,15 @@ def ingest_ava(
     batch: str | None = None,
     log: Log = no_log,
 ) -> AvaReport:
-    """The whole AVA stage: parse, split, acquire, crop what changed, and bring the warehouse in step."""
+    """The whole AVA stage: parse, split, acquire, crop what changed, and bring the warehouse in step.
+
+    A full disk stops it with NoSpaceLeft; crops written but not recorded are removed (ingest/crop_folder.py).
+    """
+    with paths.full_disk_as_error(), crop_folder(paths, DATASET, connect, log):
+        return _ingest_ava(paths, connect, opts, batch, log)
+
+
+def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | None, log: Log) -> AvaReport:
     report = AvaReport()
     ava_dir, out_dir = paths.raw / DATASET, paths.images_dir(DATASET)
     to_stored, from_stored = paths.to_stored, paths.from_stored

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ingest.crop_folder import crop_folder
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import three_way_split
@@ -583,7 +584,16 @@ def ingest_kuler(
     batch: str | None = None,
     log: Log = no_log,
 ) -> KulerReport:
-    """Read the configured release under raw/kuler, write swatches, and sync images/histograms/rejects."""
+    """Read the configured release under raw/kuler, write swatches, and sync images/histograms/rejects.
+
+    A full disk stops it with NoSpaceLeft; swatches written but not recorded are removed (ingest/crop_folder.py).
+    """
+    with paths.full_disk_as_error(), crop_folder(paths, DATASET, connect, log):
+        return _ingest_kuler(paths, connect, settings, batch, log)
+
+
+def _ingest_kuler(paths: Paths, connect: Connect, settings: KulerSettings, batch: str | None,
+                  log: Log) -> KulerReport:
     reading = read_release(paths.raw / DATASET, settings)
     themes, labels = reading.themes, reading.labels
     log(f"{len(themes)} themes, {reading.ratings_read} ratings read from {', '.join(reading.sources)}")

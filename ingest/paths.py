@@ -3,9 +3,10 @@ factory for the warehouse, and a logger."""
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,37 @@ Log = Callable[[str], None]
 
 def no_log(_: str) -> None:
     """The logger of a stage called without one."""
+
+
+# DuckDB and Arrow report a full disk in their own exception types; the OS's words are in the message.
+_FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_DISK_WORDS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def is_full_disk(exc: BaseException) -> bool:
+    """Whether exc, or an exception it was raised from, says the disk (or the quota) is full."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_DISK_ERRNOS:
+            return True
+        if any(words in str(exc) for words in _FULL_DISK_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class NoSpaceLeft(OSError):
+    """The disk under AESTHETIC_HOME filled up during a stage; str(exc) is one line for the user."""
+
+    @classmethod
+    def under(cls, home: Path, cause: BaseException) -> NoSpaceLeft:
+        detail = " ".join(str(cause).split()) or type(cause).__name__
+        return cls(errno.ENOSPC, f"no space left on AESTHETIC_HOME ({home}): {detail}; "
+                                 "free some space there and run again")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @dataclass(frozen=True)
@@ -64,3 +96,16 @@ class Paths:
     def from_stored(self, stored: str) -> Path:
         path = Path(stored)
         return path if path.is_absolute() else self.home / path
+
+    @contextmanager
+    def full_disk_as_error(self) -> Iterator[None]:
+        """A full disk anywhere in the block raises NoSpaceLeft naming AESTHETIC_HOME, not whatever the writer
+        (the OS, DuckDB, Arrow, a worker process) raised; other errors pass unchanged."""
+        try:
+            yield
+        except NoSpaceLeft:
+            raise
+        except Exception as exc:
+            if is_full_disk(exc):
+                raise NoSpaceLeft.under(self.home, exc) from exc
+            raise

@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import duckdb
 
+from ingest.crop_folder import crop_folder
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import three_way_split
@@ -292,8 +293,14 @@ def ingest_sac(paths: Paths, connect: Connect, settings: SacSettings, batch: str
     """The SAC stage: the configured inbox snapshots, or the drop's own databases, merged one after the other.
 
     Ratings are identified by (sid, iid) and snapshots by their content key, so rejects and rows carry those
-    rather than the run's batch id.
+    rather than the run's batch id. A full disk stops it with NoSpaceLeft; crops written but not recorded are
+    removed (ingest/crop_folder.py).
     """
+    with paths.full_disk_as_error(), crop_folder(paths, DATASET, connect, log):
+        return _ingest_sac(paths, connect, settings, log)
+
+
+def _ingest_sac(paths: Paths, connect: Connect, settings: SacSettings, log: Log) -> SacReport:
     sac_dir = paths.raw / DATASET
     if settings.snapshots:
         snapshots: list[Snapshot | Path] = [find_snapshot(sac_dir / INBOX, key) for key in settings.snapshots]

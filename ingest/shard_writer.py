@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.splits import hash_fraction
-from nima_train.atomic import atomic_path, publish, temp_path, write_atomic
+from nima_train.atomic import atomic_path, publish, remove_stale_temps, temp_path, write_atomic
 from nima_train.shard_format import INDEX_NAME
 
 FORMAT_VERSION = 1
@@ -53,7 +53,7 @@ FIXED_MTIME = 946_684_800
 _BLOCK = tarfile.BLOCKSIZE
 _MAX_LEVEL = 40  # 2**40 buckets: far more than any dataset has samples
 _SHARD_RE = re.compile(r"^shard-\d{6}-of-\d{6}-[0-9a-f]{12}\.(tar|parquet)$")
-_TEMP_RE = re.compile(r"^\.(shard-[0-9a-f\-of]+\.(?:tar|parquet)|index\.json)\.(\d+)\.tmp$")
+_TEMP_RE = re.compile(r"^\.(shard-[0-9a-f\-of]+\.(?:tar|parquet)|index\.json)\.(?P<pid>\d+)\.tmp$")
 # Characters kept as they are in a key; everything else (the dot above all, and '/') is %XX-escaped, which
 # keeps keys injective: WebDataset splits a member name at its first dot, so no key may contain one.
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_\-]")
@@ -237,29 +237,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(out_dir: Path) -> list[str]:
-    """Delete temp files left by writers that no longer run (a killed run); keep those of live writers."""
-    removed = []
-    if not out_dir.is_dir():
-        return removed
-    for p in sorted(out_dir.iterdir()):
-        m = _TEMP_RE.match(p.name)
-        if m and (int(m.group(2)) == os.getpid() or not _pid_alive(int(m.group(2)))):
-            p.unlink(missing_ok=True)
-            removed.append(p.name)
-    return removed
-
-
 _SIDECAR_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -376,7 +353,11 @@ def write_shard(
         sha256=out.sha.hexdigest(),
         fingerprint=content,
     )
-    publish(tmp, tar_path, fsync=True)
+    try:
+        publish(tmp, tar_path, fsync=True)
+    except BaseException:  # fsync fails on a full disk as well: the temporary must not stay behind
+        tmp.unlink(missing_ok=True)
+        raise
     _write_sidecar(tar_path, written, info)
     return info, failures
 
@@ -448,7 +429,7 @@ def write_split(
 def _write_split_locked(
     samples: Sequence[ShardSample], out_dir: Path, dataset: str, split: str, target: str, limits: ShardLimits
 ) -> SplitResult:
-    remove_stale_temps(out_dir)
+    remove_stale_temps(out_dir, _TEMP_RE)
     for s in samples:
         if s.dataset != dataset or s.split != split:
             raise ValueError(f"sample {s.dataset}/{s.image_id} is in split {s.split!r}, not {dataset}/{split}")

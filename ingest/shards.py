@@ -44,7 +44,14 @@ class ShardsReport:
 
 def build_shards(paths: Paths, connect: Connect, settings: ShardSettings, batch: str | None = None,
                  log: Log = no_log) -> ShardsReport:
-    """Write every split of the dataset; record `shards` rows and per-image rejects."""
+    """Write every split of the dataset; record `shards` rows and per-image rejects. A full disk stops it with
+    NoSpaceLeft (the writer removes its temporaries; the index still names whole shards only)."""
+    with paths.full_disk_as_error():
+        return _build_shards(paths, connect, settings, batch, log)
+
+
+def _build_shards(paths: Paths, connect: Connect, settings: ShardSettings, batch: str | None,
+                  log: Log) -> ShardsReport:
     dataset = settings.dataset
     out = ShardsReport(dataset)
     for split in SPLITS:

@@ -1,7 +1,8 @@
 """Files that appear whole or not at all: written under a temporary name beside the destination, then renamed.
 
 A kill at any moment leaves either the old file or the new one at the destination, never half of one; a write
-that fails removes its temporary file. With fsync=True the data reaches the disk before the rename and the
+that fails (a full disk included) removes its temporary file, and what a killed writer left is removed by
+remove_stale_temps. With fsync=True the data reaches the disk before the rename and the
 rename itself is made durable, for files that must survive a power loss (shards and their indexes), not only a
 killed process. This is the one place in the project that renames a temporary file into place.
 """
@@ -9,9 +10,13 @@ killed process. This is the one place in the project that renames a temporary fi
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# What temp_path names look like; the group `pid` is the writer's process id.
+TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp$")
 
 
 def temp_path(dest: str | Path) -> Path:
@@ -51,8 +56,10 @@ def atomic_path(dest: str | Path, fsync: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         publish(tmp, dest, fsync)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(dest)  # a failed write() names no file (a full disk, say): name the one written
         raise
 
 
@@ -60,3 +67,30 @@ def write_atomic(dest: str | Path, data: bytes, fsync: bool = False) -> None:
     """dest := data, whole or not at all."""
     with atomic_path(dest, fsync) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, pattern: re.Pattern[str] = TEMP_NAME) -> list[str]:
+    """Delete the temporaries in folder whose writer no longer runs (a killed run), and this process's own
+    (left by a write that died with it); keep those of live writers. pattern must name the group `pid`."""
+    folder = Path(folder)
+    removed: list[str] = []
+    if not folder.is_dir():
+        return removed
+    with os.scandir(folder) as entries:
+        temps = [(e, m) for e in entries if e.name[0] == "." and (m := pattern.match(e.name))]
+    for entry, m in sorted(temps, key=lambda t: t[0].name):
+        if entry.is_file(follow_symlinks=False) and (
+                int(m.group("pid")) == os.getpid() or not pid_alive(int(m.group("pid")))):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed

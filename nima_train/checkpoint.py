@@ -9,6 +9,7 @@ kill never leaves a half-written file.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +26,45 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+class NotACheckpoint(ValueError):
+    """A file that is not a checkpoint this project wrote; str(exc) is one line naming the file."""
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's first sentence: torch's loader errors run to a paragraph of advice."""
+    lines = str(exc).strip().splitlines()
+    sentence = lines[0].split(". ", 1)[0].strip().rstrip(".:")[:200] if lines else ""
+    return f"{type(exc).__name__}: {sentence}" if sentence else type(exc).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    with open_regular(path) as fh:
-        return torch.load(fh, map_location=map_location, weights_only=True)
+    with open_regular(path) as fh:  # NotRegularFile (a FIFO, a device) says so itself
+        try:
+            with warnings.catch_warnings():
+                # A foreign pickle makes torch warn about its protocol before failing; the failure says enough.
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(fh, map_location=map_location, weights_only=True)
+        except Exception as exc:  # torch.load fails on foreign bytes with anything from EOFError to OSError(EINVAL)
+            raise NotACheckpoint(f"{path} is not a readable checkpoint ({_first_line(exc)})") from exc
+    if not isinstance(state, dict):
+        raise NotACheckpoint(f"{path} holds a {type(state).__name__}, not a checkpoint (a dict with 'model')")
+    return state
 
 
 def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> NIMA:
     """A NIMA with the checkpoint's backbone and weights, in eval mode."""
     state = load_checkpoint(path, map_location)
     args = state.get("args") or {}
-    if "model" not in state or "backbone" not in args:
-        raise ValueError(f"{path} is not a NIMA checkpoint (needs 'model' and args.backbone)")
-    model = NIMA(args["backbone"], weights="none", dropout=float(args.get("dropout", 0.75)))
-    model.load_state_dict(state["model"])
+    if "model" not in state or not isinstance(args, dict) or "backbone" not in args:
+        raise NotACheckpoint(f"{path} is not a NIMA checkpoint (needs 'model' and args.backbone)")
+    try:
+        model = NIMA(args["backbone"], weights="none", dropout=float(args.get("dropout", 0.75)))
+        model.load_state_dict(state["model"])
+    except (ValueError, TypeError, RuntimeError) as exc:  # unknown backbone, weights of another shape
+        raise NotACheckpoint(f"{path} does not hold NIMA weights ({_first_line(exc)})") from exc
     return model.eval()
 
 

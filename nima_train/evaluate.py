@@ -10,7 +10,6 @@ the training loss curves when the checkpoint's summary.json is given.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nima_train.arguments import Parser, existing_file, folder, positive_int, torch_device
 from nima_train.calibration import Calibration
-from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_checkpoint
+from nima_train.checkpoint import NotACheckpoint, calibration_of, load_checkpoint, model_from_checkpoint
 from nima_train.data import PIPE_FLAG, ShardURLRefused, batch_to_device, resolve_shards, split_loader
 from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
@@ -182,22 +182,23 @@ def _cell(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
+    p = Parser(prog="python -m nima_train.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=existing_file, required=True)
     p.add_argument("--data", nargs="+", required=True, help="test shard folders or .tar files")
     p.add_argument(PIPE_FLAG, action="store_true",
                    help="let shard URLs given here or listed by a local index.json be pipe: shell commands")
-    p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--summary", help="the training run's summary.json (for loss curves)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=folder, required=True, help="report folder")
+    p.add_argument("--summary", type=existing_file, help="the training run's summary.json (for loss curves)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     try:
+        history = json.loads(Path(args.summary).read_text()).get("history", []) if args.summary else []
         ev = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size, device=args.device,
                                  allow_pipe=args.allow_pipe)
-    except (ShardURLRefused, NotRegularFile) as exc:
-        raise SystemExit(f"nima_train.evaluate: {exc}") from None
-    history = json.loads(Path(args.summary).read_text())["history"] if args.summary else []
+    # The user's files and URLs, not a bug here: one line each.
+    except (NotACheckpoint, ShardURLRefused, NotRegularFile, FileNotFoundError, ValueError) as exc:
+        p.exit(1, f"{p.prog}: {' '.join(str(exc).split())}\n")
     print(write_report(args.out, ev, Path(args.checkpoint).parent.name, history))
     print(json.dumps(ev.metrics.as_dict(), indent=2))
     return 0

@@ -40,6 +40,19 @@ import webdataset as wds
 from torch import nn
 
 from nima_train import data
+from nima_train.arguments import (
+    Parser,
+    existing_file,
+    finite_float,
+    folder,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed_int,
+    torch_device,
+    unit_float,
+)
 from nima_train.atomic import write_atomic
 from nima_train.calibration import MIN_CALIBRATION, Calibration, fit_calibration
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
@@ -64,45 +77,66 @@ from nima_train.reporter import Reporter
 PAPER_SGD = {"lr_full": 3e-7, "head_lr_mult": 10.0, "lr_head": 3e-6}
 
 
+def initial_weights(text: str) -> str:
+    """--weights: imagenet, none, or a checkpoint file that exists."""
+    return text if text in ("imagenet", "none") else existing_file(text)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train NIMA on WebDataset shards", add_help=add_help)
+    p = Parser(prog="python -m nima_train.train", description="Train NIMA on WebDataset shards", add_help=add_help)
     p.add_argument("--data", nargs="+", required=True, help="training shard folders or .tar files")
     p.add_argument("--val-data", nargs="*", default=[], help="validation shard folders or .tar files")
     p.add_argument(data.PIPE_FLAG, action="store_true",
                    help="let shard URLs given here or listed by a local index.json be pipe: shell commands")
-    p.add_argument("--output-dir", required=True, help="checkpoint.pt, model.pt and summary.json go here")
+    p.add_argument("--output-dir", type=folder, required=True,
+                   help="checkpoint.pt, model.pt and summary.json go here")
     p.add_argument("--backbone", default="mobilenet_v2", choices=BACKBONES)
-    p.add_argument("--weights", default="imagenet", help="imagenet, none, or the path of a NIMA checkpoint")
-    p.add_argument("--dropout", type=float, default=0.75)
+    p.add_argument("--weights", type=initial_weights, default="imagenet",
+                   help="imagenet, none, or the path of a NIMA checkpoint")
+    p.add_argument("--dropout", type=finite_float(0, 1, hi_open=True), default=0.75, help="0 <= p < 1")
     p.add_argument("--loss", default="paper", choices=["paper", "notebook"],
                    help="paper: EMD r=2, root, batch mean; notebook: squared, no root, batch sum")
     p.add_argument("--opt", default="adam", choices=["adam", "sgd"], help="sgd: momentum 0.9, the paper's rates")
-    p.add_argument("--epochs-head", type=int, default=5, help="phase 1: only the head trains")
-    p.add_argument("--epochs-full", type=int, default=10, help="phase 2: the whole network trains")
-    p.add_argument("--lr-head", type=float, default=None, help="phase 1 rate (adam 1e-3, sgd 3e-6)")
-    p.add_argument("--lr-full", type=float, default=None, help="phase 2 backbone rate (adam 3e-5, sgd 3e-7)")
-    p.add_argument("--head-lr-mult", type=float, default=None, help="phase 2 head rate / backbone (adam 1, sgd 10)")
-    p.add_argument("--lr-scale", type=float, default=1.0, help="multiplies every rate (fine-tuning: 0.5)")
-    p.add_argument("--lr-decay", type=float, default=0.95, help="exponential decay per epoch")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--batch-size", type=int, default=32, help="per process")
-    p.add_argument("--crop", type=int, default=224, help="training/eval crop side")
-    p.add_argument("--resize", type=int, default=256, help="short side before cropping (256 = stored crops)")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes per rank")
-    p.add_argument("--shuffle-buffer", type=int, default=1000)
-    p.add_argument("--negatives", type=float, default=0.0,
-                   help="extra negatives (blank white, broken renders) labelled score 1, as a fraction of the data")
-    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (0: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--epochs-head", type=non_negative_int, default=5, help="phase 1: only the head trains")
+    p.add_argument("--epochs-full", type=non_negative_int, default=10, help="phase 2: the whole network trains")
+    p.add_argument("--lr-head", type=positive_float, default=None, help="phase 1 rate (adam 1e-3, sgd 3e-6)")
+    p.add_argument("--lr-full", type=positive_float, default=None,
+                   help="phase 2 backbone rate (adam 3e-5, sgd 3e-7)")
+    p.add_argument("--head-lr-mult", type=positive_float, default=None,
+                   help="phase 2 head rate / backbone (adam 1, sgd 10)")
+    p.add_argument("--lr-scale", type=positive_float, default=1.0, help="multiplies every rate (fine-tuning: 0.5)")
+    p.add_argument("--lr-decay", type=finite_float(0, 1, lo_open=True), default=0.95,
+                   help="exponential decay per epoch, 0 < gamma <= 1")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
+    p.add_argument("--crop", type=positive_int, default=224, help="training/eval crop side")
+    p.add_argument("--resize", type=positive_int, default=256, help="short side before cropping (256 = stored crops)")
+    p.add_argument("--workers", type=non_negative_int, default=2, help="data loader processes per rank")
+    p.add_argument("--shuffle-buffer", type=non_negative_int, default=1000)
+    p.add_argument("--negatives", type=unit_float, default=0.0,
+                   help="extra negatives (blank white, broken renders) labelled score 1, as a fraction (0..1) of "
+                        "the data")
+    p.add_argument("--max-steps", type=non_negative_int, default=0,
+                   help="stop each epoch after this many steps (0: all)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on CUDA)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--print-freq", type=int, default=10)
+    p.add_argument("--print-freq", type=non_negative_int, default=10, help="steps between log lines (0: none)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (log lines only)")
     return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line through get_args_parser, then the checks that take two options together."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.epochs_head + args.epochs_full < 1:
+        parser.error("--epochs-head and --epochs-full are both 0: nothing to train")
+    return args
 
 
 # ----------------------------------------------------------------------------- data
@@ -413,6 +447,6 @@ def _epoch_line(stats: dict[str, Any], total_epochs: int) -> str:
 
 if __name__ == "__main__":
     try:
-        main(get_args_parser().parse_args())
+        main(parse_args())
     except (data.ShardURLRefused, NotRegularFile) as exc:
         raise SystemExit(f"nima_train.train: {exc}") from None

@@ -11,6 +11,29 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from nima_train.arguments import (
+    Parser,
+    finite_float,
+    folder,
+    int_range,
+    non_empty,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed_int,
+    unit_float,
+)
+
+# Sides in pixels of the model input and of rendered designs, and images per forward pass: beyond these a
+# typo asks for gigabytes of memory.
+image_side = int_range(32, 4096)
+batch_count = int_range(1, 1024)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+class UsageError(Exception):
+    """Arguments that parsed but name nothing to work on; main() reports it like a parse error (status 2)."""
+
 VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
@@ -23,11 +46,11 @@ def verb(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser
 
 
 def _sample_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="folder to write ava/, sac/ and kuler/ into")
-    p.add_argument("--ava", type=int, default=240, help="AVA images (0 skips the dataset)")
-    p.add_argument("--sac", type=int, default=120, help="SAC images")
-    p.add_argument("--kuler", type=int, default=300, help="Kuler colour themes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=folder, required=True, help="folder to write ava/, sac/ and kuler/ into")
+    p.add_argument("--ava", type=non_negative_int, default=240, help="AVA images (0 skips the dataset)")
+    p.add_argument("--sac", type=non_negative_int, default=120, help="SAC images")
+    p.add_argument("--kuler", type=non_negative_int, default=300, help="Kuler colour themes")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--faults", action="store_true", help="plant real-world damage that must end in rejects")
 
 
@@ -50,9 +73,13 @@ def _load_critic(model: str | None, **kwargs):
     from pathlib import Path
 
     from critic.scoring import Critic
+    from nima_train.checkpoint import NotACheckpoint
 
     if model and Path(model).is_file():
-        return Critic.from_checkpoint(model, version=Path(model).parent.name or model, **kwargs)
+        try:
+            return Critic.from_checkpoint(model, version=Path(model).parent.name or model, **kwargs)
+        except (NotACheckpoint, OSError) as exc:
+            raise SystemExit(f"aesthetic: --model: {exc}") from None
 
     from ingest.paths import Paths
     from warehouse.db import connect
@@ -68,21 +95,47 @@ def _load_critic(model: str | None, **kwargs):
         return Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version,
                                       **kwargs)
     except (ModelNotFound, FileNotFoundError, ValueError, RuntimeError) as exc:
-        raise SystemExit(f"aesthetic: {exc}") from None
+        raise SystemExit(f"aesthetic: {' '.join(str(exc).split())}") from None
+
+
+def model_ref(text: str) -> str:
+    """--model: a version or alias (looked up when loading), or a checkpoint file; a folder, or a missing
+    file named like a checkpoint, is refused now rather than looked up in the warehouse."""
+    from pathlib import Path
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty model name is not allowed")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a checkpoint file or model version")
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES and not path.exists():
+        raise argparse.ArgumentTypeError(f"checkpoint file {text!r} does not exist")
+    return text
 
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", type=model_ref, default=None,
                    help="model version or alias from the warehouse, or a checkpoint file (default: production)")
     # None = the crop/resize the checkpoint was trained at (its args), the size its scores mean something at.
-    p.add_argument("--image-size", type=int, default=None,
-                   help="model input (centre crop) size (default: the checkpoint's training crop)")
-    p.add_argument("--resize", type=int, default=None,
+    p.add_argument("--image-size", type=image_side, default=None,
+                   help="model input (centre crop) size, 32..4096 (default: the checkpoint's training crop)")
+    p.add_argument("--resize", type=image_side, default=None,
                    help="short side before the centre crop (default: the checkpoint's, or 256/224 of --image-size)")
 
 
 def _input_kwargs(args: argparse.Namespace) -> dict:
     return {"image_size": args.image_size, "resize": args.resize}
+
+
+def _sources(patterns: Sequence[str]) -> list:
+    """The files PATH... name; a UsageError, before any model is loaded, when they name nothing that exists."""
+    from critic.scoring import IMAGE_SUFFIXES, expand_sources
+
+    sources = expand_sources(patterns)
+    if not any(p.exists() for p in sources):
+        raise UsageError(f"nothing matched {' '.join(patterns)}: no files there, and no "
+                         f"{'/'.join(IMAGE_SUFFIXES)} images in the folders")
+    return sources
 
 
 def _score_many(critic, paths, with_features: bool = False, with_hash: bool = False) -> list:
@@ -114,7 +167,7 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON document on stdout")
     out.add_argument("--csv", action="store_true", help="CSV on stdout: path, mean, std, p1..p10")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=batch_count, default=32, help="images per forward pass, 1..1024")
 
 
 @verb("score", "mean, calibrated mean, percentile, std and 10-bin histogram per image with the promoted (or named) "
@@ -122,10 +175,9 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 def _score(args: argparse.Namespace) -> int:
     import csv
 
-    from critic.scoring import expand_sources
-
+    sources = _sources(args.paths)
     critic = _load_critic(args.model, batch_size=args.batch_size, **_input_kwargs(args))
-    items = _score_many(critic, expand_sources(args.paths))
+    items = _score_many(critic, sources)
     scored = [i for i in items if i.score]
     if args.json:
         print(json.dumps({
@@ -152,39 +204,27 @@ def _score(args: argparse.Namespace) -> int:
     return 0 if scored or not items else 1
 
 
-def _number_in(lo: float, hi: float, include_lo: bool = True) -> Callable[[str], float]:
-    """An argparse type: a finite number within lo..hi (lo excluded unless include_lo)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (value >= lo if include_lo else value > lo) or not value <= hi:
-            raise argparse.ArgumentTypeError(f"{text} is not within {'[' if include_lo else '('}{lo:g}, {hi:g}]")
-        return value
-
-    return parse
-
-
 def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
-    p.add_argument("--min-score", type=_number_in(0, 10), default=None,
+    p.add_argument("--min-score", type=finite_float(0, 10), default=None,
                    help="keep images scoring at least this (0..10; the calibrated mean unless --threshold-on mean)")
     p.add_argument("--threshold-on", choices=("calibrated_mean", "mean"), default="calibrated_mean",
                    help="the score --min-score and --top-fraction compare (a model without calibration: the mean)")
-    p.add_argument("--min-percentile", type=_number_in(0, 100), default=None,
+    p.add_argument("--min-percentile", type=finite_float(0, 100), default=None,
                    help="keep images at or above this percentile of the model's validation split (0..100)")
-    p.add_argument("--top-fraction", type=_number_in(0, 1, include_lo=False), default=None,
+    p.add_argument("--top-fraction", type=finite_float(0, 1, lo_open=True), default=None,
                    help="keep the best F (0 < F <= 1) of the images being filtered")
-    p.add_argument("--copy-to", default=None, help="copy the kept files into this folder")
+    p.add_argument("--copy-to", type=folder, default=None, help="copy the kept files into this folder")
     p.add_argument("--dedupe", action="store_true", help="keep only the best image of each near-duplicate group")
     p.add_argument("--dedupe-by", choices=("features", "phash", "both"), default="both",
                    help="features: cosine similarity of pooled features; phash: difference hash; both: both agree")
-    p.add_argument("--similarity", type=float, default=0.95, help="cosine similarity that makes a duplicate")
-    p.add_argument("--max-hamming", type=int, default=6, help="dHash bits that may differ in a duplicate (of 64)")
+    p.add_argument("--similarity", type=unit_float, default=0.95,
+                   help="cosine similarity (0..1) that makes a duplicate")
+    p.add_argument("--max-hamming", type=int_range(0, 64), default=6,
+                   help="dHash bits that may differ in a duplicate (0..64)")
     p.add_argument("--json", action="store_true")
     _model_arg(p)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=batch_count, default=32, help="images per forward pass, 1..1024")
 
 
 @verb("filter", "keep images above --min-score, --min-percentile and/or in the --top-fraction, optionally one "
@@ -193,10 +233,10 @@ def _filter(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from critic.filtering import FilterSettings, copy_kept, decide
-    from critic.scoring import expand_sources
 
     if args.min_score is None and args.min_percentile is None and args.top_fraction is None:
-        raise SystemExit("aesthetic filter: give at least one of --min-score, --min-percentile, --top-fraction")
+        raise UsageError("give at least one of --min-score, --min-percentile, --top-fraction")
+    sources = _sources(args.paths)
     critic = _load_critic(args.model, batch_size=args.batch_size, **_input_kwargs(args))
     if args.min_percentile is not None and critic.calibration is None:
         raise SystemExit(f"aesthetic filter: model {critic.version} has no calibration, so no percentiles: "
@@ -205,7 +245,7 @@ def _filter(args: argparse.Namespace) -> int:
         min_score=args.min_score, threshold_on=args.threshold_on, min_percentile=args.min_percentile,
         top_fraction=args.top_fraction, dedupe=args.dedupe, dedupe_by=args.dedupe_by, similarity=args.similarity,
         max_hamming=args.max_hamming)
-    items = list(_score_many(critic, expand_sources(args.paths), args.dedupe, args.dedupe))
+    items = list(_score_many(critic, sources, args.dedupe, args.dedupe))
     result = decide(items, settings)
     decisions, kept = result.decisions, result.kept
     copied = copy_kept(kept, Path(args.copy_to)) if args.copy_to else {}
@@ -229,13 +269,14 @@ def _filter(args: argparse.Namespace) -> int:
 
 def _evolve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", default="heart", choices=("heart", "star", "kite", "trapezoid", "landscape"))
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--batch", type=int, default=32, help="variants mutated from the parent each round")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for the contact sheets, strip.png and log.json")
-    p.add_argument("--size", type=int, default=256, help="rendered design size in pixels")
-    p.add_argument("--rate", type=float, default=0.3, help="probability that a gene mutates")
-    p.add_argument("--strength", type=float, default=0.15, help="mutation noise as a fraction of a gene's range")
+    p.add_argument("--rounds", type=positive_int, default=10)
+    p.add_argument("--batch", type=batch_count, default=32, help="variants mutated from the parent each round, 1..1024")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--out", type=folder, required=True, help="folder for the contact sheets, strip.png and log.json")
+    p.add_argument("--size", type=image_side, default=256, help="rendered design size in pixels, 32..4096")
+    p.add_argument("--rate", type=unit_float, default=0.3, help="probability (0..1) that a gene mutates")
+    p.add_argument("--strength", type=unit_float, default=0.15,
+                   help="mutation noise as a fraction (0..1) of a gene's range")
     _model_arg(p)
 
 
@@ -255,20 +296,20 @@ def _evolve(args: argparse.Namespace) -> int:
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
     # Defaults live in critic.service.Limits; not imported here, so `aesthetic --help` stays free of torch.
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--max-bytes", type=int, help="largest request body accepted (default 20 MiB)")
-    p.add_argument("--max-images", type=int, help="most images in one request (default 32)")
-    p.add_argument("--max-pixels", type=int, help="most pixels in one image (default 40 million)")
-    p.add_argument("--max-request-pixels", type=int,
+    p.add_argument("--host", type=non_empty, default="127.0.0.1")
+    p.add_argument("--port", type=int_range(0, 65535), default=8080, help="0..65535 (0: any free port)")
+    p.add_argument("--max-bytes", type=positive_int, help="largest request body accepted (default 20 MiB)")
+    p.add_argument("--max-images", type=positive_int, help="most images in one request (default 32)")
+    p.add_argument("--max-pixels", type=positive_int, help="most pixels in one image (default 40 million)")
+    p.add_argument("--max-request-pixels", type=positive_int,
                    help="most pixels decoded for one request, its images together; a JPEG counts at its draft "
                         "size (default 80 million)")
-    p.add_argument("--deadline", type=float, dest="deadline_s",
+    p.add_argument("--deadline", type=positive_float, dest="deadline_s",
                    help="seconds from a request's first byte to its answer, else 408 (default 30)")
-    p.add_argument("--max-in-flight", type=int,
+    p.add_argument("--max-in-flight", type=positive_int,
                    help="requests decoding or scoring at once; more get 503 with Retry-After (default 16)")
-    p.add_argument("--decode-workers", type=int, help="threads decoding images (default 2)")
-    p.add_argument("--max-connections", type=int, help="open connections; more get 503 (default 64)")
+    p.add_argument("--decode-workers", type=positive_int, help="threads decoding images (default 2)")
+    p.add_argument("--max-connections", type=positive_int, help="open connections; more get 503 (default 64)")
     _model_arg(p)
 
 
@@ -304,8 +345,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError that ended a verb: what failed, and on which path."""
+    from ingest.paths import NoSpaceLeft, is_full_disk
+
+    if isinstance(exc, NoSpaceLeft):
+        return str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    if is_full_disk(exc):
+        return f"no space left on the device{where}; free some space and run again"
+    return " ".join(f"{exc.strerror or exc}{where}".split())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aesthetic", description=__doc__.splitlines()[0])
+    parser = Parser(prog="aesthetic", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, (help_text, configure, _) in VERBS.items():
         configure(sub.add_parser(name, help=help_text, description=help_text))
@@ -313,8 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return VERBS[args.verb][2](args)
+    """Run one verb. User errors end as one line on stderr: status 2 for arguments, 1 for what went wrong."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return VERBS[args.verb][2](args)
+    except UsageError as exc:
+        parser.exit(2, f"aesthetic {args.verb}: error: {exc}\n")
+    except OSError as exc:  # a folder that cannot be written, a full disk: the user's to fix, no traceback
+        parser.exit(1, f"aesthetic: {os_error_line(exc)}\n")
 
 
 if __name__ == "__main__":

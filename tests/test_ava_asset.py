@@ -227,7 +227,7 @@ def test_a_run_killed_between_batches_resumes_without_redoing_or_losing_anything
     @contextmanager
     def dies_on_third_connection():
         opened.append(1)
-        if len(opened) == 3:  # 1: read state, 2: write batch 1, 3: would write batch 2
+        if len(opened) == 4:  # 1: sweep the crop folder, 2: read state, 3: write batch 1, 4: would write batch 2
             raise _Killed("killed mid-run")
         with connect(home / "warehouse.duckdb") as conn:
             yield conn

@@ -104,11 +104,12 @@ def test_model_flag_picks_a_named_version(scored_home, capsys, monkeypatch) -> N
 def test_without_a_promoted_model_the_cli_says_what_to_do(tmp_path, capsys, monkeypatch) -> None:
     home = tmp_path / "home"
     home.mkdir()
+    picture(0, 64).save(tmp_path / "p.png")
     with pytest.raises(SystemExit, match="no warehouse at"):
-        _run(capsys, monkeypatch, home, "score", str(tmp_path))
+        _run(capsys, monkeypatch, home, "score", str(tmp_path / "p.png"))
     register_model(home, alias=None)
     with pytest.raises(SystemExit, match="no model is promoted yet"):
-        _run(capsys, monkeypatch, home, "score", str(tmp_path))
+        _run(capsys, monkeypatch, home, "score", str(tmp_path / "p.png"))
 
 
 def test_expand_sources_walks_folders_keeps_order_and_unmatched_args(tmp_path) -> None:

@@ -170,15 +170,21 @@ def _paths(tmp_path: Path) -> Paths:
 
 
 def test_run_killed_before_the_warehouse_write_is_completed_by_the_next_run(tmp_path, kuler_raw):
+    warehouse = WarehouseResource(path=str(tmp_path / "home" / "warehouse.duckdb"))
     blocked = tmp_path / "blocked"
     blocked.mkdir()  # a folder where the database file should be: DuckDB cannot open it
+    # The run's first connection (the crop folder's sweep) works; from the second, the warehouse write, on
+    # the database cannot be opened, so the run stops with every swatch written and none recorded.
+    connections = iter([warehouse.connect])
     with pytest.raises(Exception):  # noqa: B017 - whatever DuckDB raises, the run must stop
-        ingest_kuler(_paths(tmp_path), WarehouseResource(path=str(blocked)).connect, KulerSettings())
+        ingest_kuler(_paths(tmp_path), lambda: next(connections, WarehouseResource(path=str(blocked)).connect)(),
+                     KulerSettings())
     assert len(list((tmp_path / "home" / "images" / "kuler").glob("*.jpg"))) == N_THEMES
-    out = ingest_kuler(
-        _paths(tmp_path), WarehouseResource(path=str(tmp_path / "home" / "warehouse.duckdb")).connect, KulerSettings()
-    )
-    assert out.swatches_written == 0 and out.sync.images_written == N_THEMES
+    out = ingest_kuler(_paths(tmp_path), warehouse.connect, KulerSettings())
+    # The unrecorded swatches were swept before the run and written again: no file outlives its row.
+    assert out.swatches_written == N_THEMES and out.sync.images_written == N_THEMES
+    recorded = {Path(p).name for (p,) in _rows(tmp_path / "home", "SELECT path FROM images")}
+    assert {p.name for p in (tmp_path / "home" / "images" / "kuler").glob("*.jpg")} == recorded
 
 
 def test_theme_whose_ratings_all_turn_bad_moves_from_images_to_rejects(tmp_path, kuler_raw):

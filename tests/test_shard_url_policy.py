@@ -142,13 +142,15 @@ def test_train_command_line_refuses_a_pipe_index_in_one_line(hostile_split: Path
     assert "--allow-pipe" in done.stderr and not pwned.exists()
 
 
-def test_evaluate_command_line_refuses_a_pipe_index_in_one_line(hostile_split: Path, pwned: Path, tmp_path: Path):
+def test_evaluate_command_line_refuses_a_pipe_index_in_one_line(hostile_split: Path, pwned: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture):
     checkpoint = save_test_checkpoint(tmp_path / "model.pt", crop=96, resize=108)
     with pytest.raises(SystemExit) as exited:
         evaluate_main(["--checkpoint", str(checkpoint), "--data", str(hostile_split), "--out", str(tmp_path / "r"),
                        "--device", "cpu"])
-    message = str(exited.value.code)
-    assert message.startswith(f"nima_train.evaluate: refusing shard URL 'pipe:touch {pwned}'") and "\n" not in message
+    (message,) = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 1
+    assert message.startswith(f"python -m nima_train.evaluate: refusing shard URL 'pipe:touch {pwned}'")
     assert "--allow-pipe" in message and not pwned.exists()
 
 

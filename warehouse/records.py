@@ -83,6 +83,11 @@ def clear_rejects(conn: duckdb.DuckDBPyConnection, dataset: str, stage: str, ite
         )
 
 
+def image_paths(conn: duckdb.DuckDBPyConnection, dataset: str) -> list[str]:
+    """The crop path (as stored) of every images row of the dataset."""
+    return [row[0] for row in conn.execute("SELECT path FROM images WHERE dataset = ?", [dataset]).fetchall()]
+
+
 def table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     names = ["images", "histograms", "rejects", "shards", "models", "eval_reports"]
     return {n: conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}
