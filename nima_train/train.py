@@ -262,6 +262,8 @@ def train_one_epoch(model: nn.Module, criterion: Callable, optimizer: torch.opti
             break
     if bar is not None:
         bar.close()
+    if "loss" not in logger.meters:  # a shard list that reads as empty (e.g. a pipe: command writing nothing)
+        raise ValueError(f"epoch {epoch} read no training batch: the training shards yielded no samples")
     logger.synchronize_between_processes(device)
     return {"loss": logger.meters["loss"].global_avg}
 

@@ -160,3 +160,16 @@ def test_allow_pipe_config_reaches_the_command_line_without_changing_the_run_ide
     assert allowed.hyperparameters() == default.hyperparameters()  # a relaunch with the flag resumes the run
     assert "--allow-pipe" in train_command(run, allowed.hyperparameters(), tmp_path, allow_pipe=allowed.allow_pipe)
     assert "--allow-pipe" not in train_command(run, default.hyperparameters(), tmp_path)
+
+
+def test_training_on_allowed_pipe_shards_that_yield_nothing_stops_instead_of_training_on_nothing(tmp_path: Path):
+    from nima_train.train import main as train_main
+    from nima_train.train import parse_args
+    from tests.helpers.tiny_training import tiny_args
+
+    split = tmp_path / "shards"
+    write_index(split, ["pipe:true"], nsamples=16)  # the index promises samples; the command writes none
+    args = parse_args(tiny_args(split, tmp_path / "run", "--allow-pipe", "--epochs-head", "1", "--epochs-full", "0"))
+    with pytest.raises(ValueError, match="epoch 0 read no training batch"):
+        train_main(args)
+    assert not (tmp_path / "run" / "model.pt").exists()
