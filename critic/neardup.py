@@ -14,7 +14,7 @@ How a pair is found (docs/curation.md has the measurements behind each choice):
    inner products) and normalised again.
 3. faiss `IndexIVFFlat` (inner product) over the projected vectors: k-means cells trained with a fixed seed on a
    seeded sample, every vector in its cell; each query scans its `nprobe` nearest cells for its `k` nearest
-   neighbours. Inputs of fewer than 2,000 vectors get a single cell, i.e. exact search. faiss (not usearch's
+   neighbours. Inputs of fewer than 2,000 vectors are searched exactly (faiss `IndexFlatIP`). faiss (not usearch's
    HNSW) because the IVF build is deterministic under any thread count (an HNSW graph built by several threads
    depends on their timing) and builds in seconds.
 4. Every candidate is confirmed on the full, unprojected features (cosine >= min_similarity) and, when hashes
@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 HASH_BITS = 64
-EXACT_BELOW = 2000  # inputs smaller than this get one IVF cell: exact search, still through the same index
+EXACT_BELOW = 2000  # smaller inputs are searched exactly (IndexFlatIP), larger ones through IVF cells
 PCA_SAMPLE = 50_000
 QUERY_CHUNK = 4096
 
@@ -97,18 +97,21 @@ def _ivf_index(base: np.ndarray, norms: np.ndarray, project: _Projection, nprobe
     import faiss
 
     n = len(base)
-    nlist = 1 if n < EXACT_BELOW else max(1, min(round(4 * math.sqrt(n)), n // 40))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(project.dim), project.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.cp.niter = 10
-    per_cell = 40
-    rng = np.random.default_rng(seed + 1)
-    rows = np.sort(rng.choice(n, per_cell * nlist, replace=False)) if n > per_cell * nlist else np.arange(n)
-    index.cp.max_points_per_centroid = max(per_cell, math.ceil(len(rows) / nlist))  # never subsample again
-    index.train(project(_unit(base, norms, rows)))
+    if n < EXACT_BELOW:  # exact search: cells would save nothing here
+        index = faiss.IndexFlatIP(project.dim)
+    else:
+        nlist = max(1, min(round(4 * math.sqrt(n)), n // 40))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(project.dim), project.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.cp.niter = 10
+        per_cell = 40  # faiss wants at least 39 training points per cell
+        rng = np.random.default_rng(seed + 1)
+        rows = np.sort(rng.choice(n, per_cell * nlist, replace=False)) if n > per_cell * nlist else np.arange(n)
+        index.cp.max_points_per_centroid = max(per_cell, math.ceil(len(rows) / nlist))  # never subsample again
+        index.train(project(_unit(base, norms, rows)))
+        index.nprobe = min(nprobe, nlist)
     for s in range(0, n, QUERY_CHUNK):
         index.add(project(_unit(base, norms, slice(s, s + QUERY_CHUNK))))
-    index.nprobe = min(nprobe, nlist)
     return index
 
 

@@ -142,12 +142,14 @@ class SplitResult:
         return sum(s.filesize for s in self.shards)
 
 
+def escape_key(text: str) -> str:
+    """text with every character outside [A-Za-z0-9_-] %XX-escaped (UTF-8): no dots, no slashes, injective."""
+    return "".join(ch if _KEY_SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in str(text))
+
+
 def sample_key(dataset: str, image_id: str) -> str:
     """`<dataset>_<image_id>` with every character outside [A-Za-z0-9_-] %XX-escaped: no dots, no slashes."""
-    escaped = "".join(
-        ch if _KEY_SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in str(image_id)
-    )
-    return f"{dataset}_{escaped}"
+    return f"{dataset}_{escape_key(image_id)}"
 
 
 def shard_name(bucket: int, n_buckets: int, content: str) -> str:
@@ -212,7 +214,7 @@ def fingerprint(entries: Iterable[tuple[str, str, bytes]]) -> str:
     return h.hexdigest()
 
 
-class _HashingWriter:
+class HashingWriter:
     """File wrapper that hashes and counts the bytes as tarfile streams them out."""
 
     def __init__(self, fh: io.BufferedWriter) -> None:
@@ -226,7 +228,8 @@ class _HashingWriter:
         return self.fh.write(data)
 
 
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+def tar_member_info(name: str, size: int) -> tarfile.TarInfo:
+    """A regular-file tar header with fixed owner, mode and mtime: the same bytes on every run."""
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = FIXED_MTIME
@@ -345,7 +348,7 @@ def write_shard(
     tmp = temp_path(out_dir / f"shard-{bucket:06d}-of-{n_buckets:06d}.tar")
     try:
         with open(tmp, "wb") as fh:
-            out = _HashingWriter(fh)
+            out = HashingWriter(fh)
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
                 for s in samples:
                     try:
@@ -355,8 +358,8 @@ def write_shard(
                         continue
                     js = s.json_bytes()
                     # Members of a sample are adjacent and in name order (jpg < json): what WebDataset groups.
-                    tar.addfile(_tarinfo(f"{s.key}.jpg", len(jpg)), io.BytesIO(jpg))
-                    tar.addfile(_tarinfo(f"{s.key}.json", len(js)), io.BytesIO(js))
+                    tar.addfile(tar_member_info(f"{s.key}.jpg", len(jpg)), io.BytesIO(jpg))
+                    tar.addfile(tar_member_info(f"{s.key}.json", len(js)), io.BytesIO(js))
                     written.append(s)
                     entries.append((s.key, s.sha256, js))
     except BaseException:
