@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from critic.neardup import best_of, clusters, near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, UnreadableImage, probe_image
+from critic.scoring import decode_image as decode_crop
 from ingest.shard_writer import HashingWriter, escape_key, tar_member_info
 from nima_train.atomic import atomic_path, write_atomic
 from nima_train.data import ShardURLRefused, decode_image, refuse_pipe, resolve_shards
@@ -49,7 +50,6 @@ FORMAT = 1
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 DECISIONS = ("kept", "low_score", "duplicate", "unreadable")
 STORED_CROP = 256  # the square the dataset stages store and the model was trained on
-MIN_SIDE = 8  # as critic.scoring.DECODE_SPEC: smaller images are not scored
 
 
 @dataclass(frozen=True)
@@ -204,26 +204,27 @@ def _image_member(sample: dict) -> bytes | memoryview | None:
 
 
 def stored_crop(data: bytes | memoryview) -> torch.Tensor:
-    """The centred square of an image at 256 px as a uint8 (3, 256, 256) tensor: what the dataset stages store,
-    decoded as training decodes (libjpeg-turbo for JPEG, Pillow for the rest); UnreadableImage with the reason."""
-    probe_image(bytes(data[:65536]) if len(data) > 65536 else bytes(data), "image", MAX_PIXELS)
-    try:
-        img = decode_image(data)
-    except Exception as exc:  # noqa: BLE001 - Pillow and libjpeg raise many kinds; each is this sample's fault
-        kind = "not an image" if isinstance(exc, Image.UnidentifiedImageError) else "corrupt"
-        raise UnreadableImage(f"{kind}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") \
-            from exc
-    height, width = img.shape[-2:]
-    if min(height, width) < MIN_SIDE:
-        raise UnreadableImage(f"too small: {width}x{height}, short side under {MIN_SIDE}px")
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    img = img[:, top : top + side, left : left + side]
-    if side != STORED_CROP:
-        from torchvision.transforms import v2
+    """The centred square of an image at 256 px as a uint8 (3, 256, 256) tensor; UnreadableImage with the reason.
 
-        img = v2.functional.resize(img, [STORED_CROP, STORED_CROP], antialias=True)
-    return img
+    A 256 x 256 image (what the dataset stages store) is decoded as training decodes it (libjpeg-turbo for
+    JPEG); any other goes through critic.scoring.decode_image, as `aesthetic score` crops it (verified, EXIF
+    orientation, a JPEG decoded at draft size, the square resampled with Lanczos), so both give the same input.
+    """
+    probe = probe_image(bytes(data[:65536]), "image", MAX_PIXELS)  # the header is enough; None: decode_crop says why
+    if probe is not None and (probe.width, probe.height) == (STORED_CROP, STORED_CROP):
+        try:
+            img = decode_image(data)
+        except Exception as exc:  # noqa: BLE001 - Pillow and libjpeg raise many kinds; each is this sample's fault
+            raise UnreadableImage(f"corrupt: {_first_line(exc)}") from exc
+        if tuple(img.shape[-2:]) == (STORED_CROP, STORED_CROP):
+            return img
+    crop = decode_crop(bytes(data), "image")
+    return torch.from_numpy(np.array(crop)).permute(2, 0, 1).contiguous()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 class _ShardScoring(IterableDataset):
@@ -262,7 +263,7 @@ class _ShardScoring(IterableDataset):
             if pending:
                 yield self._batch(pos, pending, images)
         except Exception as exc:  # noqa: BLE001 - any failure to read the shard fails the shard, not the run
-            yield ("done", pos, None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+            yield ("done", pos, None, f"{type(exc).__name__}: {_first_line(exc)}")
             return
         yield ("done", pos, identity, None)
 

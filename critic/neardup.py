@@ -9,7 +9,7 @@ No n x n matrix: memory grows with n (the index holds n projected vectors; candi
 
 How a pair is found (docs/curation.md has the measurements behind each choice):
 1. Features are L2-normalised, so inner product = cosine similarity.
-2. When they have more than `dim` dimensions, they are projected onto the top `dim` principal axes of their
+2. When they have more than `dim` dimensions (and there are at least 2,000 of them), they are projected onto the top `dim` principal axes of their
    uncentred second moment (fitted on a seeded sample of at most 50,000 rows; the projection that best keeps
    inner products) and normalised again.
 3. faiss `IndexIVFFlat` (inner product) over the projected vectors: k-means cells trained with a fixed seed on a
@@ -140,7 +140,8 @@ def _knn_candidates(query: np.ndarray | None, qhashes: np.ndarray | None, base: 
     if base is not None:
         bnorms = _norms(base)
         qnorms = bnorms if query is base else _norms(query)
-        project = _Projection(base, bnorms, dim, seed)
+        # exact search needs no projection (its eigendecomposition alone costs seconds at d = 1280)
+        project = _Projection(base, bnorms, dim if len(base) >= EXACT_BELOW else base.shape[1], seed)
         index = _ivf_index(base, bnorms, project, nprobe, seed)
         nq, norms = len(query), (qnorms, bnorms)
 
