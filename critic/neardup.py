@@ -9,9 +9,9 @@ No n x n matrix: memory grows with n (the index holds n projected vectors; candi
 
 How a pair is found (docs/curation.md has the measurements behind each choice):
 1. Features are L2-normalised, so inner product = cosine similarity.
-2. When they have more than `dim` dimensions (and there are at least 2,000 of them), they are projected onto the top `dim` principal axes of their
-   uncentred second moment (fitted on a seeded sample of at most 50,000 rows; the projection that best keeps
-   inner products) and normalised again.
+2. When there are at least 2,000 of them with more than `dim` dimensions, they are projected onto the top `dim`
+   principal axes of their uncentred second moment (fitted on a seeded sample of at most 50,000 rows; the
+   projection that best keeps inner products) and normalised again.
 3. faiss `IndexIVFFlat` (inner product) over the projected vectors: k-means cells trained with a fixed seed on a
    seeded sample, every vector in its cell; each query scans its `nprobe` nearest cells for its `k` nearest
    neighbours. Inputs of fewer than 2,000 vectors are searched exactly (faiss `IndexFlatIP`). faiss (not usearch's
