@@ -37,13 +37,13 @@ from torch.utils.data import DataLoader, IterableDataset
 from critic.neardup import best_of, clusters, near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, UnreadableImage, probe_image
 from critic.scoring import decode_image as decode_crop
-from ingest.shard_writer import HashingWriter, escape_key, tar_member_info
 from nima_train.atomic import atomic_path, write_atomic
 from nima_train.data import ShardURLRefused, decode_image, refuse_pipe, resolve_shards
 from nima_train.distributed import DistInfo, all_gather_strings, barrier
 from nima_train.imaging import MAX_PIXELS, sha256_file
 from nima_train.shard_format import INDEX_NAME
 from nima_train.tarstream import local_file, tar_samples
+from nima_train.tarwrite import HashingWriter, escape_key, tar_member_info
 from nima_train.transforms import center_crop, normalize
 
 FORMAT = 1

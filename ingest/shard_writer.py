@@ -44,19 +44,15 @@ import pyarrow.parquet as pq
 from ingest.splits import hash_fraction
 from nima_train.atomic import atomic_path, publish, temp_path, write_atomic
 from nima_train.shard_format import INDEX_NAME
+from nima_train.tarwrite import FIXED_MTIME, HashingWriter, escape_key, tar_member_info  # noqa: F401 (FIXED_MTIME)
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_SAMPLES = 5000
 DEFAULT_MAX_BYTES = 1_000_000_000
-# Any fixed value makes the headers reproducible; 2000-01-01 rather than 0 so tools don't show 1970.
-FIXED_MTIME = 946_684_800
 _BLOCK = tarfile.BLOCKSIZE
 _MAX_LEVEL = 40  # 2**40 buckets: far more than any dataset has samples
 _SHARD_RE = re.compile(r"^shard-\d{6}-of-\d{6}-[0-9a-f]{12}\.(tar|parquet)$")
 _TEMP_RE = re.compile(r"^\.(shard-[0-9a-f\-of]+\.(?:tar|parquet)|index\.json)\.(\d+)\.tmp$")
-# Characters kept as they are in a key; everything else (the dot above all, and '/') is %XX-escaped, which
-# keeps keys injective: WebDataset splits a member name at its first dot, so no key may contain one.
-_KEY_SAFE = re.compile(r"[A-Za-z0-9_\-]")
 
 
 @dataclass(frozen=True)
@@ -142,11 +138,6 @@ class SplitResult:
         return sum(s.filesize for s in self.shards)
 
 
-def escape_key(text: str) -> str:
-    """text with every character outside [A-Za-z0-9_-] %XX-escaped (UTF-8): no dots, no slashes, injective."""
-    return "".join(ch if _KEY_SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in str(text))
-
-
 def sample_key(dataset: str, image_id: str) -> str:
     """`<dataset>_<image_id>` with every character outside [A-Za-z0-9_-] %XX-escaped: no dots, no slashes."""
     return f"{dataset}_{escape_key(image_id)}"
@@ -212,32 +203,6 @@ def fingerprint(entries: Iterable[tuple[str, str, bytes]]) -> str:
         h.update(b"\0")
         h.update(hashlib.sha256(js).digest())
     return h.hexdigest()
-
-
-class HashingWriter:
-    """File wrapper that hashes and counts the bytes as tarfile streams them out."""
-
-    def __init__(self, fh: io.BufferedWriter) -> None:
-        self.fh = fh
-        self.sha = hashlib.sha256()
-        self.n = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.n += len(data)
-        return self.fh.write(data)
-
-
-def tar_member_info(name: str, size: int) -> tarfile.TarInfo:
-    """A regular-file tar header with fixed owner, mode and mtime: the same bytes on every run."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = FIXED_MTIME
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
 
 
 def _pid_alive(pid: int) -> bool:
