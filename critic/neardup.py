@@ -39,6 +39,8 @@ HASH_BITS = 64
 EXACT_BELOW = 2000  # smaller inputs are searched exactly (IndexFlatIP), larger ones through IVF cells
 PCA_SAMPLE = 50_000
 QUERY_CHUNK = 4096
+NPROBE = 64  # cells each query scans (docs/curation.md: recall of planted copies by nprobe)
+MARGIN = 0.1  # a candidate's projected cosine may fall this far below min_similarity and still be confirmed
 
 
 def perceptual_hash(img: Image.Image) -> int:
@@ -78,8 +80,8 @@ class _Projection:
             rng = np.random.default_rng(seed)
             n = len(features)
             rows = np.sort(rng.choice(n, PCA_SAMPLE, replace=False)) if n > PCA_SAMPLE else np.arange(n)
-            x = _unit(features, norms, rows).astype(np.float64)
-            _, vecs = np.linalg.eigh(x.T @ x)
+            x = _unit(features, norms, rows)
+            _, vecs = np.linalg.eigh((x.T @ x).astype(np.float64))
             axes = vecs[:, ::-1][:, :dim]
             # eigh's signs are arbitrary; fix them so the projection depends on the data alone
             axes *= np.where(axes[np.abs(axes).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)
@@ -93,7 +95,8 @@ class _Projection:
         return np.ascontiguousarray(y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12))
 
 
-def _ivf_index(base: np.ndarray, norms: np.ndarray, project: _Projection, nprobe: int, seed: int):
+def _ivf_index(base: np.ndarray, norms: np.ndarray, project: _Projection, projected: np.ndarray, nprobe: int,
+               seed: int):
     import faiss
 
     n = len(base)
@@ -110,8 +113,7 @@ def _ivf_index(base: np.ndarray, norms: np.ndarray, project: _Projection, nprobe
         index.cp.max_points_per_centroid = max(per_cell, math.ceil(len(rows) / nlist))  # never subsample again
         index.train(project(_unit(base, norms, rows)))
         index.nprobe = min(nprobe, nlist)
-    for s in range(0, n, QUERY_CHUNK):
-        index.add(project(_unit(base, norms, slice(s, s + QUERY_CHUNK))))
+    index.add(projected)
     return index
 
 
@@ -132,42 +134,60 @@ def _confirm_hashes(qh: np.ndarray, bh: np.ndarray, qi: np.ndarray, bj: np.ndarr
 
 
 def _knn_candidates(query: np.ndarray | None, qhashes: np.ndarray | None, base: np.ndarray | None,
-                    bhashes: np.ndarray | None, k: int, nprobe: int, dim: int, seed: int
-                    ) -> tuple[np.ndarray, np.ndarray, tuple | None]:
-    """(query index, base index) of each query's k nearest base items, and the norms used (None for hashes)."""
+                    bhashes: np.ndarray | None, k: int, nprobe: int, dim: int, seed: int, min_similarity: float,
+                    max_hamming: int | None, margin: float) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """(query index, base index) of the candidates among each query's k nearest base items, and the norms used
+    (None for hashes). A feature candidate's cosine in the index (projected) must be at least min_similarity -
+    margin; a hash candidate's distance at most max_hamming."""
     import faiss
 
     if base is not None:
         bnorms = _norms(base)
         qnorms = bnorms if query is base else _norms(query)
+        exact = len(base) < EXACT_BELOW
         # exact search needs no projection (its eigendecomposition alone costs seconds at d = 1280)
-        project = _Projection(base, bnorms, dim if len(base) >= EXACT_BELOW else base.shape[1], seed)
-        index = _ivf_index(base, bnorms, project, nprobe, seed)
+        project = _Projection(base, bnorms, base.shape[1] if exact else dim, seed)
+        # n x dim float32, kept: the index gets them, and a search of a set against itself queries them again
+        projected = np.empty((len(base), project.dim), dtype=np.float32)
+        for s in range(0, len(base), QUERY_CHUNK):
+            projected[s : s + QUERY_CHUNK] = project(_unit(base, bnorms, slice(s, s + QUERY_CHUNK)))
+        index = _ivf_index(base, bnorms, project, projected, nprobe, seed)
         nq, norms = len(query), (qnorms, bnorms)
+        floor = min_similarity - (1e-4 if exact and project.axes is None else margin)
 
-        def search(s: int) -> np.ndarray:
-            return index.search(project(_unit(query, qnorms, slice(s, s + QUERY_CHUNK))), k)[1]
+        def search(s: int) -> tuple[np.ndarray, np.ndarray]:
+            q = projected[s : s + QUERY_CHUNK] if query is base else \
+                project(_unit(query, qnorms, slice(s, s + QUERY_CHUNK)))
+            sims, found = index.search(q, k)
+            return sims >= floor, found
     else:
         index = faiss.IndexBinaryFlat(HASH_BITS)
         index.add(np.ascontiguousarray(bhashes.astype(">u8")).view(np.uint8).reshape(-1, 8))
         nq, norms = len(qhashes), None
 
-        def search(s: int) -> np.ndarray:
+        def search(s: int) -> tuple[np.ndarray, np.ndarray]:
             q = np.ascontiguousarray(qhashes[s : s + QUERY_CHUNK].astype(">u8")).view(np.uint8).reshape(-1, 8)
-            return index.search(q, k)[1]
+            dist, found = index.search(q, k)
+            return dist <= max_hamming, found
 
     k = min(k, index.ntotal)
     qi_parts, bj_parts = [], []
     for s in range(0, nq, QUERY_CHUNK):
-        found = search(s)
+        close, found = search(s)
         rows = np.repeat(np.arange(s, s + len(found), dtype=np.int64), found.shape[1])
         cols = found.reshape(-1).astype(np.int64)
-        ok = cols >= 0  # faiss pads with -1 when a query's probed cells hold fewer than k items
+        ok = (cols >= 0) & close.reshape(-1)  # faiss pads with -1 when the probed cells hold fewer than k items
         qi_parts.append(rows[ok])
         bj_parts.append(cols[ok])
     qi = np.concatenate(qi_parts) if qi_parts else np.zeros(0, np.int64)
     bj = np.concatenate(bj_parts) if bj_parts else np.zeros(0, np.int64)
     return qi, bj, norms
+
+
+def _unique_pairs(qi: np.ndarray, bj: np.ndarray, n_base: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (qi, bj) pairs, sorted (one int64 code per pair: much faster than np.unique(axis=0))."""
+    codes = np.unique(qi * n_base + bj)
+    return codes // n_base, codes % n_base
 
 
 def _check(features: np.ndarray | None, hashes: np.ndarray | None, max_hamming: int | None, what: str) -> None:
@@ -181,31 +201,31 @@ def _check(features: np.ndarray | None, hashes: np.ndarray | None, max_hamming: 
 
 def _pairs_from(query: np.ndarray | None, qhashes: np.ndarray | None, base: np.ndarray | None,
                 bhashes: np.ndarray | None, min_similarity: float, max_hamming: int | None, k: int, nprobe: int,
-                dim: int, seed: int, self_search: bool) -> np.ndarray:
+                dim: int, seed: int, margin: float, self_search: bool) -> np.ndarray:
     n_base = len(base) if base is not None else len(bhashes)
     n_query = len(query) if query is not None else len(qhashes)
     if n_base == 0 or n_query == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    qi, bj, norms = _knn_candidates(query, qhashes, base, bhashes, k + 1 if self_search else k, nprobe, dim, seed)
+    qi, bj, norms = _knn_candidates(query, qhashes, base, bhashes, k + 1 if self_search else k, nprobe, dim, seed,
+                                    min_similarity, max_hamming, margin)
     if self_search:
         qi, bj = np.minimum(qi, bj), np.maximum(qi, bj)
         keep = qi != bj
         qi, bj = qi[keep], bj[keep]
-        if len(qi):
-            qi, bj = np.unique(np.stack([qi, bj], axis=1), axis=0).T
-    if base is not None:
-        keep = _confirm_features(query, norms[0], base, norms[1], qi, bj, min_similarity)
-        qi, bj = qi[keep], bj[keep]
+    qi, bj = _unique_pairs(qi, bj, n_base)
+    # the hash test first: it is cheap, and every pair it drops is a feature comparison saved
     if qhashes is not None and bhashes is not None and max_hamming is not None:
         keep = _confirm_hashes(qhashes, bhashes, qi, bj, max_hamming)
         qi, bj = qi[keep], bj[keep]
-    pairs = np.stack([qi, bj], axis=1).astype(np.int64) if len(qi) else np.zeros((0, 2), dtype=np.int64)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs
+    if base is not None:
+        keep = _confirm_features(query, norms[0], base, norms[1], qi, bj, min_similarity)
+        qi, bj = qi[keep], bj[keep]
+    return np.stack([qi, bj], axis=1).astype(np.int64) if len(qi) else np.zeros((0, 2), dtype=np.int64)
 
 
 def near_duplicate_pairs(features: np.ndarray | None, phashes: np.ndarray | Sequence[int] | None = None,
                          min_similarity: float = 0.95, max_hamming: int | None = 6, k: int = 16, seed: int = 0,
-                         nprobe: int = 16, dim: int = 128) -> np.ndarray:
+                         nprobe: int = NPROBE, dim: int = 128, margin: float = MARGIN) -> np.ndarray:
     """(m, 2) int64 array of near-duplicate index pairs (i < j), unique and sorted.
 
     A pair is two items among each other's k nearest neighbours in the index whose full-feature cosine is at
@@ -215,13 +235,14 @@ def near_duplicate_pairs(features: np.ndarray | None, phashes: np.ndarray | Sequ
     features = None if features is None else np.asarray(features)
     hashes = None if phashes is None else as_hash_array(phashes)
     _check(features, hashes, max_hamming, "near_duplicate_pairs")
-    return _pairs_from(features, hashes, features, hashes, min_similarity, max_hamming, k, nprobe, dim, seed, True)
+    return _pairs_from(features, hashes, features, hashes, min_similarity, max_hamming, k, nprobe, dim, seed, margin,
+                       True)
 
 
 def cross_pairs(query_features: np.ndarray | None, query_hashes: np.ndarray | Sequence[int] | None,
                 base_features: np.ndarray | None, base_hashes: np.ndarray | Sequence[int] | None,
                 min_similarity: float = 0.95, max_hamming: int | None = 6, k: int = 16, seed: int = 0,
-                nprobe: int = 16, dim: int = 128) -> np.ndarray:
+                nprobe: int = NPROBE, dim: int = 128, margin: float = MARGIN) -> np.ndarray:
     """(m, 2) int64 array of (query index, base index): the query items with a near-duplicate in base.
 
     The index is built over base (e.g. train) and searched with each query (e.g. test) item; the same tests
@@ -237,7 +258,7 @@ def cross_pairs(query_features: np.ndarray | None, query_hashes: np.ndarray | Se
     _check(bf, bh, max_hamming, "cross_pairs")
     if qf is not None and qf.shape[1] != bf.shape[1]:
         raise ValueError(f"cross_pairs: query features have {qf.shape[1]} dimensions, base {bf.shape[1]}")
-    return _pairs_from(qf, qh, bf, bh, min_similarity, max_hamming, k, nprobe, dim, seed, False)
+    return _pairs_from(qf, qh, bf, bh, min_similarity, max_hamming, k, nprobe, dim, seed, margin, False)
 
 
 def pair_similarity(a: np.ndarray, b: np.ndarray, pairs: np.ndarray) -> np.ndarray:
