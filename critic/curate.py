@@ -306,7 +306,7 @@ class _Rows:
     percentile: list[np.ndarray] = field(default_factory=list)
 
 
-def _forward(critic: Critic, images: torch.Tensor):
+def forward_batch(critic: Critic, images: torch.Tensor):
     """One batch through the critic: bf16 and channels_last on CUDA, float32 on the CPU."""
     if critic.device.type == "cuda":
         x = normalize(images.to(critic.device, non_blocking=True, memory_format=torch.channels_last))
@@ -324,7 +324,7 @@ def _add_batch(rows: _Rows, critic: Critic, msg: tuple) -> None:
     rows.hashes += hashes
     rows.scored += [start + i for i, e in enumerate(errors) if e is None]
     if len(images):
-        out = _forward(critic, images)
+        out = forward_batch(critic, images)
         rows.mean.append(out.mean.numpy())
         rows.std.append(out.std.numpy())
         rows.probs.append(out.probs.numpy())
