@@ -44,19 +44,15 @@ import pyarrow.parquet as pq
 from ingest.splits import hash_fraction
 from nima_train.atomic import atomic_path, publish, remove_stale_temps, temp_path, write_atomic
 from nima_train.shard_format import INDEX_NAME
+from nima_train.tarwrite import HashingWriter, escape_key, tar_member_info
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_SAMPLES = 5000
 DEFAULT_MAX_BYTES = 1_000_000_000
-# Any fixed value makes the headers reproducible; 2000-01-01 rather than 0 so tools don't show 1970.
-FIXED_MTIME = 946_684_800
 _BLOCK = tarfile.BLOCKSIZE
 _MAX_LEVEL = 40  # 2**40 buckets: far more than any dataset has samples
 _SHARD_RE = re.compile(r"^shard-\d{6}-of-\d{6}-[0-9a-f]{12}\.(tar|parquet)$")
 _TEMP_RE = re.compile(r"^\.(shard-[0-9a-f\-of]+\.(?:tar|parquet)|index\.json)\.(?P<pid>\d+)\.tmp$")
-# Characters kept as they are in a key; everything else (the dot above all, and '/') is %XX-escaped, which
-# keeps keys injective: WebDataset splits a member name at its first dot, so no key may contain one.
-_KEY_SAFE = re.compile(r"[A-Za-z0-9_\-]")
 
 
 @dataclass(frozen=True)
@@ -144,10 +140,7 @@ class SplitResult:
 
 def sample_key(dataset: str, image_id: str) -> str:
     """`<dataset>_<image_id>` with every character outside [A-Za-z0-9_-] %XX-escaped: no dots, no slashes."""
-    escaped = "".join(
-        ch if _KEY_SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in str(image_id)
-    )
-    return f"{dataset}_{escaped}"
+    return f"{dataset}_{escape_key(image_id)}"
 
 
 def shard_name(bucket: int, n_buckets: int, content: str) -> str:
@@ -212,29 +205,6 @@ def fingerprint(entries: Iterable[tuple[str, str, bytes]]) -> str:
     return h.hexdigest()
 
 
-class _HashingWriter:
-    """File wrapper that hashes and counts the bytes as tarfile streams them out."""
-
-    def __init__(self, fh: io.BufferedWriter) -> None:
-        self.fh = fh
-        self.sha = hashlib.sha256()
-        self.n = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.n += len(data)
-        return self.fh.write(data)
-
-
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = FIXED_MTIME
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
 
 
 _SIDECAR_SCHEMA = pa.schema(
@@ -322,7 +292,7 @@ def write_shard(
     tmp = temp_path(out_dir / f"shard-{bucket:06d}-of-{n_buckets:06d}.tar")
     try:
         with open(tmp, "wb") as fh:
-            out = _HashingWriter(fh)
+            out = HashingWriter(fh)
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
                 for s in samples:
                     try:
@@ -332,8 +302,8 @@ def write_shard(
                         continue
                     js = s.json_bytes()
                     # Members of a sample are adjacent and in name order (jpg < json): what WebDataset groups.
-                    tar.addfile(_tarinfo(f"{s.key}.jpg", len(jpg)), io.BytesIO(jpg))
-                    tar.addfile(_tarinfo(f"{s.key}.json", len(js)), io.BytesIO(js))
+                    tar.addfile(tar_member_info(f"{s.key}.jpg", len(jpg)), io.BytesIO(jpg))
+                    tar.addfile(tar_member_info(f"{s.key}.json", len(js)), io.BytesIO(js))
                     written.append(s)
                     entries.append((s.key, s.sha256, js))
     except BaseException:

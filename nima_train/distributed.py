@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -24,8 +25,11 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device_type: str) -> DistInfo:
-    """Read RANK/WORLD_SIZE/LOCAL_RANK (set by torchrun) and join the group: nccl on CUDA, gloo on CPU."""
+def init_distributed(device_type: str, timeout_s: float | None = None) -> DistInfo:
+    """Read RANK/WORLD_SIZE/LOCAL_RANK (set by torchrun) and join the group: nccl on CUDA, gloo on CPU.
+
+    timeout_s: how long a collective (a barrier) may wait for the slowest rank; torch's default otherwise.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -33,7 +37,9 @@ def init_distributed(device_type: str) -> DistInfo:
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=info.rank, world_size=world_size)
+        extra = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=info.rank, world_size=world_size,
+                                **extra)
     return info
 
 

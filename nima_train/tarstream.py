@@ -210,7 +210,7 @@ def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[di
         yield current
 
 
-def _local_file(url: str) -> str | None:
+def local_file(url: str) -> str | None:
     """The path of a shard URL that names a local file (a plain path or a file: URL); None for http(s)://,
     pipe: and stdin's "-"."""
     if url.startswith("file:"):
@@ -225,7 +225,7 @@ def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     payloads are bytes."""
     for source in sources:
         url = source["url"]
-        if (path := _local_file(url)) is not None:
+        if (path := local_file(url)) is not None:
             yield from group_samples(mapped_members(path, url), url)
             continue
         for opened in wds.tariterators.url_opener([source]):

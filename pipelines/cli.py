@@ -267,6 +267,75 @@ def _filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shards", nargs="+", metavar="SHARD_URL",
+                   help="WebDataset shards: .tar files or http(s) URLs, split folders or index.json files (local or "
+                        "http), pipe: commands with --allow-pipe")
+    p.add_argument("--out", type=folder, required=True, help="output folder: scores/, manifest.parquet, shards/")
+    p.add_argument("--min-score", type=finite_float(0, 10), default=None,
+                   help="keep samples scoring at least this (0..10; the calibrated mean when the model has one)")
+    p.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep only the best sample of each near-duplicate cluster (default: on)")
+    p.add_argument("--similarity", type=finite_float(0, 1, lo_open=True), default=0.95,
+                   help="cosine similarity of pooled features that makes a near-duplicate")
+    p.add_argument("--max-hamming", type=int_range(0, 64), default=6,
+                   help="perceptual-hash bits (of 64) that may differ")
+    p.add_argument("--allow-pipe", action="store_true", help="allow pipe: shard URLs (they run a shell command)")
+    p.add_argument("--batch-size", type=batch_count, default=64)
+    p.add_argument("--workers", type=non_negative_int, default=4,
+                   help="DataLoader workers decoding shards, per process")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    _model_arg(p)
+
+
+# How long rank 0 waits at the barrier for the slowest rank to finish scoring its shards.
+CURATE_BARRIER_S = 24 * 3600
+
+
+@verb("curate", "score WebDataset shards, drop low scores and near-duplicates, write a manifest and the kept "
+      "shards (runs unchanged under torchrun)", _curate_args)
+def _curate(args: argparse.Namespace) -> int:
+    import torch
+
+    from critic.curate import CurateSettings, curate, describe_failures
+    from nima_train.data import ShardURLRefused
+    from nima_train.distributed import cleanup_distributed, init_distributed
+
+    try:
+        settings = CurateSettings(min_score=args.min_score, dedupe=args.dedupe, similarity=args.similarity,
+                                  max_hamming=args.max_hamming, batch_size=args.batch_size, workers=args.workers,
+                                  allow_pipe=args.allow_pipe)
+    except ValueError as exc:
+        raise SystemExit(f"aesthetic curate: {exc}") from None
+    device_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("aesthetic curate: --device cuda, but no CUDA device is available")
+    info = init_distributed(device_type, timeout_s=CURATE_BARRIER_S)
+    try:
+        device = f"cuda:{info.local_rank}" if device_type == "cuda" else "cpu"
+        critic = _load_critic(args.model, batch_size=args.batch_size, device=device, **_input_kwargs(args))
+        try:
+            result = curate(critic, args.shards, args.out, settings, info)
+        except ShardURLRefused as exc:
+            raise SystemExit(f"aesthetic curate: {exc}") from None
+    finally:
+        cleanup_distributed()
+    if info.is_main:
+        print(f"{len(result.shards)} shards: {len(result.scored)} scored, {len(result.skipped)} already scored by "
+              f"model {critic.version}, {len(result.failed)} failed", file=sys.stderr)
+        if result.outcome:
+            counts = ", ".join(f"{n} {d}" for d, n in result.outcome.counts.items())
+            print(f"{sum(result.outcome.counts.values())} samples: {counts}; manifest {result.outcome.manifest}, "
+                  f"kept shards in {result.outcome.shards_dir}")
+    if result.failed:
+        if info.is_main:
+            print(f"aesthetic curate: {len(result.failed)} of {len(result.shards)} shards failed: "
+                  f"{describe_failures(result.failed)}; re-run to retry them (the others' scores are kept)",
+                  file=sys.stderr)
+        return 1
+    return 0
+
+
 def _evolve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", default="heart", choices=("heart", "star", "kite", "trapezoid", "landscape"))
     p.add_argument("--rounds", type=positive_int, default=10)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets_index import GROUPS, PARTITIONED_GROUPS
+from pipelines.assets_index import GROUPS, ON_DEMAND_GROUPS, PARTITIONED_GROUPS
 
 # Partitioned assets run through their own backfill jobs: a job may not mix partitions definitions, and
 # full_pipeline must run without a partition key.
 PARTITIONED = dg.AssetSelection.groups(*PARTITIONED_GROUPS)
 
-full_pipeline_job = dg.define_asset_job("full_pipeline", selection=dg.AssetSelection.all() - PARTITIONED)
+full_pipeline_job = dg.define_asset_job(
+    "full_pipeline", selection=dg.AssetSelection.all() - PARTITIONED - dg.AssetSelection.groups(*ON_DEMAND_GROUPS))
 
 # One run per new SAC snapshot (the sensor), or one run over many (a backfill from the UI).
 sac_backfill_job = dg.define_asset_job("sac_backfill", selection=PARTITIONED)

@@ -83,6 +83,12 @@ AESTHETIC_CASES = [
     (["serve", "--decode-workers", "-2"], "--decode-workers: '-2'"),
     (["serve", "--max-request-pixels", "0"], "--max-request-pixels: '0'"),
     (["serve", "--max-connections", "x"], "--max-connections: 'x'"),
+    (["curate", "x.tar", "--out", "{file}"], "--out: 'notes.txt' is an existing file"),
+    (["curate", "x.tar", "--out", "o", "--min-score", "nan"], "--min-score: 'nan'"),
+    (["curate", "x.tar", "--out", "o", "--similarity", "0"], "--similarity: '0'"),
+    (["curate", "x.tar", "--out", "o", "--max-hamming", "65"], "--max-hamming: '65'"),
+    (["curate", "x.tar", "--out", "o", "--workers", "-1"], "--workers: '-1'"),
+    (["curate", "x.tar", "--out", "o", "--batch-size", "0"], "--batch-size: '0'"),
     (["unknown-verb"], "invalid choice: 'unknown-verb'"),
 ]
 

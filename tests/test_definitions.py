@@ -48,7 +48,7 @@ def test_dagster_cli_lists_the_assets_of_the_module():
 def test_cli_offers_every_contract_verb():
     from pipelines.cli import VERBS, build_parser
 
-    assert {"sample-data", "score", "evolve", "serve", "filter"} <= set(VERBS)
+    assert {"sample-data", "score", "evolve", "serve", "filter", "curate"} <= set(VERBS)
     parser = build_parser()
     for verb in VERBS:
         assert parser.parse_args(_minimal_args(verb)).verb == verb
@@ -62,6 +62,7 @@ def _minimal_args(verb: str) -> list[str]:
         "filter": [verb, "a.jpg", "--min-score", "5"],
         "evolve": [verb, "--out", "runs"],
         "serve": [verb],
+        "curate": [verb, "shards/", "--out", "curated"],
     }.get(verb, [verb])
 
 

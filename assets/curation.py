@@ -1,0 +1,102 @@
+"""Asset group `curation`: the promoted critic curates a corpus of WebDataset shards (default: our own shards/).
+
+The work is critic/curate.py (the same as `aesthetic curate`); the report is critic/curation_report.py.
+"""
+
+# No `from __future__ import annotations`: Dagster must see the real config class, not a string.
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from assets.metadata import markdown_image
+from assets.resources import StorageResource, WarehouseResource
+from nima_train.shard_format import INDEX_NAME
+from warehouse.models_lookup import PRODUCTION, ModelNotFound, resolve_model
+
+
+class CurationConfig(dg.Config):
+    # Shard URLs, split folders or index.json files (local or http); empty: every split under shards/.
+    shards: list[str] = []
+    allow_pipe: bool = False  # pipe: URLs run a shell command: only when the operator says so
+    model: str = PRODUCTION  # an alias or a version from the `models` table
+    min_score: float | None = None  # on the calibrated mean when the model has a calibration, else the mean
+    dedupe: bool = True
+    similarity: float = 0.95
+    max_hamming: int = 6
+    workers: int = 2
+    batch_size: int = 64
+
+
+def default_shards(shards_root: Path) -> list[str]:
+    """Every split folder of our own shards (shards/<dataset>/<split>/ with an index)."""
+    return [str(p.parent) for p in sorted(shards_root.glob(f"*/*/{INDEX_NAME}"))]
+
+
+@dg.asset(group_name="curation", deps=["production_model", "ava_shards", "sac_shards", "kuler_shards"],
+          code_version="1")
+def curated_corpus(
+    context: dg.AssetExecutionContext,
+    config: CurationConfig,
+    storage: StorageResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """Scores, near-duplicate clusters, a manifest and the kept samples' shards under curation/; a report."""
+    refs = config.shards or default_shards(storage.shards_dir())
+    if not refs:
+        raise dg.Failure(description=f"no shards to curate: none under {storage.shards_dir()} and none configured")
+    if not Path(warehouse.path).exists():
+        raise dg.Failure(description=f"no warehouse at {warehouse.path}: nothing has been trained yet")
+    with warehouse.connect(read_only=True) as conn:
+        try:
+            found = resolve_model(conn, storage.home_path, config.model)
+        except ModelNotFound as exc:
+            raise dg.Failure(description=f"curation has no model to run: {exc}") from exc
+    # torch is imported here, in the step, never when the code location loads.
+    from critic.curate import CurateSettings, curate, describe_failures
+    from critic.curation_report import write_report
+    from critic.scoring import Critic
+    from nima_train.data import ShardURLRefused
+
+    try:
+        settings = CurateSettings(config.min_score, config.dedupe, config.similarity, config.max_hamming,
+                                  config.batch_size, config.workers, config.allow_pipe)
+    except ValueError as exc:
+        raise dg.Failure(description=f"bad curation config: {exc}") from exc
+    critic = Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version,
+                                    batch_size=config.batch_size)
+    out = storage.home_path / "curation"
+    started = time.monotonic()
+    try:
+        result = curate(critic, refs, out, settings)
+    except ShardURLRefused as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    if result.failed:
+        raise dg.Failure(description=f"{len(result.failed)} of {len(result.shards)} shards failed: "
+                                     f"{describe_failures(result.failed)}; re-materialise to retry them",
+                         metadata={"failed": dg.MetadataValue.json(result.failed)})
+    seconds = time.monotonic() - started
+    outcome = result.outcome
+    report = write_report(out, result.shards, outcome, storage.reports_dir() / "curation" / found.version,
+                          critic.calibration is not None, config.min_score)
+    n = sum(outcome.counts.values())
+    context.log.info(f"curated {n} samples of {len(result.shards)} shards: {outcome.counts}")
+    return dg.MaterializeResult(metadata={
+        "model": f"{found.name} {found.version}" + (f" ({found.alias})" if found.alias else ""),
+        "samples": n,
+        **{d: c for d, c in outcome.counts.items()},
+        "duplicate_clusters": len(outcome.clusters),
+        "shards": len(result.shards),
+        "shards_scored": len(result.scored),
+        "shards_skipped": len(result.skipped),
+        "samples_per_s": round(n / max(seconds, 1e-9), 1),
+        "score_histogram": dg.MetadataValue.json({"counts": report.score_histogram[0],
+                                                  "edges": report.score_histogram[1]}),
+        "histogram": markdown_image(report.histogram, "score histogram"),
+        "top": markdown_image(report.top, "top samples"),
+        "bottom": markdown_image(report.bottom, "bottom samples"),
+        "duplicates": markdown_image(report.duplicates, "duplicate clusters", empty="no duplicate clusters"),
+        "manifest": dg.MetadataValue.path(str(outcome.manifest)),
+        "kept_shards": dg.MetadataValue.path(str(outcome.shards_dir)),
+        "report": dg.MetadataValue.path(str(report.folder)),
+    })

@@ -1,0 +1,607 @@
+"""Curate a WebDataset corpus with the critic: score every sample, find near-duplicates, keep the best.
+
+    aesthetic curate SHARD_URL... --out DIR [--model REF] [--min-score S] [--dedupe/--no-dedupe] [--allow-pipe]
+    torchrun --nnodes N --nproc-per-node K -m pipelines.cli curate SHARD_URL... --out DIR   # the same, on N*K ranks
+
+Two steps (docs/curation.md holds the contract and the layout of DIR):
+1. Score. Input shards are split by rank (shard i goes to rank i % world size) and, within a rank, by DataLoader
+   worker. Workers read shards through the training reader's fast path (nima_train.tarstream: a local shard is
+   mapped in memory; nima_train.data.decode_image: libjpeg-turbo), crop each image as the dataset stages store it
+   (the centred square at 256 px), hash it and cut the model's input; the rank's main process runs the critic on
+   batches that never cross a shard, so a sample's scores do not depend on how shards were spread over ranks and
+   workers. Each finished shard becomes DIR/scores/<name>.parquet, written atomically, its schema metadata naming
+   the model version and the input's identity; a re-run skips the shards whose record matches.
+2. Filter, once, on rank 0 after every rank is done: the threshold, near-duplicate clusters (critic.neardup),
+   DIR/manifest.parquet and the kept samples' shards in DIR/shards/. When any shard failed nothing of this is
+   written: the run names the failed shards, and a re-run scores only those, then filters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset
+
+from critic.neardup import best_of, clusters, near_duplicate_pairs, perceptual_hash
+from critic.scoring import Critic, UnreadableImage, probe_image
+from critic.scoring import decode_image as decode_crop
+from nima_train.atomic import atomic_path, write_atomic
+from nima_train.data import ShardURLRefused, decode_image, refuse_pipe, resolve_shards
+from nima_train.distributed import DistInfo, all_gather_strings, barrier
+from nima_train.imaging import MAX_PIXELS, sha256_file
+from nima_train.shard_format import INDEX_NAME
+from nima_train.tarstream import local_file, tar_samples
+from nima_train.tarwrite import HashingWriter, escape_key, tar_member_info
+from nima_train.transforms import center_crop, normalize
+
+FORMAT = 1
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+DECISIONS = ("kept", "low_score", "duplicate", "unreadable")
+STORED_CROP = 256  # the square the dataset stages store and the model was trained on
+
+
+@dataclass(frozen=True)
+class CurateSettings:
+    min_score: float | None = None  # on the calibrated mean when the model has a calibration, else the mean
+    dedupe: bool = True
+    similarity: float = 0.95  # cosine of pooled features that makes a near-duplicate
+    max_hamming: int = 6  # perceptual-hash bits (of 64) that may differ in a near-duplicate
+    batch_size: int = 64
+    workers: int = 4
+    allow_pipe: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_score is not None and not 0 <= self.min_score <= 10:
+            raise ValueError(f"min_score must be within 0..10, got {self.min_score}")
+        if not 0 < self.similarity <= 1:
+            raise ValueError(f"similarity must be within (0, 1], got {self.similarity}")
+        if not 0 <= self.max_hamming <= 64:
+            raise ValueError(f"max_hamming must be within 0..64, got {self.max_hamming}")
+        if self.batch_size < 1 or self.workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {self.batch_size}, {self.workers}")
+
+
+@dataclass(frozen=True)
+class InputShard:
+    url: str
+    index_sha256: str | None = None  # of the index.json that listed it; None for a shard given by itself
+    error: str | None = None  # why it could not even be listed (a missing path, an unreachable index)
+
+    @property
+    def name(self) -> str:
+        """The stem of its outputs: the shard's file name, escaped, plus a digest of the full URL (unique)."""
+        base = urlparse(self.url).path.rstrip("/").rsplit("/", 1)[-1] or "shard"
+        if self.url.startswith("pipe:"):
+            base = "pipe"
+        stem = base[:-4] if base.endswith(".tar") else base
+        return f"{escape_key(stem)[:80]}-{hashlib.sha256(self.url.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class FilterOutcome:
+    counts: dict[str, int]
+    manifest: Path
+    shards_dir: Path
+    n_pairs: int
+    clusters: list[list[str]]  # manifest keys of each duplicate cluster, its kept sample first
+    kept_shards: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CurateResult:
+    shards: list[InputShard]
+    scored: list[str] = field(default_factory=list)  # urls scored by this run
+    skipped: list[str] = field(default_factory=list)  # urls whose scores were already there
+    failed: dict[str, str] = field(default_factory=dict)  # url -> reason (all ranks)
+    outcome: FilterOutcome | None = None  # rank 0 only, and only when nothing failed
+
+
+def _is_remote(ref: str) -> bool:
+    return urlparse(ref).scheme.lower() in ("http", "https")
+
+
+def _single_shard(ref: str) -> bool:
+    return ref.startswith("pipe:") or (_is_remote(ref) and urlparse(ref).path.endswith(".tar"))
+
+
+def input_shards(refs: Sequence[str], allow_pipe: bool = False) -> list[InputShard]:
+    """The shards named by refs, resolved with the reader's rules (nima_train.data.resolve_shards): local
+    .tar files, http(s) .tar URLs, `pipe:` commands (only with allow_pipe), split folders and index.json files
+    (local or http). ShardURLRefused for a URL the rules refuse; a ref that cannot be listed (missing, an
+    unreachable index) comes back as an InputShard with its error, so the other shards still run."""
+    out: list[InputShard] = []
+    for ref in map(str, refs):
+        if _single_shard(ref):
+            refuse_pipe(ref, allow_pipe, "the shards given")
+            out.append(InputShard(ref))
+            continue
+        path = Path(ref)
+        if not _is_remote(ref) and path.suffix == ".tar":
+            out.append(InputShard(str(path.resolve()) if path.exists() else ref,
+                                  error=None if path.exists() else f"missing: {ref} does not exist"))
+            continue
+        try:
+            found = resolve_shards([ref], allow_pipe)
+        except ShardURLRefused:
+            raise
+        except (OSError, ValueError) as exc:
+            out.append(InputShard(ref, error=f"unlisted: {exc}"))
+            continue
+        digest = next(iter(found.index_sha256.values()), None)
+        out += [InputShard(u if _is_remote(u) or u.startswith("pipe:") else str(Path(u).resolve()), digest)
+                for u in found.urls]
+    return out
+
+
+def shard_identity(shard: InputShard) -> str:
+    """What a re-run compares: the listing index's sha256, or the shard's own size and sha256."""
+    if shard.index_sha256:
+        return f"index-sha256:{shard.index_sha256}"
+    path = local_file(shard.url)
+    if path is not None:
+        return f"size:{Path(path).stat().st_size} sha256:{sha256_file(path)}"
+    import webdataset as wds
+
+    h, size = hashlib.sha256(), 0
+    stream = wds.gopen(shard.url, "rb")
+    try:
+        while block := stream.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    finally:
+        stream.close()
+    return f"size:{size} sha256:{h.hexdigest()}"
+
+
+def scores_path(out_dir: Path, shard: InputShard) -> Path:
+    return out_dir / "scores" / f"{shard.name}.parquet"
+
+
+def _scores_meta(path: Path) -> dict | None:
+    try:
+        return json.loads((pq.read_schema(path).metadata or {})[b"curation"])
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return None
+
+
+def is_done(out_dir: Path, shard: InputShard, model_version: str, identity: str) -> bool:
+    meta = _scores_meta(scores_path(out_dir, shard))
+    return bool(meta) and meta.get("format") == FORMAT and meta.get("model") == model_version and \
+        meta.get("input") == identity
+
+
+def _unique(base: str, seen: set[str]) -> str:
+    """base, or base-2, base-3 ... whichever is not in seen yet (and is then added to it)."""
+    key, n = base, 1
+    while key in seen:
+        n += 1
+        key = f"{base}-{n}"
+    seen.add(key)
+    return key
+
+
+def keyed_samples(samples: Iterator[dict]) -> Iterator[tuple[str, dict]]:
+    """(key, sample): the sample's key escaped (no dots, no path separators) and unique within the shard."""
+    seen: set[str] = set()
+    for sample in samples:
+        yield _unique(escape_key(sample["__key__"]), seen), sample
+
+
+def _image_member(sample: dict) -> bytes | memoryview | None:
+    return next((sample[e] for e in IMAGE_EXTENSIONS if e in sample), None)
+
+
+def stored_crop(data: bytes | memoryview) -> torch.Tensor:
+    """The centred square of an image at 256 px as a uint8 (3, 256, 256) tensor; UnreadableImage with the reason.
+
+    A 256 x 256 image (what the dataset stages store) is decoded as training decodes it (libjpeg-turbo for
+    JPEG); any other goes through critic.scoring.decode_image, as `aesthetic score` crops it (verified, EXIF
+    orientation, a JPEG decoded at draft size, the square resampled with Lanczos), so both give the same input.
+    """
+    probe = probe_image(bytes(data[:65536]), "image", MAX_PIXELS)  # the header is enough; None: decode_crop says why
+    if probe is not None and (probe.width, probe.height) == (STORED_CROP, STORED_CROP):
+        try:
+            img = decode_image(data)
+        except Exception as exc:  # noqa: BLE001 - Pillow and libjpeg raise many kinds; each is this sample's fault
+            raise UnreadableImage(f"corrupt: {_first_line(exc)}") from exc
+        if tuple(img.shape[-2:]) == (STORED_CROP, STORED_CROP):
+            return img
+    crop = decode_crop(bytes(data), "image")
+    return torch.from_numpy(np.array(crop)).permute(2, 0, 1).contiguous()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+class _ShardScoring(IterableDataset):
+    """Messages per shard, from whichever DataLoader worker owns it (shards[worker::workers]):
+    ("skip", pos), ("batch", pos, keys, source keys, errors, hashes, images) ..., ("done", pos, identity, error).
+    A shard that fails part-way still sends its batches; its "done" carries the error and they are dropped."""
+
+    def __init__(self, jobs: list[tuple[int, InputShard]], out_dir: Path, version: str, image_size: int,
+                 resize: int, batch_size: int) -> None:
+        super().__init__()
+        self.jobs, self.out_dir, self.version = jobs, out_dir, version
+        self.image_size, self.resize, self.batch_size = image_size, resize, batch_size
+
+    def __iter__(self) -> Iterator[tuple]:
+        info = torch.utils.data.get_worker_info()
+        mine = self.jobs if info is None else self.jobs[info.id :: info.num_workers]
+        for pos, shard in mine:
+            yield from self._shard(pos, shard)
+
+    def _shard(self, pos: int, shard: InputShard) -> Iterator[tuple]:
+        if shard.error:
+            yield ("done", pos, None, shard.error)
+            return
+        try:
+            identity = shard_identity(shard)
+            if is_done(self.out_dir, shard, self.version, identity):
+                yield ("skip", pos)
+                return
+            pending: list[tuple[str, str, str | None, int | None]] = []
+            images: list[torch.Tensor] = []
+            for key, sample in keyed_samples(tar_samples([{"url": shard.url}])):
+                pending.append(self._prepare(key, sample, images))
+                if len(images) == self.batch_size:
+                    yield self._batch(pos, pending, images)
+                    pending, images = [], []
+            if pending:
+                yield self._batch(pos, pending, images)
+        except Exception as exc:  # noqa: BLE001 - any failure to read the shard fails the shard, not the run
+            yield ("done", pos, None, f"{type(exc).__name__}: {_first_line(exc)}")
+            return
+        yield ("done", pos, identity, None)
+
+    def _prepare(self, key: str, sample: dict, images: list[torch.Tensor]) -> tuple:
+        data = _image_member(sample)
+        if data is None:
+            members = ", ".join(sorted(k for k in sample if not k.startswith("__"))) or "nothing"
+            return key, sample["__key__"], f"no image: none of {', '.join(IMAGE_EXTENSIONS)} (has {members})", None
+        try:
+            crop = stored_crop(data)
+        except UnreadableImage as exc:
+            return key, sample["__key__"], str(exc), None
+        phash = perceptual_hash(Image.fromarray(crop.permute(1, 2, 0).numpy()))
+        images.append(center_crop(crop, self.image_size, self.resize).contiguous())
+        return key, sample["__key__"], None, phash
+
+    def _batch(self, pos: int, pending: list[tuple], images: list[torch.Tensor]) -> tuple:
+        keys, sources, errors, hashes = (list(c) for c in zip(*pending, strict=True))
+        stacked = torch.stack(images) if images else torch.zeros((0, 3, self.image_size, self.image_size),
+                                                                 dtype=torch.uint8)
+        return ("batch", pos, keys, sources, errors, hashes, stacked)
+
+
+def _identity_collate(x):
+    return x
+
+
+@dataclass
+class _Rows:
+    keys: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    hashes: list[int | None] = field(default_factory=list)
+    scored: list[int] = field(default_factory=list)  # row of each score below
+    mean: list[np.ndarray] = field(default_factory=list)
+    std: list[np.ndarray] = field(default_factory=list)
+    probs: list[np.ndarray] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
+    calibrated: list[np.ndarray] = field(default_factory=list)
+    percentile: list[np.ndarray] = field(default_factory=list)
+
+
+def forward_batch(critic: Critic, images: torch.Tensor):
+    """One batch through the critic: bf16 and channels_last on CUDA, float32 on the CPU."""
+    if critic.device.type == "cuda":
+        x = normalize(images.to(critic.device, non_blocking=True, memory_format=torch.channels_last))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return critic.forward(x)
+    return critic.forward(normalize(images))
+
+
+def _add_batch(rows: _Rows, critic: Critic, msg: tuple) -> None:
+    _, _, keys, sources, errors, hashes, images = msg
+    start = len(rows.keys)
+    rows.keys += keys
+    rows.sources += sources
+    rows.errors += errors
+    rows.hashes += hashes
+    rows.scored += [start + i for i, e in enumerate(errors) if e is None]
+    if len(images):
+        out = forward_batch(critic, images)
+        rows.mean.append(out.mean.numpy())
+        rows.std.append(out.std.numpy())
+        rows.probs.append(out.probs.numpy())
+        rows.features.append(out.features.numpy().astype(np.float16))
+        rows.calibrated.append(out.calibrated.numpy())
+        rows.percentile.append(out.percentile.numpy())
+
+
+def _fixed_list(values: np.ndarray, n: int, at: list[int], width: int, dtype, pa_type) -> pa.Array:
+    full = np.zeros((n, width), dtype=dtype)
+    full[at] = values
+    mask = np.ones(n, dtype=bool)
+    mask[at] = False
+    return pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1), type=pa_type), width, mask=pa.array(mask))
+
+
+def _column(values: np.ndarray, n: int, at: list[int]) -> pa.Array:
+    full = np.zeros(n, dtype=np.float64)
+    full[at] = values
+    mask = np.ones(n, dtype=bool)
+    mask[at] = False
+    return pa.array(full, mask=mask)
+
+
+def _cat(parts: list[np.ndarray], shape: tuple) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(shape, dtype=np.float32)
+
+
+def _write_scores(path: Path, shard: InputShard, rows: _Rows, critic: Critic, identity: str) -> None:
+    n, at = len(rows.keys), rows.scored
+    dim = rows.features[0].shape[1] if rows.features else int(getattr(critic.model, "feature_dim", 0) or 0)
+    columns = {
+        "key": pa.array(rows.keys, pa.string()),
+        "source_key": pa.array(rows.sources, pa.string()),
+        "shard": pa.array([shard.url] * n, pa.string()),
+        "error": pa.array(rows.errors, pa.string()),
+        "mean": _column(_cat(rows.mean, (0,)), n, at),
+        "std": _column(_cat(rows.std, (0,)), n, at),
+        "histogram": _fixed_list(_cat(rows.probs, (0, 10)), n, at, 10, np.float32, pa.float32()),
+        "phash": pa.array(rows.hashes, pa.uint64()),
+        "features": _fixed_list(_cat(rows.features, (0, dim)).astype(np.float16), n, at, dim, np.float16,
+                                pa.float16()),
+    }
+    if critic.calibration is not None:
+        columns["calibrated_mean"] = _column(_cat(rows.calibrated, (0,)), n, at)
+        columns["percentile"] = _column(_cat(rows.percentile, (0,)), n, at)
+    meta = {"format": FORMAT, "model": critic.version, "shard": shard.url, "input": identity, "rows": n,
+            "calibrated": critic.calibration is not None}
+    table = pa.table(columns).replace_schema_metadata({"curation": json.dumps(meta, sort_keys=True)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def score_shards(critic: Critic, shards: Sequence[InputShard], out_dir: str | Path, settings: CurateSettings,
+                 dist_info: DistInfo | None = None) -> CurateResult:
+    """Score this rank's share of the shards (step 1); the result lists this rank's shards only."""
+    dist_info = dist_info or DistInfo()
+    out_dir = Path(out_dir)
+    (out_dir / "scores").mkdir(parents=True, exist_ok=True)
+    jobs = [(i, s) for i, s in enumerate(shards) if i % dist_info.world_size == dist_info.rank]
+    result = CurateResult(list(shards))
+    if not jobs:
+        return result
+    if critic.device.type == "cuda":
+        critic.model.to(memory_format=torch.channels_last)
+    dataset = _ShardScoring(jobs, out_dir, critic.version or "unversioned", critic.image_size, critic.resize,
+                            settings.batch_size)
+    workers = min(settings.workers, len(jobs))
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_identity_collate,
+                        pin_memory=critic.device.type == "cuda", prefetch_factor=4 if workers else None)
+    pending: dict[int, _Rows] = {}
+    for msg in loader:
+        kind, pos = msg[0], msg[1]
+        shard = shards[pos]
+        if kind == "skip":
+            result.skipped.append(shard.url)
+        elif kind == "batch":
+            _add_batch(pending.setdefault(pos, _Rows()), critic, msg)
+        else:
+            rows = pending.pop(pos, _Rows())
+            identity, error = msg[2], msg[3]
+            if error:
+                result.failed[shard.url] = error
+            else:
+                _write_scores(scores_path(out_dir, shard), shard, rows, critic, identity)
+                result.scored.append(shard.url)
+    return result
+
+
+def curate(critic: Critic, refs: Sequence[str], out_dir: str | Path, settings: CurateSettings,
+           dist_info: DistInfo | None = None) -> CurateResult:
+    """Both steps on every rank: score this rank's shards, then (rank 0, once all are scored) filter.
+
+    ShardURLRefused when a ref may not be opened (a pipe: without allow_pipe). Failures are gathered from all
+    ranks into result.failed on every rank, so every rank can exit with the same status.
+    """
+    dist_info = dist_info or DistInfo()
+    out_dir = Path(out_dir)
+    shards = input_shards(refs, settings.allow_pipe)
+    result = score_shards(critic, shards, out_dir, settings, dist_info)
+    mine = json.dumps({"failed": result.failed, "scored": result.scored, "skipped": result.skipped})
+    for doc in map(json.loads, all_gather_strings(mine)):  # also the barrier: every rank has scored
+        result.failed.update(doc["failed"])
+        result.scored += [u for u in doc["scored"] if u not in result.scored]
+        result.skipped += [u for u in doc["skipped"] if u not in result.skipped]
+    failed_path = out_dir / "failed.json"
+    try:
+        if dist_info.is_main:
+            if result.failed:
+                write_atomic(failed_path, (json.dumps(result.failed, indent=1, sort_keys=True) + "\n").encode())
+            else:
+                failed_path.unlink(missing_ok=True)
+                result.outcome = filter_corpus(out_dir, shards, critic.version or "unversioned",
+                                               critic.calibration is not None, settings)
+    finally:
+        barrier()  # the other ranks exit only once rank 0 has filtered (torchrun ends a job at its first exit)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- step 2: filter
+
+
+def _read_scores(out_dir: Path, shards: Sequence[InputShard]) -> list[pa.Table]:
+    return [pq.read_table(scores_path(out_dir, s)) for s in shards]
+
+
+def _corpus_keys(tables: Sequence[pa.Table]) -> list[str]:
+    """Each shard's keys made unique across the corpus, in shard order (a repeat gets -2, -3 ...)."""
+    seen: set[str] = set()
+    return [_unique(k, seen) for t in tables for k in t.column("key").to_pylist()]
+
+
+def _numbers(tables: Sequence[pa.Table], name: str, dtype, fill) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    parts = [pc.fill_null(t.column(name), fill).to_numpy() for t in tables]
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def _features(tables: Sequence[pa.Table], rows: np.ndarray) -> np.ndarray:
+    parts = []
+    for t in tables:
+        col = t.column("features").combine_chunks()
+        dim = col.type.list_size
+        parts.append(col.values.to_numpy(zero_copy_only=False).reshape(len(col), dim))
+    return np.concatenate(parts)[rows] if parts else np.zeros((0, 0), np.float16)
+
+
+def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_version: str, calibrated: bool,
+                  settings: CurateSettings) -> FilterOutcome:
+    """Decide every sample (kept, low_score, duplicate, unreadable), write the manifest and the kept shards."""
+    out_dir = Path(out_dir)
+    tables = _read_scores(out_dir, shards)
+    keys = _corpus_keys(tables)
+    shard_of = [s.url for s, t in zip(shards, tables, strict=True) for _ in range(t.num_rows)]
+    errors = [e for t in tables for e in t.column("error").to_pylist()]
+    score_col = "calibrated_mean" if calibrated else "mean"
+    values = _numbers(tables, score_col, np.float64, np.nan)
+    label = "calibrated mean" if calibrated else "mean"
+    decision: list[str] = [""] * len(keys)
+    reason: list[str | None] = [None] * len(keys)
+    duplicate_of: list[str | None] = [None] * len(keys)
+    passing = []
+    for i, err in enumerate(errors):
+        if err is not None:
+            decision[i], reason[i] = "unreadable", err
+        elif settings.min_score is not None and values[i] < settings.min_score:
+            decision[i], reason[i] = "low_score", f"{label} {values[i]:.2f} below {settings.min_score:g}"
+        else:
+            passing.append(i)
+    passing_rows = np.array(passing, dtype=np.int64)
+    groups_out: list[list[str]] = []
+    n_pairs = 0
+    if settings.dedupe and len(passing):
+        hashes = _numbers(tables, "phash", np.uint64, 0)[passing_rows]
+        pairs = near_duplicate_pairs(_features(tables, passing_rows), hashes,
+                                     settings.similarity, settings.max_hamming)
+        n_pairs = len(pairs)
+        groups = clusters(len(passing), pairs)
+        best = best_of(groups, values[passing_rows])
+        for local, winner in best.items():
+            if local != winner:
+                i, w = passing[local], passing[winner]
+                decision[i], duplicate_of[i] = "duplicate", keys[w]
+                reason[i] = f"near-duplicate of {keys[w]} ({label} {values[i]:.2f} <= {values[w]:.2f})"
+        groups_out = [[keys[passing[best[g[0]]]]] + [keys[passing[m]] for m in g if m != best[g[0]]]
+                      for g in groups if len(g) > 1]
+    for i in passing:
+        if not decision[i]:
+            decision[i], reason[i] = "kept", f"{label} {values[i]:.2f}"
+    manifest = out_dir / "manifest.parquet"
+    table = pa.table({
+        "key": pa.array(keys, pa.string()),
+        "shard": pa.array(shard_of, pa.string()),
+        "decision": pa.array(decision, pa.string()),
+        "duplicate_of": pa.array(duplicate_of, pa.string()),
+        "reason": pa.array(reason, pa.string()),
+        "source_key": pa.array([k for t in tables for k in t.column("source_key").to_pylist()], pa.string()),
+    })
+    meta = {"format": FORMAT, "model": model_version, "min_score": settings.min_score, "score": score_col,
+            "dedupe": settings.dedupe, "similarity": settings.similarity, "max_hamming": settings.max_hamming}
+    with atomic_path(manifest) as tmp:
+        pq.write_table(table.replace_schema_metadata({"curation": json.dumps(meta, sort_keys=True)}), tmp,
+                       compression="zstd")
+    counts = {d: decision.count(d) for d in DECISIONS}
+    kept_by_shard: dict[int, dict[str, str]] = {}
+    row = 0
+    for pos, t in enumerate(tables):
+        for local_key in t.column("key").to_pylist():
+            if decision[row] == "kept":
+                kept_by_shard.setdefault(pos, {})[local_key] = keys[row]
+            row += 1
+    written = write_kept_shards(out_dir / "shards", shards, kept_by_shard, tables)
+    return FilterOutcome(counts, manifest, out_dir / "shards", n_pairs, groups_out, written)
+
+
+def _fingerprint(shard: InputShard, table: pa.Table, kept: dict[str, str]) -> str:
+    meta = json.loads(table.schema.metadata[b"curation"])
+    doc = {"format": FORMAT, "input": meta["input"], "url": shard.url, "kept": sorted(kept.items())}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def write_kept_shards(folder: Path, shards: Sequence[InputShard], kept_by_shard: dict[int, dict[str, str]],
+                      tables: Sequence[pa.Table]) -> list[str]:
+    """One tar per input shard that kept anything (its samples in input order, every member copied under the
+    sample's manifest key), an index.json, and no other tar. A tar whose content is already there is kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index_file = folder / INDEX_NAME
+    try:
+        old = {e["url"]: e for e in json.loads(index_file.read_text())["shardlist"]}
+    except (OSError, ValueError, KeyError):
+        old = {}
+    entries = []
+    for pos in sorted(kept_by_shard):
+        shard, kept = shards[pos], kept_by_shard[pos]
+        name = f"{shard.name}.tar"
+        fp = _fingerprint(shard, tables[pos], kept)
+        prev = old.get(name)
+        if prev and prev.get("fingerprint") == fp and (folder / name).is_file() and \
+                (folder / name).stat().st_size == prev.get("filesize"):
+            entries.append(prev)
+            continue
+        entries.append({"url": name, "nsamples": len(kept), "fingerprint": fp, **_write_tar(folder / name, shard,
+                                                                                              kept)})
+    doc = {"format": FORMAT, "nsamples": sum(e["nsamples"] for e in entries), "shardlist": entries}
+    write_atomic(index_file, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    live = {e["url"] for e in entries}
+    for p in sorted(folder.glob("*.tar")):
+        if p.name not in live:
+            p.unlink()
+    return sorted(live)
+
+
+def _write_tar(dest: Path, shard: InputShard, kept: dict[str, str]) -> dict:
+    n = 0
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        out = HashingWriter(fh)
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+            for local_key, sample in keyed_samples(tar_samples([{"url": shard.url}])):
+                new_key = kept.get(local_key)
+                if new_key is None:
+                    continue
+                for ext in sorted(k for k in sample if not k.startswith("__")):
+                    data = bytes(sample[ext])
+                    tar.addfile(tar_member_info(f"{new_key}.{ext}", len(data)), io.BytesIO(data))
+                n += 1
+    if n != len(kept):
+        dest.unlink(missing_ok=True)
+        raise RuntimeError(f"{shard.url} changed since it was scored: {n} of {len(kept)} kept samples found")
+    return {"filesize": out.n, "sha256": out.sha.hexdigest()}
+
+
+def score_histogram(values: np.ndarray, bins: int = 20) -> tuple[list[int], list[float]]:
+    """Counts and edges of the scores over 1..10 (for metadata and the report)."""
+    counts, edges = np.histogram(values[~np.isnan(values)], bins=bins, range=(1.0, 10.0))
+    return counts.tolist(), [round(float(e), 3) for e in edges]
+
+
+def describe_failures(failed: dict[str, str]) -> str:
+    return "; ".join(f"{u} ({why})" for u, why in sorted(failed.items()))
