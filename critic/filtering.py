@@ -17,6 +17,7 @@ from pathlib import Path
 from critic.scoring import Score, ScoredItem
 
 THRESHOLD_FIELDS = ("calibrated_mean", "mean")
+DEDUPE_METHODS = ("features", "phash", "both")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class FilterSettings:
     min_percentile: float | None = None
     top_fraction: float | None = None
     dedupe: bool = False
-    dedupe_by: str = "both"  # "features", "phash" or "both" (critic.dedupe.duplicate_groups)
+    dedupe_by: str = "both"  # "features", "phash" or "both" (duplicate_pairs below)
     similarity: float = 0.95  # cosine similarity of pooled features that makes a duplicate
     max_hamming: int = 6  # dHash bits (of 64) that may differ in a duplicate
 
@@ -37,6 +38,8 @@ class FilterSettings:
             raise ValueError(f"min_percentile must be within 0..100, got {self.min_percentile}")
         if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
             raise ValueError(f"top_fraction must be within (0, 1], got {self.top_fraction}")
+        if self.dedupe_by not in DEDUPE_METHODS:
+            raise ValueError(f"dedupe_by must be one of {', '.join(DEDUPE_METHODS)}, got {self.dedupe_by!r}")
 
     def value(self, score: Score) -> float:
         return getattr(score, self.threshold_on)
@@ -50,9 +53,7 @@ class FilterResult:
 
 def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResult:
     """A decision with its reason for every item, in the items' order of first appearance."""
-    import torch
-
-    from critic.dedupe import duplicate_groups, keep_best
+    from critic.neardup import clusters, keep_best
 
     result = FilterResult({i.source: ("skipped", i.error) for i in items if i.error})
     scored = [i for i in items if i.score]
@@ -64,9 +65,7 @@ def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResul
             passing.append(i)
     kept = passing
     if settings.dedupe and passing:
-        groups = duplicate_groups(
-            len(passing), torch.stack([i.features for i in passing]), [i.phash for i in passing],
-            settings.dedupe_by, settings.similarity, settings.max_hamming)
+        groups = clusters(len(passing), duplicate_pairs(passing, settings))
         best = keep_best(groups, [i.score.mean for i in passing])
         for group in groups:
             winner = next(g for g in group if g in best)
@@ -78,6 +77,20 @@ def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResul
         result.decisions[i.source] = ("kept", f"score {settings.value(i.score):.2f}")
     result.kept = kept
     return result
+
+
+def duplicate_pairs(items: Sequence[ScoredItem], settings: FilterSettings):
+    """Near-duplicate index pairs among scored items (critic.neardup), by settings.dedupe_by: "features" links
+    two items whose pooled features' cosine is at least `similarity`, "phash" two whose dHashes differ in at most
+    `max_hamming` bits, "both" two that pass both tests."""
+    import numpy as np
+
+    from critic.neardup import near_duplicate_pairs
+
+    by = settings.dedupe_by
+    feats = np.stack([i.features.float().numpy() for i in items]) if by != "phash" else None
+    hashes = [i.phash for i in items] if by != "features" else None
+    return near_duplicate_pairs(feats, hashes, settings.similarity, None if by == "features" else settings.max_hamming)
 
 
 def threshold_failures(scored: Sequence[ScoredItem], settings: FilterSettings) -> list[list[str]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from critic.dedupe import dhash
+from critic.neardup import perceptual_hash
 from nima_train.calibration import Calibration
 from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_checkpoint
 from nima_train.imaging import CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
@@ -89,7 +89,7 @@ class ScoredItem:
     score: Score | None
     features: torch.Tensor | None  # (D,), when asked for
     error: str | None  # why it was skipped
-    phash: int | None = None  # dHash of the decoded crop, when asked for
+    phash: int | None = None  # perceptual hash (critic.neardup) of the decoded crop, when asked for
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,7 @@ class Critic:
                 else:
                     feat = next(feats)
                     yield ScoredItem(src, next(scores), feat if with_features else None, None,
-                                     dhash(img) if with_hash else None)
+                                     perceptual_hash(img) if with_hash else None)
             if on_progress:
                 on_progress(len(pending))
             pending.clear()

@@ -7,12 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from critic.dedupe import cosine_matrix, dhash, duplicate_groups, hamming, keep_best
 from critic.filtering import FilterSettings, copy_kept, decide
+from critic.neardup import clusters, hamming, keep_best, near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, Score, ScoredItem, load_image
 from pipelines.cli import main
 from tests.helpers.critic_models import make_model, picture, register_model
@@ -69,12 +70,11 @@ def test_dedupe_keeps_the_best_of_each_duplicate_group_and_copies_it(case, capsy
 
 def test_perceptual_hash_separates_copies_from_different_pictures(case) -> None:
     f = case["folder"]
-    h = {n: dhash(load_image(f / n)) for n in ("a.png", "a_copy.png", "a_small.png", "b.png", "c.png")}
+    h = {n: perceptual_hash(load_image(f / n)) for n in ("a.png", "a_copy.png", "a_small.png", "b.png", "c.png")}
     assert hamming(h["a.png"], h["a_copy.png"]) == 0
     assert hamming(h["a.png"], h["a_small.png"]) <= 6
     assert min(hamming(h["a.png"], h["b.png"]), hamming(h["a.png"], h["c.png"]), hamming(h["b.png"], h["c.png"])) > 16
-    groups = duplicate_groups(5, hashes=list(h.values()), method="phash", max_hamming=6)
-    assert groups == [[0, 1, 2], [3], [4]]
+    assert clusters(5, near_duplicate_pairs(None, list(h.values()), max_hamming=6)) == [[0, 1, 2], [3], [4]]
 
 
 def test_feature_similarity_ranks_copies_above_different_pictures(case) -> None:
@@ -82,23 +82,25 @@ def test_feature_similarity_ranks_copies_above_different_pictures(case) -> None:
     names = ("a.png", "a_copy.png", "a_small.png", "b.png", "c.png")
     critic = Critic(make_model())
     feats = critic.score_images([load_image(f / n) for n in names]).features
-    sim = cosine_matrix(feats)
+    unit = torch.nn.functional.normalize(feats, dim=1)
+    sim = unit @ unit.T
     assert sim[0, 1] == pytest.approx(1.0, abs=1e-5)
     different = max(sim[0, 3], sim[0, 4], sim[1, 3], sim[3, 4]).item()
     resized = sim[0, 2].item()
     assert resized > different  # the resized copy is nearer than any different picture
     threshold = (resized + different) / 2
-    assert duplicate_groups(5, feats, method="features", min_similarity=threshold) == [[0, 1, 2], [3], [4]]
-    hashes = [dhash(load_image(f / n)) for n in names]
+    feats = feats.numpy()
+    assert clusters(5, near_duplicate_pairs(feats, None, threshold, None)) == [[0, 1, 2], [3], [4]]
+    hashes = [perceptual_hash(load_image(f / n)) for n in names]
     # both: a pair must pass both tests, so a loose hash limit alone merges nothing extra
-    assert duplicate_groups(5, feats, hashes, "both", threshold, max_hamming=64) == [[0, 1, 2], [3], [4]]
-    assert duplicate_groups(5, feats, hashes, "both", 1.01, max_hamming=64) == [[0], [1], [2], [3], [4]]
+    assert clusters(5, near_duplicate_pairs(feats, hashes, threshold, 64)) == [[0, 1, 2], [3], [4]]
+    assert clusters(5, near_duplicate_pairs(feats, hashes, 1.01, 64)) == [[0], [1], [2], [3], [4]]
 
 
 def test_keep_best_prefers_the_highest_score_then_the_earliest() -> None:
     assert keep_best([[0, 1, 2], [3], [4, 5]], [5.0, 6.0, 6.0, 1.0, 2.0, 2.0]) == [1, 3, 4]
-    with pytest.raises(ValueError, match="features method needs"):
-        duplicate_groups(2, torch.zeros(3, 4), method="features")
+    with pytest.raises(ValueError, match="2 hashes for 3 feature rows"):
+        near_duplicate_pairs(np.zeros((3, 4)), [1, 2])
 
 
 def test_decide_keeps_the_best_of_each_duplicate_group_above_the_threshold(tmp_path):
