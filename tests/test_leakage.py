@@ -159,7 +159,7 @@ def test_with_a_production_model_the_check_names_it_and_still_finds_every_plante
     for dataset in ("ava", "sac"):
         check = _check(result, dataset)
         assert not check.passed and check.metadata["model"].value == version
-        assert "or model features cosine >= 0.95 with dHash within 12 bits" in check.metadata["rule"].value
+        assert "or model features cosine >= 0.95 with dHash within 10 bits" in check.metadata["rule"].value
         assert _pairs(check) == _planted(sample_raw, dataset)
     dropped = _run(home, sample_raw.out, assets)
     assert dropped.success and all(_check(dropped, d).passed for d in ("ava", "sac"))
@@ -191,7 +191,7 @@ def test_the_models_features_add_a_pair_whose_dhash_is_past_the_hash_only_limit(
     assert find_leaks(items, rule_for("ava", with_model=False)).leaks == []
     (leak,) = find_leaks(items, rule_for("ava", with_model=True), critic).leaks
     assert (leak.held_out_key, leak.train_key) == ("test_x", "train_band")
-    assert 6 < leak.distance <= 12 and leak.cosine >= 0.95
+    assert 6 < leak.distance <= 10 and leak.cosine >= 0.95
     assert leak.reason().startswith("cross-split duplicate: of test sample test_x (dHash bits 10, cosine 0.9")
 
 
