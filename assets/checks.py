@@ -2,12 +2,13 @@
 
 
 import math
+import time
 
 import dagster as dg
 import duckdb
 
 from assets.evaluation import PROMOTED_EVAL
-from assets.resources import WarehouseResource
+from assets.resources import StorageResource, WarehouseResource
 from assets.versions import latest_data_version
 from warehouse.models import eval_report
 from warehouse.models_lookup import PRODUCTION, promoted_version
@@ -92,3 +93,52 @@ def nima_color_not_worse_than_production(context: dg.AssetCheckExecutionContext,
     version = latest_data_version(context.instance, PROMOTED_EVAL)
     with warehouse.connect() as conn:
         return compare_with_production(conn, version, "kuler", "test", config.margin, config.mae_margin)
+
+
+class LeakageConfig(dg.Config):
+    max_pairs: int = 0  # (val or test, train) near-duplicate pairs tolerated before training is blocked
+
+
+def leakage_result(report, max_pairs: int, model_version: str | None = None,
+                   seconds: float | None = None) -> dg.AssetCheckResult:
+    """Pass while the shards hold at most max_pairs (val/test item, train item) near-duplicate pairs; the
+    pairs themselves go into the metadata. `report` is a critic.leakage.LeakReport."""
+    leaks = report.leaks
+    meta = {
+        "pairs": len(leaks),
+        "max_pairs": max_pairs,
+        "rule": report.rule.describe(),
+        "model": model_version or "none",
+        "samples_per_split": dg.MetadataValue.json(report.counts),
+        "leaks": dg.MetadataValue.json([leak.as_dict() for leak in leaks]),
+        "unreadable": dg.MetadataValue.json(report.unreadable),
+        **({"seconds": round(seconds, 2)} if seconds is not None else {}),
+    }
+    by_split = {split: sum(leak.held_out_split == split for leak in leaks) for split in ("val", "test")}
+    summary = f"{len(leaks)} near-duplicate pairs across splits (val: {by_split['val']}, test: {by_split['test']})"
+    if len(leaks) <= max_pairs:
+        return dg.AssetCheckResult(passed=True, metadata=meta, description=f"{summary}, {max_pairs} tolerated")
+    first = ", ".join(f"{x.held_out_key} ~ {x.train_key}" for x in leaks[:3])
+    return dg.AssetCheckResult(passed=False, metadata=meta, description=(
+        f"{summary}, more than the {max_pairs} tolerated: {first}{', ...' if len(leaks) > 3 else ''}; "
+        "training is blocked (drop_cross_split_duplicates on the shards asset leaves them out)"))
+
+
+def _no_cross_split_duplicates(dataset: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=f"{dataset}_shards", name="no_cross_split_duplicates", blocking=True,
+                    description=f"no {dataset} val or test sample has a near-duplicate in the train shards")
+    def check(config: LeakageConfig, storage: StorageResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        from critic.leakage import rule_and_model, shard_leaks  # the model's torch stays out of the code location
+
+        started = time.monotonic()
+        rule, critic = rule_and_model(dataset, warehouse.connect, storage.home_path)
+        report = shard_leaks(storage.shards_dir(), dataset, rule, critic)
+        return leakage_result(report, config.max_pairs, critic.version if critic else None,
+                              time.monotonic() - started)
+
+    return check
+
+
+ava_shards_no_cross_split_duplicates = _no_cross_split_duplicates("ava")
+sac_shards_no_cross_split_duplicates = _no_cross_split_duplicates("sac")
+kuler_shards_no_cross_split_duplicates = _no_cross_split_duplicates("kuler")

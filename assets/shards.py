@@ -1,7 +1,9 @@
 """Asset group `shards` (see shared/DESIGN.md): each dataset's warehouse rows as WebDataset tars per split.
 
 The stage is ingest/shards.py. An asset's data version is the hash of its split indexes, so downstream training
-is triggered only when shard contents changed.
+is triggered only when shard contents changed. Train samples that are near-duplicates of val or test samples are
+left out (critic/leakage.py) unless `drop_cross_split_duplicates` is off; the blocking checks in assets/checks.py
+then stop training while any such pair remains.
 """
 
 import time
@@ -17,6 +19,9 @@ class ShardsConfig(dg.Config):
     target: str = "p_normalized"  # or "p_softmax" to reproduce the original notebook's labels
     max_samples_per_shard: int = DEFAULT_MAX_SAMPLES
     max_bytes_per_shard: int = DEFAULT_MAX_BYTES
+    # Leave out (as rejects) train samples that are near-duplicates of val/test ones; off, the leakage check
+    # on this asset blocks training instead.
+    drop_cross_split_duplicates: bool = True
 
 
 def _materialize(
@@ -29,8 +34,16 @@ def _materialize(
     started = time.monotonic()
     limits = ShardLimits(config.max_samples_per_shard, config.max_bytes_per_shard)
     settings = ShardSettings(dataset, config.target, limits)
+    finder, leak_meta = None, {"cross_split_duplicates": "kept (drop_cross_split_duplicates is off)"}
+    if config.drop_cross_split_duplicates:
+        from critic.leakage import leak_finder, rule_and_model  # the model's torch stays out of the code location
+
+        rule, critic = rule_and_model(dataset, warehouse.connect, storage.home_path)
+        finder = leak_finder(rule, critic)
+        leak_meta = {"cross_split_duplicates": rule.describe() + (f", model {critic.version}" if critic else "")}
     with storage.full_disk_as_failure():
-        built = build_shards(storage.paths(), warehouse.connect, settings, context.run.run_id, context.log.info)
+        built = build_shards(storage.paths(), warehouse.connect, settings, context.run.run_id, context.log.info,
+                             drop_leaks=finder)
     splits = built.splits.values()
     n_samples = sum(r.n_samples for r in splits)
     return dg.MaterializeResult(
@@ -47,6 +60,9 @@ def _materialize(
             "target": config.target,
             "indexes": dg.MetadataValue.json({r.split: str(r.index_path) for r in splits}),
             "samples_per_s": round(n_samples / max(time.monotonic() - started, 1e-9), 1),
+            **leak_meta,
+            "cross_split_duplicates_dropped": len(built.dropped_leaks),
+            "dropped_train_samples": dg.MetadataValue.json(built.dropped_leaks),
         },
     )
 

@@ -9,6 +9,7 @@ images; a pipeline that attaches labels to the wrong pixels does not.
 from __future__ import annotations
 
 import colorsys
+import io
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,12 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 from PIL import Image, ImageDraw, ImageFilter
+
+from ingest.ava import VAL_FRACTION as AVA_VAL_FRACTION
+from ingest.ava import VAL_SALT as AVA_VAL_SALT
+from ingest.kuler import SPLIT_SALT as KULER_SPLIT_SALT
+from ingest.sac import SPLIT_SALT as SAC_SPLIT_SALT
+from ingest.splits import hash_fraction, three_way_split
 
 SAC_DB_NAME = "sac_public_2022_06_29.sqlite"
 
@@ -30,6 +37,20 @@ AVA_CHALLENGES = [
 ]
 
 
+# Planted cross-split duplicates per dataset: a train item overwritten with a copy of a val or test item.
+N_LEAKS = 2
+
+
+@dataclass(frozen=True)
+class PlantedDuplicate:
+    """A train item whose picture (AVA, SAC) or colours (Kuler) copy a val or test item's."""
+
+    dataset: str
+    copy_id: str  # the train item, keeping its own votes
+    original_id: str
+    original_split: str
+
+
 @dataclass
 class SampleReport:
     """What was written, including the faults planted on purpose (for tests and the demo)."""
@@ -41,9 +62,35 @@ class SampleReport:
     kuler_themes: int = 0
     kuler_ratings: int = 0
     faults: dict[str, list[str]] = field(default_factory=dict)
+    duplicates: list[PlantedDuplicate] = field(default_factory=list)
 
     def fault(self, kind: str, item: str) -> None:
         self.faults.setdefault(kind, []).append(item)
+
+    def duplicate(self, dataset: str, copy_id: str, original_id: str, original_split: str) -> None:
+        self.duplicates.append(PlantedDuplicate(dataset, copy_id, original_id, original_split))
+        self.fault("cross_split_duplicate", copy_id)
+
+
+def pair_up(held_out: list[tuple[str, str]], train: list[str], n: int = N_LEAKS) -> list[tuple[str, str, str]]:
+    """(copy id, original id, original split) for up to n leaks: a val original first when there is one (so
+    both held-out splits are covered), each copied over a different train item."""
+    vals = [h for h in held_out if h[1] == "val"]
+    tests = [h for h in held_out if h[1] == "test"]
+    chosen = (vals[:1] + tests + vals[1:])[:n]
+    return [(copy, orig, split) for copy, (orig, split) in zip(train, chosen, strict=False)]
+
+
+def resized_reencoded(src: Path, scale: float = 0.8, quality: int = 80) -> Image.Image:
+    """What a re-upload does to a picture: smaller and recompressed (lossy JPEG at `quality`)."""
+    with Image.open(src) as img:
+        img = img.convert("RGB")
+        small = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                           Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf)
 
 
 def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -147,9 +194,25 @@ def write_ava(out: Path, n: int, rng: np.random.Generator, faults: bool, report:
         report.fault("zero_votes", str(next_id + 2))
         lines.append(f"{len(lines) + 1} {ids[5]} 1 1 1 1 1 1 1 1 1 1 0 0 1397")  # repeated image id
         report.fault("duplicate_id", str(ids[5]))
+        _plant_ava_leaks(images, ids[6:], set(test_ids), report)
     (ava / "AVA.txt").write_text("\n".join(lines) + "\n")
     (lists / "generic_test.jpgl").write_text("".join(f"{i}\n" for i in test_ids))
     report.ava_rows = len(lines)
+
+
+def _plant_ava_leaks(images: Path, ids: list[int], test_ids: set[int], report: SampleReport) -> None:
+    """Overwrite the last train photos with resized, re-encoded copies of val/test photos (ids untouched by other
+    faults); the copies keep their own votes, as a repeated photo in AVA has."""
+    def split(i: int) -> str:
+        if i in test_ids:
+            return "test"
+        return "val" if hash_fraction(str(i), AVA_VAL_SALT) < AVA_VAL_FRACTION else "train"
+
+    held_out = [(str(i), split(i)) for i in ids if split(i) != "train"]
+    train = [str(i) for i in reversed(ids) if split(i) == "train"]
+    for copy, orig, orig_split in pair_up(held_out, train):
+        resized_reencoded(images / f"{orig}.jpg").save(images / f"{copy}.jpg", quality=90)
+        report.duplicate("ava", copy, orig, orig_split)
 
 
 SAC_SCHEMA = """
@@ -219,6 +282,15 @@ def write_sac(out: Path, n: int, rng: np.random.Generator, faults: bool, report:
         data = (img_dir / paths[4][1]).read_bytes()
         (img_dir / paths[4][1]).write_bytes(data[: len(data) // 3])
         report.fault("truncated_png", str(paths[4][0]))
+        # Splits go by generation, so a copy in another generation is what crosses them.
+        split = {iid: three_way_split(str(gid), SAC_SPLIT_SALT) for iid, gid, _ in images}
+        untouched = [(iid, name) for iid, name in paths[5:]]
+        held_out = [(str(iid), split[iid]) for iid, _ in untouched if split[iid] != "train"]
+        train = [str(iid) for iid, _ in reversed(untouched) if split[iid] == "train"]
+        names = dict(paths)
+        for copy, orig, orig_split in pair_up(held_out, train):
+            resized_reencoded(img_dir / names[int(orig)]).save(img_dir / names[int(copy)])  # back to PNG
+            report.duplicate("sac", copy, orig, orig_split)
     write_sac_db(sac / SAC_DB_NAME, generations, images, paths, ratings)
     report.sac_images = len(images)
     report.sac_ratings = len(ratings)
@@ -253,12 +325,25 @@ def write_kuler(out: Path, n: int, rng: np.random.Generator, faults: bool, repor
         report.fault("rating_out_of_range", "rating:7:1")
         ratings.append((8, n + 50, 3))
         report.fault("unknown_theme", f"rating:8:{n + 50}")
+        _plant_kuler_leaks(rgb, rng, report)
     order = rng.permutation(len(ratings))
     test_ratings = np.array(ratings, dtype=np.float64)[order]
     scipy.io.savemat(kuler / "themeData.mat", {"datapoints": {"rgb": rgb, "ids": ids, "names": names}})
     scipy.io.savemat(kuler / "allMTurkRatings.mat", {"testRatings": test_ratings})
     report.kuler_themes = n
     report.kuler_ratings = len(test_ratings)
+
+
+def _plant_kuler_leaks(rgb: np.ndarray, rng: np.random.Generator, report: SampleReport) -> None:
+    """Give the last train themes the colours of val/test themes, each channel moved by at most 2 of 255 levels
+    (a re-entered copy of the palette); the copies keep their own ratings."""
+    split = {str(r): three_way_split(str(r), KULER_SPLIT_SALT) for r in range(1, len(rgb) + 1)}
+    held_out = [(r, s) for r, s in split.items() if s != "train"]
+    train = [r for r, s in reversed(split.items()) if s == "train"]
+    for copy, orig, orig_split in pair_up(held_out, train):
+        jitter = rng.integers(-2, 3, 15) / 255
+        rgb[int(copy) - 1] = np.clip(rgb[int(orig) - 1] + jitter, 0, 1)
+        report.duplicate("kuler", copy, orig, orig_split)
 
 
 def write_sample_data(

@@ -65,6 +65,9 @@ def _sample_data(args: argparse.Namespace) -> int:
     )
     if report.faults:
         print("planted faults: " + json.dumps(report.faults, sort_keys=True))
+    if report.duplicates:
+        print("planted cross-split duplicates (train copy of a val/test item; the shards stage drops them): "
+              + ", ".join(f"{d.dataset} {d.copy_id} ~ {d.original_split} {d.original_id}" for d in report.duplicates))
     return 0
 
 

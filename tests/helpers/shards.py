@@ -20,11 +20,16 @@ SPLITS = ("train", "val", "test")
 
 
 def source_jpeg(seed: int, size: int = 96) -> bytes:
-    """A smooth gradient photo-like image with a seeded colour, so crops differ and compress like photos."""
+    """A smooth gradient photo-like image with a seeded colour and seeded blocks, so crops differ (in layout too:
+    the shards stage's leakage search would take gradients alone for near-duplicates) and compress like photos."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
     base = rng.uniform(0, 255, 3)
     arr = np.stack([base[c] * (0.5 + 0.5 * np.sin(6 * x + c + seed) * y) for c in range(3)], axis=-1)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, size * 3 // 4, 2)
+        w, h = rng.integers(size // 8, size // 3, 2)
+        arr[y0 : y0 + h, x0 : x0 + w] = rng.uniform(0, 255, 3)
     buf = io.BytesIO()
     Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
     return buf.getvalue()
