@@ -37,7 +37,7 @@ class KulerConfig(dg.Config):
         )
 
 
-@dg.asset(group_name="kuler", kinds={"duckdb", "jpeg"})
+@dg.asset(group_name="kuler", kinds={"duckdb", "jpeg"}, deps=["kuler_download"])
 def kuler_images(
     context: dg.AssetExecutionContext,
     config: KulerConfig,

@@ -82,7 +82,7 @@ def sac_snapshots(
     return dg.MaterializeResult(metadata=_metadata(report))
 
 
-@dg.asset(group_name="sac", deps=[sac_snapshots])
+@dg.asset(group_name="sac", deps=[sac_snapshots, "sac_download"])
 def sac_images(
     context: dg.AssetExecutionContext, config: SacConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

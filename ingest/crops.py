@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from nima_train.atomic import write_atomic
 from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stages)
@@ -38,10 +39,16 @@ class CropResult:
     file_mtime_ns: int = 0
 
 
+class ArchiveMember(Protocol):
+    """A member of an archive that the crop worker reads itself (ingest/archives.py); str() names it."""
+
+    def read(self) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class CropJob:
     item_id: str
-    source: str | bytes  # a file path, or the encoded bytes themselves
+    source: str | bytes | ArchiveMember  # a file path, the encoded bytes themselves, or an archive member
     dest: str
 
 
@@ -50,6 +57,8 @@ def run_crop_job(job: CropJob, spec: CropSpec) -> CropResult | RejectedImage:
     try:
         if isinstance(job.source, bytes):
             data, label = job.source, job.item_id
+        elif not isinstance(job.source, str):  # read here, in the worker: members are read in parallel
+            data, label = job.source.read(), str(job.source)
         else:
             try:
                 data = Path(job.source).read_bytes()

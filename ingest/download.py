@@ -564,3 +564,30 @@ def _discard(dest: Path, part: Path) -> None:
     part.unlink(missing_ok=True)
     if not read_sidecar(dest).get("complete"):
         sidecar_path(dest).unlink(missing_ok=True)
+
+
+# --- the raw drops --------------------------------------------------------------------------------------------
+
+DATASETS = ("ava", "sac", "kuler")
+# The public copy `aesthetic download ava` fetches when no URL is given (the issue's "where people get it").
+DEFAULT_URLS = {"ava": "https://huggingface.co/datasets/Iceclear/AVA/resolve/main/AVA_dataset.zip"}
+
+
+def check_drop_name(dataset: str, name: str) -> None:
+    """A downloaded file must be one its stage reads where it lands (shared/DESIGN.md, raw layouts): SAC's own
+    `sac/*.sqlite` or tarball (never the inbox), Kuler's .mat files by their release names; AVA's archive or
+    text files under any name."""
+    if dataset not in DATASETS:
+        raise DownloadError(f"unknown dataset {dataset!r}: one of {', '.join(DATASETS)}")
+    if dataset == "sac":
+        from ingest.sac import TAR_SUFFIXES
+
+        if not name.endswith((".sqlite", *TAR_SUFFIXES)):
+            raise DownloadError(f"SAC download {name!r} is neither the .sqlite database nor the tarball "
+                                f"({', '.join(TAR_SUFFIXES)}): set filename")
+    if dataset == "kuler":
+        from ingest.kuler import FILES_2011, FILES_2014
+
+        if name not in FILES_2014 + FILES_2011:
+            raise DownloadError(f"Kuler download {name!r} must be named one of {', '.join(FILES_2014 + FILES_2011)}"
+                                f" (set filename)")
