@@ -9,7 +9,7 @@ size, mtime), the crop settings and the outcome. An item whose signature, settin
 and crop file are unchanged is not decoded again, and nothing is rewritten for it.
 For an archive member "where" is its name in the archive (not the archive's path) and
 the third part is the format's own change signature: the mtime of a tar member, the
-CRC-32 of a zip or 7z member, a 64-bit hash of a Parquet row's bytes (ingest/archives.py).
+CRC-32 of a zip or 7z member, the CRC-32 of a Parquet row's bytes (ingest/archives.py).
 """
 
 from __future__ import annotations
