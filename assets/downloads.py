@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import StorageResource
+from ingest.archives import ArchiveError, place_ava_texts
 from ingest.download import DEFAULT_MAX_BYTES, DownloadError, DownloadSettings, check_drop_name, download
 
 # A download is I/O only and imports nothing heavy: pipelines/executor.py runs it in the run's own process beside
@@ -51,7 +52,7 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
         context.log.info(f"{dataset}: no download URL configured; using the drop in {dest_dir} as it is")
         return dg.MaterializeResult(metadata={"status": "not configured", "files": 0,
                                               "drop": dg.MetadataValue.path(str(dest_dir))})
-    reports = []
+    reports, placed = [], []
     try:
         for f in files:
             settings = DownloadSettings(url=f.url, dest_dir=dest_dir, filename=f.filename, sha256=f.sha256,
@@ -64,7 +65,11 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
                              f"{report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} MB/s, "
                              f"{report.resumes} resumes")
             reports.append(report)
-    except DownloadError as exc:
+            if dataset == "ava" and settings.filename.lower().endswith(".zip"):
+                new, kept = place_ava_texts(settings.dest, dest_dir)
+                placed += new
+                context.log.info(f"ava: from {settings.filename} placed {new or 'nothing'}; kept {kept or 'nothing'}")
+    except (DownloadError, ArchiveError) as exc:
         raise dg.Failure(description=f"{dataset} download: {exc}") from None
     fetched = sum(r.bytes_fetched for r in reports)
     seconds = sum(r.seconds for r in reports)
@@ -78,6 +83,7 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
         "retries": sum(r.retries for r in reports),
         "sha256": dg.MetadataValue.json({r.path.rsplit("/", 1)[-1]: r.sha256 for r in reports}),
         "downloads": dg.MetadataValue.json([r.as_metadata() for r in reports]),
+        "texts_placed": dg.MetadataValue.json(placed),  # AVA.txt and lists copied out of a zip into the drop
         "drop": dg.MetadataValue.path(str(dest_dir)),
     })
 

@@ -605,3 +605,53 @@ def _extract(sz: Any, targets: dict[str, tuple[str, Source]], archive: Path,
     for name in targets:
         if name not in answered:
             yield FetchFailure(targets[name][0], f"archive unreadable: {archive} stopped before this item: {detail}")
+
+
+# --- the ratings and lists that come with the photos ----------------------------------------------------------
+
+AVA_TEXTS = ("AVA.txt", "tags.txt", "challenges.txt")
+LISTS_DIR = "aesthetics_image_lists"
+
+
+def _ava_text_target(name: str) -> str | None:
+    """Where a member of AVA_dataset.zip goes in the drop: `AVA.txt`, `tags.txt`, `challenges.txt` and
+    `aesthetics_image_lists/<list>.jpgl`, found in any folder; None for anything else."""
+    parts = re.split(r"[/\\]", name)
+    if parts[-1] in AVA_TEXTS:
+        return parts[-1]
+    if len(parts) >= 2 and parts[-2] == LISTS_DIR and parts[-1].endswith(".jpgl") and not parts[-1].startswith("."):
+        return f"{LISTS_DIR}/{parts[-1]}"
+    return None
+
+
+def place_ava_texts(archive: str | Path, ava_dir: str | Path, max_bytes: int = 64 * 2**20) -> tuple[list[str],
+                                                                                                      list[str]]:
+    """Copy the ratings and lists a zip holds beside its photos (AVA_dataset.zip does) into the drop, so the stage
+    finds them where it reads them; a file already in the drop is kept as it is. Returns (placed, kept)."""
+    from nima_train.atomic import write_atomic
+
+    archive, ava_dir = Path(archive), Path(ava_dir)
+    placed, kept = [], []
+    with _open_archive(archive, "zip archive") as fh:
+        try:
+            zf = zipfile.ZipFile(fh)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ArchiveError(f"not a readable zip archive: {archive}: {exc}") from None
+        seen: set[str] = set()
+        for info in zf.infolist():
+            target = _ava_text_target(info.filename)
+            if target is None or target in seen or info.is_dir() or _zip_problem(info, archive, max_bytes):
+                continue
+            seen.add(target)
+            dest = ava_dir / target
+            if os.path.lexists(dest):
+                kept.append(target)
+                continue
+            try:
+                with zf.open(info) as member:
+                    data = member.read(max_bytes + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise ArchiveError(f"corrupt member: {archive}::{info.filename}: {exc}") from None
+            write_atomic(dest, data)
+            placed.append(target)
+    return sorted(placed), sorted(kept)

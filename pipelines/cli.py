@@ -67,6 +67,7 @@ def _download(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from ingest.archives import ArchiveError, place_ava_texts
     from ingest.download import DEFAULT_URLS, DownloadError, DownloadSettings, check_drop_name, download, public_url
     from ingest.paths import Paths
 
@@ -92,13 +93,17 @@ def _download(args: argparse.Namespace) -> int:
                     bar.update(done - bar.n)
 
                 report = download(settings, progress)
-        except DownloadError as exc:
+            placed = (place_ava_texts(settings.dest, settings.dest_dir)[0]
+                      if args.dataset == "ava" and settings.filename.lower().endswith(".zip") else [])
+        except (DownloadError, ArchiveError) as exc:
             raise SystemExit(f"aesthetic download: {exc}") from None
         except KeyboardInterrupt:
             raise SystemExit("aesthetic download: interrupted; what arrived is kept, rerun to resume") from None
         print(f"{report.status}: {report.path} ({report.bytes} bytes, sha256 {report.sha256}, {report.checked_by});"
               f" fetched {report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} MB/s, {report.resumes} resumes,"
               f" {report.retries} retries")
+        if placed:
+            print(f"placed {', '.join(placed)} from {settings.filename} in {settings.dest_dir}")
     return 0
 
 

@@ -5,7 +5,7 @@ straight from it; SAC's database lands in the drop, not the inbox."""
 from __future__ import annotations
 
 import hashlib
-import shutil
+import zipfile
 from pathlib import Path
 
 import dagster as dg
@@ -44,14 +44,18 @@ def test_download_assets_do_nothing_and_say_so_when_unconfigured(tmp_path):
 
 @pytest.fixture
 def ava_raw(sample_raw: SampleReport, tmp_path: Path) -> tuple[Path, bytes]:
-    """An AVA drop of text files only, and its photos as a zip (as Hugging Face serves AVA_dataset.zip)."""
-    raw = tmp_path / "raw"
-    shutil.copytree(sample_raw.out / "ava", raw / "ava", ignore=shutil.ignore_patterns("images"))
-    archive = write_zip(tmp_path / "AVA_dataset.zip", photos(sample_raw.out / "ava" / "images"))
-    return raw, archive.read_bytes()
+    """An empty raw folder, and the sample AVA drop as one zip laid out as AVA_dataset.zip: the ratings, the
+    lists and the photos under AVA_dataset/."""
+    ava = sample_raw.out / "ava"
+    archive = write_zip(tmp_path / "AVA_dataset.zip", photos(ava / "images"))
+    with zipfile.ZipFile(archive, "a", zipfile.ZIP_DEFLATED) as zf:
+        for path in [*(ava / n for n in ("AVA.txt", "tags.txt", "challenges.txt")),
+                     *(ava / "aesthetics_image_lists").glob("*.jpgl")]:
+            zf.write(path, "AVA_dataset/" + str(path.relative_to(ava)))
+    return tmp_path / "raw", archive.read_bytes()
 
 
-def test_ava_archive_downloads_once_and_ava_images_crops_straight_from_it(ava_raw, tmp_path):
+def test_ava_archive_downloads_once_and_ava_images_crops_straight_from_it(sample_raw, ava_raw, tmp_path):
     raw, body = ava_raw
     home = tmp_path / "home"
     with serving(RangeServer({ZIP_PATH: body})) as server:
@@ -64,6 +68,9 @@ def test_ava_archive_downloads_once_and_ava_images_crops_straight_from_it(ava_ra
         assert fetched["status"] == "downloaded" and fetched["bytes"] == len(body) == fetched["bytes_fetched"]
         assert fetched["resumes"] == 1 and fetched["retries"] == 2 and fetched["mb_per_s"] > 0
         assert fetched["sha256"] == {"AVA_dataset.zip": hashlib.sha256(body).hexdigest()}
+        assert fetched["texts_placed"] == ["AVA.txt", "aesthetics_image_lists/generic_test.jpgl", "challenges.txt",
+                                           "tags.txt"]
+        assert (raw / "ava" / "AVA.txt").read_bytes() == (sample_raw.out / "ava" / "AVA.txt").read_bytes()
         cropped = _meta(result, "ava_images")
         assert cropped["accepted"] > 0 and cropped["cropped_this_run"] > 0
         assert (raw / "ava" / "AVA_dataset.zip").read_bytes() == body
@@ -71,6 +78,7 @@ def test_ava_archive_downloads_once_and_ava_images_crops_straight_from_it(ava_ra
 
         again = _materialize([ava_archive, ava_images], home, raw, config)
         assert _meta(again, "ava_archive")["status"] == "up to date"
+        assert _meta(again, "ava_archive")["texts_placed"] == []  # kept as they are
         assert _meta(again, "ava_images")["cropped_this_run"] == 0
         assert len(server.gets(ZIP_PATH)) == 3  # the first run's three GETs; the second run asked nothing
     with connect(home / "warehouse.duckdb", read_only=True) as conn:
