@@ -30,6 +30,7 @@ import os
 import queue
 import re
 import stat
+import struct
 import threading
 import zipfile
 import zlib
@@ -112,13 +113,52 @@ class ZipMember:
         if info is None:
             raise ArchiveChanged(f"{self.archive} changed during the run (member {self.name} moved); rerun")
         try:
+            if info.compress_type == zipfile.ZIP_DEFLATED and _libdeflate() is not None:
+                return _inflate_whole(zf, info)
             with zf.open(info) as member:
                 data = member.read(self.max_bytes + 1)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
-            raise RejectedImage(f"corrupt member: {self} : {exc}") from None
+            raise RejectedImage(f"corrupt member: {self}: {exc}") from None
         if len(data) > self.max_bytes:
             raise RejectedImage(f"too large: member {self} inflates to over {self.max_bytes} bytes")
         return data
+
+
+def _libdeflate() -> Any:
+    try:
+        import deflate
+    except ImportError:  # zipfile's own inflate reads the member instead
+        return None
+    return deflate
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then the name and extra field lengths at 26 and 28
+
+
+def _inflate_whole(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """A deflated member in one libdeflate call: twice as fast as zipfile's streaming inflate here (0.7 against
+    1.4 ms for a 137 KB JPEG), a tenth of a crop. The sizes come from the central directory, so the output is
+    bounded by the declared size (listed under max_bytes); the local header's name and the CRC-32 are checked
+    as zipfile checks them."""
+    fd = zf.fp.fileno()
+    header = os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
+    if len(header) < _LOCAL_HEADER.size:
+        raise zipfile.BadZipFile("truncated local header")
+    signature, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+    if signature != b"PK\x03\x04":
+        raise zipfile.BadZipFile("bad local header signature")
+    name = os.pread(fd, name_len, info.header_offset + _LOCAL_HEADER.size)
+    if name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace") != info.orig_filename:
+        raise zipfile.BadZipFile(f"the local header names {name!r}")
+    raw = os.pread(fd, info.compress_size, info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
+    deflate = _libdeflate()
+    try:
+        data = deflate.deflate_decompress(raw, info.file_size) if info.file_size else b""
+    except deflate.DeflateError as exc:
+        raise zipfile.BadZipFile(f"inflate failed: {exc}") from None
+    if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+        raise zipfile.BadZipFile(f"Bad CRC-32 or size ({len(data)} of {info.file_size} bytes)")
+    return data
 
 
 _WORKER_ZIPS: dict[str, tuple[Identity, zipfile.ZipFile, dict[int, zipfile.ZipInfo]]] = {}
