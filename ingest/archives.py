@@ -52,7 +52,8 @@ HOW_TO_EXTRACT_7Z = ("or extract it once with 7-Zip (`7z x {first} -o$AESTHETIC_
 
 class ArchiveError(Exception):
     """The archive as a whole cannot be read (missing, not a regular file, not of its format, a column or a
-    volume missing); str() is one line. Nothing is changed in the warehouse when this is raised."""
+    volume missing); str() is one line. Raised while listing, so an archive that cannot be opened fails the stage
+    before any crop is made."""
 
 
 class ArchiveChanged(ArchiveError):
