@@ -9,7 +9,14 @@ from pydantic import Field
 
 from assets.resources import StorageResource
 from ingest.archives import ArchiveError, place_ava_texts
-from ingest.download import DEFAULT_MAX_BYTES, DownloadError, DownloadSettings, check_drop_name, download
+from ingest.download import (
+    DEFAULT_MAX_BYTES,
+    DownloadError,
+    DownloadSettings,
+    check_drop_name,
+    download,
+    public_url,
+)
 
 # A download is I/O only and imports nothing heavy: pipelines/executor.py runs it in the run's own process beside
 # the one stage step it feeds (`--select group:ava` stays a run without step subprocesses).
@@ -59,7 +66,7 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
                                         size=f.size, max_bytes=config.max_bytes, token_env=config.token_env,
                                         retries=config.retries, timeout_s=config.timeout_s)
             check_drop_name(dataset, settings.filename)
-            context.log.info(f"{dataset}: {settings.filename} from {f.url.split('?', 1)[0]}")
+            context.log.info(f"{dataset}: {settings.filename} from {public_url(f.url)}")
             report = download(settings)
             context.log.info(f"{dataset}: {settings.filename} {report.status} ({report.checked_by}); "
                              f"{report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} MB/s, "

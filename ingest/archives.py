@@ -693,6 +693,9 @@ def place_ava_texts(archive: str | Path, ava_dir: str | Path, max_bytes: int = 6
                     data = member.read(max_bytes + 1)
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
                 raise ArchiveError(f"corrupt member: {archive}::{info.filename}: {exc}") from None
-            write_atomic(dest, data)
+            try:
+                write_atomic(dest, data)
+            except OSError as exc:  # a full disk, a read-only drop: named, and no temporary file left
+                raise ArchiveError(f"cannot write {dest}: {exc.strerror or exc}") from None
             placed.append(target)
     return sorted(placed), sorted(kept)

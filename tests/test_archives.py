@@ -357,3 +357,23 @@ def test_names_and_ids_of_members():
     assert member_id("images/123.png") is None and member_id("images/x123.jpg") is None
     assert [unsafe_name(n) for n in ("a/../b.jpg", "/b.jpg", "\\b.jpg", "C:b.jpg", "a/b..jpg", "a\0b")] == [
         True, True, True, True, False, True]
+
+
+def test_a_damaged_7z_stream_fails_the_members_not_reached_with_the_error(tmp_path):
+    files = _generated(tmp_path / "photos", 6)
+    archive = write_7z(tmp_path / "a.7z", files)
+    data = bytearray(archive.read_bytes())
+    data[32 + 3000] ^= 0xFF  # inside the packed stream, which starts after the 32-byte signature header
+    archive.write_bytes(bytes(data))
+    got = _answers(seven_zip_sources(archive, [str(k) for k in range(1, 7)]))
+    failed = [item for item in got.values() if isinstance(item, FetchFailure)]
+    assert failed and all(f.reason.startswith(f"archive unreadable: {archive} stopped before this item: ")
+                          for f in failed)
+    assert all(item.data == files[int(i) - 1].read_bytes() for i, item in got.items() if isinstance(item, Source))
+
+
+def test_without_py7zr_a_7z_source_says_how_to_extract_it(tmp_path, monkeypatch):
+    archive = write_7z(tmp_path / "AVA.7z", _generated(tmp_path / "photos", 1))
+    monkeypatch.setitem(sys.modules, "py7zr", None)  # what `import py7zr` meets where it is not installed
+    with pytest.raises(ArchiveError, match=r"needs the py7zr package .* or extract it once with 7-Zip \(`7z x "):
+        list(seven_zip_sources(archive, ["1"]))
