@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ingest.crops import ArchiveMember
 from ingest.fetch import _MEMBER_NAME, Acquired, FetchFailure, NeedsData, Source, _always
 from nima_train.imaging import RejectedImage
 from nima_train.regular_files import open_regular
@@ -96,7 +97,7 @@ def member_id(name: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class ZipMember:
+class ZipMember(ArchiveMember):
     """One zip member for a crop worker to read from the archive itself (picklable, a few dozen bytes)."""
 
     archive: str
@@ -245,7 +246,7 @@ class ParquetColumns:
 
 
 @dataclass(frozen=True)
-class ParquetRow:
+class ParquetRow(ArchiveMember):
     """One Parquet row for a crop worker to read itself (its row group is read once per worker)."""
 
     file: str

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from nima_train.atomic import write_atomic
 from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stages)
@@ -39,10 +38,11 @@ class CropResult:
     file_mtime_ns: int = 0
 
 
-class ArchiveMember(Protocol):
+class ArchiveMember:
     """A member of an archive that the crop worker reads itself (ingest/archives.py); str() names it."""
 
-    def read(self) -> bytes: ...
+    def read(self) -> bytes:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
