@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from assets.downloads import ava_archive
+from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.archives import ArchiveError, ParquetColumns
@@ -91,7 +91,7 @@ def _metadata(report: AvaReport, preview: dg.MetadataValue, preview_path: str) -
     }
 
 
-@dg.asset(group_name="ava", kinds={"duckdb", "pillow"}, deps=[ava_archive])
+@dg.asset(group_name="ava", kinds={"duckdb", "pillow"}, deps=["ava_archive"])
 def ava_images(
     context: dg.AssetExecutionContext, config: AvaConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -111,3 +111,11 @@ def ava_images(
         f" {report.cropped} cropped, {report.up_to_date} up to date"
     )
     return dg.MaterializeResult(metadata=_metadata(report, preview, str(preview_path)))
+
+
+@dg.asset(group_name="ava", kinds={"http"}, op_tags=LIGHT)
+def ava_archive(context: dg.AssetExecutionContext, config: DownloadConfig,
+                storage: StorageResource) -> dg.MaterializeResult:
+    """The AVA archive (AVA_dataset.zip, images.tar.gz, Parquet shards, 7z volumes) into $AESTHETIC_RAW/ava/;
+    nothing to do when no URL is configured."""
+    return fetch_drop(context, config, storage, "ava")

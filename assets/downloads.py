@@ -1,6 +1,7 @@
-"""The download assets, one in each dataset's group: `ava_archive` (ava), `sac_download` (sac), `kuler_download`
-(kuler). Each fetches the configured URLs into its place under $AESTHETIC_RAW (ingest/download.py); with no URL
-configured it does nothing and says so, so the demo, the tests and full_pipeline run on the drops already there.
+"""What the download assets share: `ava_archive` (assets/ava.py), `sac_download` (assets/sac.py) and
+`kuler_download` (assets/kuler.py), each in its dataset's group. Each fetches the configured URLs into its place
+under $AESTHETIC_RAW (ingest/download.py); with no URL configured it does nothing and says so, so the demo, the
+tests and full_pipeline run on the drops already there.
 """
 # No `from __future__ import annotations`: Dagster resolves the config and resource annotations at runtime.
 
@@ -93,26 +94,3 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
         "texts_placed": dg.MetadataValue.json(placed),  # AVA.txt and lists copied out of a zip into the drop
         "drop": dg.MetadataValue.path(str(dest_dir)),
     })
-
-
-@dg.asset(group_name="ava", kinds={"http"}, op_tags=LIGHT)
-def ava_archive(context: dg.AssetExecutionContext, config: DownloadConfig,
-                storage: StorageResource) -> dg.MaterializeResult:
-    """The AVA archive (AVA_dataset.zip, images.tar.gz, Parquet shards, 7z volumes) into $AESTHETIC_RAW/ava/;
-    nothing to do when no URL is configured."""
-    return fetch_drop(context, config, storage, "ava")
-
-
-@dg.asset(group_name="sac", kinds={"http"}, op_tags=LIGHT)
-def sac_download(context: dg.AssetExecutionContext, config: DownloadConfig,
-                 storage: StorageResource) -> dg.MaterializeResult:
-    """SAC's SQLite database and image tarball into $AESTHETIC_RAW/sac/ (the drop's own, not the inbox);
-    nothing to do when no URL is configured."""
-    return fetch_drop(context, config, storage, "sac")
-
-
-@dg.asset(group_name="kuler", kinds={"http"}, op_tags=LIGHT)
-def kuler_download(context: dg.AssetExecutionContext, config: DownloadConfig,
-                   storage: StorageResource) -> dg.MaterializeResult:
-    """Kuler's .mat files into $AESTHETIC_RAW/kuler/; nothing to do when no URL is configured."""
-    return fetch_drop(context, config, storage, "kuler")

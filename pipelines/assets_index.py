@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import ava, checks, critic, downloads, evaluation, kuler, sac, shards, training
+from assets import ava, checks, critic, evaluation, kuler, sac, shards, training
 
-# downloads: ava_archive, sac_download and kuler_download, each in its dataset's group.
-STAGE_MODULES = [downloads, ava, sac, kuler, shards, training, evaluation, critic]
+STAGE_MODULES = [ava, sac, kuler, shards, training, evaluation, critic]
 # The contract's groups (shared/DESIGN.md): each materialises as it stands, with no partition to choose.
 GROUPS = ["ava", "sac", "kuler", "shards", "training", "evaluation", "critic"]
 # Partitioned assets sit in groups of their own: selecting one asks for partitions (`--partition`, a backfill).

@@ -11,8 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.ava import ava_images
-from assets.downloads import ava_archive, kuler_download, sac_download
+from assets.ava import ava_archive, ava_images
+from assets.kuler import kuler_download
+from assets.sac import sac_download
 from ingest.sample_data import SAC_DB_NAME, SampleReport
 from pipelines.cli import main
 from pipelines.resources import build_resources
