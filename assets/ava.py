@@ -6,9 +6,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from ingest.ava import ACQUISITIONS, DEFAULT_TEST_LIST, AvaReport, AvaSettings, ingest_ava
+from ingest.archives import ArchiveError, ParquetColumns
+from ingest.ava import ACQUISITIONS, ARCHIVE_ACQUISITIONS, DEFAULT_TEST_LIST, AvaReport, AvaSettings, ingest_ava
 from ingest.crops import CropSpec
 from ingest.fetch import HttpOptions
 from nima_train.atomic import write_atomic
@@ -20,9 +22,15 @@ class AvaConfig(dg.Config):
     acquisition: str = Field("directory", description=f"one of {ACQUISITIONS}")
     source: str = Field(
         "",
-        description="directory: folder of <id>.jpg (default $AESTHETIC_RAW/ava/images); tar: archive path;"
-        " http: URL template containing {image_id}",
+        description="directory: folder of <id>.jpg (default $AESTHETIC_RAW/ava/images); tar, zip, 7z: the archive"
+        " (7z: x.7z or its first volume x.7z.001), parquet: a file or a folder of shards; a bare file name is"
+        " looked up in $AESTHETIC_RAW/ava/ (where ava_archive puts it); http: URL template with {image_id} and"
+        " any AVA.txt column, e.g. {challenge_id}",
     )
+    parquet_id_column: str = Field("image_id", description="parquet: column with the AVA id (or a file name);"
+                                   " struct fields as image.path")
+    parquet_image_column: str = Field("image", description="parquet: column with the encoded image bytes, or a"
+                                      " struct with a `bytes` field (Hugging Face's Image)")
     crop_size: int = 256
     crop_mode: str = Field("center", description="center: centred square; squash: whole frame resized")
     min_side: int = Field(32, description="sources whose short side is under this are rejected")
@@ -31,7 +39,7 @@ class AvaConfig(dg.Config):
     http_concurrency: int = 8
     http_timeout_s: float = 30.0
     http_retries: int = 3
-    max_bytes: int = Field(50 * 2**20, description="largest source file accepted from tar or http")
+    max_bytes: int = Field(50 * 2**20, description="largest source file accepted from an archive or http")
     workers: int = Field(0, description="crop processes; 0 = all cores")
 
     def settings(self) -> AvaSettings:
@@ -39,12 +47,19 @@ class AvaConfig(dg.Config):
             raise dg.Failure(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
         if self.acquisition != "directory" and not self.source:
             raise dg.Failure(f"acquisition {self.acquisition!r} needs `source` (archive path or URL template)")
+        try:
+            return self._settings()
+        except ValueError as exc:  # a malformed URL template, a bad option: one line, not a traceback
+            raise dg.Failure(description=f"ava: {exc}") from None
+
+    def _settings(self) -> AvaSettings:
         return AvaSettings(
             acquisition=self.acquisition,
             images_dir=_path(self.source) if self.acquisition == "directory" and self.source else None,
-            archive=_path(self.source) if self.acquisition == "tar" else None,
+            archive=_path(self.source) if self.acquisition in ARCHIVE_ACQUISITIONS else None,
             url_template=self.source if self.acquisition == "http" else "",
             http=HttpOptions(self.http_concurrency, self.http_timeout_s, self.http_retries, max_bytes=self.max_bytes),
+            parquet=ParquetColumns(self.parquet_id_column, self.parquet_image_column),
             spec=CropSpec(size=self.crop_size, mode=self.crop_mode, min_side=self.min_side),
             test_list=self.test_list,
             train_list=self.train_list,
@@ -77,15 +92,18 @@ def _metadata(report: AvaReport, preview: dg.MetadataValue, preview_path: str) -
     }
 
 
-@dg.asset(group_name="ava", kinds={"duckdb", "pillow"})
+@dg.asset(group_name="ava", kinds={"duckdb", "pillow"}, deps=["ava_archive"])
 def ava_images(
     context: dg.AssetExecutionContext, config: AvaConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """AVA ratings, splits, tags and square crops: every AVA.txt line ends in images+histograms or rejects."""
     preview_path = storage.reports_dir() / "ava_preview.png"
     with storage.full_disk_as_failure():
-        report = ingest_ava(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
-                            context.log.info)
+        try:
+            report = ingest_ava(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
+                                context.log.info)
+        except ArchiveError as exc:  # the archive as a whole: nothing was changed, and the message says what to do
+            raise dg.Failure(description=f"ava: {exc}") from None
         if report.preview_png:
             write_atomic(preview_path, report.preview_png)
     preview = markdown_image(report.preview_png, "AVA crops, lowest to highest mean score",
@@ -95,3 +113,11 @@ def ava_images(
         f" {report.cropped} cropped, {report.up_to_date} up to date"
     )
     return dg.MaterializeResult(metadata=_metadata(report, preview, str(preview_path)))
+
+
+@dg.asset(group_name="ava", kinds={"http"}, op_tags=LIGHT)
+def ava_archive(context: dg.AssetExecutionContext, config: DownloadConfig,
+                storage: StorageResource) -> dg.MaterializeResult:
+    """The AVA archive (AVA_dataset.zip, images.tar.gz, Parquet shards, 7z volumes) into $AESTHETIC_RAW/ava/;
+    nothing to do when no URL is configured."""
+    return fetch_drop(context, config, storage, "ava")

@@ -7,6 +7,7 @@ this module only configures it and reports.
 # No `from __future__ import annotations` here: Dagster must see the real KulerConfig class, not a string.
 import dagster as dg
 
+from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.kuler import KulerSettings, ingest_kuler
@@ -37,7 +38,7 @@ class KulerConfig(dg.Config):
         )
 
 
-@dg.asset(group_name="kuler", kinds={"duckdb", "jpeg"})
+@dg.asset(group_name="kuler", kinds={"duckdb", "jpeg"}, deps=["kuler_download"])
 def kuler_images(
     context: dg.AssetExecutionContext,
     config: KulerConfig,
@@ -73,3 +74,10 @@ def kuler_images(
             "preview_path": dg.MetadataValue.path(out.preview_path),
         }
     )
+
+
+@dg.asset(group_name="kuler", kinds={"http"}, op_tags=LIGHT)
+def kuler_download(context: dg.AssetExecutionContext, config: DownloadConfig,
+                   storage: StorageResource) -> dg.MaterializeResult:
+    """Kuler's .mat files into $AESTHETIC_RAW/kuler/; nothing to do when no URL is configured."""
+    return fetch_drop(context, config, storage, "kuler")

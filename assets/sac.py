@@ -9,13 +9,15 @@ snapshot only adds ratings not seen before and rebuilds only the histograms they
 
 import dagster as dg
 
+from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.crops import CropSpec
 from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
 
 # What the inbox sensor (pipelines/sensors.py) needs of the stage, so the code location imports only assets.
-__all__ = ["INBOX", "inbox_files", "read_snapshot", "sac_snapshot_partitions", "sac_snapshots", "sac_images"]
+__all__ = ["INBOX", "inbox_files", "read_snapshot", "sac_snapshot_partitions", "sac_snapshots", "sac_images",
+           "sac_download"]
 
 sac_snapshot_partitions = dg.DynamicPartitionsDefinition(name="sac_snapshots")
 
@@ -84,7 +86,7 @@ def sac_snapshots(
     return dg.MaterializeResult(metadata=_metadata(report))
 
 
-@dg.asset(group_name="sac", deps=[sac_snapshots])
+@dg.asset(group_name="sac", deps=[sac_snapshots, "sac_download"])
 def sac_images(
     context: dg.AssetExecutionContext, config: SacConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -93,3 +95,11 @@ def sac_images(
         report = ingest_sac(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
                             context.log.info)
     return dg.MaterializeResult(metadata=_metadata(report))
+
+
+@dg.asset(group_name="sac", kinds={"http"}, op_tags=LIGHT)
+def sac_download(context: dg.AssetExecutionContext, config: DownloadConfig,
+                 storage: StorageResource) -> dg.MaterializeResult:
+    """SAC's SQLite database and image tarball into $AESTHETIC_RAW/sac/ (the drop's own, not the inbox);
+    nothing to do when no URL is configured."""
+    return fetch_drop(context, config, storage, "sac")

@@ -18,6 +18,15 @@ one pair to settle it.
     .venv/bin/python benchmarks/bench_crops.py --e2e --n 6000 --size 800x600          # 3 pairs, medians
     .venv/bin/python benchmarks/bench_crops.py --e2e --n 20000 --size 800x600 --repeats 2 --dir /tmp/bench_e2e
 
+Archives (--archives): the same photos as a folder, a zip (deflate, as the public AVA_dataset.zip), a tar.gz
+and Parquet shards (Hugging Face's Image struct, row groups of 100), each cropped through the AVA stage's plain
+function (ingest_ava: listing, crops in the worker pool, warehouse writes) into a fresh AESTHETIC_HOME. The modes
+run in rounds, in a rotating order, and each archive's figure is the median over rounds of its ratio to the
+folder in the same round. A rerun over the unchanged archive (no image work) is timed once per mode. --sevenz
+adds a 7z (py7zr, LZMA2, solid), decompressed front to back in one thread.
+
+    .venv/bin/python benchmarks/bench_crops.py --archives --n 4000 --size 800x600 --repeats 3
+
 Sources are generated first (not timed): 640x480 to 1024x768 (or --size WxH), landscape and portrait, JPEG
 quality 90, with photo-like noise so they decode like real photos rather than flat colour. All files are
 read once before timing so both paths start from the page cache. --dir keeps the generated files for reuse.
@@ -185,6 +194,91 @@ def end_to_end(root: Path, n: int, size: tuple[int, int] | None, workers: int, r
           f"20,000); fixed cost {fixed[1]:.1f}s (target <= 4 s)")
 
 
+def _pack(mode: str, photos: list[Path], where: Path) -> Path:
+    from tests.helpers import archives
+
+    where.mkdir(parents=True, exist_ok=True)
+    if mode == "zip":
+        return archives.write_zip(where / "AVA_dataset.zip", photos)
+    if mode == "tar.gz":
+        return archives.write_tar(where / "images.tar.gz", photos)
+    if mode == "parquet":
+        shards = where / "parquet"
+        shards.mkdir(exist_ok=True)
+        step = 1000  # shards of 1,000 photos, row groups of 100, as the Hub's image datasets come
+        for k in range(0, len(photos), step):
+            archives.write_parquet(shards / f"train-{k // step:05d}.parquet", photos[k : k + step], row_group_size=100)
+        return shards
+    return archives.write_7z(where / "AVA.7z", photos)
+
+
+def _ingest_seconds(root: Path, raw: Path, mode: str, source: Path | None, workers: int,
+                    label: str, fresh: bool = True) -> tuple[float, int]:
+    from ingest.ava import AvaSettings, ingest_ava
+    from ingest.paths import Paths
+    from warehouse.db import connect
+
+    home = root / "homes" / label
+    if fresh:
+        shutil.rmtree(home, ignore_errors=True)
+    acquisition = {"folder": "directory", "tar.gz": "tar"}.get(mode, mode)
+    settings = AvaSettings(acquisition=acquisition, archive=source, workers=workers)
+    os.sync()  # no writeback of the previous run's crops inside this measurement
+    t0 = time.perf_counter()
+    report = ingest_ava(Paths(home, raw), lambda: connect(home / "warehouse.duckdb"), settings)
+    seconds = time.perf_counter() - t0
+    if report.rejected:
+        raise SystemExit(f"{mode}: {report.rejected} generated photos rejected: {report.rejected_by_reason}")
+    return seconds, report.cropped
+
+
+def archives_bench(root: Path, n: int, size: tuple[int, int] | None, workers: int, repeats: int,
+                   sevenz: bool) -> None:
+    src = root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    photos = generate_parallel(src, n, size, workers)
+    print(f"{len(photos)} JPEGs (q90, {'x'.join(map(str, size)) if size else '640x480..1024x768'}) ready in "
+          f"{time.perf_counter() - t0:.0f}s")
+    raw = root / "raw"
+    if not (raw / "ava" / "AVA.txt").is_file():
+        write_ava_drop(raw, photos)
+    ids = sorted(raw.glob("ava/images/*.jpg"), key=lambda p: int(p.stem))  # AVA ids 1..n, hard links to src
+    modes = ["folder", "zip", "parquet", "tar.gz"] + (["7z"] if sevenz else [])
+    sources: dict[str, Path | None] = {"folder": None}
+    for mode in modes[1:]:
+        t0 = time.perf_counter()
+        sources[mode] = _pack(mode, ids, root / "archives" / mode.replace(".", "_"))
+        total = sum(p.stat().st_size for p in ([sources[mode]] if sources[mode].is_file()
+                                                else sources[mode].rglob("*.parquet")))
+        print(f"packed {mode:8s} {total / 1e6:8.1f} MB in {time.perf_counter() - t0:5.1f}s: {sources[mode]}")
+    for path in [*ids, *(p for s in sources.values() if s for p in ([s] if s.is_file() else s.rglob("*")))]:
+        if path.is_file():
+            path.read_bytes()  # page cache: no mode pays for the disk
+    print(f"cpu cores {os.cpu_count()}, crop workers {workers}, load average before: {os.getloadavg()[0]:.2f}")
+    seconds: dict[str, list[float]] = {m: [] for m in modes}
+    for k in range(repeats):
+        order = modes[k % len(modes):] + modes[: k % len(modes)]  # rotate: no mode always runs first
+        for mode in order:
+            dt, cropped = _ingest_seconds(root, raw, mode, sources[mode], workers, mode)
+            seconds[mode].append(dt)
+            print(f"[{k + 1}] {mode:8s} {cropped} crops in {dt:6.1f}s  {cropped / dt:6.1f} images/s  "
+                  f"{1000 * dt / cropped:5.2f} s per 1,000")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    for mode in modes:
+        rerun, cropped = _ingest_seconds(root, raw, mode, sources[mode], workers, mode, fresh=False)
+        assert cropped == 0, f"{mode}: a rerun cropped {cropped}"
+        per_1000 = statistics.median(seconds[mode]) * 1000 / n
+        if mode == "folder":
+            print(f"{mode:8s} median {per_1000:5.2f} s per 1,000 photos; rerun (no image work) {rerun:5.1f}s")
+            continue
+        ratios = [seconds["folder"][k] / seconds[mode][k] for k in range(repeats)]
+        target = {"zip": "target >= 0.90", "parquet": "target >= 0.90"}.get(mode, "bound by one decompressing thread")
+        print(f"{mode:8s} median {per_1000:5.2f} s per 1,000 photos; throughput vs folder: median "
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) over {repeats} rounds "
+              f"({target}); rerun (no image work) {rerun:5.1f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -193,6 +287,9 @@ def main() -> None:
     parser.add_argument("--e2e", action="store_true", help="end to end: the naive loop against the ava group's run")
     parser.add_argument("--repeats", type=int, default=3, help="--e2e: pairs of naive loop + pipeline run")
     parser.add_argument("--size", default="", help="WxH of every photo, e.g. 800x600 (default: 640x480..1024x768)")
+    parser.add_argument("--archives", action="store_true",
+                        help="the AVA stage from a folder, a zip, Parquet and a tar.gz of the same photos")
+    parser.add_argument("--sevenz", action="store_true", help="--archives: a 7z too")
     args = parser.parse_args()
     workers = args.workers or os.cpu_count() or 1
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
@@ -200,6 +297,9 @@ def main() -> None:
     try:
         if args.e2e:
             end_to_end(root, args.n, size, workers, args.repeats)
+            return
+        if args.archives:
+            archives_bench(root, args.n, size, workers, args.repeats, args.sevenz)
             return
         src = root / "src"
         src.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,9 @@ to Dagster. Every line of AVA.txt ends in exactly one place: an accepted image
 Incremental: the crop state table remembers each item's source signature (where,
 size, mtime), the crop settings and the outcome. An item whose signature, settings
 and crop file are unchanged is not decoded again, and nothing is rewritten for it.
+For an archive member "where" is its name in the archive (not the archive's path) and
+the third part is the format's own change signature: the mtime of a tar member, the
+CRC-32 of a zip or 7z member, the CRC-32 of a Parquet row's bytes (ingest/archives.py).
 """
 
 from __future__ import annotations
@@ -20,9 +23,18 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.archives import ParquetColumns, parquet_sources, seven_zip_sources, zip_sources
 from ingest.crop_folder import crop_folder
 from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_pool, submit_crops
-from ingest.fetch import FetchFailure, HttpOptions, Source, http_sources, local_sources, tar_sources
+from ingest.fetch import (
+    FetchFailure,
+    HttpOptions,
+    Source,
+    http_sources,
+    local_sources,
+    tar_sources,
+    template_fields,
+)
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import hash_fraction
 from ingest.text_lines import encoding_of, split_lines, text_lines
@@ -40,7 +52,8 @@ MAX_VOTES = 1_000_000
 _INT32_MAX = 2**31 - 1
 VAL_SALT = "ava-val"
 DEFAULT_TEST_LIST = "generic_test.jpgl"
-ACQUISITIONS = ("directory", "tar", "http")
+ACQUISITIONS = ("directory", "tar", "http", "zip", "parquet", "7z")
+ARCHIVE_ACQUISITIONS = ("tar", "zip", "parquet", "7z")  # the photos come from `archive`
 # A batch of fewer crops than this, with no pool started yet, is cropped inline: starting the workers would
 # take longer than the crops.
 INLINE_BELOW = 64
@@ -55,6 +68,18 @@ class AvaRow:
     tag1: int
     tag2: int
     challenge_id: int
+    index: int = 0  # the line's first column
+
+    def fields(self) -> dict[str, int | str]:
+        """What a URL template may name: every AVA.txt column, the line number, and challenge_range, the
+        thousand-wide folder the original site grouped challenges in (challenge 1395 -> "1000-1999")."""
+        low = self.challenge_id // 1000 * 1000
+        return {"index": self.index, "image_id": self.image_id,
+                **{f"c{k}": n for k, n in enumerate(self.counts, start=1)}, "tag1": self.tag1, "tag2": self.tag2,
+                "challenge_id": self.challenge_id, "line": self.line, "challenge_range": f"{low}-{low + 999}"}
+
+
+TEMPLATE_FIELDS = tuple(AvaRow(0, "0", (0,) * 10, 0, 0, 0).fields())
 
 
 @dataclass
@@ -116,7 +141,7 @@ def parse_ava_lines(lines: Iterable[bytes | str]) -> ParsedRatings:
             reason = f"out of range: {max(counts)} votes for one score on line {n} (at most {MAX_VOTES})"
             out.rejects.append(wh.RejectRow(image_id, "ratings", reason))
             continue
-        out.rows.append(AvaRow(n, image_id, counts, values[12], values[13], values[14]))
+        out.rows.append(AvaRow(n, image_id, counts, values[12], values[13], values[14], values[0]))
     return out
 
 
@@ -198,8 +223,9 @@ class AvaSettings:
 
     acquisition: str = "directory"
     images_dir: Path | None = None  # directory mode; default $AESTHETIC_RAW/ava/images
-    archive: Path | None = None  # tar mode
+    archive: Path | None = None  # tar, zip, parquet (a file or a folder of shards) and 7z (a file or volume .001)
     url_template: str = ""  # http mode, e.g. https://host/ava/{image_id}.jpg; kept under $AESTHETIC_HOME/downloads
+    parquet: ParquetColumns = ParquetColumns()  # parquet mode: the id and image-bytes columns
     http: HttpOptions = HttpOptions()
     spec: CropSpec = CropSpec()
     test_list: str = DEFAULT_TEST_LIST
@@ -211,10 +237,14 @@ class AvaSettings:
     def __post_init__(self) -> None:
         if self.acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
-        if self.acquisition == "tar" and not self.archive:
-            raise ValueError("acquisition 'tar' needs an archive path")
+        if self.acquisition in ARCHIVE_ACQUISITIONS and not self.archive:
+            raise ValueError(f"acquisition {self.acquisition!r} needs an archive path")
         if self.acquisition == "http" and not self.url_template:
             raise ValueError("acquisition 'http' needs a url_template")
+        if self.acquisition == "http":
+            unknown = [n for n in template_fields(self.url_template) if n not in TEMPLATE_FIELDS]
+            if unknown:
+                raise ValueError(f"URL template names {{{unknown[0]}}}; it may name {', '.join(TEMPLATE_FIELDS)}")
         if not 0 <= self.val_fraction < 1 or self.batch_size < 1:
             raise ValueError(f"bad options: val_fraction={self.val_fraction}, batch_size={self.batch_size}")
 
@@ -249,12 +279,27 @@ class AvaReport:
         return self.cropped / self.crop_seconds if self.crop_seconds > 0 else 0.0
 
 
-def acquire(paths: Paths, settings: AvaSettings, ids: list[str],
-            needs_data: Callable[[Source], bool]) -> Iterator[Source | FetchFailure]:
-    if settings.acquisition == "tar":
-        return tar_sources(settings.archive, ids, needs_data, max_bytes=settings.http.max_bytes)
-    if settings.acquisition == "http":
-        return http_sources(settings.url_template, ids, paths.downloads_dir(DATASET), settings.http)
+def archive_path(paths: Paths, archive: Path) -> Path:
+    """A bare file name is a file in $AESTHETIC_RAW/ava/, where ava_archive and `aesthetic download ava` put
+    it; a path with a folder is taken as it is."""
+    return paths.raw / DATASET / archive if archive.parent == Path(".") else archive
+
+
+def acquire(paths: Paths, settings: AvaSettings, ids: list[str], needs_data: Callable[[Source], bool],
+            fields: Callable[[str], dict[str, int | str]] | None = None) -> Iterator[Source | FetchFailure]:
+    """The sources of ids under the configured acquisition; fields(id) fills an http template's columns."""
+    mode, cap = settings.acquisition, settings.http.max_bytes
+    archive = archive_path(paths, settings.archive) if settings.archive else None
+    if mode == "tar":
+        return tar_sources(archive, ids, needs_data, max_bytes=cap)
+    if mode == "zip":
+        return zip_sources(archive, ids, max_bytes=cap)
+    if mode == "parquet":
+        return parquet_sources(archive, ids, settings.parquet, max_bytes=cap)
+    if mode == "7z":
+        return seven_zip_sources(archive, ids, needs_data, max_bytes=cap)
+    if mode == "http":
+        return http_sources(settings.url_template, ids, paths.downloads_dir(DATASET), settings.http, fields=fields)
     return local_sources(settings.images_dir or paths.raw / DATASET / "images", ids)
 
 
@@ -376,9 +421,10 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
 
     def up_to_date(src: Source) -> bool:
         st = states.get(src.item_id)
-        if st is None or (st.source_key, st.source_size, st.source_mtime_ns, st.spec) != (
-            src.key, src.size, src.mtime_ns, skey
-        ):
+        # An archive member is matched by its name in the archive (src.state_key), or by the key a state written
+        # before member names were kept holds: the archive's path with the member.
+        if st is None or st.source_key not in (src.state_key, src.key) or (
+            st.source_size, st.source_mtime_ns, st.spec) != (src.size, src.mtime_ns, skey):
             return False
         if st.outcome == "rejected":
             return True
@@ -407,7 +453,7 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
         for job, outcome in outcomes:
             src = sources[job.item_id]
             split, row = wanted[job.item_id]
-            signature = (src.key, src.size, src.mtime_ns, skey)
+            signature = (src.state_key, src.size, src.mtime_ns, skey)
             if isinstance(outcome, CropResult):
                 stored = f"{stored_out_dir}/{os.path.basename(outcome.path)}"
                 source_path = to_stored(Path(src.path)) if opts.acquisition == "directory" else src.key
@@ -439,7 +485,8 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
             record(*in_flight.pop(0))
 
     try:
-        for item in acquire(paths, opts, sorted(wanted, key=int), lambda s: not up_to_date(s)):
+        for item in acquire(paths, opts, sorted(wanted, key=int), lambda s: not up_to_date(s),
+                            lambda image_id: wanted[image_id][1].fields()):
             if isinstance(item, FetchFailure):
                 rejects.append(wh.RejectRow(item.item_id, "fetch", item.reason))
                 continue
@@ -452,7 +499,7 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
                 else:
                     rejects.append(wh.RejectRow(item.item_id, "image", st.reason or "rejected: earlier run"))
                 continue
-            source = item.data if item.data is not None else item.path
+            source = item.data if item.data is not None else item.ref if item.ref is not None else item.path
             if source is None:  # an archive member skipped as unchanged whose crop changed meanwhile
                 rejects.append(wh.RejectRow(item.item_id, "fetch", "changed: crop changed during the run; rerun"))
                 continue

@@ -38,10 +38,17 @@ class CropResult:
     file_mtime_ns: int = 0
 
 
+class ArchiveMember:
+    """A member of an archive that the crop worker reads itself (ingest/archives.py); str() names it."""
+
+    def read(self) -> bytes:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class CropJob:
     item_id: str
-    source: str | bytes  # a file path, or the encoded bytes themselves
+    source: str | bytes | ArchiveMember  # a file path, the encoded bytes themselves, or an archive member
     dest: str
 
 
@@ -50,6 +57,8 @@ def run_crop_job(job: CropJob, spec: CropSpec) -> CropResult | RejectedImage:
     try:
         if isinstance(job.source, bytes):
             data, label = job.source, job.item_id
+        elif not isinstance(job.source, str):  # read here, in the worker: members are read in parallel
+            data, label = job.source.read(), str(job.source)
         else:
             try:
                 data = read_regular_file(job.source)

@@ -17,15 +17,17 @@ import os
 import posixpath
 import random
 import re
+import string
 import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from nima_train.atomic import atomic_path
 from nima_train.regular_files import open_regular
@@ -43,6 +45,14 @@ class Source:
     mtime_ns: int
     path: str | None = None  # a local file holding the bytes
     data: bytes | None = None  # bytes already read (archive members)
+    # What the crop state compares besides size and mtime_ns, when not `key`: an archive member's name with the
+    # format ("zip::images/1.jpg"), so the same member in a new copy of the archive elsewhere still matches.
+    signature: str = ""
+    ref: Any = None  # an archive member the crop worker reads itself (ingest/archives.py)
+
+    @property
+    def state_key(self) -> str:
+        return self.signature or self.key
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,8 @@ def tar_sources(
                 elif member.size > max_bytes:
                     result = FetchFailure(item_id, f"too large: member {member.name} has {member.size} bytes")
                 else:
-                    result = Source(item_id, f"{archive}::{member.name}", member.size, int(member.mtime) * 10**9)
+                    result = Source(item_id, f"{archive}::{member.name}", member.size, int(member.mtime) * 10**9,
+                                    signature=f"tar::{member.name}")
                     if needs_data(result):
                         fh = tf.extractfile(member)
                         result = replace(result, data=fh.read() if fh else b"")
@@ -171,13 +182,44 @@ class _FetchError(Exception):
         self.retryable = retryable
 
 
-def url_for(template: str, item_id: str) -> str:
-    if ID_PLACEHOLDER not in template:
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def template_fields(template: str) -> list[str]:
+    """The names a URL template uses; raises ValueError for a malformed one or a field that is not a plain name
+    (no attribute or index access, no !r/!s conversion)."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"URL template {template!r} is malformed: {exc}") from None
+    for _, name, _, conversion in parsed:
+        if name is None:
+            continue
+        if conversion or not _FIELD_NAME.match(name):
+            raise ValueError(f"URL template {template!r}: {{{name}}} is not a plain field name")
+        names.append(name)
+    return names
+
+
+def url_for(template: str, item_id: str, fields: Mapping[str, object] | None = None) -> str:
+    """template with {image_id} and any of `fields` ({challenge_id}, ...; format specs allowed) filled in,
+    each value URL-quoted."""
+    names = template_fields(template)
+    if "image_id" not in names:
         raise ValueError(f"URL template {template!r} lacks {ID_PLACEHOLDER}")
     scheme = urllib.parse.urlsplit(template).scheme
     if scheme not in ("http", "https"):
         raise ValueError(f"URL template {template!r} must be http or https")
-    return template.replace(ID_PLACEHOLDER, urllib.parse.quote(item_id, safe=""))
+    values = {**(fields or {}), "image_id": item_id}
+    out = []
+    for literal, name, spec, _ in string.Formatter().parse(template):
+        out.append(literal)
+        if name is not None:
+            if name not in values:
+                raise ValueError(f"URL template {template!r}: no field {{{name}}} (known: {', '.join(values)})")
+            out.append(urllib.parse.quote(format(values[name], spec or ""), safe=""))
+    return "".join(out)
 
 
 def _download(url: str, dest: Path, opts: HttpOptions) -> None:
@@ -233,8 +275,10 @@ def http_sources(
     cache_dir: str | Path,
     opts: HttpOptions = HttpOptions(),
     suffix: str = ".jpg",
+    fields: Callable[[str], Mapping[str, object]] | None = None,
 ) -> Iterator[Acquired]:
-    """Fetch `url_template` (with {image_id}) for each id into cache_dir, at most opts.concurrency at once.
+    """Fetch `url_template` (with {image_id}, and any of fields(id)'s names) for each id into cache_dir, at most
+    opts.concurrency at once.
 
     Resumable: a file already in cache_dir was renamed there only after its whole
     body arrived, so it is used as is and not fetched again. Results arrive in
@@ -244,7 +288,7 @@ def http_sources(
     cache.mkdir(parents=True, exist_ok=True)
     todo: list[tuple[str, str, Path]] = []
     for item_id in ids:
-        url = url_for(url_template, item_id)
+        url = url_for(url_template, item_id, fields(item_id) if fields else None)
         name = f"{item_id}{suffix}"
         if not _plain_name(name):
             yield FetchFailure(item_id, f"unsafe path: {name!r} climbs out of {cache}")

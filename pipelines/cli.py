@@ -71,6 +71,76 @@ def _sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", choices=("ava", "sac", "kuler"), help="where the files go: $AESTHETIC_RAW/DATASET/")
+    p.add_argument("--url", action="append", default=[],
+                   help="https URL of a file (repeat for several: SAC's database and tarball, Kuler's .mat files); "
+                        "default for ava: the Hugging Face copy of AVA_dataset.zip")
+    p.add_argument("--sha256", type=_sha256_hex, default="", help="expected SHA-256, 64 hex digits (one --url only)")
+    p.add_argument("--size", type=non_negative_int, default=0, help="expected size in bytes (one --url only)")
+    p.add_argument("--filename", default="", help="file name in the drop folder (one --url only)")
+    p.add_argument("--max-bytes", type=positive_int, default=None, help="refuse a larger body (default 64 GiB)")
+    p.add_argument("--token-env", default="",
+                   help="environment variable with a bearer token (default: HF_TOKEN for huggingface.co only)")
+    p.add_argument("--retries", type=int_range(0, 100), default=5,
+                   help="further tries without progress after a failure, 0..100")
+    p.add_argument("--raw", type=folder, default=None, help="raw drops folder (default $AESTHETIC_RAW)")
+
+
+def _sha256_hex(text: str) -> str:
+    """--sha256: 64 hex digits, or empty (the default: nothing to check against)."""
+    if text and len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-256 (64 hex digits)")
+    return text.lower()
+
+
+@verb("download", "download a dataset's raw files into $AESTHETIC_RAW (resumes, verifies, never fetches twice)",
+      _download_args)
+def _download(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ingest.archives import ArchiveError, place_ava_texts
+    from ingest.download import DEFAULT_URLS, DownloadError, DownloadSettings, check_drop_name, download, public_url
+    from ingest.paths import Paths
+
+    urls = args.url or ([DEFAULT_URLS[args.dataset]] if args.dataset in DEFAULT_URLS else [])
+    if not urls:
+        raise SystemExit(f"aesthetic download: {args.dataset} has no public default URL; give --url")
+    if len(urls) > 1 and (args.sha256 or args.size or args.filename):
+        raise SystemExit("aesthetic download: --sha256, --size and --filename go with a single --url")
+    raw = Path(args.raw) if args.raw else Paths.from_env().raw
+    extra = {"max_bytes": args.max_bytes} if args.max_bytes else {}
+    for url in urls:
+        try:
+            settings = DownloadSettings(url=url, dest_dir=raw / args.dataset, filename=args.filename,
+                                        sha256=args.sha256, size=args.size, token_env=args.token_env,
+                                        retries=args.retries, **extra)
+            check_drop_name(args.dataset, settings.filename)
+            print(f"{public_url(url)} -> {settings.dest}", file=sys.stderr)
+            with tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, disable=None,
+                      desc=settings.filename) as bar:
+                def progress(done: int, total: int | None, bar=bar) -> None:
+                    if total and bar.total != total:
+                        bar.total = total
+                    bar.update(done - bar.n)
+
+                report = download(settings, progress)
+            placed = (place_ava_texts(settings.dest, settings.dest_dir)[0]
+                      if args.dataset == "ava" and settings.filename.lower().endswith(".zip") else [])
+        except (DownloadError, ArchiveError) as exc:
+            raise SystemExit(f"aesthetic download: {exc}") from None
+        except KeyboardInterrupt:
+            raise SystemExit("aesthetic download: interrupted; what arrived is kept, rerun to resume") from None
+        print(f"{report.status}: {report.path} ({report.bytes} bytes, sha256 {report.sha256}, {report.checked_by});"
+              f" fetched {report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} MB/s, {report.resumes} resumes,"
+              f" {report.retries} retries")
+        if placed:
+            print(f"placed {', '.join(placed)} from {settings.filename} in {settings.dest_dir}")
+    return 0
+
+
 def _load_critic(model: str | None, **kwargs):
     """The critic for --model: a checkpoint file, a version or alias in the warehouse, or 'production'."""
     from pathlib import Path

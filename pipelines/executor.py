@@ -3,10 +3,12 @@ a single step executes that step in the run's own process.
 
 A step subprocess exists to run steps side by side and to isolate them from each other; a run with one step
 has neither need, and the subprocess costs it a second interpreter start, a second import of Dagster and the
-code location, and a wait for its exit (docs/ava.md has the measured fixed cost). Single-asset
-materialisations from the UI or the CLI, sensor runs of one snapshot and `--select group:ava` are such runs;
-`full_pipeline` and every run of several steps keep one process per step. The run config is the default
-executor's (`execution: config: multiprocess|in_process`).
+code location, and a wait for its exit (docs/ava.md has the measured fixed cost). Steps tagged light
+(`aesthetic/step: light`: the download assets, I/O only, nothing heavy imported) do not count, so one stage step
+with its download still runs in process. Single-asset materialisations from the UI or the CLI, sensor runs of
+one snapshot and `--select group:ava` (ava_archive, then ava_images) are such runs; `full_pipeline` and every
+run of several other steps keep one process per step. The run config is the default executor's
+(`execution: config: multiprocess|in_process`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from dagster._core.execution.retries import RetryMode
 from dagster._core.execution.step_dependency_config import StepDependencyConfig
 from dagster._core.executor.base import Executor
 
+from assets.downloads import LIGHT
+
+LIGHT_KEY, LIGHT_VALUE = next(iter(LIGHT.items()))
+
 
 class OneStepInProcess(Executor):
     """The multiprocess executor for plans of several steps, an in-process one (same retries) for one step."""
@@ -31,7 +37,9 @@ class OneStepInProcess(Executor):
         self.multiprocess, self.in_process = multiprocess, in_process
 
     def for_plan(self, execution_plan) -> Executor:
-        return self.in_process if len(execution_plan.step_keys_to_execute) == 1 else self.multiprocess
+        keys = execution_plan.step_keys_to_execute
+        heavy = [k for k in keys if (execution_plan.get_step_by_key(k).tags or {}).get(LIGHT_KEY) != LIGHT_VALUE]
+        return self.in_process if len(heavy) <= 1 else self.multiprocess
 
     def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
         return self.for_plan(execution_plan).execute(plan_context, execution_plan)

@@ -89,6 +89,12 @@ AESTHETIC_CASES = [
     (["curate", "x.tar", "--out", "o", "--max-hamming", "65"], "--max-hamming: '65'"),
     (["curate", "x.tar", "--out", "o", "--workers", "-1"], "--workers: '-1'"),
     (["curate", "x.tar", "--out", "o", "--batch-size", "0"], "--batch-size: '0'"),
+    (["download", "imagenet"], "argument dataset: invalid choice: 'imagenet'"),
+    (["download", "ava", "--sha256", "abc"], "--sha256: 'abc' is not a SHA-256"),
+    (["download", "ava", "--size", "-1"], "--size: '-1'"),
+    (["download", "ava", "--max-bytes", "0"], "--max-bytes: '0'"),
+    (["download", "ava", "--retries", "nan"], "--retries: 'nan'"),
+    (["download", "ava", "--raw", "{file}"], "--raw: 'notes.txt' is an existing file"),
     (["unknown-verb"], "invalid choice: 'unknown-verb'"),
 ]
 

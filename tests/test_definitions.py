@@ -58,6 +58,7 @@ def _minimal_args(verb: str) -> list[str]:
     """The least a user types for each verb (the parser must accept it)."""
     return {
         "sample-data": [verb, "--out", "x"],
+        "download": [verb, "ava"],
         "score": [verb, "a.jpg"],
         "filter": [verb, "a.jpg", "--min-score", "5"],
         "evolve": [verb, "--out", "runs"],

@@ -134,7 +134,8 @@ def test_browser_shows_the_asset_graph_and_the_evaluation_metrics(deployment, tm
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{deployment['port']}"
     groups = {
-        "ava": ["ava_images"], "sac": ["sac_images"], "sac_inbox": ["sac_snapshots"], "kuler": ["kuler_images"],
+        "ava": ["ava_archive", "ava_images"], "sac": ["sac_download", "sac_images"], "sac_inbox": ["sac_snapshots"],
+        "kuler": ["kuler_download", "kuler_images"],
         "shards": ["ava_shards", "sac_shards", "kuler_shards"], "training": ["nima_ava", "nima_sac", "nima_color"],
         "evaluation": ["eval_nima_ava", "eval_nima_sac", "eval_nima_color", "production_model"],
         "critic": ["critic_evolution"],

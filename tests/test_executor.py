@@ -39,6 +39,17 @@ def test_a_run_of_several_steps_gives_each_its_own_process(tmp_path):
     assert kinds.count("STEP_WORKER_STARTING") == 2
 
 
+def test_a_light_step_beside_one_step_keeps_the_run_in_process(tmp_path):
+    pids, kinds = _run(tmp_path, one_or_two_steps.light_and_one_step_job)
+    assert pids == {"download": os.getpid(), "ingest": os.getpid()}
+    assert "STEP_WORKER_STARTING" not in kinds
+
+
+def test_a_light_step_beside_two_steps_still_gives_each_its_own_process(tmp_path):
+    pids, kinds = _run(tmp_path, one_or_two_steps.light_and_two_steps_job)
+    assert os.getpid() not in pids.values() and kinds.count("STEP_WORKER_STARTING") == 3
+
+
 def test_run_config_still_chooses_in_process_for_every_step(tmp_path):
     config = {"execution": {"config": {"in_process": {}}}}
     pids, kinds = _run(tmp_path, one_or_two_steps.two_step_job, config)

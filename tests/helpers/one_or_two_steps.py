@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from assets.downloads import LIGHT
 from pipelines.executor import one_step_in_process_executor
 
 
@@ -19,9 +20,19 @@ def second() -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"pid": os.getpid()})
 
 
+@dg.asset(op_tags=LIGHT)
+def download() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"pid": os.getpid()})
+
+
+@dg.asset(deps=[download])
+def ingest() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"pid": os.getpid()})
+
+
 def _job(name: str, selection: list) -> dg.JobDefinition:
     defs = dg.Definitions(
-        assets=[first, second],
+        assets=[first, second, download, ingest],
         jobs=[dg.define_asset_job(name, selection=selection)],
         executor=one_step_in_process_executor,
     )
@@ -34,3 +45,11 @@ def one_step_job() -> dg.JobDefinition:
 
 def two_step_job() -> dg.JobDefinition:
     return _job("two_steps", [first, second])
+
+
+def light_and_one_step_job() -> dg.JobDefinition:
+    return _job("light_and_one", [download, ingest])
+
+
+def light_and_two_steps_job() -> dg.JobDefinition:
+    return _job("light_and_two", [download, first, second])

@@ -1,0 +1,96 @@
+"""What the download assets share: `ava_archive` (assets/ava.py), `sac_download` (assets/sac.py) and
+`kuler_download` (assets/kuler.py), each in its dataset's group. Each fetches the configured URLs into its place
+under $AESTHETIC_RAW (ingest/download.py); with no URL configured it does nothing and says so, so the demo, the
+tests and full_pipeline run on the drops already there.
+"""
+# No `from __future__ import annotations`: Dagster resolves the config and resource annotations at runtime.
+
+import dagster as dg
+from pydantic import Field
+
+from assets.resources import StorageResource
+from ingest.archives import ArchiveError, place_ava_texts
+from ingest.download import (
+    DEFAULT_MAX_BYTES,
+    DownloadError,
+    DownloadSettings,
+    check_drop_name,
+    download,
+    public_url,
+)
+
+# A download is I/O only and imports nothing heavy: pipelines/executor.py runs it in the run's own process beside
+# the one stage step it feeds (`--select group:ava` stays a run without step subprocesses).
+LIGHT = {"aesthetic/step": "light"}
+
+
+class DownloadFile(dg.Config):
+    url: str = Field(description="https URL (a Hugging Face resolve/ URL works as is)")
+    sha256: str = Field("", description="expected SHA-256 (hex); empty: computed and recorded")
+    size: int = Field(0, description="expected bytes; 0: not checked")
+    filename: str = Field("", description="name under the drop folder; empty: the URL's last path part")
+
+
+class DownloadConfig(dg.Config):
+    """What to fetch: `url` (with `sha256`, `size`) for one file, `files` for more (SAC's database and tarball,
+    Kuler's two .mat files, 7z volumes). Nothing configured: nothing is fetched."""
+
+    url: str = Field("", description="https URL of the file; empty: nothing to download")
+    sha256: str = ""
+    size: int = 0
+    filename: str = ""
+    files: list[DownloadFile] = Field(default_factory=list, description="further files: url, sha256, size, filename")
+    max_bytes: int = Field(DEFAULT_MAX_BYTES, description="largest body accepted, per file")
+    token_env: str = Field("", description="environment variable with a bearer token; empty: HF_TOKEN for "
+                                           "huggingface.co URLs, none elsewhere")
+    retries: int = Field(5, description="further tries without progress after a failure that may pass")
+    timeout_s: float = 60.0
+
+    def wanted(self) -> list[DownloadFile]:
+        first = [DownloadFile(url=self.url, sha256=self.sha256, size=self.size, filename=self.filename)]
+        return (first if self.url else []) + list(self.files)
+
+
+def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storage: StorageResource,
+               dataset: str) -> dg.MaterializeResult:
+    """Download every configured file into $AESTHETIC_RAW/<dataset>/ and report each one."""
+    files = config.wanted()
+    dest_dir = storage.raw_path / dataset
+    if not files:
+        context.log.info(f"{dataset}: no download URL configured; using the drop in {dest_dir} as it is")
+        return dg.MaterializeResult(metadata={"status": "not configured", "files": 0,
+                                              "drop": dg.MetadataValue.path(str(dest_dir))})
+    reports, placed = [], []
+    try:
+        for f in files:
+            settings = DownloadSettings(url=f.url, dest_dir=dest_dir, filename=f.filename, sha256=f.sha256,
+                                        size=f.size, max_bytes=config.max_bytes, token_env=config.token_env,
+                                        retries=config.retries, timeout_s=config.timeout_s)
+            check_drop_name(dataset, settings.filename)
+            context.log.info(f"{dataset}: {settings.filename} from {public_url(f.url)}")
+            report = download(settings)
+            context.log.info(f"{dataset}: {settings.filename} {report.status} ({report.checked_by}); "
+                             f"{report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} MB/s, "
+                             f"{report.resumes} resumes")
+            reports.append(report)
+            if dataset == "ava" and settings.filename.lower().endswith(".zip"):
+                new, kept = place_ava_texts(settings.dest, dest_dir)
+                placed += new
+                context.log.info(f"ava: from {settings.filename} placed {new or 'nothing'}; kept {kept or 'nothing'}")
+    except (DownloadError, ArchiveError) as exc:
+        raise dg.Failure(description=f"{dataset} download: {exc}") from None
+    fetched = sum(r.bytes_fetched for r in reports)
+    seconds = sum(r.seconds for r in reports)
+    return dg.MaterializeResult(metadata={
+        "status": "downloaded" if any(r.status == "downloaded" for r in reports) else "up to date",
+        "files": len(reports),
+        "bytes": sum(r.bytes for r in reports),
+        "bytes_fetched": fetched,
+        "mb_per_s": dg.MetadataValue.float(round(fetched / 1e6 / seconds, 2) if seconds else 0.0),
+        "resumes": sum(r.resumes for r in reports),
+        "retries": sum(r.retries for r in reports),
+        "sha256": dg.MetadataValue.json({r.path.rsplit("/", 1)[-1]: r.sha256 for r in reports}),
+        "downloads": dg.MetadataValue.json([r.as_metadata() for r in reports]),
+        "texts_placed": dg.MetadataValue.json(placed),  # AVA.txt and lists copied out of a zip into the drop
+        "drop": dg.MetadataValue.path(str(dest_dir)),
+    })
