@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from warehouse.models_lookup import PRODUCTION, ModelNotFound, resolve_model
+from warehouse.models_lookup import PRODUCTION
 
 
 class CriticEvolutionConfig(dg.Config):
@@ -28,13 +28,7 @@ def critic_evolution(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     """A short genetic design run judged by the promoted model: strip of the best design per round."""
-    if not Path(warehouse.path).exists():
-        raise dg.Failure(description=f"no warehouse at {warehouse.path}: nothing has been trained yet")
-    with warehouse.connect(read_only=True) as conn:
-        try:
-            found = resolve_model(conn, storage.home_path, config.model)
-        except ModelNotFound as exc:
-            raise dg.Failure(description=f"the critic has no model to run: {exc}") from exc
+    found = warehouse.model_for(storage.home_path, config.model, "the critic")
     # torch is imported here, in the step, never when the code location loads.
     from critic.evolve import evolve
     from critic.scoring import Critic

@@ -12,7 +12,7 @@ import dagster as dg
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from nima_train.shard_format import INDEX_NAME
-from warehouse.models_lookup import PRODUCTION, ModelNotFound, resolve_model
+from warehouse.models_lookup import PRODUCTION
 
 
 class CurationConfig(dg.Config):
@@ -45,13 +45,7 @@ def curated_corpus(
     refs = config.shards or default_shards(storage.shards_dir())
     if not refs:
         raise dg.Failure(description=f"no shards to curate: none under {storage.shards_dir()} and none configured")
-    if not Path(warehouse.path).exists():
-        raise dg.Failure(description=f"no warehouse at {warehouse.path}: nothing has been trained yet")
-    with warehouse.connect(read_only=True) as conn:
-        try:
-            found = resolve_model(conn, storage.home_path, config.model)
-        except ModelNotFound as exc:
-            raise dg.Failure(description=f"curation has no model to run: {exc}") from exc
+    found = warehouse.model_for(storage.home_path, config.model, "curation")
     # torch is imported here, in the step, never when the code location loads.
     from critic.curate import CurateSettings, curate, describe_failures
     from critic.curation_report import write_report

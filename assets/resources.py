@@ -11,6 +11,7 @@ import duckdb
 
 from ingest.paths import NoSpaceLeft, Paths
 from warehouse.db import connect
+from warehouse.models_lookup import ModelNotFound, ResolvedModel, resolve_model
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -70,3 +71,14 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         with connect(self.path, read_only=read_only, timeout_s=self.lock_timeout_s) as conn:
             yield conn
+
+    def model_for(self, home: Path, ref: str | None, who: str) -> ResolvedModel:
+        """The model `ref` names (an alias or a version; None: production) for the step `who`; a dg.Failure that
+        says what to do when there is no warehouse or no such model."""
+        if not Path(self.path).exists():
+            raise dg.Failure(description=f"no warehouse at {self.path}: nothing has been trained yet")
+        with self.connect(read_only=True) as conn:
+            try:
+                return resolve_model(conn, home, ref)
+            except ModelNotFound as exc:
+                raise dg.Failure(description=f"{who} has no model to run: {exc}") from exc
