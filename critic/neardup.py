@@ -21,8 +21,8 @@ How a pair is found (docs/curation.md has the measurements behind each choice):
 4. A candidate whose cosine in the index is at least min_similarity - `margin` (0.1) is confirmed by
    perceptual-hash distance (Hamming <= max_hamming, when hashes and max_hamming are given; tested first, it is
    cheap) and on the full, unprojected features (cosine >= min_similarity). The result is therefore exact for
-   the pairs found; the index only decides which pairs are looked at. `nprobe` (64) trades time for recall:
-   planted copies at cosine 0.92..1 were found at 0.995-0.999 (benchmarks/bench_neardup.py).
+   the pairs found; the index only decides which pairs are looked at. `nprobe` (at least 64 cells, and at
+   least 4% of them) trades time for recall (benchmarks/bench_neardup.py).
 5. Pairs are (i, j) with i < j, unique, sorted: the same input gives the same array.
 
 `perceptual_hash` is imagehash's difference hash (dHash, 64 bits: the sign of horizontal gradients of a 9 x 8
@@ -42,7 +42,10 @@ HASH_BITS = 64
 EXACT_BELOW = 2000  # smaller inputs are searched exactly (IndexFlatIP), larger ones through IVF cells
 PCA_SAMPLE = 50_000
 QUERY_CHUNK = 4096
-NPROBE = 64  # cells each query scans (docs/curation.md: recall of planted copies by nprobe)
+NPROBE = 64  # cells each query scans at least (docs/curation.md: recall of planted copies by nprobe)
+# ...and at least this share of the cells: there are 4 sqrt(n) of them, so a fixed nprobe scans an ever smaller
+# share as n grows (64 of 4,000 cells at 1M found 0.985 of the planted copies, 64 of 1,789 at 200k 0.995).
+PROBE_SHARE = 0.04
 MARGIN = 0.1  # a candidate's projected cosine may fall this far below min_similarity and still be confirmed
 
 
@@ -115,7 +118,7 @@ def _ivf_index(base: np.ndarray, norms: np.ndarray, project: _Projection, projec
         rows = np.sort(rng.choice(n, per_cell * nlist, replace=False)) if n > per_cell * nlist else np.arange(n)
         index.cp.max_points_per_centroid = max(per_cell, math.ceil(len(rows) / nlist))  # never subsample again
         index.train(project(_unit(base, norms, rows)))
-        index.nprobe = min(nprobe, nlist)
+        index.nprobe = min(max(nprobe, math.ceil(PROBE_SHARE * nlist)), nlist)
     index.add(projected)
     return index
 

@@ -334,6 +334,12 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
     n_train = train_set.n_samples
     if n_train == 0:
         raise ValueError(f"the training shards {args.data} hold no samples")
+    # Training drops each loader worker's last partial batch (every step has the same shape): a split smaller
+    # than one batch per rank would train on nothing, so it gets a batch as large as it is, said in the log.
+    if n_train < args.batch_size * info.world_size:
+        smaller = max(1, n_train // info.world_size)
+        reporter.log(f"batch size {args.batch_size} -> {smaller}: the training shards hold only {n_train} samples")
+        args.batch_size = smaller
     if args.negatives > 0:
         negatives = out / f"negatives-{args.seed}.tar"
         if info.is_main and not negatives.exists():

@@ -145,3 +145,12 @@ def test_stored_size_uses_the_readers_tensor_crops_with_the_same_meaning_as_the_
         crops = [c for top in range(33) for left in range(33)
                  for c in (full[:, top:top + 224, left:left + 224], full[:, top:top + 224, left:left + 224].flip(-1))]
         assert any(torch.allclose(got, c, atol=1e-5) for c in crops)  # a random crop, maybe flipped
+
+
+def test_a_split_smaller_than_one_batch_trains_with_a_batch_as_large_as_the_split(tmp_path):
+    write_tiny_shards(tmp_path / "train", 6)
+    out = tmp_path / "run"
+    args = get_args_parser().parse_args(tiny_args(tmp_path / "train", out, "--epochs-head", "1", "--epochs-full",
+                                                  "0", "--batch-size", "16"))
+    summary = main(args)
+    assert summary["args"]["batch_size"] == 6 and np.isfinite(summary["history"][0]["loss"])
