@@ -34,7 +34,7 @@ import struct
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -125,6 +125,15 @@ class ZipMember(ArchiveMember):
             raise RejectedImage(f"too large: member {self} inflates to over {self.max_bytes} bytes")
         return data
 
+
+
+def _claim(name: str, is_dir: bool, wanted: Collection[str], done: set[str]) -> str | None:
+    """The id of a member that is wanted and not yet taken (marked taken now); None to skip the member."""
+    item_id = member_id(name)
+    if item_id is None or item_id not in wanted or item_id in done or is_dir:
+        return None
+    done.add(item_id)
+    return item_id
 
 def _libdeflate() -> Any:
     try:
@@ -217,10 +226,9 @@ def zip_sources(archive: str | Path, ids: Iterable[str], max_bytes: int = 50 * 2
             raise ArchiveError(f"not a readable zip archive: {archive}: {exc}") from None
     done: set[str] = set()
     for info in sorted(infos, key=lambda i: i.header_offset):
-        item_id = member_id(info.filename)
-        if item_id is None or item_id not in wanted or item_id in done or info.is_dir():
+        item_id = _claim(info.filename, info.is_dir(), wanted, done)
+        if item_id is None:
             continue
-        done.add(item_id)
         problem = _zip_problem(info, archive, max_bytes)
         if problem:
             yield FetchFailure(item_id, problem)
@@ -573,10 +581,9 @@ def seven_zip_sources(archive: str | Path, ids: Iterable[str], needs_data: Needs
                 raise ArchiveError(f"7z archive {paths[0]} is encrypted; extract it with its password first")
             targets: dict[str, tuple[str, Source]] = {}
             for f in sz.files:
-                item_id = member_id(f.filename)
-                if item_id is None or item_id not in wanted or item_id in done or f.is_directory:
+                item_id = _claim(f.filename, f.is_directory, wanted, done)
+                if item_id is None:
                     continue
-                done.add(item_id)
                 problem = _seven_zip_problem(f, archive, max_bytes)
                 if problem:
                     yield FetchFailure(item_id, problem)
