@@ -27,7 +27,7 @@ from PIL import Image
 
 from critic.neardup import perceptual_hash
 from nima_train.calibration import Calibration
-from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_checkpoint
+from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_state
 from nima_train.imaging import CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
 from nima_train.model import NIMA, score_moments
 from nima_train.regular_files import NotRegularFile, read_regular_file
@@ -228,7 +228,7 @@ class Critic:
             trained_with = state.get("args") or {}
             image_size = int(trained_with.get("crop") or 224)
             resize = resize or int(trained_with.get("resize") or 256)
-        return cls(model_from_checkpoint(path), image_size=image_size, resize=resize,
+        return cls(model_from_state(state, path), image_size=image_size, resize=resize,
                    calibration=calibration_of(state), **kwargs)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -56,7 +56,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> NIMA:
     """A NIMA with the checkpoint's backbone and weights, in eval mode."""
-    state = load_checkpoint(path, map_location)
+    return model_from_state(load_checkpoint(path, map_location), path)
+
+
+def model_from_state(state: dict[str, Any], path: str | Path) -> NIMA:
+    """model_from_checkpoint for a checkpoint already loaded (its args or calibration read too): one read."""
     args = state.get("args") or {}
     if "model" not in state or not isinstance(args, dict) or "backbone" not in args:
         raise NotACheckpoint(f"{path} is not a NIMA checkpoint (needs 'model' and args.backbone)")

@@ -22,7 +22,7 @@ from torch import nn
 
 from nima_train.arguments import Parser, existing_file, folder, positive_int, torch_device
 from nima_train.calibration import Calibration
-from nima_train.checkpoint import NotACheckpoint, calibration_of, load_checkpoint, model_from_checkpoint
+from nima_train.checkpoint import NotACheckpoint, calibration_of, load_checkpoint, model_from_state
 from nima_train.data import PIPE_FLAG, ShardURLRefused, batch_to_device, resolve_shards, split_loader
 from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
@@ -65,7 +65,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: list[str | Path], batch_si
     (nima_train.data.resolve_shards)."""
     state = load_checkpoint(checkpoint)
     trained_with, calibration = state.get("args") or {}, calibration_of(state)
-    model = model_from_checkpoint(checkpoint).to(device)
+    model = model_from_state(state, checkpoint).to(device)
     loader = split_loader(  # the reader and transforms training used
         resolve_shards(data, allow_pipe).urls, train=False, crop=crop or int(trained_with.get("crop", 224)),
         resize=resize or int(trained_with.get("resize", 256)), batch_size=batch_size, workers=workers)
