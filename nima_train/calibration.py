@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -68,13 +69,18 @@ class Calibration:
         out = np.where(m > x[-1], y[-1] + (m - x[-1]) * self.slope_high, out)
         return np.clip(out, *SCORE_RANGE)
 
-    def percentile(self, calibrated: Any) -> np.ndarray:
-        """Where calibrated means fall among the fitting split's, 0..100 (non-decreasing in the mean)."""
+    @cached_property
+    def _percentile_knots(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct quantile values and their positions (0..100), computed once, not per scored batch."""
         q = np.asarray(self.quantiles)
         positions = np.linspace(0.0, 100.0, len(q))
         # Tied quantiles (many equal values) share the middle of their positions, so the map is a function.
         values, inverse = np.unique(q, return_inverse=True)
-        middle = np.bincount(inverse, weights=positions) / np.bincount(inverse)
+        return values, np.bincount(inverse, weights=positions) / np.bincount(inverse)
+
+    def percentile(self, calibrated: Any) -> np.ndarray:
+        """Where calibrated means fall among the fitting split's, 0..100 (non-decreasing in the mean)."""
+        values, middle = self._percentile_knots
         c = np.asarray(calibrated, dtype=np.float64)
         if len(values) == 1:
             return np.where(c < values[0], 0.0, np.where(c > values[0], 100.0, middle[0]))
