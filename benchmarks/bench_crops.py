@@ -162,15 +162,21 @@ def materialize_ava(root: Path, photos: list[Path], label: str, dagster_home: Pa
     return seconds
 
 
-def end_to_end(root: Path, n: int, size: tuple[int, int] | None, workers: int, repeats: int) -> None:
-    from pipelines.instance import prepare_instance
-
+def generated_photos(root: Path, n: int, size: tuple[int, int] | None, workers: int) -> list[Path]:
+    """The benchmark's photos under root/src (generated once, in parallel), with how long that took."""
     src = root / "src"
     src.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    paths = generate_parallel(src, n, size, workers)
-    print(f"{len(paths)} JPEGs (q90, {'x'.join(map(str, size)) if size else '640x480..1024x768'}) ready in "
+    photos = generate_parallel(src, n, size, workers)
+    print(f"{len(photos)} JPEGs (q90, {'x'.join(map(str, size)) if size else '640x480..1024x768'}) ready in "
           f"{time.perf_counter() - t0:.0f}s")
+    return photos
+
+
+def end_to_end(root: Path, n: int, size: tuple[int, int] | None, workers: int, repeats: int) -> None:
+    from pipelines.instance import prepare_instance
+
+    paths = generated_photos(root, n, size, workers)
     for p in paths:  # page cache: neither side pays for the disk
         p.read_bytes()
     dagster_home = prepare_instance(root / "dagster")
@@ -234,12 +240,7 @@ def _ingest_seconds(root: Path, raw: Path, mode: str, source: Path | None, worke
 
 def archives_bench(root: Path, n: int, size: tuple[int, int] | None, workers: int, repeats: int,
                    sevenz: bool) -> None:
-    src = root / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    photos = generate_parallel(src, n, size, workers)
-    print(f"{len(photos)} JPEGs (q90, {'x'.join(map(str, size)) if size else '640x480..1024x768'}) ready in "
-          f"{time.perf_counter() - t0:.0f}s")
+    photos = generated_photos(root, n, size, workers)
     raw = root / "raw"
     if not (raw / "ava" / "AVA.txt").is_file():
         write_ava_drop(raw, photos)
