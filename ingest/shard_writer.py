@@ -323,11 +323,7 @@ def write_shard(
         sha256=out.sha.hexdigest(),
         fingerprint=content,
     )
-    try:
-        publish(tmp, tar_path, fsync=True)
-    except BaseException:  # fsync fails on a full disk as well: the temporary must not stay behind
-        tmp.unlink(missing_ok=True)
-        raise
+    publish(tmp, tar_path, fsync=True)
     _write_sidecar(tar_path, written, info)
     return info, failures
 

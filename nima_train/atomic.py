@@ -27,15 +27,20 @@ def temp_path(dest: str | Path) -> Path:
 
 
 def publish(tmp: str | Path, dest: str | Path, fsync: bool = False) -> None:
-    """Move a finished temporary file onto dest in one step."""
+    """Move a finished temporary file onto dest in one step; the temporary is removed if that fails (fsync fails
+    on a full disk as well), so no caller leaves it behind."""
     dest = Path(dest)
-    if fsync:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    os.replace(tmp, dest)
+    try:
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     if fsync:
         try:
             dir_fd = os.open(dest.parent, os.O_RDONLY)
