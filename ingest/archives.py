@@ -25,6 +25,7 @@ climb with `..` are `unsafe path` failures, links and other non-files are failur
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import queue
@@ -421,7 +422,7 @@ def volumes(source: Path) -> list[Path]:
     base = source.with_name(match.group("base")) if match else source
     width = len(match.group("num")) if match else 3
     numbered = {}
-    for path in base.parent.glob(f"{glob_escape(base.name)}.*"):
+    for path in base.parent.glob(f"{glob.escape(base.name)}.*"):
         m = _VOLUME.match(path.name)
         if m and m.group("base") == base.name and len(m.group("num")) == width:
             numbered[int(m.group("num"))] = path
@@ -432,10 +433,6 @@ def volumes(source: Path) -> list[Path]:
         raise ArchiveError(f"7z volume {base.name}.{missing[0]:0{width}d} is missing ({len(numbered)} volumes "
                            f"found, up to .{max(numbered):0{width}d})")
     return [numbered[n] for n in sorted(numbered)]
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 class _Volumes(io.RawIOBase):
