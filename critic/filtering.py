@@ -53,7 +53,7 @@ class FilterResult:
 
 def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResult:
     """A decision with its reason for every item, in the items' order of first appearance."""
-    from critic.neardup import clusters, keep_best
+    from critic.neardup import best_of, clusters
 
     result = FilterResult({i.source: ("skipped", i.error) for i in items if i.error})
     scored = [i for i in items if i.score]
@@ -66,13 +66,11 @@ def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResul
     kept = passing
     if settings.dedupe and passing:
         groups = clusters(len(passing), duplicate_pairs(passing, settings))
-        best = keep_best(groups, [i.score.mean for i in passing])
-        for group in groups:
-            winner = next(g for g in group if g in best)
-            for g in group:
-                if g != winner:
-                    result.decisions[passing[g].source] = ("dropped", f"near-duplicate of {passing[winner].source}")
-        kept = [passing[k] for k in best]
+        winners = best_of(groups, [i.score.mean for i in passing])
+        for k, winner in winners.items():
+            if k != winner:
+                result.decisions[passing[k].source] = ("dropped", f"near-duplicate of {passing[winner].source}")
+        kept = [i for k, i in enumerate(passing) if winners.get(k, k) == k]
     for i in kept:
         result.decisions[i.source] = ("kept", f"score {settings.value(i.score):.2f}")
     result.kept = kept
