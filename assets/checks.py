@@ -10,7 +10,7 @@ import duckdb
 from assets.evaluation import PROMOTED_EVAL
 from assets.resources import StorageResource, WarehouseResource
 from assets.versions import latest_data_version
-from warehouse.models import eval_report
+from warehouse.models import eval_report, get_model
 from warehouse.models_lookup import PRODUCTION, promoted_version
 
 
@@ -51,7 +51,9 @@ def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None
         return dg.AssetCheckResult(passed=True, metadata=meta, description=(
             f"production {production} SRCC on {dataset}/{split} is {production_srcc}: nothing to compare with"))
     srcc_passed = candidate_srcc >= production_srcc - margin
-    mae_key, candidate_mae, production_mae = mae_to_compare(new, base)
+    mae_key, candidate_mae, production_mae = mae_to_compare(
+        new, base, both_cross_validated=calibration_cross_validated(conn, version)
+        and calibration_cross_validated(conn, production))
     meta.update({"mae_compared": mae_key, "candidate_mae": _number(candidate_mae),
                  "production_mae": _number(production_mae), "mae_margin": mae_margin})
     mae_passed = not (_finite(candidate_mae) and _finite(production_mae)) or (
@@ -68,13 +70,22 @@ def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None
                                + "; ".join(reasons))
 
 
-def mae_to_compare(candidate: dict, production: dict) -> tuple[str, float | None, float | None]:
-    """Calibrated MAE on both sides when both have one, else raw MAE on both (never calibrated against raw,
-    which would credit the candidate with the calibration alone)."""
+def mae_to_compare(candidate: dict, production: dict,
+                   both_cross_validated: bool) -> tuple[str, float | None, float | None]:
+    """Calibrated MAE on both sides when both have a calibration chosen by cross-validation (one that cannot be
+    worse than the raw mean by construction), else raw MAE on both: never calibrated against raw, which would
+    credit the candidate with the calibration alone, nor a map that could widen the error."""
     key = "mae_mean_calibrated"
-    if candidate.get(key) is None or production.get(key) is None:
+    if not both_cross_validated or candidate.get(key) is None or production.get(key) is None:
         key = "mae_mean"
     return key, candidate.get(key), production.get(key)
+
+
+def calibration_cross_validated(conn: duckdb.DuckDBPyConnection, version: str) -> bool:
+    """Whether the model card of `version` records a calibration whose method cross-validation chose."""
+    row = get_model(conn, version)
+    fitted = (row.config.get("calibration") or {}) if row else {}
+    return bool((fitted.get("map") or {}).get("selection"))
 
 
 def _finite(value: float | None) -> bool:

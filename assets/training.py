@@ -123,9 +123,10 @@ def _calibration_metadata(fitted: dict[str, Any] | None) -> dict[str, Any]:
     """What the run's calibration did on the validation split (nima_train.train.fit_val_calibration)."""
     if not fitted:
         return {"calibration": "none (no validation split)"}
-    if fitted["method"] == "none":
+    if "map" not in fitted:  # too few validation samples to fit anything
         return {"calibration": f"none ({fitted['reason']}: {fitted['n']})"}
-    return {"calibration": f"{fitted['method']}, fitted on {fitted['n']} {fitted['split']} samples",
+    return {"calibration": f"{fitted['method']}, chosen on {fitted['n']} {fitted['split']} samples "
+                           f"({fitted['reason']})",
             **{f"val_{k}": float(fitted[k]) for k in ("mae_mean", "mae_mean_calibrated", "spread_ratio",
                                                        "spread_ratio_calibrated", "srcc_mean_calibrated")}}
 

@@ -7,7 +7,7 @@ trained with (its args "crop" and "resize"; 224/256 when absent). One forward pa
 gives the score histogram, its mean and std, and the pooled features used to
 find near-duplicates. A checkpoint trained with a validation split carries a
 calibration (nima_train.calibration): the critic then also reports the calibrated
-mean, on the human scale, and its percentile among the validation split's. Without
+mean, on the human scale, and the percentile of its mean among the validation split's. Without
 one the calibrated mean is the mean and the percentile is unknown (None).
 
     critic = Critic.from_checkpoint("models/nima_color/abc123/model.pt")
@@ -55,7 +55,7 @@ class Score:
     std: float
     histogram: tuple[float, ...]  # probabilities of the scores 1..10
     calibrated_mean: float | None = None  # on the human scale; the mean itself for a model without calibration
-    percentile: float | None = None  # 0..100 among the calibration split's calibrated means; None without one
+    percentile: float | None = None  # 0..100: where the mean falls among the calibration split's; None without one
 
     def __post_init__(self) -> None:
         if self.calibrated_mean is None:
@@ -247,7 +247,7 @@ class Critic:
         if self.calibration is not None:
             cm = self.calibration.apply(mean.double().numpy())
             calibrated = torch.from_numpy(cm).float()
-            percentile = torch.from_numpy(self.calibration.percentile(cm)).float()
+            percentile = torch.from_numpy(self.calibration.percentile(mean.double().numpy())).float()
         return ScoredBatch(probs.float().cpu(), mean, std.float().cpu(), features.float().cpu(), calibrated,
                            percentile)
 

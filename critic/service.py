@@ -562,8 +562,9 @@ def openapi_schema(limits: Limits) -> dict:
                           "mean": {"type": "number", "description": "mean of the model's own distribution"},
                           "calibrated_mean": {"type": "number", "description": "on the human scale (the mean "
                                               "itself for a model without calibration)"},
-                          "percentile": {"type": ["number", "null"], "description": "0..100 among the "
-                                         "calibration split's calibrated means; null without a calibration"},
+                          "percentile": {"type": ["number", "null"], "description": "0..100: where the "
+                                         "mean falls among the validation split's; the full-range score to "
+                                         "threshold; null without a calibration"},
                           "std": {"type": "number"},
                           "histogram": {"type": "array", "items": {"type": "number"}, "minItems": 10,
                                         "maxItems": 10, "description": "probabilities of the scores 1..10"}}},

@@ -290,7 +290,8 @@ def fit_val_calibration(pred: torch.Tensor, target: torch.Tensor,
     cal = fit_calibration(pm.numpy(), tm.numpy(), split="val")
     m = compute_metrics(pred, target, calibration=cal).as_dict()
     keys = ("srcc_mean", "mae_mean", "rmse_mean", "spread_ratio")
-    effect = {"method": cal.method, "split": cal.split, "n": cal.n,
+    effect = {"method": cal.method, "split": cal.split, "n": cal.n, "reason": cal.selection["reason"],
+              "cv_mae": cal.selection["cv_mae"],
               **{k: m[k] for k in keys}, **{f"{k}_calibrated": m[f"{k}_calibrated"] for k in keys},
               "map": cal.as_dict()}
     log(f"calibration: {cal.describe()}; val SRCC {m['srcc_mean']:.3f} -> {m['srcc_mean_calibrated']:.3f}, "

@@ -284,9 +284,11 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold-on", choices=("calibrated_mean", "mean"), default="calibrated_mean",
                    help="the score --min-score and --top-fraction compare (a model without calibration: the mean)")
     p.add_argument("--min-percentile", type=finite_float(0, 100), default=None,
-                   help="keep images at or above this percentile of the model's validation split (0..100)")
+                   help="keep images at or above this percentile of the model's validation split (0..100): the"
+                   " full-range score to threshold, the same share on every model")
     p.add_argument("--top-fraction", type=finite_float(0, 1, lo_open=True), default=None,
-                   help="keep the best F (0 < F <= 1) of the images being filtered")
+                   help="keep the best F (0 < F <= 1) of the images being filtered (by rank; for a share of the"
+                   " validation split's standard use --min-percentile)")
     p.add_argument("--copy-to", type=folder, default=None, help="copy the kept files into this folder")
     p.add_argument("--dedupe", action="store_true", help="keep only the best image of each near-duplicate group")
     p.add_argument("--dedupe-by", choices=("features", "phash", "both"), default="both",

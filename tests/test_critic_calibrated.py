@@ -37,7 +37,7 @@ def _run(case: dict, capsys, monkeypatch, *argv: str) -> dict:
 
 def test_a_calibrated_model_reports_calibrated_means_and_percentiles_that_rise_with_them(case, capsys, monkeypatch):
     doc = _run(case, capsys, monkeypatch, "score", str(case["folder"]))
-    assert doc["calibration"] == "linear calibration fitted on 500 val samples"
+    assert doc["calibration"] == stretching_calibration().describe()
     results = doc["results"]
     assert len(results) == 12
     cal = stretching_calibration()

@@ -43,12 +43,15 @@ def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evalua
     assert hashlib.sha256((model_dir / "model.pt").read_bytes()).hexdigest()[:12] == version
     assert card["code_version"] == "nima-train-1" and card["parent_version"] is None
     assert card["hyperparameters"]["crop"] == 32 and len(card["history"]) == 2
-    # Trained with a validation split: the checkpoint and the card carry its calibration (24 samples: linear).
+    # Trained with a validation split: the checkpoint and the card carry its calibration, its method chosen by
+    # cross-validation on 24 samples (too few for isotonic), with each candidate's error and the reason.
     stored = torch.load(model_dir / "model.pt", weights_only=True)["calibration"]
     assert card["calibration"]["map"] == stored
     fitted = card["calibration"]
-    assert (fitted["method"], fitted["split"], fitted["n"]) == ("linear", "val", 24)
-    assert train_meta.metadata["calibration"].value == "linear, fitted on 24 val samples"
+    assert (fitted["split"], fitted["n"]) == ("val", 24) and fitted["method"] in ("none", "linear", "shift")
+    assert set(fitted["cv_mae"]) == {"none", "linear"} and stored["selection"]["folds"] == 5
+    assert train_meta.metadata["calibration"].value == (f"{fitted['method']}, chosen on 24 val samples "
+                                                        f"({fitted['reason']})")
     assert train_meta.metadata["val_mae_mean_calibrated"].value == fitted["mae_mean_calibrated"]
     with connect(home / "warehouse.duckdb", read_only=True) as conn:
         row = conn.execute("SELECT name, checkpoint_path FROM models WHERE version = ?", [version]).fetchone()
@@ -58,16 +61,19 @@ def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evalua
     assert row == ("nima_ava", f"models/nima_ava/{version}/model.pt")
     assert report[0] == 12 and all(v is not None for v in report[2:])
     assert (home / "reports" / version / "ava-test" / "reliability.png").exists()
-    assert "linear calibration fitted on 24 val samples" in (home / "reports" / version / "ava-test" /
-                                                            "report.md").read_text()
+    assert f"{fitted['method']} calibration fitted on 24 val samples (chosen by 5-fold cross-validation" in (
+        home / "reports" / version / "ava-test" / "report.md").read_text()
     eval_meta = result.asset_materializations_for_node("eval_nima_ava")[0].metadata
     assert "data:image/png;base64," in eval_meta["report"].value
 
 
-def _model(conn, version: str, srcc: float | None, checkpoint: str | None = None, **metrics: float) -> None:
-    """A recorded nima_color version, with a kuler/test report unless srcc is None."""
+def _model(conn, version: str, srcc: float | None, checkpoint: str | None = None, cross_validated: bool = True,
+           **metrics: float) -> None:
+    """A recorded nima_color version, with a kuler/test report unless srcc is None; its card records a
+    calibration chosen by cross-validation unless told otherwise."""
+    card = {"calibration": {"map": {"selection": {"folds": 5, "chosen": "linear"}}}} if cross_validated else {}
     record_model(conn, ModelRow(version, "nima_color", None, checkpoint or f"models/nima_color/{version}/model.pt",
-                                version * 2, {}))
+                                version * 2, card))
     if srcc is not None:
         record_eval_report(conn, version, "kuler", "test", {
             "n": 10, "binary_accuracy": 0.8, "exact_accuracy": 0.5, "lcc_mean": srcc, "srcc_mean": srcc,
@@ -106,6 +112,16 @@ def test_promotion_gate_compares_raw_mae_when_production_has_no_calibration(tmp_
         set_alias(conn, "aaaaaaaaaaaa")
         # Its calibrated MAE (0.3) would pass against production's raw 0.7; its own raw MAE does not.
         _model(conn, "bbbbbbbbbbbb", 0.60, mae_mean=0.90, mae_mean_calibrated=0.30)
+        check = compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02, mae_margin=0.05)
+        assert not check.passed and check.metadata["mae_compared"].value == "mae_mean"
+
+
+def test_promotion_gate_compares_raw_mae_when_a_calibration_was_not_chosen_by_cross_validation(tmp_path):
+    with connect(tmp_path / "w.duckdb") as conn:
+        # Production's calibration predates cross-validation: its calibrated MAE may be worse than its raw one.
+        _model(conn, "aaaaaaaaaaaa", 0.60, cross_validated=False, mae_mean=0.70, mae_mean_calibrated=0.90)
+        set_alias(conn, "aaaaaaaaaaaa")
+        _model(conn, "bbbbbbbbbbbb", 0.60, mae_mean=0.80, mae_mean_calibrated=0.72)
         check = compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02, mae_margin=0.05)
         assert not check.passed and check.metadata["mae_compared"].value == "mae_mean"
 
