@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.settings import FORWARD_BATCH, SEED
 
-MIN_SCORE = Range(0.0, 10.0, "scores lie within 1..10")
+MIN_SCORE = Range(0.0, 10.0, "the score scale is 1..10; 0 keeps every sample")
 SIMILARITY = Range(0.0, 1.0, "a cosine of pooled features; at 0 everything is a near-duplicate", lo_open=True)
 MAX_HAMMING = Range(0, 64, "bits of a 64-bit perceptual hash")
 # Rendered designs, px: the renderer draws the whole picture in memory, and past 4096 a typo asks for gigabytes.

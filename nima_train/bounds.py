@@ -26,7 +26,13 @@ WHY = "range_reason"
 
 
 def _num(value: float) -> str:
-    return f"{value:g}" if isinstance(value, float) else f"{value:_}".replace("_", " ")
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value >= 2**16 and value & (value - 1) == 0:  # byte counts: 2**30 reads better than 1_073_741_824
+        return f"2**{value.bit_length() - 1}"
+    if value >= 2**16 and value & (value + 1) == 0:  # and 2**31-1 better than 2_147_483_647
+        return f"2**{value.bit_length()}-1"
+    return f"{value:_}" if value >= 10_000 else str(value)
 
 
 @dataclass(frozen=True)
