@@ -380,7 +380,7 @@ def read_names(ava_dir: Path) -> tuple[dict[str, list[tuple[int, str]]], list[wh
         rows: list[tuple[int, str]] = []
         if os.path.lexists(path):
             try:
-                rows, bad = parse_names(under_root(ava_dir, file, file))
+                rows, bad = parse_names(under_root(ava_dir, file, ""))
             except OutsideRoot as exc:  # a link out of the drop: never read, so nothing of it is shown
                 bad = [wh.RejectRow(file, NAMES_STAGE, f"unsafe path: {exc}")]
             except OSError as exc:  # a FIFO, a directory, a broken link, no permission: the names are unknown
