@@ -35,8 +35,9 @@ START, END = "<!-- config-ranges:start -->", "<!-- config-ranges:end -->"
 
 
 def config_classes() -> dict[str, type[dg.Config]]:
-    """Every config class a step (asset or asset check) of the code location takes, by class name."""
-    found = {}
+    """Every config class a step (asset or asset check) of the code location takes, and every resource class it
+    binds, by class name."""
+    found = {type(r).__name__: type(r) for r in defs.resources.values()}
     for job in defs.resolve_all_job_defs():
         for node in job.all_node_defs:
             fn = getattr(getattr(node, "compute_fn", None), "decorated_fn", None)
@@ -139,7 +140,7 @@ def test_the_code_location_has_configs_with_numbers_to_check():
             "DownloadConfig.files[].size", "CurationConfig.min_score"} <= names
     assert {"AvaConfig", "SacConfig", "KulerConfig", "ShardsConfig", "TrainConfig", "SacTrainConfig",
             "ColorTrainConfig", "EvalConfig", "CriticEvolutionConfig", "CurationConfig", "PromotionConfig",
-            "LeakageConfig", "DownloadConfig"} <= set(config_classes())
+            "LeakageConfig", "DownloadConfig", "WarehouseResource"} <= set(config_classes())
 
 
 @pytest.mark.parametrize("field", ALL_FIELDS, ids=[f"{f.config.__name__}.{f.name}" for f in ALL_FIELDS])
@@ -201,19 +202,25 @@ def test_the_command_line_flag_refuses_exactly_what_the_config_field_refuses(con
     assert len(shared) >= 3
     for field in shared:
         parse = flags[field.path[0]].type
-        inside, outside = probes(field.range())
-        for value in inside + outside:
-            try:
-                field.config(**field.config_with(value))
-                config_takes = True
-            except ValidationError:
-                config_takes = False
-            try:
-                parse(str(field.kind(value)) if math.isfinite(value) else str(value))
-                flag_takes = True
-            except argparse.ArgumentTypeError:
-                flag_takes = False
-            assert flag_takes == config_takes, f"{config}.{field.name} = {value}: flag {flag_takes}, config {config_takes}"
+        for value in sum(probes(field.range()), []):
+            takes = _config_takes(field, value), _flag_takes(parse, field, value)
+            assert takes[0] == takes[1], f"{config}.{field.name} = {value}: config, flag take it: {takes}"
+
+
+def _config_takes(field: NumericField, value: float) -> bool:
+    try:
+        field.config(**field.config_with(value))
+    except ValidationError:
+        return False
+    return True
+
+
+def _flag_takes(parse, field: NumericField, value: float) -> bool:
+    try:
+        parse(str(field.kind(value)) if math.isfinite(value) else str(value))
+    except argparse.ArgumentTypeError:
+        return False
+    return True
 
 
 def ranges_table() -> str:
