@@ -185,9 +185,10 @@ class ImageSources:
             path = self.root / c.path
             if os.path.lexists(path):
                 try:
-                    yield c, str(under_root(root, c.path, "")), str(path)
+                    located: str | RejectedImage = str(under_root(root, c.path, ""))
                 except OutsideRoot as exc:
-                    yield c, RejectedImage(f"unsafe path: {exc} (link)"), str(path)
+                    located = RejectedImage(f"unsafe path: {exc} (link)")
+                yield c, located, str(path)
             else:
                 wanted.setdefault(TAR_PREFIX + str(PurePosixPath(c.path)), []).append(c)
         for tar_path in self.tars:
