@@ -10,10 +10,20 @@ from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.archives import ArchiveError, ParquetColumns
-from ingest.ava import ACQUISITIONS, ARCHIVE_ACQUISITIONS, DEFAULT_TEST_LIST, AvaReport, AvaSettings, ingest_ava
+from ingest.ava import (
+    ACQUISITIONS,
+    ARCHIVE_ACQUISITIONS,
+    DEFAULT_TEST_LIST,
+    AvaReport,
+    AvaSettings,
+    ListFileError,
+    ingest_ava,
+)
 from ingest.crops import CropSpec
 from ingest.fetch import HttpOptions
 from nima_train.atomic import write_atomic
+from nima_train.bounds import config_field
+from nima_train.regular_files import OutsideRoot
 
 
 class AvaConfig(dg.Config):
@@ -31,16 +41,16 @@ class AvaConfig(dg.Config):
                                    " struct fields as image.path")
     parquet_image_column: str = Field("image", description="parquet: column with the encoded image bytes, or a"
                                       " struct with a `bytes` field (Hugging Face's Image)")
-    crop_size: int = 256
+    crop_size: int = config_field(CropSpec, "size", "side of the square crop, px")
     crop_mode: str = Field("center", description="center: centred square; squash: whole frame resized")
-    min_side: int = Field(32, description="sources whose short side is under this are rejected")
+    min_side: int = config_field(CropSpec, "min_side", "sources whose short side is under this are rejected")
     test_list: str = Field(DEFAULT_TEST_LIST, description="file under ava/aesthetics_image_lists/ naming test ids")
     train_list: str = Field("", description="e.g. animal_train.jpgl; empty: every id not in test_list is train/val")
-    http_concurrency: int = 8
-    http_timeout_s: float = 30.0
-    http_retries: int = 3
-    max_bytes: int = Field(50 * 2**20, description="largest source file accepted from an archive or http")
-    workers: int = Field(0, description="crop processes; 0 = all cores")
+    http_concurrency: int = config_field(HttpOptions, "concurrency", "http: requests in flight")
+    http_timeout_s: float = config_field(HttpOptions, "timeout_s", "http: seconds one request may stall")
+    http_retries: int = config_field(HttpOptions, "retries", "http: further tries after a failure that may pass")
+    max_bytes: int = config_field(HttpOptions, "max_bytes", "largest source file accepted from an archive or http")
+    workers: int = config_field(AvaSettings, "workers", "crop processes; 0 = all cores")
 
     def settings(self) -> AvaSettings:
         if self.acquisition not in ACQUISITIONS:
@@ -102,7 +112,9 @@ def ava_images(
         try:
             report = ingest_ava(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
                                 context.log.info)
-        except ArchiveError as exc:  # the archive as a whole: nothing was changed, and the message says what to do
+        # The archive as a whole, or an image list the config names: nothing was changed, and the one-line message
+        # names the file and what to do, never what the file holds.
+        except (ArchiveError, ListFileError, OutsideRoot) as exc:
             raise dg.Failure(description=f"ava: {exc}") from None
         if report.preview_png:
             write_atomic(preview_path, report.preview_png)

@@ -10,13 +10,17 @@ import duckdb
 from assets.evaluation import PROMOTED_EVAL
 from assets.resources import StorageResource, WarehouseResource
 from assets.versions import latest_data_version
+from nima_train.bounds import Range, ranged_field
 from warehouse.models import eval_report, get_model
 from warehouse.models_lookup import PRODUCTION, promoted_version
 
 
 class PromotionConfig(dg.Config):
-    margin: float = 0.02  # how much lower SRCC (of the mean score) than production still gets promoted
-    mae_margin: float = 0.05  # how much higher calibrated MAE (score units) than production still gets promoted
+    margin: float = ranged_field(0.02, Range(0.0, 1.0, "SRCC is at most 1: a margin of 1 promotes any model"),
+                                 "how much lower SRCC (of the mean score) than production still gets promoted")
+    mae_margin: float = ranged_field(0.05, Range(0.0, 9.0, "scores lie within 1..10, so no MAE exceeds 9"),
+                                     "how much higher calibrated MAE (score units) than production still gets "
+                                     "promoted")
 
 
 def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None, dataset: str, split: str,
@@ -107,7 +111,8 @@ def nima_color_not_worse_than_production(context: dg.AssetCheckExecutionContext,
 
 
 class LeakageConfig(dg.Config):
-    max_pairs: int = 0  # (val or test, train) near-duplicate pairs tolerated before training is blocked
+    max_pairs: int = ranged_field(0, Range(0, 1_000_000, "the check's metadata lists every pair it tolerates"),
+                                  "(val or test, train) near-duplicate pairs tolerated before training is blocked")
 
 
 def leakage_result(report, max_pairs: int, model_version: str | None = None,

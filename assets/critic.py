@@ -7,15 +7,17 @@ import dagster as dg
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from critic.settings import EvolveSettings
+from nima_train.bounds import config_field
 from warehouse.models_lookup import PRODUCTION
 
 
 class CriticEvolutionConfig(dg.Config):
     model: str = PRODUCTION  # an alias or a version from the `models` table
     shape: str = "heart"  # heart, star, kite (trapezoid) or landscape
-    rounds: int = 4
-    batch: int = 8
-    seed: int = 0
+    rounds: int = config_field(EvolveSettings, "rounds", "rounds of mutation and scoring", 4)
+    batch: int = config_field(EvolveSettings, "batch", "variants mutated from the parent each round", 8)
+    seed: int = config_field(EvolveSettings, "seed", "seeds the first design and every mutation")
 
 
 # production_model (group evaluation) sets the 'production' alias after the blocking accuracy check passed:

@@ -11,6 +11,8 @@ import dagster as dg
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from critic.settings import CurateSettings
+from nima_train.bounds import config_field
 from nima_train.shard_format import INDEX_NAME
 from warehouse.models_lookup import PRODUCTION
 
@@ -20,12 +22,14 @@ class CurationConfig(dg.Config):
     shards: list[str] = []
     allow_pipe: bool = False  # pipe: URLs run a shell command: only when the operator says so
     model: str = PRODUCTION  # an alias or a version from the `models` table
-    min_score: float | None = None  # on the calibrated mean when the model has a calibration, else the mean
+    min_score: float | None = config_field(CurateSettings, "min_score", "on the calibrated mean when the model "
+                                                                        "has a calibration, else the mean")
     dedupe: bool = True
-    similarity: float = 0.95
-    max_hamming: int = 6
-    workers: int = 2
-    batch_size: int = 64
+    similarity: float = config_field(CurateSettings, "similarity", "cosine of pooled features that makes a "
+                                                                   "near-duplicate")
+    max_hamming: int = config_field(CurateSettings, "max_hamming", "perceptual-hash bits that may differ")
+    workers: int = config_field(CurateSettings, "workers", "DataLoader processes decoding shards", 2)
+    batch_size: int = config_field(CurateSettings, "batch_size", "samples per forward pass")
 
 
 def default_shards(shards_root: Path) -> list[str]:
@@ -47,7 +51,7 @@ def curated_corpus(
         raise dg.Failure(description=f"no shards to curate: none under {storage.shards_dir()} and none configured")
     found = warehouse.model_for(storage.home_path, config.model, "curation")
     # torch is imported here, in the step, never when the code location loads.
-    from critic.curate import CurateSettings, curate, describe_failures
+    from critic.curate import curate, describe_failures
     from critic.curation_report import write_report
     from critic.scoring import Critic
     from nima_train.data import ShardURLRefused

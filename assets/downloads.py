@@ -11,13 +11,13 @@ from pydantic import Field
 from assets.resources import StorageResource
 from ingest.archives import ArchiveError, place_ava_texts
 from ingest.download import (
-    DEFAULT_MAX_BYTES,
     DownloadError,
     DownloadSettings,
     check_drop_name,
     download,
     public_url,
 )
+from nima_train.bounds import config_field
 
 # A download is I/O only and imports nothing heavy: pipelines/executor.py runs it in the run's own process beside
 # the one stage step it feeds (`--select group:ava` stays a run without step subprocesses).
@@ -27,7 +27,7 @@ LIGHT = {"aesthetic/step": "light"}
 class DownloadFile(dg.Config):
     url: str = Field(description="https URL (a Hugging Face resolve/ URL works as is)")
     sha256: str = Field("", description="expected SHA-256 (hex); empty: computed and recorded")
-    size: int = Field(0, description="expected bytes; 0: not checked")
+    size: int = config_field(DownloadSettings, "size", "expected bytes; 0: not checked")
     filename: str = Field("", description="name under the drop folder; empty: the URL's last path part")
 
 
@@ -37,14 +37,15 @@ class DownloadConfig(dg.Config):
 
     url: str = Field("", description="https URL of the file; empty: nothing to download")
     sha256: str = ""
-    size: int = 0
+    size: int = config_field(DownloadSettings, "size", "expected bytes; 0: not checked")
     filename: str = ""
     files: list[DownloadFile] = Field(default_factory=list, description="further files: url, sha256, size, filename")
-    max_bytes: int = Field(DEFAULT_MAX_BYTES, description="largest body accepted, per file")
+    max_bytes: int = config_field(DownloadSettings, "max_bytes", "largest body accepted, per file")
     token_env: str = Field("", description="environment variable with a bearer token; empty: HF_TOKEN for "
                                            "huggingface.co URLs, none elsewhere")
-    retries: int = Field(5, description="further tries without progress after a failure that may pass")
-    timeout_s: float = 60.0
+    retries: int = config_field(DownloadSettings, "retries", "further tries without progress after a failure "
+                                                            "that may pass")
+    timeout_s: float = config_field(DownloadSettings, "timeout_s", "seconds a connection may stall")
 
     def wanted(self) -> list[DownloadFile]:
         first = [DownloadFile(url=self.url, sha256=self.sha256, size=self.size, filename=self.filename)]

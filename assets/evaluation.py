@@ -13,7 +13,9 @@ import duckdb
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
 from assets.versions import latest_data_version
+from nima_train.bounds import config_field
 from nima_train.runs import CODE_VERSION
+from nima_train.settings import EvalSettings
 from warehouse.models import ModelRow, get_model, latest_model, record_eval_report, set_alias
 
 PROMOTED_MODEL = "nima_color"  # the critic scores designs, so the end of the chain is what gets promoted
@@ -21,7 +23,7 @@ PROMOTED_EVAL = "eval_nima_color"  # its evaluation, gated by the blocking check
 
 
 class EvalConfig(dg.Config):
-    batch_size: int = 64
+    batch_size: int = config_field(EvalSettings, "batch_size", "test images per forward pass")
     device: str = "cpu"
     allow_pipe: bool = False  # `pipe:` URLs in the test shards' index may run shell commands
 

@@ -11,6 +11,7 @@ from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.kuler import KulerSettings, ingest_kuler
+from nima_train.bounds import config_field
 
 
 class KulerConfig(dg.Config):
@@ -19,12 +20,13 @@ class KulerConfig(dg.Config):
     release: str = "2014"  # "2014": themeData.mat + allMTurkRatings.mat; "2011": one file, mean ratings only
     file_2011: str = "mturkData.mat"  # the 2011 file under raw/kuler/: kulerData.mat or mturkData.mat
     mapping: str = "high_spread"  # stars r -> score 2r-1 ("high_spread") or r+2 ("low_spread")
-    swatch_size: int = 256  # side of the square swatch, px
-    softmax_temperature: float = 1.0  # T of histograms.p_softmax = softmax(counts / T)
+    swatch_size: int = config_field(KulerSettings, "swatch_size", "side of the square swatch, px")
+    softmax_temperature: float = config_field(KulerSettings, "temperature",
+                                              "T of histograms.p_softmax = softmax(counts / T)")
     # 2011 only: "two_bin" (100 pseudo-votes on the two bins around the mean) or "normal" (a discretised normal
     # of std_2011 stars around it; None estimates it from 2014 ratings in the drop, else 1.0: docs/kuler.md).
     spread_2011: str = "two_bin"
-    std_2011: float | None = None
+    std_2011: float | None = config_field(KulerSettings, "std_2011", "2011, normal: the spread in stars")
 
     def settings(self) -> KulerSettings:
         return KulerSettings(

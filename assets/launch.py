@@ -12,6 +12,12 @@ from typing import Any
 
 import dagster as dg
 
+from nima_train.bounds import Range, ranged_field
+
+# GPUs one pod asks for, and processes torchrun starts on one node (one per GPU): no node holds more than 16.
+K8S_GPUS = Range(1, 16, "GPUs of one node")
+NPROC = Range(1, 16, "processes on one node, one per GPU")
+
 # TrainConfig fields that older run configs gave at the top level, now under `launch`.
 MOVED_TO_LAUNCH = ("launcher", "k8s_image", "k8s_namespace", "k8s_gpus", "k8s_pvc_claim", "k8s_node_selector",
                    "k8s_tolerations")
@@ -30,7 +36,7 @@ class LaunchConfig(dg.Config):
     launcher: str = "subprocess"  # or "k8s"
     k8s_image: str = "aesthetic-pipeline:latest"
     k8s_namespace: str = "dagster"
-    k8s_gpus: int = 1
+    k8s_gpus: int = ranged_field(1, K8S_GPUS, "GPUs the pod asks for")
     # PersistentVolumeClaim holding $AESTHETIC_HOME, mounted at the same path in the pod: the command line
     # names shards, runs and parent checkpoints by their absolute paths under it. Required with launcher k8s.
     k8s_pvc_claim: str = ""

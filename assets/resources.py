@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 
 from ingest.paths import NoSpaceLeft, Paths
+from nima_train.bounds import Range, ranged_field
 from warehouse.db import connect
 from warehouse.models_lookup import ModelNotFound, ResolvedModel, resolve_model
 
@@ -65,7 +66,8 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse; every connection is short and waits out other writers' locks."""
 
     path: str
-    lock_timeout_s: float = 300.0
+    lock_timeout_s: float = ranged_field(300.0, Range(0.0, 86400.0, "0 tries once; a lock held for a day is stuck"),
+                                         "seconds a connection waits for another writer's lock")
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -14,6 +14,7 @@ from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.crops import CropSpec
 from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
+from nima_train.bounds import config_field
 
 # What the inbox sensor (pipelines/sensors.py) needs of the stage, so the code location imports only assets.
 __all__ = ["INBOX", "inbox_files", "read_snapshot", "sac_snapshot_partitions", "sac_snapshots", "sac_images",
@@ -23,10 +24,11 @@ sac_snapshot_partitions = dg.DynamicPartitionsDefinition(name="sac_snapshots")
 
 
 class SacConfig(dg.Config):
-    temperature: float = 1.0  # p_softmax temperature; 1 reproduces the original notebook's target
-    crop_size: int = 256
+    temperature: float = config_field(SacSettings, "temperature", "p_softmax temperature; 1 reproduces the "
+                                                                  "original notebook's target")
+    crop_size: int = config_field(CropSpec, "size", "side of the square crop, px")
     crop_mode: str = "center"  # or "squash"
-    workers: int = 0  # crop processes; 0 = one per CPU core
+    workers: int = config_field(SacSettings, "workers", "crop processes; 0 = one per CPU core")
 
     def settings(self, snapshots: list[str] | None = None) -> SacSettings:
         return SacSettings(self.temperature, CropSpec(size=self.crop_size, mode=self.crop_mode), self.workers,

@@ -11,14 +11,15 @@ import time
 import dagster as dg
 
 from assets.resources import StorageResource, WarehouseResource
-from ingest.shard_writer import DEFAULT_MAX_BYTES, DEFAULT_MAX_SAMPLES, ShardLimits
+from ingest.shard_writer import ShardLimits
 from ingest.shards import ShardSettings, build_shards
+from nima_train.bounds import config_field
 
 
 class ShardsConfig(dg.Config):
     target: str = "p_normalized"  # or "p_softmax" to reproduce the original notebook's labels
-    max_samples_per_shard: int = DEFAULT_MAX_SAMPLES
-    max_bytes_per_shard: int = DEFAULT_MAX_BYTES
+    max_samples_per_shard: int = config_field(ShardLimits, "max_samples", "samples per tar")
+    max_bytes_per_shard: int = config_field(ShardLimits, "max_bytes", "bytes per tar")
     # Leave out (as rejects) train samples that are near-duplicates of val/test ones; off, the leakage check
     # on this asset blocks training instead.
     drop_cross_split_duplicates: bool = True

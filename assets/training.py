@@ -13,10 +13,18 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.launch import MOVED_TO_LAUNCH, LaunchConfig, Toleration, launch
+from assets.launch import K8S_GPUS, MOVED_TO_LAUNCH, NPROC, LaunchConfig, Toleration, launch
 from assets.resources import StorageResource, WarehouseResource
+from nima_train.bounds import config_field, ranged_field
 from nima_train.runs import CODE_VERSION, TrainingRun, publish_model, run_key, train_command
+from nima_train.settings import TrainSettings
 from warehouse.models import ModelRow, latest_model, record_model
+
+
+def _train_field(name: str, description: str, default: Any) -> Any:
+    """A hyperparameter with the range `python -m nima_train.train` checks its flag against (nima_train/settings.py),
+    and the demo's default."""
+    return config_field(TrainSettings, name, description, default)
 
 
 class TrainConfig(dg.Config):
@@ -30,18 +38,21 @@ class TrainConfig(dg.Config):
     weights: str = "none"  # "imagenet" needs torchvision's weights in the torch cache (no download here)
     loss: str = "paper"
     opt: str = "adam"
-    epochs_head: int = 0
-    epochs_full: int = 12
-    lr_head: float = 1e-3
-    lr_full: float = 1e-3  # from scratch; fine-tuning ImageNet weights wants about 3e-5
-    lr_scale: float = 1.0
-    batch_size: int = 16
-    crop: int = 96
-    resize: int = 108
-    workers: int = 1  # loader processes: each seeds its own sample shuffle, so the count changes the data order
-    nproc: int = 1  # >1: torchrun --nproc-per-node; changes the effective batch (batch_size x nproc)
+    epochs_head: int = _train_field("epochs_head", "phase 1: only the head trains", 0)
+    epochs_full: int = _train_field("epochs_full", "phase 2: the whole network trains", 12)
+    lr_head: float = _train_field("lr_head", "phase 1 rate", 1e-3)
+    lr_full: float = _train_field("lr_full", "phase 2 rate; from scratch; fine-tuning ImageNet weights wants about "
+                                             "3e-5", 1e-3)
+    lr_scale: float = _train_field("lr_scale", "multiplies every rate", 1.0)
+    batch_size: int = _train_field("batch_size", "per process", 16)
+    crop: int = _train_field("crop", "training/eval crop side", 96)
+    resize: int = _train_field("resize", "short side before cropping", 108)
+    workers: int = _train_field("workers", "loader processes: each seeds its own sample shuffle, so the count "
+                                           "changes the data order", 1)
+    nproc: int = ranged_field(1, NPROC, ">1: torchrun --nproc-per-node; changes the effective batch "
+                                        "(batch_size x nproc)")
     device: str = ""  # empty: cuda when available
-    negatives: float = 0.0  # blank and broken renders labelled score 1, as a fraction of the training set
+    negatives: float = _train_field("negatives", "blank and broken renders labelled score 1", 0.0)
     # `pipe:` URLs in the shard indexes run shell commands: only when the operator says so. Not a hyperparameter:
     # it changes where bytes come from, not what the run computes.
     allow_pipe: bool = False
@@ -50,7 +61,7 @@ class TrainConfig(dg.Config):
     launcher: str | None = Field(None, description="moved: use launch.launcher")
     k8s_image: str | None = Field(None, description="moved: use launch.k8s_image")
     k8s_namespace: str | None = Field(None, description="moved: use launch.k8s_namespace")
-    k8s_gpus: int | None = Field(None, description="moved: use launch.k8s_gpus")
+    k8s_gpus: int | None = ranged_field(None, K8S_GPUS, "moved: use launch.k8s_gpus")
     k8s_pvc_claim: str | None = Field(None, description="moved: use launch.k8s_pvc_claim")
     k8s_node_selector: dict[str, str] | None = Field(None, description="moved: use launch.k8s_node_selector")
     k8s_tolerations: list[Toleration] | None = Field(None, description="moved: use launch.k8s_tolerations")
@@ -66,14 +77,15 @@ class TrainConfig(dg.Config):
 
 
 class SacTrainConfig(TrainConfig):
-    epochs_full: int = 1
-    lr_scale: float = 0.5
+    epochs_full: int = _train_field("epochs_full", "phase 2: the whole network trains", 1)
+    lr_scale: float = _train_field("lr_scale", "multiplies every rate: fine-tuning halves them", 0.5)
 
 
 class ColorTrainConfig(TrainConfig):
-    epochs_full: int = 7
-    lr_scale: float = 0.5
-    negatives: float = 0.1  # blank white and broken renders labelled score 1, as the notebook did
+    epochs_full: int = _train_field("epochs_full", "phase 2: the whole network trains", 7)
+    lr_scale: float = _train_field("lr_scale", "multiplies every rate: fine-tuning halves them", 0.5)
+    negatives: float = _train_field("negatives", "blank white and broken renders labelled score 1, as the "
+                                                 "notebook did", 0.1)
 
 
 def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage: StorageResource,

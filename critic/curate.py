@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from critic.neardup import best_of, clusters, near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, UnreadableImage, probe_image
 from critic.scoring import decode_image as decode_crop
+from critic.settings import CurateSettings
 from nima_train.atomic import atomic_path, write_atomic
 from nima_train.data import ShardURLRefused, decode_image, refuse_pipe, resolve_shards
 from nima_train.distributed import DistInfo, all_gather_strings, barrier
@@ -50,27 +51,6 @@ FORMAT = 1
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 DECISIONS = ("kept", "low_score", "duplicate", "unreadable")
 STORED_CROP = 256  # the square the dataset stages store and the model was trained on
-
-
-@dataclass(frozen=True)
-class CurateSettings:
-    min_score: float | None = None  # on the calibrated mean when the model has a calibration, else the mean
-    dedupe: bool = True
-    similarity: float = 0.95  # cosine of pooled features that makes a near-duplicate
-    max_hamming: int = 6  # perceptual-hash bits (of 64) that may differ in a near-duplicate
-    batch_size: int = 64
-    workers: int = 4
-    allow_pipe: bool = False
-
-    def __post_init__(self) -> None:
-        if self.min_score is not None and not 0 <= self.min_score <= 10:
-            raise ValueError(f"min_score must be within 0..10, got {self.min_score}")
-        if not 0 < self.similarity <= 1:
-            raise ValueError(f"similarity must be within (0, 1], got {self.similarity}")
-        if not 0 <= self.max_hamming <= 64:
-            raise ValueError(f"max_hamming must be within 0..64, got {self.max_hamming}")
-        if self.batch_size < 1 or self.workers < 0:
-            raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {self.batch_size}, {self.workers}")
 
 
 @dataclass(frozen=True)

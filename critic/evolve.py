@@ -23,6 +23,7 @@ from PIL import Image
 
 from critic.designs import Genome, canonical_shape, mutate, random_genome, render
 from critic.scoring import Critic
+from critic.settings import EvolveSettings
 from nima_train.atomic import atomic_path, write_atomic
 from nima_train.contact_sheet import Cell, contact_sheet
 
@@ -93,8 +94,7 @@ def evolve(
     strength: float = 0.15,
     on_round: Callable[[RoundLog], None] | None = None,
 ) -> EvolutionResult:
-    if rounds < 1 or batch < 1:
-        raise ValueError("rounds and batch must be at least 1")
+    EvolveSettings(rounds, batch, seed, size, rate, strength)  # ValueError for a number outside its range
     shape = canonical_shape(shape)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

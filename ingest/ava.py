@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ingest.archives import ParquetColumns, parquet_sources, seven_zip_sources, zip_sources
 from ingest.crop_folder import crop_folder
-from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_pool, submit_crops
+from ingest.crops import CROP_WORKERS, CropJob, CropResult, CropSpec, RejectedImage, crop_pool, submit_crops
 from ingest.fetch import (
     FetchFailure,
     HttpOptions,
@@ -38,8 +38,9 @@ from ingest.fetch import (
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import hash_fraction
 from ingest.text_lines import encoding_of, split_lines, text_lines
+from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.contact_sheet import contact_sheet, open_cell, png_bytes
-from nima_train.regular_files import NotRegularFile, read_regular_file
+from nima_train.regular_files import NotRegularFile, OutsideRoot, read_regular_file, under_root
 from warehouse import ava as wh
 from warehouse.ava import DATASET, NAMES_STAGE
 from warehouse.records import ImageRow
@@ -184,24 +185,38 @@ def parse_names(path: str | Path) -> tuple[list[tuple[int, str]], list[wh.Reject
     return sorted(rows.items()), rejects
 
 
+class ListFileError(ValueError):
+    """An image list the settings name that cannot be used: missing, not a regular file, or not one id a line.
+    str(exc) is one line naming the file (and line), never its content: the name may be a typo for any file."""
+
+
 def read_id_list(path: str | Path) -> set[str]:
     """An AVA .jpgl list: one image id a line. A line that is not an id is an error, not a guess."""
     path = Path(path)
     try:
         data = read_regular_file(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"AVA image list not found: {path}") from None
+        raise ListFileError(f"AVA image list not found: {path}") from None
+    except NotRegularFile as exc:
+        raise ListFileError(f"AVA image list {exc}") from None
     ids = set()
     for line in text_lines(data):
         if line.text is None:
-            raise ValueError(f"{path}:{line.number}: {line.shown(30)} is not {line.encoding.upper()} text")
+            raise ListFileError(f"{path}:{line.number}: not {line.encoding.upper()} text")
         token = line.text.strip()
         if not token:
             continue
         if not token.isascii() or not token.isdigit():
-            raise ValueError(f"{path}:{line.number}: {token[:30]!r} is not an image id")
+            raise ListFileError(f"{path}:{line.number}: not an image id (a list holds one id a line)")
         ids.add(str(int(token)))
     return ids
+
+
+def list_files(ava_dir: Path, opts: AvaSettings) -> tuple[Path, Path | None]:
+    """The test and train lists the settings name, inside ava/aesthetics_image_lists/ (OutsideRoot if not)."""
+    lists = ava_dir / "aesthetics_image_lists"
+    test = under_root(lists, opts.test_list, "test_list")
+    return test, under_root(lists, opts.train_list, "train_list") if opts.train_list else None
 
 
 def split_for(
@@ -230,9 +245,10 @@ class AvaSettings:
     spec: CropSpec = CropSpec()
     test_list: str = DEFAULT_TEST_LIST
     train_list: str = ""  # empty: every id not in the test list is train/val
-    val_fraction: float = VAL_FRACTION
-    workers: int = 0  # 0: all cores
-    batch_size: int = 2048  # items cropped and written to the warehouse together
+    val_fraction: float = bounded(VAL_FRACTION, Range(0.0, 1.0, "a share of the train ids", hi_open=True))
+    workers: int = bounded(0, CROP_WORKERS)
+    batch_size: int = bounded(2048, Range(1, 65536, "items cropped and written to the warehouse together: their "
+                                                    "sources and crops are held at once"))
 
     def __post_init__(self) -> None:
         if self.acquisition not in ACQUISITIONS:
@@ -245,8 +261,7 @@ class AvaSettings:
             unknown = [n for n in template_fields(self.url_template) if n not in TEMPLATE_FIELDS]
             if unknown:
                 raise ValueError(f"URL template names {{{unknown[0]}}}; it may name {', '.join(TEMPLATE_FIELDS)}")
-        if not 0 <= self.val_fraction < 1 or self.batch_size < 1:
-            raise ValueError(f"bad options: val_fraction={self.val_fraction}, batch_size={self.batch_size}")
+        check_ranges(self)
 
 
 def spec_key(spec: CropSpec) -> str:
@@ -341,9 +356,9 @@ class _Cropper:
 def assign_splits(rows: list[AvaRow], opts: AvaSettings,
                   ava_dir: Path) -> tuple[dict[str, tuple[str, AvaRow]], list[wh.RejectRow]]:
     """image_id -> (split, row) under the configured list pair; ids no list names are rejects (stage 'split')."""
-    lists = ava_dir / "aesthetics_image_lists"
-    test_ids = read_id_list(lists / opts.test_list)
-    train_ids = read_id_list(lists / opts.train_list) if opts.train_list else None
+    test_list, train_list = list_files(ava_dir, opts)
+    test_ids = read_id_list(test_list)
+    train_ids = read_id_list(train_list) if train_list else None
     wanted: dict[str, tuple[str, AvaRow]] = {}
     rejects = []
     for row in rows:
@@ -365,7 +380,9 @@ def read_names(ava_dir: Path) -> tuple[dict[str, list[tuple[int, str]]], list[wh
         rows: list[tuple[int, str]] = []
         if os.path.lexists(path):
             try:
-                rows, bad = parse_names(path)
+                rows, bad = parse_names(under_root(ava_dir, file, ""))
+            except OutsideRoot as exc:  # a link out of the drop: never read, so nothing of it is shown
+                bad = [wh.RejectRow(file, NAMES_STAGE, f"unsafe path: {exc}")]
             except OSError as exc:  # a FIFO, a directory, a broken link, no permission: the names are unknown
                 reason = str(exc) if isinstance(exc, NotRegularFile) else f"unreadable: {path}: {exc.strerror or exc}"
                 bad = [wh.RejectRow(file, NAMES_STAGE, reason)]
@@ -385,6 +402,7 @@ def ingest_ava(
 
     A full disk stops it with NoSpaceLeft; crops written but not recorded are removed (ingest/crop_folder.py).
     """
+    list_files(paths.raw / DATASET, opts)  # a list named outside its folder stops the stage before any work
     with paths.full_disk_as_error(), crop_folder(paths, DATASET, connect, log):
         return _ingest_ava(paths, connect, opts, batch, log)
 

@@ -13,6 +13,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from nima_train.atomic import write_atomic
+from nima_train.bounds import Range
 from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stages)
     MAX_PIXELS,
     CropSpec,
@@ -23,6 +24,10 @@ from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stag
     sha256_file,
 )
 from nima_train.regular_files import NotRegularFile, read_regular_file
+
+# The crop stages' process count: 0 means one per core; each process holds a decoded photo, and past 64 more
+# only adds memory.
+CROP_WORKERS = Range(0, 64, "crop processes, 0: one per core; each holds a decoded photo")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nima_train.atomic import publish, write_atomic
+from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.regular_files import NotRegularFile, file_kind, open_regular
 
 Progress = Callable[[int, int | None], None]  # (bytes in the file so far, total or None)
@@ -47,6 +48,7 @@ HF_HOSTS = ("huggingface.co", "hf.co")
 MAX_REDIRECTS = 10
 BLOCK = 1 << 20
 DEFAULT_MAX_BYTES = 64 * 2**30  # the largest public AVA copy is 33 GB
+MAX_BYTES_CAP = 2**40
 
 
 class DownloadError(Exception):
@@ -64,22 +66,26 @@ class DownloadSettings:
     dest_dir: Path
     filename: str = ""  # default: the URL path's last component
     sha256: str = ""  # expected, hex; checked after the body arrives
-    size: int = 0  # expected bytes; 0: not known
-    max_bytes: int = DEFAULT_MAX_BYTES
+    size: int = bounded(0, Range(0, MAX_BYTES_CAP, "expected bytes, 0: not known; never above the largest cap"))
+    max_bytes: int = bounded(DEFAULT_MAX_BYTES, Range(1, MAX_BYTES_CAP, "largest body accepted, per file: 1 TiB is "
+                                                                       "thirty times the largest AVA copy"))
     token_env: str = ""  # environment variable holding a bearer token; "" : HF_TOKEN for huggingface.co URLs
-    timeout_s: float = 60.0
-    retries: int = 5  # further tries without progress, for failures that may pass
-    backoff_s: float = 2.0  # first wait; doubles each retry, with jitter
-    reserve_bytes: int = 256 * 2**20  # left free on the disk beyond the body
+    timeout_s: float = bounded(60.0, Range(0.0, 3600.0, "seconds a connection may stall; an hour means it is gone",
+                                           lo_open=True))
+    # Further tries without progress, for failures that may pass.
+    retries: int = bounded(5, Range(0, 100, "each retry waits twice as long as the one before"))
+    backoff_s: float = bounded(2.0, Range(0.0, 600.0, "first wait, doubling each retry, with jitter", lo_open=True))
+    reserve_bytes: int = bounded(256 * 2**20, Range(0, 2**50, "left free on the disk beyond the body"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dest_dir", Path(self.dest_dir))
         object.__setattr__(self, "sha256", self.sha256.strip().lower())
         if self.sha256 and (len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256)):
             raise DownloadError(f"expected sha256 must be 64 hex digits, got {self.sha256[:80]!r}")
-        if self.size < 0 or self.max_bytes < 1 or self.retries < 0 or self.timeout_s <= 0:
-            raise DownloadError(f"bad download options: size={self.size}, max_bytes={self.max_bytes}, "
-                                f"retries={self.retries}, timeout_s={self.timeout_s}")
+        try:
+            check_ranges(self)
+        except ValueError as exc:
+            raise DownloadError(f"bad download options: {exc}") from None
         if self.size > self.max_bytes:
             raise DownloadError(f"expected size {self.size} bytes is over the cap max_bytes={self.max_bytes}")
         check_url(self.url)

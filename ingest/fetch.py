@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nima_train.atomic import atomic_path
+from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.regular_files import open_regular
 
 ID_PLACEHOLDER = "{image_id}"
@@ -164,15 +165,17 @@ def tar_sources(
 
 @dataclass(frozen=True)
 class HttpOptions:
-    concurrency: int = 8
-    timeout_s: float = 30.0
-    retries: int = 3  # further tries after the first, for errors that may pass (5xx, 429, resets, timeouts)
-    backoff_s: float = 1.0  # first wait; doubles each retry, with jitter
-    max_bytes: int = 50 * 2**20
+    concurrency: int = bounded(8, Range(1, 256, "requests in flight, each a thread: more is a flood on one host"))
+    timeout_s: float = bounded(30.0, Range(0.0, 3600.0, "seconds one request may stall; an hour means it is gone",
+                                           lo_open=True))
+    # Further tries after the first, for errors that may pass (5xx, 429, resets, timeouts).
+    retries: int = bounded(3, Range(0, 100, "each retry waits twice as long as the one before"))
+    backoff_s: float = bounded(1.0, Range(0.0, 600.0, "first wait, doubling each retry, with jitter", lo_open=True))
+    max_bytes: int = bounded(50 * 2**20, Range(1, 2**30, "largest source file accepted from an archive or http: "
+                                                         "each is held in memory while it is cropped"))
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.timeout_s <= 0 or self.retries < 0 or self.max_bytes < 1:
-            raise ValueError(f"bad HTTP options {self}")
+        check_ranges(self)
 
 
 class _FetchError(Exception):

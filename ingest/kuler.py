@@ -29,9 +29,11 @@ from PIL import Image
 
 from ingest.crop_folder import crop_folder
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
+from ingest.labels import SOFTMAX_TEMPERATURE
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import three_way_split
 from nima_train.atomic import write_atomic
+from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.contact_sheet import Cell, contact_sheet, png_bytes
 from nima_train.regular_files import NotRegularFile, read_regular_file
 from warehouse.kuler import KulerTheme, SyncStats, sync_kuler
@@ -462,25 +464,24 @@ class KulerSettings:
     release: str = "2014"
     file_2011: str = "mturkData.mat"
     mapping: str = "high_spread"
-    swatch_size: int = 256
-    temperature: float = 1.0
+    swatch_size: int = bounded(256, Range(20, 1024, "side of the square swatch, px: under 20 px the five stripes "
+                                                    "blur together, over 1024 px it is megabytes for a model "
+                                                    "that reads 224"))
+    temperature: float = bounded(1.0, SOFTMAX_TEMPERATURE)
     spread_2011: str = "two_bin"  # how 2011 pseudo-votes spread: SPREADS_2011
-    std_2011: float | None = None  # stars; None: estimated from 2014 ratings in the drop, else DEFAULT_STD_2011
+    # Stars; None: estimated from 2014 ratings in the drop, else DEFAULT_STD_2011.
+    std_2011: float | None = bounded(None, Range(0.0, 4.0, "stars lie within 1..5, so no spread exceeds 4",
+                                                 lo_open=True))
 
     def __post_init__(self) -> None:
         if self.spread_2011 not in SPREADS_2011:
             raise ValueError(f"spread_2011 must be one of {', '.join(SPREADS_2011)}, got {self.spread_2011!r}")
-        if self.std_2011 is not None and not 0 < self.std_2011 <= 4:
-            raise ValueError(f"std_2011 must be within (0, 4] stars, got {self.std_2011}")
         if self.release not in RELEASES:
             raise ValueError(f"release must be one of {', '.join(RELEASES)}, got {self.release!r}")
         if self.release == "2011" and self.file_2011 not in FILES_2011:
             raise ValueError(f"file_2011 must be one of {', '.join(FILES_2011)}, got {self.file_2011!r}")
         _scores(self.mapping)
-        if not 20 <= self.swatch_size <= 4096:
-            raise ValueError(f"swatch_size must be 20..4096 px, got {self.swatch_size}")
-        if self.temperature <= 0:
-            raise ValueError(f"softmax temperature must be > 0, got {self.temperature}")
+        check_ranges(self)
 
 
 @dataclass

@@ -34,12 +34,14 @@ from pathlib import Path, PurePosixPath
 import duckdb
 
 from ingest.crop_folder import crop_folder
-from ingest.crops import CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
+from ingest.crops import CROP_WORKERS, CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
+from ingest.labels import SOFTMAX_TEMPERATURE
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.splits import three_way_split
 from ingest.sqlite_files import SqliteFileError, check_sqlite_file
 from nima_train.atomic import atomic_path
-from nima_train.regular_files import NotRegularFile, open_regular
+from nima_train.bounds import bounded, check_ranges
+from nima_train.regular_files import NotRegularFile, OutsideRoot, open_regular, under_root
 from warehouse.db import checkpoint, transaction
 from warehouse.records import ImageRow, Reject, clear_rejects, upsert_images
 from warehouse.sac import (
@@ -182,11 +184,11 @@ class ImageSources:
             assert c.path is not None and unsafe_path_reason(c.path) is None, "check unsafe_path_reason first"
             path = self.root / c.path
             if os.path.lexists(path):
-                resolved = path.resolve()
-                if not resolved.is_relative_to(root):
-                    yield c, RejectedImage(f"unsafe path: {c.path!r} resolves outside {self.root} (link)"), str(path)
-                else:
-                    yield c, str(resolved), str(path)
+                try:
+                    located: str | RejectedImage = str(under_root(root, c.path, ""))
+                except OutsideRoot as exc:
+                    located = RejectedImage(f"unsafe path: {exc} (link)")
+                yield c, located, str(path)
             else:
                 wanted.setdefault(TAR_PREFIX + str(PurePosixPath(c.path)), []).append(c)
         for tar_path in self.tars:
@@ -275,10 +277,14 @@ def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class SacSettings:
-    temperature: float = 1.0  # p_softmax temperature; 1 reproduces the original notebook's target
+    # p_softmax temperature; 1 reproduces the original notebook's target
+    temperature: float = bounded(1.0, SOFTMAX_TEMPERATURE)
     spec: CropSpec = field(default_factory=CropSpec)
-    workers: int = 0  # crop processes; 0: one per core
+    workers: int = bounded(0, CROP_WORKERS)
     snapshots: tuple[str, ...] = ()  # inbox snapshot keys (partitions); empty: the drop's own sac/*.sqlite
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from ingest.splits import hash_fraction
 from nima_train.atomic import atomic_path, publish, remove_stale_temps, temp_path, write_atomic
+from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.shard_format import INDEX_NAME
 from nima_train.tarwrite import HashingWriter, escape_key, tar_member_info
 
@@ -88,12 +89,13 @@ class ShardSample:
 
 @dataclass(frozen=True)
 class ShardLimits:
-    max_samples: int = DEFAULT_MAX_SAMPLES
-    max_bytes: int = DEFAULT_MAX_BYTES
+    max_samples: int = bounded(DEFAULT_MAX_SAMPLES, Range(1, 1_000_000, "samples per tar: a reader holds a "
+                                                                      "shard's keys, and the index lists each tar"))
+    max_bytes: int = bounded(DEFAULT_MAX_BYTES, Range(4 * _BLOCK, 2**36, "bytes per tar: at least one sample's "
+                                                                        "headers, at most 64 GiB a reader streams"))
 
     def __post_init__(self) -> None:
-        if self.max_samples < 1 or self.max_bytes < 4 * _BLOCK:
-            raise ValueError(f"shard limits must allow at least one sample: {self}")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nima_train.arguments import Parser, existing_file, folder, positive_int, torch_device
+from nima_train.arguments import Parser, existing_file, folder, torch_device
+from nima_train.bounds import flag
 from nima_train.calibration import Calibration
 from nima_train.checkpoint import NotACheckpoint, calibration_of, load_checkpoint, model_from_state
 from nima_train.data import PIPE_FLAG, ShardURLRefused, batch_to_device, resolve_shards, split_loader
@@ -28,6 +29,7 @@ from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
 from nima_train.model import score_moments
 from nima_train.regular_files import NotRegularFile
+from nima_train.settings import EvalSettings
 
 
 @torch.no_grad()
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="let shard URLs given here or listed by a local index.json be pipe: shell commands")
     p.add_argument("--out", type=folder, required=True, help="report folder")
     p.add_argument("--summary", type=existing_file, help="the training run's summary.json (for loss curves)")
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--batch-size", **flag(EvalSettings, "batch_size"))
     p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     try:

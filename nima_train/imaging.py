@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.regular_files import open_regular
 
 # Pillow's default bomb limit is ~89 Mpx; the largest real AVA photos are far below 50 Mpx.
@@ -33,16 +34,17 @@ class RejectedImage(Exception):
 
 @dataclass(frozen=True)
 class CropSpec:
-    size: int = 256
+    size: int = bounded(256, Range(32, 1024, "side of the stored square crop: under 32 px no model input fits, "
+                                             "over 1024 px each crop is megabytes for a model that reads 224"))
     mode: str = "center"  # "center": centred square crop; "squash": resize the whole frame
-    min_side: int = 32
-    quality: int = 95
+    min_side: int = bounded(32, Range(1, 8192, "sources whose short side is under this are rejected: over 8192 "
+                                               "px it rejects every real photo"))
+    quality: int = bounded(95, Range(1, 100, "the JPEG quality scale"))
 
     def __post_init__(self) -> None:
         if self.mode not in ("center", "squash"):
             raise ValueError(f"crop mode must be 'center' or 'squash', got {self.mode!r}")
-        if self.size < 8 or self.min_side < 1:
-            raise ValueError(f"bad crop spec {self}")
+        check_ranges(self)
 
 
 def _open_verified(data: bytes, label: str) -> Image.Image:

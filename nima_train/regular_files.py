@@ -1,4 +1,5 @@
-"""Read a user's file only when it is a regular file, and never block doing so.
+"""Read a user's file only when it is a regular file, and never block doing so; a file named relative to a folder
+only when it is inside that folder (under_root).
 
 open() on a FIFO waits for a writer that may never come, and a device or socket is not data at all: a FIFO named
 `<id>.jpg` in a drop would hang a whole stage. Every read of a file a user handed us goes through open_regular:
@@ -12,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from pathlib import Path
 from typing import BinaryIO
 
 # O_NOCTTY: opening a terminal device must not make it the process's controlling terminal.
@@ -84,3 +86,24 @@ def read_regular_file(path: str | os.PathLike) -> bytes:
     """All bytes of a regular file (see open_regular)."""
     with open_regular(path) as fh:
         return fh.read()
+
+
+class OutsideRoot(ValueError):
+    """A name from a config or a record that resolves outside the folder it must stay in. str(exc) is one line
+    naming the value and the folder: the file itself was never opened, so nothing of it can be echoed."""
+
+    def __init__(self, what: str, name: str, root: str | os.PathLike) -> None:
+        super().__init__(f"{what} {name!r} resolves outside {root}".lstrip())
+        self.name, self.root = name, str(root)
+
+
+def under_root(root: str | os.PathLike, name: str, what: str) -> Path:
+    """root/name with links resolved, when that stays inside root (links resolved too); else OutsideRoot. An
+    absolute name, `..` that climbs out, a link that points out: all refused before anything is opened."""
+    base = Path(root).resolve()
+    if not name or "\0" in name:
+        raise OutsideRoot(what, name, root)
+    path = (base / name).resolve()
+    if path == base or not path.is_relative_to(base):
+        raise OutsideRoot(what, name, root)
+    return path

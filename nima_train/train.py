@@ -40,20 +40,9 @@ import webdataset as wds
 from torch import nn
 
 from nima_train import data
-from nima_train.arguments import (
-    Parser,
-    existing_file,
-    finite_float,
-    folder,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    seed_int,
-    torch_device,
-    unit_float,
-)
+from nima_train.arguments import Parser, existing_file, folder, torch_device
 from nima_train.atomic import write_atomic
+from nima_train.bounds import flag
 from nima_train.calibration import MIN_CALIBRATION, Calibration, fit_calibration
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
 from nima_train.distributed import (
@@ -72,6 +61,7 @@ from nima_train.model import BACKBONES, NIMA, score_moments
 from nima_train.negatives import write_negatives_shard
 from nima_train.regular_files import NotRegularFile
 from nima_train.reporter import Reporter
+from nima_train.settings import TrainSettings as S
 
 # The paper's SGD rates (section 4): 3e-7 for the baseline CNN, 3e-6 for the last layer.
 PAPER_SGD = {"lr_full": 3e-7, "head_lr_mult": 10.0, "lr_head": 3e-6}
@@ -93,39 +83,39 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="mobilenet_v2", choices=BACKBONES)
     p.add_argument("--weights", type=initial_weights, default="imagenet",
                    help="imagenet, none, or the path of a NIMA checkpoint")
-    p.add_argument("--dropout", type=finite_float(0, 1, hi_open=True), default=0.75, help="0 <= p < 1")
+    p.add_argument("--dropout", **flag(S, "dropout"), help="0 <= p < 1")
     p.add_argument("--loss", default="paper", choices=["paper", "notebook"],
                    help="paper: EMD r=2, root, batch mean; notebook: squared, no root, batch sum")
     p.add_argument("--opt", default="adam", choices=["adam", "sgd"], help="sgd: momentum 0.9, the paper's rates")
-    p.add_argument("--epochs-head", type=non_negative_int, default=5, help="phase 1: only the head trains")
-    p.add_argument("--epochs-full", type=non_negative_int, default=10, help="phase 2: the whole network trains")
-    p.add_argument("--lr-head", type=positive_float, default=None, help="phase 1 rate (adam 1e-3, sgd 3e-6)")
-    p.add_argument("--lr-full", type=positive_float, default=None,
+    p.add_argument("--epochs-head", **flag(S, "epochs_head"), help="phase 1: only the head trains")
+    p.add_argument("--epochs-full", **flag(S, "epochs_full"), help="phase 2: the whole network trains")
+    p.add_argument("--lr-head", **flag(S, "lr_head"), help="phase 1 rate (adam 1e-3, sgd 3e-6)")
+    p.add_argument("--lr-full", **flag(S, "lr_full"),
                    help="phase 2 backbone rate (adam 3e-5, sgd 3e-7)")
-    p.add_argument("--head-lr-mult", type=positive_float, default=None,
+    p.add_argument("--head-lr-mult", **flag(S, "head_lr_mult"),
                    help="phase 2 head rate / backbone (adam 1, sgd 10)")
-    p.add_argument("--lr-scale", type=positive_float, default=1.0, help="multiplies every rate (fine-tuning: 0.5)")
-    p.add_argument("--lr-decay", type=finite_float(0, 1, lo_open=True), default=0.95,
+    p.add_argument("--lr-scale", **flag(S, "lr_scale"), help="multiplies every rate (fine-tuning: 0.5)")
+    p.add_argument("--lr-decay", **flag(S, "lr_decay"),
                    help="exponential decay per epoch, 0 < gamma <= 1")
-    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
-    p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
-    p.add_argument("--crop", type=positive_int, default=224, help="training/eval crop side")
-    p.add_argument("--resize", type=positive_int, default=256, help="short side before cropping (256 = stored crops)")
-    p.add_argument("--workers", type=non_negative_int, default=2, help="data loader processes per rank")
-    p.add_argument("--shuffle-buffer", type=non_negative_int, default=1000)
-    p.add_argument("--negatives", type=unit_float, default=0.0,
+    p.add_argument("--weight-decay", **flag(S, "weight_decay"))
+    p.add_argument("--batch-size", **flag(S, "batch_size"), help="per process")
+    p.add_argument("--crop", **flag(S, "crop"), help="training/eval crop side")
+    p.add_argument("--resize", **flag(S, "resize"), help="short side before cropping (256 = stored crops)")
+    p.add_argument("--workers", **flag(S, "workers"), help="data loader processes per rank")
+    p.add_argument("--shuffle-buffer", **flag(S, "shuffle_buffer"))
+    p.add_argument("--negatives", **flag(S, "negatives"),
                    help="extra negatives (blank white, broken renders) labelled score 1, as a fraction (0..1) of "
                         "the data")
-    p.add_argument("--max-steps", type=non_negative_int, default=0,
+    p.add_argument("--max-steps", **flag(S, "max_steps"),
                    help="stop each epoch after this many steps (0: all)")
-    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--seed", **flag(S, "seed"))
     p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on CUDA)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--print-freq", type=non_negative_int, default=10, help="steps between log lines (0: none)")
+    p.add_argument("--print-freq", **flag(S, "print_freq"), help="steps between log lines (0: none)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (log lines only)")
     return p
 

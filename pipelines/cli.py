@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from critic.settings import MAX_HAMMING, MIN_SCORE, CurateSettings, EvolveSettings
 from nima_train.arguments import (
     Parser,
     finite_float,
@@ -23,11 +24,12 @@ from nima_train.arguments import (
     seed_int,
     unit_float,
 )
+from nima_train.bounds import flag, flag_type
+from nima_train.settings import FORWARD_BATCH
 
-# Sides in pixels of the model input and of rendered designs, and images per forward pass: beyond these a
-# typo asks for gigabytes of memory.
+# Sides in pixels of the model input: beyond this a typo asks for gigabytes of memory.
 image_side = int_range(32, 4096)
-batch_count = int_range(1, 1024)
+batch_count = FORWARD_BATCH.flag()
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
@@ -77,12 +79,15 @@ def _download_args(p: argparse.ArgumentParser) -> None:
                    help="https URL of a file (repeat for several: SAC's database and tarball, Kuler's .mat files); "
                         "default for ava: the Hugging Face copy of AVA_dataset.zip")
     p.add_argument("--sha256", type=_sha256_hex, default="", help="expected SHA-256, 64 hex digits (one --url only)")
-    p.add_argument("--size", type=non_negative_int, default=0, help="expected size in bytes (one --url only)")
+    from ingest.download import DownloadSettings
+
+    p.add_argument("--size", **flag(DownloadSettings, "size"), help="expected size in bytes (one --url only)")
     p.add_argument("--filename", default="", help="file name in the drop folder (one --url only)")
-    p.add_argument("--max-bytes", type=positive_int, default=None, help="refuse a larger body (default 64 GiB)")
+    p.add_argument("--max-bytes", type=flag_type(DownloadSettings, "max_bytes"), default=None,
+                   help="refuse a larger body (default 64 GiB, at most 1 TiB)")
     p.add_argument("--token-env", default="",
                    help="environment variable with a bearer token (default: HF_TOKEN for huggingface.co only)")
-    p.add_argument("--retries", type=int_range(0, 100), default=5,
+    p.add_argument("--retries", **flag(DownloadSettings, "retries"),
                    help="further tries without progress after a failure, 0..100")
     p.add_argument("--raw", type=folder, default=None, help="raw drops folder (default $AESTHETIC_RAW)")
 
@@ -279,7 +284,7 @@ def _score(args: argparse.Namespace) -> int:
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
-    p.add_argument("--min-score", type=finite_float(0, 10), default=None,
+    p.add_argument("--min-score", type=MIN_SCORE.flag(), default=None,
                    help="keep images scoring at least this (0..10; the calibrated mean unless --threshold-on mean)")
     p.add_argument("--threshold-on", choices=("calibrated_mean", "mean"), default="calibrated_mean",
                    help="the score --min-score and --top-fraction compare (a model without calibration: the mean)")
@@ -295,7 +300,7 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
                    help="features: cosine similarity of pooled features; phash: difference hash; both: both agree")
     p.add_argument("--similarity", type=unit_float, default=0.95,
                    help="cosine similarity (0..1) that makes a duplicate")
-    p.add_argument("--max-hamming", type=int_range(0, 64), default=6,
+    p.add_argument("--max-hamming", type=MAX_HAMMING.flag(), default=6,
                    help="dHash bits that may differ in a duplicate (0..64)")
     p.add_argument("--json", action="store_true")
     _model_arg(p)
@@ -347,18 +352,18 @@ def _curate_args(p: argparse.ArgumentParser) -> None:
                    help="WebDataset shards: .tar files or http(s) URLs, split folders or index.json files (local or "
                         "http), pipe: commands with --allow-pipe")
     p.add_argument("--out", type=folder, required=True, help="output folder: scores/, manifest.parquet, shards/")
-    p.add_argument("--min-score", type=finite_float(0, 10), default=None,
+    p.add_argument("--min-score", **flag(CurateSettings, "min_score"),
                    help="keep samples scoring at least this (0..10; the calibrated mean when the model has one)")
     p.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=True,
                    help="keep only the best sample of each near-duplicate cluster (default: on)")
-    p.add_argument("--similarity", type=finite_float(0, 1, lo_open=True), default=0.95,
+    p.add_argument("--similarity", **flag(CurateSettings, "similarity"),
                    help="cosine similarity of pooled features that makes a near-duplicate")
-    p.add_argument("--max-hamming", type=int_range(0, 64), default=6,
+    p.add_argument("--max-hamming", **flag(CurateSettings, "max_hamming"),
                    help="perceptual-hash bits (of 64) that may differ")
     p.add_argument("--allow-pipe", action="store_true", help="allow pipe: shard URLs (they run a shell command)")
-    p.add_argument("--batch-size", type=batch_count, default=64)
-    p.add_argument("--workers", type=non_negative_int, default=4,
-                   help="DataLoader workers decoding shards, per process")
+    p.add_argument("--batch-size", **flag(CurateSettings, "batch_size"))
+    p.add_argument("--workers", **flag(CurateSettings, "workers"),
+                   help="DataLoader workers decoding shards, per process, 0..64")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     _model_arg(p)
 
@@ -413,13 +418,14 @@ def _curate(args: argparse.Namespace) -> int:
 
 def _evolve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", default="heart", choices=("heart", "star", "kite", "trapezoid", "landscape"))
-    p.add_argument("--rounds", type=positive_int, default=10)
-    p.add_argument("--batch", type=batch_count, default=32, help="variants mutated from the parent each round, 1..1024")
-    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--rounds", **flag(EvolveSettings, "rounds"), help="1..1000")
+    p.add_argument("--batch", **flag(EvolveSettings, "batch"), help="variants mutated from the parent each round, "
+                                                                    "1..1024")
+    p.add_argument("--seed", **flag(EvolveSettings, "seed"))
     p.add_argument("--out", type=folder, required=True, help="folder for the contact sheets, strip.png and log.json")
-    p.add_argument("--size", type=image_side, default=256, help="rendered design size in pixels, 32..4096")
-    p.add_argument("--rate", type=unit_float, default=0.3, help="probability (0..1) that a gene mutates")
-    p.add_argument("--strength", type=unit_float, default=0.15,
+    p.add_argument("--size", **flag(EvolveSettings, "size"), help="rendered design size in pixels, 32..4096")
+    p.add_argument("--rate", **flag(EvolveSettings, "rate"), help="probability (0..1) that a gene mutates")
+    p.add_argument("--strength", **flag(EvolveSettings, "strength"),
                    help="mutation noise as a fraction (0..1) of a gene's range")
     _model_arg(p)
 

@@ -1,0 +1,50 @@
+"""The critic's settings with their ranges (nima_train/bounds.py), torch-free: `aesthetic curate|evolve` take each
+flag's type from here, and the `curation` and `critic` assets' configs take each range, so a range is written
+once. critic/curate.py and critic/evolve.py, which import torch, take these objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nima_train.bounds import Range, bounded, check_ranges
+from nima_train.settings import FORWARD_BATCH, SEED
+
+MIN_SCORE = Range(0.0, 10.0, "the score scale is 1..10; 0 keeps every sample")
+SIMILARITY = Range(0.0, 1.0, "a cosine of pooled features; at 0 everything is a near-duplicate", lo_open=True)
+MAX_HAMMING = Range(0, 64, "bits of a 64-bit perceptual hash")
+# Rendered designs, px: the renderer draws the whole picture in memory, and past 4096 a typo asks for gigabytes.
+DESIGN_SIDE = Range(32, 4096, "rendered design side, px: past 4096 a render is gigabytes of pixels")
+
+
+@dataclass(frozen=True)
+class CurateSettings:
+    """`aesthetic curate` and the `curated_corpus` asset (critic/curate.py)."""
+
+    # On the calibrated mean when the model has a calibration, else the mean; None keeps every score.
+    min_score: float | None = bounded(None, MIN_SCORE)
+    dedupe: bool = True
+    similarity: float = bounded(0.95, SIMILARITY)  # cosine of pooled features that makes a near-duplicate
+    max_hamming: int = bounded(6, MAX_HAMMING)  # perceptual-hash bits (of 64) that may differ in a near-duplicate
+    batch_size: int = bounded(64, FORWARD_BATCH)
+    workers: int = bounded(4, Range(0, 64, "DataLoader processes decoding shards per rank, 0: in the scoring "
+                                          "process"))
+    allow_pipe: bool = False
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class EvolveSettings:
+    """The numbers of the design loop (critic/evolve.py): `aesthetic evolve` and the `critic_evolution` asset."""
+
+    rounds: int = bounded(10, Range(1, 1000, "rounds, each scoring `batch` renders"))
+    batch: int = bounded(32, FORWARD_BATCH)  # variants mutated from the parent each round
+    seed: int = bounded(0, SEED)
+    size: int = bounded(256, DESIGN_SIDE)
+    rate: float = bounded(0.3, Range(0.0, 1.0, "the probability that a gene mutates"))
+    strength: float = bounded(0.15, Range(0.0, 1.0, "mutation noise as a fraction of a gene's range"))
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
