@@ -182,21 +182,35 @@ def is_done(out_dir: Path, shard: InputShard, model_version: str, identity: str)
         meta.get("input") == identity
 
 
-def _unique(base: str, seen: set[str]) -> str:
-    """base, or base-2, base-3 ... whichever is not in seen yet (and is then added to it)."""
-    key, n = base, 1
-    while key in seen:
-        n += 1
-        key = f"{base}-{n}"
-    seen.add(key)
-    return key
+class UniqueKeys:
+    """Hands out each key once: base itself, or for a repeat the first of base-2, base-3 ... not taken yet.
+
+    A counter per base remembers where its last search stopped, so n repeats of one key cost O(n) rather than a
+    walk from -2 for each (O(n^2)): every suffix the search steps over is a name already taken, and each taken
+    name is stepped over at most once (it is base-n for one base and one n only).
+    """
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+        self._next: dict[str, int] = {}
+
+    def __call__(self, base: str) -> str:
+        key = base
+        if key in self._taken:
+            n = self._next.get(base, 2)
+            while f"{base}-{n}" in self._taken:
+                n += 1
+            self._next[base] = n + 1
+            key = f"{base}-{n}"
+        self._taken.add(key)
+        return key
 
 
 def keyed_samples(samples: Iterator[dict]) -> Iterator[tuple[str, dict]]:
     """(key, sample): the sample's key escaped (no dots, no path separators) and unique within the shard."""
-    seen: set[str] = set()
+    unique = UniqueKeys()
     for sample in samples:
-        yield _unique(escape_key(sample["__key__"]), seen), sample
+        yield unique(escape_key(sample["__key__"])), sample
 
 
 def _image_member(sample: dict) -> bytes | memoryview | None:
@@ -453,8 +467,8 @@ def _read_scores(out_dir: Path, shards: Sequence[InputShard]) -> list[pa.Table]:
 
 def _corpus_keys(tables: Sequence[pa.Table]) -> list[str]:
     """Each shard's keys made unique across the corpus, in shard order (a repeat gets -2, -3 ...)."""
-    seen: set[str] = set()
-    return [_unique(k, seen) for t in tables for k in t.column("key").to_pylist()]
+    unique = UniqueKeys()
+    return [unique(k) for t in tables for k in t.column("key").to_pylist()]
 
 
 def _numbers(tables: Sequence[pa.Table], name: str, dtype, fill) -> np.ndarray:
