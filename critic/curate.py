@@ -213,6 +213,23 @@ def keyed_samples(samples: Iterator[dict]) -> Iterator[tuple[str, dict]]:
         yield unique(escape_key(sample["__key__"])), sample
 
 
+def printable(text: str) -> str:
+    """A name read from a tar as valid text: bytes that are not UTF-8 shown as \\xNN (Parquet strings are UTF-8)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _non_utf8_member(sample: dict) -> bytes | None:
+    """The first of the sample's member names (as the tar has them) that is not UTF-8, else None. Such a sample is
+    not scored: its name cannot be stored or copied as text, and it is one sample's fault, not its shard's."""
+    for ext in sorted(k for k in sample if not k.startswith("__")):
+        name = f"{sample['__key__']}.{ext}"
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return name.encode("utf-8", "surrogateescape")
+    return None
+
+
 def _image_member(sample: dict) -> bytes | memoryview | None:
     return next((sample[e] for e in IMAGE_EXTENSIONS if e in sample), None)
 
@@ -282,17 +299,21 @@ class _ShardScoring(IterableDataset):
         yield ("done", pos, identity, None)
 
     def _prepare(self, key: str, sample: dict, images: list[torch.Tensor]) -> tuple:
+        source = printable(sample["__key__"])
+        bad_name = _non_utf8_member(sample)
+        if bad_name is not None:
+            return key, source, f"member name is not UTF-8: {bad_name!r}", None
         data = _image_member(sample)
         if data is None:
             members = ", ".join(sorted(k for k in sample if not k.startswith("__"))) or "nothing"
-            return key, sample["__key__"], f"no image: none of {', '.join(IMAGE_EXTENSIONS)} (has {members})", None
+            return key, source, f"no image: none of {', '.join(IMAGE_EXTENSIONS)} (has {members})", None
         try:
             crop = stored_crop(data)
         except UnreadableImage as exc:
-            return key, sample["__key__"], str(exc), None
+            return key, source, str(exc), None
         phash = perceptual_hash(Image.fromarray(crop.permute(1, 2, 0).numpy()))
         images.append(center_crop(crop, self.image_size, self.resize).contiguous())
-        return key, sample["__key__"], None, phash
+        return key, source, None, phash
 
     def _batch(self, pos: int, pending: list[tuple], images: list[torch.Tensor]) -> tuple:
         keys, sources, errors, hashes = (list(c) for c in zip(*pending, strict=True))

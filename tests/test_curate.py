@@ -317,7 +317,8 @@ def test_curate_leaves_alone_every_tar_in_its_shards_folder_that_it_did_not_writ
     before = _bytes_of([*inputs, unrelated])
     assert _run(corpus, monkeypatch, root, "--no-dedupe", shards=inputs) == 0
     assert _bytes_of([*inputs, unrelated]) == before
-    written = [root / "shards" / e["url"] for e in json.loads((root / "shards" / "index.json").read_text())["shardlist"]]
+    index = json.loads((root / "shards" / "index.json").read_text())
+    written = [root / "shards" / e["url"] for e in index["shardlist"]]
     assert len(written) == 2 and not set(written) & set(before)
     assert {s["__key__"] for s in wds.WebDataset([str(p) for p in written], shardshuffle=False)} == \
         {"x60", "x61", "x62", "y63", "y64", "y65"}
