@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 
+from critic.curate_output import MANIFEST_NAME, SHARDS_DIR, exclusive_output, owned_files, refuse_unowned
 from critic.neardup import best_of, clusters, near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, UnreadableImage, probe_image
 from critic.scoring import decode_image as decode_crop
@@ -453,12 +454,20 @@ def curate(critic: Critic, refs: Sequence[str], out_dir: str | Path, settings: C
            dist_info: DistInfo | None = None) -> CurateResult:
     """Both steps on every rank: score this rank's shards, then (rank 0, once all are scored) filter.
 
-    ShardURLRefused when a ref may not be opened (a pipe: without allow_pipe). Failures are gathered from all
-    ranks into result.failed on every rank, so every rank can exit with the same status.
+    ShardURLRefused when a ref may not be opened (a pipe: without allow_pipe); OutputConflict when another run
+    holds out_dir or this one would replace or delete a file it must not (critic.curate_output), both before any
+    work. Failures are gathered from all ranks into result.failed on every rank, so every rank can exit with the
+    same status.
     """
     dist_info = dist_info or DistInfo()
     out_dir = Path(out_dir)
     shards = input_shards(refs, settings.allow_pipe)
+    with exclusive_output(out_dir, refs, [s.url for s in shards], [f"{s.name}.tar" for s in shards], dist_info):
+        return _curate_held(critic, shards, out_dir, settings, dist_info)
+
+
+def _curate_held(critic: Critic, shards: list[InputShard], out_dir: Path, settings: CurateSettings,
+                 dist_info: DistInfo) -> CurateResult:
     result = score_shards(critic, shards, out_dir, settings, dist_info)
     mine = json.dumps({"failed": result.failed, "scored": result.scored, "skipped": result.skipped})
     for doc in map(json.loads, all_gather_strings(mine)):  # also the barrier: every rank has scored
@@ -550,7 +559,6 @@ def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_versi
     for i in passing:
         if not decision[i]:
             decision[i], reason[i] = "kept", f"{label} {values[i]:.2f}"
-    manifest = out_dir / "manifest.parquet"
     table = pa.table({
         "key": pa.array(keys, pa.string()),
         "shard": pa.array(shard_of, pa.string()),
@@ -561,10 +569,14 @@ def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_versi
     })
     meta = {"format": FORMAT, "model": model_version, "min_score": settings.min_score, "score": score_col,
             "dedupe": settings.dedupe, "similarity": settings.similarity, "max_hamming": settings.max_hamming}
-    with atomic_path(manifest) as tmp:
-        pq.write_table(table.replace_schema_metadata({"curation": json.dumps(meta, sort_keys=True)}), tmp,
-                       compression="zstd")
+    kept_by_shard = _kept_by_shard(tables, decision, keys)
+    manifest, written = _publish(out_dir, shards, table, meta, kept_by_shard, tables)
     counts = {d: decision.count(d) for d in DECISIONS}
+    return FilterOutcome(counts, manifest, out_dir / SHARDS_DIR, n_pairs, groups_out, written)
+
+
+def _kept_by_shard(tables: Sequence[pa.Table], decision: list[str], keys: list[str]) -> dict[int, dict[str, str]]:
+    """Input shard position -> {its kept samples' keys in the shard: their manifest keys}."""
     kept_by_shard: dict[int, dict[str, str]] = {}
     row = 0
     for pos, t in enumerate(tables):
@@ -572,8 +584,29 @@ def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_versi
             if decision[row] == "kept":
                 kept_by_shard.setdefault(pos, {})[local_key] = keys[row]
             row += 1
-    written = write_kept_shards(out_dir / "shards", shards, kept_by_shard, tables)
-    return FilterOutcome(counts, manifest, out_dir / "shards", n_pairs, groups_out, written)
+    return kept_by_shard
+
+
+def _write_manifest(path: Path, table: pa.Table, meta: dict, owns: set[str]) -> None:
+    doc = {**meta, "owns": sorted(owns | {INDEX_NAME})}
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata({"curation": json.dumps(doc, sort_keys=True)}), tmp,
+                       compression="zstd")
+
+
+def _publish(out_dir: Path, shards: Sequence[InputShard], table: pa.Table, meta: dict,
+             kept_by_shard: dict[int, dict[str, str]], tables: Sequence[pa.Table]) -> tuple[Path, list[str]]:
+    """The manifest and the kept shards. The manifest claims the tars before they are written (so a run killed
+    in between leaves none that no manifest owns), and lists only the live ones once the others are deleted."""
+    manifest, folder = out_dir / MANIFEST_NAME, out_dir / SHARDS_DIR
+    owned = owned_files(out_dir)
+    names = {f"{shards[pos].name}.tar" for pos in kept_by_shard}
+    refuse_unowned(folder, names | {INDEX_NAME}, owned)
+    _write_manifest(manifest, table, meta, owned | names)
+    written = write_kept_shards(folder, shards, kept_by_shard, tables, owned)
+    if owned - names - {INDEX_NAME}:
+        _write_manifest(manifest, table, meta, names)
+    return manifest, written
 
 
 def _fingerprint(shard: InputShard, table: pa.Table, kept: dict[str, str]) -> str:
@@ -583,9 +616,10 @@ def _fingerprint(shard: InputShard, table: pa.Table, kept: dict[str, str]) -> st
 
 
 def write_kept_shards(folder: Path, shards: Sequence[InputShard], kept_by_shard: dict[int, dict[str, str]],
-                      tables: Sequence[pa.Table]) -> list[str]:
+                      tables: Sequence[pa.Table], owned: set[str] = frozenset()) -> list[str]:
     """One tar per input shard that kept anything (its samples in input order, every member copied under the
-    sample's manifest key), an index.json, and no other tar. A tar whose content is already there is kept."""
+    sample's manifest key) and an index.json. A tar whose content is already there is kept; of the other tars
+    only those in owned (what curate wrote here before) are deleted."""
     folder.mkdir(parents=True, exist_ok=True)
     index_file = folder / INDEX_NAME
     try:
@@ -607,9 +641,8 @@ def write_kept_shards(folder: Path, shards: Sequence[InputShard], kept_by_shard:
     doc = {"format": FORMAT, "nsamples": sum(e["nsamples"] for e in entries), "shardlist": entries}
     write_atomic(index_file, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
     live = {e["url"] for e in entries}
-    for p in sorted(folder.glob("*.tar")):
-        if p.name not in live:
-            p.unlink()
+    for name in sorted(owned - live - {INDEX_NAME}):
+        (folder / name).unlink(missing_ok=True)
     return sorted(live)
 
 
