@@ -14,6 +14,8 @@ Two steps (docs/curation.md holds the contract and the layout of DIR):
 2. Filter, once, on rank 0 after every rank is done: the threshold, near-duplicate clusters (critic.neardup),
    DIR/manifest.parquet and the kept samples' shards in DIR/shards/. When any shard failed nothing of this is
    written: the run names the failed shards, and a re-run scores only those, then filters.
+
+A run holds DIR alone and replaces or deletes only the files its manifest lists (critic/curate_output.py).
 """
 
 from __future__ import annotations

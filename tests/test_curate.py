@@ -460,3 +460,24 @@ def test_a_second_run_on_a_locked_output_folder_fails_at_once_naming_the_holder(
     assert holder.returncode == 0
     assert _run(corpus, monkeypatch, out, shards=[shard]) == 0
     assert _webdataset_keys(out / "shards") == {"v95", "v96"}
+
+
+def test_a_manifest_from_before_the_ownership_list_owns_the_tars_its_index_lists(corpus, monkeypatch,
+                                                                                 tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    first = _small_shard(tmp_path / "first.tar", range(100, 102), "f")
+    assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[first]) == 0
+    (old_tar,) = sorted((out / "shards").glob("*.tar"))
+    manifest = pq.read_table(out / "manifest.parquet")
+    meta = json.loads(manifest.schema.metadata[b"curation"])
+    del meta["owns"]  # what curate wrote before the list existed
+    pq.write_table(manifest.replace_schema_metadata({"curation": json.dumps(meta)}), out / "manifest.parquet")
+    foreign = _write_tar(out / "shards" / "theirs.tar", [{"__key__": "t", "txt": b"not ours"}])
+    second = _small_shard(tmp_path / "second.tar", range(102, 104), "s")
+    assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[second]) == 0
+    assert not old_tar.exists() and foreign.exists()
+    assert _webdataset_keys(out / "shards") == {"s102", "s103", "t"}
+    index = json.loads((out / "shards" / "index.json").read_text())
+    assert [e["nsamples"] for e in index["shardlist"]] == [2] and index["shardlist"][0]["url"] != "theirs.tar"
