@@ -14,6 +14,8 @@ Two steps (docs/curation.md holds the contract and the layout of DIR):
 2. Filter, once, on rank 0 after every rank is done: the threshold, near-duplicate clusters (critic.neardup),
    DIR/manifest.parquet and the kept samples' shards in DIR/shards/. When any shard failed nothing of this is
    written: the run names the failed shards, and a re-run scores only those, then filters.
+
+A run holds DIR alone and replaces or deletes only the files its manifest lists (critic/curate_output.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 
+from critic.curate_output import MANIFEST_NAME, SHARDS_DIR, exclusive_output, owned_files, refuse_unowned
 from critic.neardup import best_of, clusters, near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, UnreadableImage, probe_image
 from critic.scoring import decode_image as decode_crop
@@ -162,21 +165,52 @@ def is_done(out_dir: Path, shard: InputShard, model_version: str, identity: str)
         meta.get("input") == identity
 
 
-def _unique(base: str, seen: set[str]) -> str:
-    """base, or base-2, base-3 ... whichever is not in seen yet (and is then added to it)."""
-    key, n = base, 1
-    while key in seen:
-        n += 1
-        key = f"{base}-{n}"
-    seen.add(key)
-    return key
+class UniqueKeys:
+    """Hands out each key once: base itself, or for a repeat the first of base-2, base-3 ... not taken yet.
+
+    A counter per base remembers where its last search stopped, so n repeats of one key cost O(n) rather than a
+    walk from -2 for each (O(n^2)): every suffix the search steps over is a name already taken, and each taken
+    name is stepped over at most once (it is base-n for one base and one n only).
+    """
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+        self._next: dict[str, int] = {}
+
+    def __call__(self, base: str) -> str:
+        key = base
+        if key in self._taken:
+            n = self._next.get(base, 2)
+            while f"{base}-{n}" in self._taken:
+                n += 1
+            self._next[base] = n + 1
+            key = f"{base}-{n}"
+        self._taken.add(key)
+        return key
 
 
 def keyed_samples(samples: Iterator[dict]) -> Iterator[tuple[str, dict]]:
     """(key, sample): the sample's key escaped (no dots, no path separators) and unique within the shard."""
-    seen: set[str] = set()
+    unique = UniqueKeys()
     for sample in samples:
-        yield _unique(escape_key(sample["__key__"]), seen), sample
+        yield unique(escape_key(sample["__key__"])), sample
+
+
+def printable(text: str) -> str:
+    """A name read from a tar as valid text: bytes that are not UTF-8 shown as \\xNN (Parquet strings are UTF-8)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _non_utf8_member(sample: dict) -> bytes | None:
+    """The first of the sample's member names (as the tar has them) that is not UTF-8, else None. Such a sample is
+    not scored: its name cannot be stored or copied as text, and it is one sample's fault, not its shard's."""
+    for ext in sorted(k for k in sample if not k.startswith("__")):
+        name = f"{sample['__key__']}.{ext}"
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return name.encode("utf-8", "surrogateescape")
+    return None
 
 
 def _image_member(sample: dict) -> bytes | memoryview | None:
@@ -248,17 +282,21 @@ class _ShardScoring(IterableDataset):
         yield ("done", pos, identity, None)
 
     def _prepare(self, key: str, sample: dict, images: list[torch.Tensor]) -> tuple:
+        source = printable(sample["__key__"])
+        bad_name = _non_utf8_member(sample)
+        if bad_name is not None:
+            return key, source, f"member name is not UTF-8: {bad_name!r}", None
         data = _image_member(sample)
         if data is None:
             members = ", ".join(sorted(k for k in sample if not k.startswith("__"))) or "nothing"
-            return key, sample["__key__"], f"no image: none of {', '.join(IMAGE_EXTENSIONS)} (has {members})", None
+            return key, source, f"no image: none of {', '.join(IMAGE_EXTENSIONS)} (has {members})", None
         try:
             crop = stored_crop(data)
         except UnreadableImage as exc:
-            return key, sample["__key__"], str(exc), None
+            return key, source, str(exc), None
         phash = perceptual_hash(Image.fromarray(crop.permute(1, 2, 0).numpy()))
         images.append(center_crop(crop, self.image_size, self.resize).contiguous())
-        return key, sample["__key__"], None, phash
+        return key, source, None, phash
 
     def _batch(self, pos: int, pending: list[tuple], images: list[torch.Tensor]) -> tuple:
         keys, sources, errors, hashes = (list(c) for c in zip(*pending, strict=True))
@@ -398,12 +436,20 @@ def curate(critic: Critic, refs: Sequence[str], out_dir: str | Path, settings: C
            dist_info: DistInfo | None = None) -> CurateResult:
     """Both steps on every rank: score this rank's shards, then (rank 0, once all are scored) filter.
 
-    ShardURLRefused when a ref may not be opened (a pipe: without allow_pipe). Failures are gathered from all
-    ranks into result.failed on every rank, so every rank can exit with the same status.
+    ShardURLRefused when a ref may not be opened (a pipe: without allow_pipe); OutputConflict when another run
+    holds out_dir or this one would replace or delete a file it must not (critic.curate_output), both before any
+    work. Failures are gathered from all ranks into result.failed on every rank, so every rank can exit with the
+    same status.
     """
     dist_info = dist_info or DistInfo()
     out_dir = Path(out_dir)
     shards = input_shards(refs, settings.allow_pipe)
+    with exclusive_output(out_dir, refs, [s.url for s in shards], [f"{s.name}.tar" for s in shards], dist_info):
+        return _curate_held(critic, shards, out_dir, settings, dist_info)
+
+
+def _curate_held(critic: Critic, shards: list[InputShard], out_dir: Path, settings: CurateSettings,
+                 dist_info: DistInfo) -> CurateResult:
     result = score_shards(critic, shards, out_dir, settings, dist_info)
     mine = json.dumps({"failed": result.failed, "scored": result.scored, "skipped": result.skipped})
     for doc in map(json.loads, all_gather_strings(mine)):  # also the barrier: every rank has scored
@@ -433,8 +479,8 @@ def _read_scores(out_dir: Path, shards: Sequence[InputShard]) -> list[pa.Table]:
 
 def _corpus_keys(tables: Sequence[pa.Table]) -> list[str]:
     """Each shard's keys made unique across the corpus, in shard order (a repeat gets -2, -3 ...)."""
-    seen: set[str] = set()
-    return [_unique(k, seen) for t in tables for k in t.column("key").to_pylist()]
+    unique = UniqueKeys()
+    return [unique(k) for t in tables for k in t.column("key").to_pylist()]
 
 
 def _numbers(tables: Sequence[pa.Table], name: str, dtype, fill) -> np.ndarray:
@@ -495,7 +541,6 @@ def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_versi
     for i in passing:
         if not decision[i]:
             decision[i], reason[i] = "kept", f"{label} {values[i]:.2f}"
-    manifest = out_dir / "manifest.parquet"
     table = pa.table({
         "key": pa.array(keys, pa.string()),
         "shard": pa.array(shard_of, pa.string()),
@@ -506,10 +551,14 @@ def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_versi
     })
     meta = {"format": FORMAT, "model": model_version, "min_score": settings.min_score, "score": score_col,
             "dedupe": settings.dedupe, "similarity": settings.similarity, "max_hamming": settings.max_hamming}
-    with atomic_path(manifest) as tmp:
-        pq.write_table(table.replace_schema_metadata({"curation": json.dumps(meta, sort_keys=True)}), tmp,
-                       compression="zstd")
+    kept_by_shard = _kept_by_shard(tables, decision, keys)
+    manifest, written = _publish(out_dir, shards, table, meta, kept_by_shard, tables)
     counts = {d: decision.count(d) for d in DECISIONS}
+    return FilterOutcome(counts, manifest, out_dir / SHARDS_DIR, n_pairs, groups_out, written)
+
+
+def _kept_by_shard(tables: Sequence[pa.Table], decision: list[str], keys: list[str]) -> dict[int, dict[str, str]]:
+    """Input shard position -> {its kept samples' keys in the shard: their manifest keys}."""
     kept_by_shard: dict[int, dict[str, str]] = {}
     row = 0
     for pos, t in enumerate(tables):
@@ -517,8 +566,29 @@ def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_versi
             if decision[row] == "kept":
                 kept_by_shard.setdefault(pos, {})[local_key] = keys[row]
             row += 1
-    written = write_kept_shards(out_dir / "shards", shards, kept_by_shard, tables)
-    return FilterOutcome(counts, manifest, out_dir / "shards", n_pairs, groups_out, written)
+    return kept_by_shard
+
+
+def _write_manifest(path: Path, table: pa.Table, meta: dict, owns: set[str]) -> None:
+    doc = {**meta, "owns": sorted(owns | {INDEX_NAME})}
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata({"curation": json.dumps(doc, sort_keys=True)}), tmp,
+                       compression="zstd")
+
+
+def _publish(out_dir: Path, shards: Sequence[InputShard], table: pa.Table, meta: dict,
+             kept_by_shard: dict[int, dict[str, str]], tables: Sequence[pa.Table]) -> tuple[Path, list[str]]:
+    """The manifest and the kept shards. The manifest claims the tars before they are written (so a run killed
+    in between leaves none that no manifest owns), and lists only the live ones once the others are deleted."""
+    manifest, folder = out_dir / MANIFEST_NAME, out_dir / SHARDS_DIR
+    owned = owned_files(out_dir)
+    names = {f"{shards[pos].name}.tar" for pos in kept_by_shard}
+    refuse_unowned(folder, names | {INDEX_NAME}, owned)
+    _write_manifest(manifest, table, meta, owned | names)
+    written = write_kept_shards(folder, shards, kept_by_shard, tables, owned)
+    if owned - names - {INDEX_NAME}:
+        _write_manifest(manifest, table, meta, names)
+    return manifest, written
 
 
 def _fingerprint(shard: InputShard, table: pa.Table, kept: dict[str, str]) -> str:
@@ -528,9 +598,10 @@ def _fingerprint(shard: InputShard, table: pa.Table, kept: dict[str, str]) -> st
 
 
 def write_kept_shards(folder: Path, shards: Sequence[InputShard], kept_by_shard: dict[int, dict[str, str]],
-                      tables: Sequence[pa.Table]) -> list[str]:
+                      tables: Sequence[pa.Table], owned: set[str] = frozenset()) -> list[str]:
     """One tar per input shard that kept anything (its samples in input order, every member copied under the
-    sample's manifest key), an index.json, and no other tar. A tar whose content is already there is kept."""
+    sample's manifest key) and an index.json. A tar whose content is already there is kept; of the other tars
+    only those in owned (what curate wrote here before) are deleted."""
     folder.mkdir(parents=True, exist_ok=True)
     index_file = folder / INDEX_NAME
     try:
@@ -552,9 +623,8 @@ def write_kept_shards(folder: Path, shards: Sequence[InputShard], kept_by_shard:
     doc = {"format": FORMAT, "nsamples": sum(e["nsamples"] for e in entries), "shardlist": entries}
     write_atomic(index_file, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
     live = {e["url"] for e in entries}
-    for p in sorted(folder.glob("*.tar")):
-        if p.name not in live:
-            p.unlink()
+    for name in sorted(owned - live - {INDEX_NAME}):
+        (folder / name).unlink(missing_ok=True)
     return sorted(live)
 
 

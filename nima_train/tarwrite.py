@@ -16,11 +16,16 @@ FIXED_MTIME = 946_684_800
 # Characters kept as they are in a key; everything else (the dot above all, and '/') is %XX-escaped, which
 # keeps keys injective: WebDataset splits a member name at its first dot, so no key may contain one.
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_\-]")
+_RAW_BYTES = "surrogateescape"  # how a non-UTF-8 name read from a tar holds its bytes
 
 
 def escape_key(text: str) -> str:
-    """text with every character outside [A-Za-z0-9_-] %XX-escaped (UTF-8): no dots, no slashes, injective."""
-    return "".join(ch if _KEY_SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in str(text))
+    """text with every character outside [A-Za-z0-9_-] %XX-escaped (UTF-8): no dots, no slashes, injective.
+
+    A name read from a tar that is not UTF-8 (its bytes decoded with surrogateescape) has those bytes escaped.
+    """
+    return "".join(ch if _KEY_SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode("utf-8", _RAW_BYTES))
+                   for ch in str(text))
 
 
 class HashingWriter:

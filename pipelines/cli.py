@@ -378,6 +378,7 @@ def _curate(args: argparse.Namespace) -> int:
     import torch
 
     from critic.curate import CurateSettings, curate, describe_failures
+    from critic.curate_output import OutputConflict
     from nima_train.data import ShardURLRefused
     from nima_train.distributed import cleanup_distributed, init_distributed
 
@@ -396,7 +397,7 @@ def _curate(args: argparse.Namespace) -> int:
         critic = _load_critic(args.model, batch_size=args.batch_size, device=device, **_input_kwargs(args))
         try:
             result = curate(critic, args.shards, args.out, settings, info)
-        except ShardURLRefused as exc:
+        except (ShardURLRefused, OutputConflict) as exc:
             raise SystemExit(f"aesthetic curate: {exc}") from None
     finally:
         cleanup_distributed()

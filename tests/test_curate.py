@@ -289,3 +289,195 @@ def test_two_gloo_ranks_under_torchrun_match_one_process(corpus, tmp_path) -> No
     assert [r[5] for r in a] == [r[5] for r in b]
     decisions = "SELECT key, shard, decision, duplicate_of FROM '{}/manifest.parquet' ORDER BY key"
     assert duckdb.sql(decisions.format(one)).fetchall() == duckdb.sql(decisions.format(two)).fetchall()
+
+
+# ------------------------------------------------------------------ what a run may delete, lock, keys, member names
+
+
+def _small_shard(path: Path, seeds: range, prefix: str) -> Path:
+    return _write_tar(path, [{"__key__": f"{prefix}{s}", "jpg": _encoded(picture(s, 256), quality=90)} for s in seeds])
+
+
+def _webdataset_keys(folder: Path) -> set[str]:
+    tars = sorted(str(p) for p in folder.glob("*.tar"))
+    return {s["__key__"] for s in wds.WebDataset(tars, shardshuffle=False)} if tars else set()
+
+
+def _bytes_of(paths: list[Path]) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in paths}
+
+
+def test_curate_leaves_alone_every_tar_in_its_shards_folder_that_it_did_not_write(corpus, monkeypatch,
+                                                                                  tmp_path) -> None:
+    root = tmp_path / "C"
+    (root / "shards").mkdir(parents=True)
+    inputs = [_small_shard(root / "shards" / "part-000.tar", range(60, 63), "x"),
+              _small_shard(root / "shards" / "part-001.tar", range(63, 66), "y")]
+    unrelated = _write_tar(root / "shards" / "unrelated-dataset.tar", [{"__key__": "other", "txt": b"not ours"}])
+    before = _bytes_of([*inputs, unrelated])
+    assert _run(corpus, monkeypatch, root, "--no-dedupe", shards=inputs) == 0
+    assert _bytes_of([*inputs, unrelated]) == before
+    index = json.loads((root / "shards" / "index.json").read_text())
+    written = [root / "shards" / e["url"] for e in index["shardlist"]]
+    assert len(written) == 2 and not set(written) & set(before)
+    assert {s["__key__"] for s in wds.WebDataset([str(p) for p in written], shardshuffle=False)} == \
+        {"x60", "x61", "x62", "y63", "y64", "y65"}
+    # a re-run that keeps nothing deletes the tars the first run wrote, and only those
+    assert _run(corpus, monkeypatch, root, "--no-dedupe", "--min-score", "10", shards=inputs) == 0
+    assert not any(p.exists() for p in written)
+    assert _bytes_of([*inputs, unrelated]) == before
+    assert sorted(p.name for p in (root / "shards").iterdir()) == ["index.json", "part-000.tar", "part-001.tar",
+                                                                  "unrelated-dataset.tar"]
+
+
+def test_curate_refuses_before_any_work_to_replace_a_file_it_did_not_write(corpus, monkeypatch, tmp_path,
+                                                                          capsys) -> None:
+    root = tmp_path / "C"
+    (root / "shards").mkdir(parents=True)
+    foreign_index = root / "shards" / "index.json"
+    foreign_index.write_text('{"shardlist": [{"url": "data.tar"}], "nsamples": 1}\n')
+    shard = _small_shard(tmp_path / "in.tar", range(70, 72), "z")
+    with pytest.raises(SystemExit) as refused:
+        _run(corpus, monkeypatch, root, shards=[shard])
+    message = str(refused.value)
+    assert message.startswith("aesthetic curate: ") and "\n" not in message
+    assert str(foreign_index) in message and "not written by curate" in message
+    assert foreign_index.read_text() == '{"shardlist": [{"url": "data.tar"}], "nsamples": 1}\n'
+    assert not (root / "scores").exists() and not (root / "manifest.parquet").exists()
+    foreign_manifest = tmp_path / "M"
+    foreign_manifest.mkdir()
+    (foreign_manifest / "manifest.parquet").write_bytes(b"someone else's manifest")
+    with pytest.raises(SystemExit, match=r"manifest\.parquet .*not written by curate"):
+        _run(corpus, monkeypatch, foreign_manifest, shards=[shard])
+    assert (foreign_manifest / "manifest.parquet").read_bytes() == b"someone else's manifest"
+    capsys.readouterr()
+
+
+def test_an_input_in_the_output_shards_folder_that_the_run_would_replace_is_refused(corpus, monkeypatch,
+                                                                                    tmp_path) -> None:
+    out = tmp_path / "D"
+    shard = _small_shard(tmp_path / "in.tar", range(80, 83), "w")
+    assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[shard]) == 0
+    (own,) = sorted((out / "shards").glob("*.tar"))
+    scores_before = sorted((out / "scores").iterdir())
+    before = own.read_bytes()
+    # own is also what in.tar's output is named: this run would overwrite its own input
+    for refs in ([shard, own], [own], [out / "shards"]):
+        with pytest.raises(SystemExit) as refused:
+            _run(corpus, monkeypatch, out, "--no-dedupe", shards=refs)
+        message = str(refused.value)
+        assert "\n" not in message and f"{out / 'shards'}" in message and "would replace or delete" in message
+        assert own.read_bytes() == before and sorted((out / "scores").iterdir()) == scores_before
+    assert _webdataset_keys(out / "shards") == {"w80", "w81", "w82"}
+
+
+def test_a_member_name_that_is_not_utf8_rejects_its_sample_and_the_shard_goes_on(corpus, monkeypatch,
+                                                                                 tmp_path) -> None:
+    import tarfile
+
+    shard = tmp_path / "latin1.tar"
+    members = [("good1.jpg", _encoded(picture(90, 256), quality=90)),
+               ("caf\udce9.jpg", _encoded(picture(91, 256), quality=90)),  # b"caf\xe9.jpg" on disk
+               ("good2.jpg", _encoded(picture(92, 256), quality=90)),
+               ("good2.t\udcffxt", b"a caption"),  # the sample's image is fine, another member's name is not
+               ("good3.jpg", _encoded(picture(93, 256), quality=90))]
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert b"caf\xe9.jpg" in shard.read_bytes()
+    out = tmp_path / "out"
+    assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[shard]) == 0
+    manifest = _manifest(out)
+    assert manifest["caf%E9"][1:4:2] == ("unreadable", "member name is not UTF-8: b'caf\\xe9.jpg'")
+    assert manifest["caf%E9"][4] == "caf\\xe9"
+    assert manifest["good2"][1:4:2] == ("unreadable", "member name is not UTF-8: b'good2.t\\xffxt'")
+    assert manifest["good1"][1] == manifest["good3"][1] == "kept"
+    assert _webdataset_keys(out / "shards") == {"good1", "good3"}
+
+
+def _traced_lines(fn, *args) -> tuple[object, int]:
+    """fn(*args) and how many lines of critic/curate.py ran meanwhile (the work its helpers do)."""
+    import critic.curate as module
+
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if frame.f_code.co_filename != module.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        value = fn(*args)
+    finally:
+        sys.settrace(None)
+    return value, count
+
+
+def test_repeated_keys_get_the_same_suffixes_with_work_linear_in_the_repeats(tmp_path) -> None:
+    import pyarrow as pa
+
+    from critic.curate import _corpus_keys, keyed_samples
+
+    n = 1500
+    # repeats of k apart from each other (consecutive members with one key are one sample), and k-3 taken verbatim
+    keys = ["k", "k-3", *(k for i in range(n) for k in ("k", f"s{i}")), "k-3", "j"]
+    shard = _write_tar(tmp_path / "repeats.tar", [{"__key__": k, "txt": b"."} for k in keys])
+    # the first free suffix, in input order (a key already taken verbatim is skipped), as before
+    repeats = ["k-2", *(f"k-{i}" for i in range(4, n + 3))]
+    expected = ["k", "k-3", *(k for i in range(n) for k in (repeats[i], f"s{i}")), "k-3-2", "j"]
+    names, lines = _traced_lines(lambda: [k for k, _ in keyed_samples(tar_samples([{"url": str(shard)}]))])
+    assert names == expected
+    assert lines < 20 * len(keys)  # a search from -2 for every repeat would run about n * n / 2 lines
+    names, lines = _traced_lines(_corpus_keys, [pa.table({"key": keys}), pa.table({"key": ["k", "k-3-2"]})])
+    assert names == [*expected, f"k-{n + 3}", "k-3-2-2"] and lines < 20 * len(keys)
+
+
+def test_a_second_run_on_a_locked_output_folder_fails_at_once_naming_the_holder(corpus, monkeypatch,
+                                                                               tmp_path) -> None:
+    out = tmp_path / "out"
+    shard = _small_shard(tmp_path / "in.tar", range(95, 97), "v")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from critic.curate_output import output_lock\n"
+         "with output_lock(Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()", str(out)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"  # the other run holds the folder from here until stdin closes
+        with pytest.raises(SystemExit) as busy:
+            _run(corpus, monkeypatch, out, shards=[shard])
+        message = str(busy.value)
+        assert message.startswith(f"aesthetic curate: {out} is in use by another curate run (pid {holder.pid} on ")
+        assert "\n" not in message
+        assert sorted(p.name for p in out.iterdir()) == ["curate.lock"]  # no work was done
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+    assert _run(corpus, monkeypatch, out, shards=[shard]) == 0
+    assert _webdataset_keys(out / "shards") == {"v95", "v96"}
+
+
+def test_a_manifest_from_before_the_ownership_list_owns_the_tars_its_index_lists(corpus, monkeypatch,
+                                                                                 tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    first = _small_shard(tmp_path / "first.tar", range(100, 102), "f")
+    assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[first]) == 0
+    (old_tar,) = sorted((out / "shards").glob("*.tar"))
+    manifest = pq.read_table(out / "manifest.parquet")
+    meta = json.loads(manifest.schema.metadata[b"curation"])
+    del meta["owns"]  # what curate wrote before the list existed
+    pq.write_table(manifest.replace_schema_metadata({"curation": json.dumps(meta)}), out / "manifest.parquet")
+    foreign = _write_tar(out / "shards" / "theirs.tar", [{"__key__": "t", "txt": b"not ours"}])
+    second = _small_shard(tmp_path / "second.tar", range(102, 104), "s")
+    assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[second]) == 0
+    assert not old_tar.exists() and foreign.exists()
+    assert _webdataset_keys(out / "shards") == {"s102", "s103", "t"}
+    index = json.loads((out / "shards" / "index.json").read_text())
+    assert [e["nsamples"] for e in index["shardlist"]] == [2] and index["shardlist"][0]["url"] != "theirs.tar"
