@@ -14,10 +14,11 @@ from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.crops import CropSpec
 from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
+from ingest.sqlite_files import whole_by_header
 
 # What the inbox sensor (pipelines/sensors.py) needs of the stage, so the code location imports only assets.
-__all__ = ["INBOX", "inbox_files", "read_snapshot", "sac_snapshot_partitions", "sac_snapshots", "sac_images",
-           "sac_download"]
+__all__ = ["INBOX", "inbox_files", "read_snapshot", "whole_by_header", "sac_snapshot_partitions", "sac_snapshots",
+           "sac_images", "sac_download"]
 
 sac_snapshot_partitions = dg.DynamicPartitionsDefinition(name="sac_snapshots")
 
