@@ -13,6 +13,7 @@ from ingest.archives import ArchiveError, ParquetColumns
 from ingest.ava import ACQUISITIONS, ARCHIVE_ACQUISITIONS, DEFAULT_TEST_LIST, AvaReport, AvaSettings, ingest_ava
 from ingest.crops import CropSpec
 from ingest.fetch import HttpOptions
+from ingest.shrink_guard import ShrinkRefused
 from nima_train.atomic import write_atomic
 
 
@@ -41,6 +42,8 @@ class AvaConfig(dg.Config):
     http_retries: int = 3
     max_bytes: int = Field(50 * 2**20, description="largest source file accepted from an archive or http")
     workers: int = Field(0, description="crop processes; 0 = all cores")
+    allow_shrink: bool = Field(False, description="let this run reject more than half of the accepted images"
+                               " (a drop that really shrank); off, such a run stops before deleting anything")
 
     def settings(self) -> AvaSettings:
         if self.acquisition not in ACQUISITIONS:
@@ -64,6 +67,7 @@ class AvaConfig(dg.Config):
             test_list=self.test_list,
             train_list=self.train_list,
             workers=self.workers,
+            allow_shrink=self.allow_shrink,
         )
 
 
@@ -104,6 +108,8 @@ def ava_images(
                                 context.log.info)
         except ArchiveError as exc:  # the archive as a whole: nothing was changed, and the message says what to do
             raise dg.Failure(description=f"ava: {exc}") from None
+        except ShrinkRefused as exc:  # nothing was deleted; the line says why and what to do
+            raise dg.Failure(description=str(exc)) from None
         if report.preview_png:
             write_atomic(preview_path, report.preview_png)
     preview = markdown_image(report.preview_png, "AVA crops, lowest to highest mean score",
