@@ -21,6 +21,7 @@ from ingest.ava import (
 )
 from ingest.crops import CropSpec
 from ingest.fetch import HttpOptions
+from ingest.shrink_guard import ShrinkRefused
 from nima_train.atomic import write_atomic
 from nima_train.bounds import config_field
 from nima_train.regular_files import OutsideRoot
@@ -51,6 +52,8 @@ class AvaConfig(dg.Config):
     http_retries: int = config_field(HttpOptions, "retries", "http: further tries after a failure that may pass")
     max_bytes: int = config_field(HttpOptions, "max_bytes", "largest source file accepted from an archive or http")
     workers: int = config_field(AvaSettings, "workers", "crop processes; 0 = all cores")
+    allow_shrink: bool = Field(False, description="let this run reject more than half of the accepted images"
+                               " (a drop that really shrank); off, such a run stops before deleting anything")
 
     def settings(self) -> AvaSettings:
         if self.acquisition not in ACQUISITIONS:
@@ -74,6 +77,7 @@ class AvaConfig(dg.Config):
             test_list=self.test_list,
             train_list=self.train_list,
             workers=self.workers,
+            allow_shrink=self.allow_shrink,
         )
 
 
@@ -116,6 +120,8 @@ def ava_images(
         # names the file and what to do, never what the file holds.
         except (ArchiveError, ListFileError, OutsideRoot) as exc:
             raise dg.Failure(description=f"ava: {exc}") from None
+        except ShrinkRefused as exc:  # nothing was deleted; the line says why and what to do
+            raise dg.Failure(description=str(exc)) from None
         if report.preview_png:
             write_atomic(preview_path, report.preview_png)
     preview = markdown_image(report.preview_png, "AVA crops, lowest to highest mean score",

@@ -12,6 +12,7 @@ from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.kuler import KulerSettings, ingest_kuler
 from nima_train.bounds import config_field
+from ingest.shrink_guard import ShrinkRefused
 
 
 class KulerConfig(dg.Config):
@@ -27,6 +28,7 @@ class KulerConfig(dg.Config):
     # of std_2011 stars around it; None estimates it from 2014 ratings in the drop, else 1.0: docs/kuler.md).
     spread_2011: str = "two_bin"
     std_2011: float | None = config_field(KulerSettings, "std_2011", "2011, normal: the spread in stars")
+    allow_shrink: bool = False  # let a run reject more than half of the accepted themes (ingest/shrink_guard.py)
 
     def settings(self) -> KulerSettings:
         return KulerSettings(
@@ -37,6 +39,7 @@ class KulerConfig(dg.Config):
             temperature=self.softmax_temperature,
             spread_2011=self.spread_2011,
             std_2011=self.std_2011,
+            allow_shrink=self.allow_shrink,
         )
 
 
@@ -49,8 +52,11 @@ def kuler_images(
 ) -> dg.MaterializeResult:
     """Kuler colour themes as 5-stripe swatches with 10-bin rating histograms; bad ratings go to rejects."""
     with storage.full_disk_as_failure():
-        out = ingest_kuler(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
-                           context.log.info)
+        try:
+            out = ingest_kuler(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
+                               context.log.info)
+        except ShrinkRefused as exc:  # nothing was deleted; the line says why and what to do
+            raise dg.Failure(description=str(exc)) from None
     return dg.MaterializeResult(
         metadata={
             "release": out.release,

@@ -11,7 +11,7 @@ import duckdb
 
 from ingest.paths import NoSpaceLeft, Paths
 from nima_train.bounds import Range, ranged_field
-from warehouse.db import connect
+from warehouse.db import WarehouseUnreadable, connect
 from warehouse.models_lookup import ModelNotFound, ResolvedModel, resolve_model
 
 
@@ -71,8 +71,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with connect(self.path, read_only=read_only, timeout_s=self.lock_timeout_s) as conn:
-            yield conn
+        """A short connection (warehouse/db.py); a damaged warehouse fails the step with db.py's one line."""
+        try:
+            with connect(self.path, read_only=read_only, timeout_s=self.lock_timeout_s) as conn:
+                yield conn
+        except WarehouseUnreadable as exc:
+            raise dg.Failure(description=str(exc)) from None
 
     def model_for(self, home: Path, ref: str | None, who: str) -> ResolvedModel:
         """The model `ref` names (an alias or a version; None: production) for the step `who`; a dg.Failure that

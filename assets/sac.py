@@ -7,6 +7,9 @@ drop's own `sac/*.sqlite` and is the asset the shards depend on. Both merge thro
 snapshot only adds ratings not seen before and rebuilds only the histograms they touch.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 
 from assets.downloads import LIGHT, DownloadConfig, fetch_drop
@@ -15,10 +18,12 @@ from assets.resources import StorageResource, WarehouseResource
 from ingest.crops import CropSpec
 from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
 from nima_train.bounds import config_field
+from ingest.shrink_guard import ShrinkRefused
+from ingest.sqlite_files import whole_by_header
 
 # What the inbox sensor (pipelines/sensors.py) needs of the stage, so the code location imports only assets.
-__all__ = ["INBOX", "inbox_files", "read_snapshot", "sac_snapshot_partitions", "sac_snapshots", "sac_images",
-           "sac_download"]
+__all__ = ["INBOX", "inbox_files", "read_snapshot", "whole_by_header", "sac_snapshot_partitions", "sac_snapshots",
+           "sac_images", "sac_download"]
 
 sac_snapshot_partitions = dg.DynamicPartitionsDefinition(name="sac_snapshots")
 
@@ -29,10 +34,19 @@ class SacConfig(dg.Config):
     crop_size: int = config_field(CropSpec, "size", "side of the square crop, px")
     crop_mode: str = "center"  # or "squash"
     workers: int = config_field(SacSettings, "workers", "crop processes; 0 = one per CPU core")
+    allow_shrink: bool = False  # let a run reject more than half of the accepted images (ingest/shrink_guard.py)
 
     def settings(self, snapshots: list[str] | None = None) -> SacSettings:
         return SacSettings(self.temperature, CropSpec(size=self.crop_size, mode=self.crop_mode), self.workers,
-                           tuple(snapshots or ()))
+                           tuple(snapshots or ()), self.allow_shrink)
+
+
+@contextmanager
+def _shrink_as_failure() -> Iterator[None]:
+    try:
+        yield
+    except ShrinkRefused as exc:  # nothing was deleted; the line says why and what to do
+        raise dg.Failure(description=str(exc)) from None
 
 
 def _metadata(sac: SacReport) -> dict:
@@ -82,7 +96,7 @@ def sac_snapshots(
     `dagster asset materialize -m pipelines.definitions --select sac_snapshots --partition <key>`
     (keys are listed under the asset's Partitions tab), or a backfill of job `sac_backfill` in the UI.
     """
-    with storage.full_disk_as_failure():
+    with storage.full_disk_as_failure(), _shrink_as_failure():
         report = ingest_sac(storage.paths(), warehouse.connect, config.settings(list(context.partition_keys)),
                             context.run.run_id, context.log.info)
     return dg.MaterializeResult(metadata=_metadata(report))
@@ -93,7 +107,7 @@ def sac_images(
     context: dg.AssetExecutionContext, config: SacConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """SAC crops under images/sac/ with their rating histograms, from the drop's sac/*.sqlite (or tarball)."""
-    with storage.full_disk_as_failure():
+    with storage.full_disk_as_failure(), _shrink_as_failure():
         report = ingest_sac(storage.paths(), warehouse.connect, config.settings(), context.run.run_id,
                             context.log.info)
     return dg.MaterializeResult(metadata=_metadata(report))

@@ -326,12 +326,28 @@ def _leaf(schema: Any, column: str) -> Any:
     return kind
 
 
+def _id_type_ok(kind: Any) -> bool:
+    """Integers (ids) and strings (ids or file names) only. A float column is refused even when its values are
+    whole: its cells never match an id, so every photo would turn into a `missing` reject (and a previously
+    accepted one lose its crop); a list or any other type likewise."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind))
+
+
 def _resolve_columns(schema: Any, columns: ParquetColumns, file: Path) -> tuple[str, str]:
     import pyarrow as pa
 
     available = ", ".join(schema.names)
-    if _leaf(schema, columns.id) is None:
+    id_kind = _leaf(schema, columns.id)
+    if id_kind is None:
         raise ArchiveError(f"{file} has no id column {columns.id!r} (columns: {available}); set parquet_id_column")
+    if not _id_type_ok(id_kind):
+        raise ArchiveError(f"{file}: id column {columns.id!r} has Arrow type {id_kind}; it must hold integers or "
+                           f"strings (123, or a file name such as 123.jpg): cast it, or set parquet_id_column")
     image, kind = columns.image, _leaf(schema, columns.image)
     if kind is not None and pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
         image, kind = f"{image}.bytes", kind.field("bytes").type  # Hugging Face's Image: struct<bytes, path>
@@ -357,20 +373,16 @@ def _row_id(value: Any) -> str | None:
 def parquet_sources(source: str | Path, ids: Iterable[str], columns: ParquetColumns = ParquetColumns(),
                     max_bytes: int = 50 * 2**20) -> Iterator[Acquired]:
     """Rows of a Parquet file (or folder of shards) whose id column names a wanted id; the first row wins."""
-    import pyarrow.parquet as pq
-
     wanted = set(ids)
     done: set[str] = set()
-    for file in parquet_files(Path(source)):
+    files = parquet_files(Path(source))
+    for file in files:  # every shard's columns, before the first row is answered and any crop is made
+        with _open_archive(file, "Parquet file") as fh:
+            _parquet_file(fh, file, columns)
+    for file in files:
         with _open_archive(file, "Parquet file") as fh:
             identity = _identity(fh)
-            try:
-                pf = pq.ParquetFile(fh)
-                id_column, image_column = _resolve_columns(pf.schema_arrow, columns, file)
-            except ArchiveError:
-                raise
-            except Exception as exc:  # pyarrow's errors (ArrowInvalid, OSError) for a file that is not Parquet
-                raise ArchiveError(f"not a readable Parquet file: {file}: {exc}") from None
+            pf, id_column, image_column = _parquet_file(fh, file, columns)
             for group in range(pf.metadata.num_row_groups):
                 try:
                     yield from _row_group_sources(fh, file, identity, group, id_column, image_column, wanted, done,
@@ -381,6 +393,20 @@ def parquet_sources(source: str | Path, ids: Iterable[str], columns: ParquetColu
                     raise ArchiveError(f"Parquet file damaged: {file}, row group {group}: {exc}") from None
     for item_id in sorted(wanted - done, key=_id_order):
         yield FetchFailure(item_id, f"missing: no row with {columns.id} = {item_id} in {source}")
+
+
+def _parquet_file(fh: BinaryIO, file: Path, columns: ParquetColumns) -> tuple[Any, str, str]:
+    """(the pyarrow ParquetFile, id column, image leaf column); ArchiveError for a file that is not Parquet or
+    whose columns are missing or of the wrong type."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(fh)
+        return (pf, *_resolve_columns(pf.schema_arrow, columns, file))
+    except ArchiveError:
+        raise
+    except Exception as exc:  # pyarrow's errors (ArrowInvalid, OSError) for a file that is not Parquet
+        raise ArchiveError(f"not a readable Parquet file: {file}: {exc}") from None
 
 
 def _row_group_sources(fh: BinaryIO, file: Path, identity: Identity, group: int, id_column: str,

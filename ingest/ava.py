@@ -36,6 +36,7 @@ from ingest.fetch import (
     template_fields,
 )
 from ingest.paths import Connect, Log, Paths, no_log
+from ingest.shrink_guard import guard_shrink, lost_items
 from ingest.splits import hash_fraction
 from ingest.text_lines import encoding_of, split_lines, text_lines
 from nima_train.bounds import Range, bounded, check_ranges
@@ -249,6 +250,7 @@ class AvaSettings:
     workers: int = bounded(0, CROP_WORKERS)
     batch_size: int = bounded(2048, Range(1, 65536, "items cropped and written to the warehouse together: their "
                                                     "sources and crops are held at once"))
+    allow_shrink: bool = False  # let one run reject more than half of the accepted images (ingest/shrink_guard.py)
 
     def __post_init__(self) -> None:
         if self.acquisition not in ACQUISITIONS:
@@ -424,10 +426,6 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
     report.tags, report.challenges = len(names["ava_tags"]), len(names["ava_challenges"])
 
     with connect() as conn:
-        for table, rows in names.items():
-            wh.sync_names(conn, table, rows)
-        meta = [(r.image_id, r.line, r.tag1, r.tag2, r.challenge_id) for _, r in wanted.values()]
-        wh.sync_image_meta(conn, meta)
         states = wh.load_crop_state(conn)
         stored_ids = wh.accepted_ids(conn)
 
@@ -462,6 +460,8 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
 
     # Batches sent to the workers and not yet written: at most one beside the one being filled.
     in_flight: list[tuple[list[tuple[CropJob, Source]], Iterator[tuple[CropJob, CropResult | RejectedImage]]]] = []
+    # Accepted images whose source turned bad: recorded only once the shrink guard has let the run go on.
+    demoted: list[wh.CropState] = []
 
     def record(batch: list[tuple[CropJob, Source]],
                outcomes: Iterator[tuple[CropJob, CropResult | RejectedImage]]) -> None:
@@ -484,7 +484,11 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
             else:
                 reason = str(outcome)
                 rejects.append(wh.RejectRow(job.item_id, "image", reason))
-                new_states.append(wh.CropState(job.item_id, *signature, "rejected", reason))
+                state = wh.CropState(job.item_id, *signature, "rejected", reason)
+                if job.item_id in stored_ids:
+                    demoted.append(state)  # its row and crop go with sync_accepted's prune, after the guard
+                    continue
+                new_states.append(state)
                 dropped.append(job.item_id)
                 Path(job.dest).unlink(missing_ok=True)  # an older crop of a source that is now bad
         cropper.collected()
@@ -529,7 +533,15 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
         cropper.close()
     report.crop_seconds = cropper.seconds
 
+    reasons = {r.item_id: r.reason for r in rejects}
+    guard_shrink("ava", len(stored_ids), lost_items(stored_ids, accepted, reasons, "gone: no longer in AVA.txt"),
+                 opts.allow_shrink)
     with connect() as conn:
+        for table, rows in names.items():
+            wh.sync_names(conn, table, rows)
+        wh.sync_image_meta(conn, [(r.image_id, r.line, r.tag1, r.tag2, r.challenge_id) for _, r in wanted.values()])
+        if demoted:
+            wh.write_crop_batch(conn, [], [], demoted, [])
         sync = wh.sync_accepted(conn, accepted)
         wh.forget_crop_state(conn, wanted)
         report.rejects_written, report.rejects_deleted = wh.sync_rejects(conn, rejects + name_rejects, batch)

@@ -31,13 +31,14 @@ from ingest.crop_folder import crop_folder
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
 from ingest.labels import SOFTMAX_TEMPERATURE
 from ingest.paths import Connect, Log, Paths, no_log
+from ingest.shrink_guard import guard_shrink, lost_items
 from ingest.splits import three_way_split
 from nima_train.atomic import write_atomic
 from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.contact_sheet import Cell, contact_sheet, png_bytes
 from nima_train.regular_files import NotRegularFile, read_regular_file
 from warehouse.kuler import KulerTheme, SyncStats, sync_kuler
-from warehouse.records import ImageRow, Reject
+from warehouse.records import ImageRow, Reject, accepted_ids
 
 DATASET = "kuler"
 STAGE = "ratings"
@@ -472,6 +473,7 @@ class KulerSettings:
     # Stars; None: estimated from 2014 ratings in the drop, else DEFAULT_STD_2011.
     std_2011: float | None = bounded(None, Range(0.0, 4.0, "stars lie within 1..5, so no spread exceeds 4",
                                                  lo_open=True))
+    allow_shrink: bool = False  # let one run reject more than half of the accepted themes (ingest/shrink_guard.py)
 
     def __post_init__(self) -> None:
         if self.spread_2011 not in SPREADS_2011:
@@ -598,6 +600,11 @@ def _ingest_kuler(paths: Paths, connect: Connect, settings: KulerSettings, batch
     reading = read_release(paths.raw / DATASET, settings)
     themes, labels = reading.themes, reading.labels
     log(f"{len(themes)} themes, {reading.ratings_read} ratings read from {', '.join(reading.sources)}")
+    with connect() as conn:
+        before = accepted_ids(conn, DATASET)
+    reasons = {r.item_id: r.reason for r in labels.rejects}
+    lost = lost_items(before, labels.counts, reasons, f"gone: no longer in {Path(themes.source).name}")
+    guard_shrink(DATASET, len(before), lost, settings.allow_shrink)  # before any swatch is written
 
     images_dir = paths.images_dir(DATASET)
     image_rows, kuler_rows, qualities = [], [], Counter()

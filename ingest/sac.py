@@ -37,13 +37,14 @@ from ingest.crop_folder import crop_folder
 from ingest.crops import CROP_WORKERS, CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
 from ingest.labels import SOFTMAX_TEMPERATURE
 from ingest.paths import Connect, Log, Paths, no_log
+from ingest.shrink_guard import guard_shrink
 from ingest.splits import three_way_split
 from ingest.sqlite_files import SqliteFileError, check_sqlite_file
 from nima_train.atomic import atomic_path
 from nima_train.bounds import bounded, check_ranges
 from nima_train.regular_files import NotRegularFile, OutsideRoot, open_regular, under_root
 from warehouse.db import checkpoint, transaction
-from warehouse.records import ImageRow, Reject, clear_rejects, upsert_images
+from warehouse.records import ImageRow, Reject, accepted_among, clear_rejects, count_images, upsert_images
 from warehouse.sac import (
     DATASET,
     Candidate,
@@ -282,6 +283,7 @@ class SacSettings:
     spec: CropSpec = field(default_factory=CropSpec)
     workers: int = bounded(0, CROP_WORKERS)
     snapshots: tuple[str, ...] = ()  # inbox snapshot keys (partitions); empty: the drop's own sac/*.sqlite
+    allow_shrink: bool = False  # let one snapshot reject more than half of the accepted images (shrink_guard.py)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -337,7 +339,7 @@ def ingest_snapshot(paths: Paths, connect: Connect, settings: SacSettings, snaps
     """Merge one snapshot into the warehouse (steps in the module docstring); safe to re-run."""
     t0 = time.perf_counter()
     sources, images_dir, to_stored = ImageSources(paths.raw / DATASET), paths.images_dir(DATASET), paths.to_stored
-    spec, temperature, workers = settings.spec, settings.temperature, settings.workers or os.cpu_count()
+    spec, workers = settings.spec, settings.workers or os.cpu_count()
     report = IngestReport(snapshot.key)
     steps = report.step_seconds
     ingest_id = new_ingest_id()
@@ -360,7 +362,7 @@ def ingest_snapshot(paths: Paths, connect: Connect, settings: SacSettings, snaps
                 # Nothing to crop (a backfill of ratings alone): step 3 joins this transaction, which saves
                 # a second connection and commit.
                 with _timed(steps, "histograms"):
-                    _store_results(conn, snapshot, report, [], rejects, temperature, images_end)
+                    _store_results(conn, snapshot, report, [], rejects, settings, images_end)
         return rejects, to_locate, images_end
 
     check_sqlite_file(snapshot.path)
@@ -378,7 +380,7 @@ def ingest_snapshot(paths: Paths, connect: Connect, settings: SacSettings, snaps
         with connect() as conn:
             with _timed(steps, "histograms"):
                 with transaction(conn):
-                    _store_results(conn, snapshot, report, accepted, rejects, temperature, images_end)
+                    _store_results(conn, snapshot, report, accepted, rejects, settings, images_end)
             with _timed(steps, "checkpoint"):
                 checkpoint(conn, defer_vacuum_of="histograms")
     report.images_added = len(accepted)
@@ -425,10 +427,17 @@ def _crop(
 
 def _store_results(
     conn: duckdb.DuckDBPyConnection, snapshot: Snapshot, report: IngestReport, accepted: list[ImageRow],
-    rejects: dict[str, list[Reject]], temperature: float, images_end: ImageEnd,
+    rejects: dict[str, list[Reject]], settings: SacSettings, images_end: ImageEnd,
 ) -> None:
     """Step 3: images rows, image rejects, the histograms of stale and newly cropped images, and where the
-    snapshot's images end (every image up to there is now cropped or rejected)."""
+    snapshot's images end (every image up to there is now cropped or rejected).
+
+    The shrink guard comes first. Only images without a crop are candidates, so a SAC snapshot adds and never
+    takes an accepted image away; the guard stops the transaction should that ever change."""
+    reasons = {r.item_id: r.reason for items in rejects.values() for r in items}
+    lost = {i: reasons[i] for i in accepted_among(conn, DATASET, reasons)}
+    if lost:
+        guard_shrink(DATASET, count_images(conn, DATASET), lost, settings.allow_shrink)
     accepted_ids = [r.image_id for r in accepted]
     upsert_images(conn, DATASET, accepted)
     # An item's rejects from an earlier snapshot give way to what happened to it now.
@@ -436,7 +445,7 @@ def _store_results(
     clear_rejects(conn, DATASET, "ratings", accepted_ids + [r.item_id for r in rejects["image"]])
     for stage, items in rejects.items():
         record_new_rejects(conn, stage, items, snapshot.key)
-    report.histograms_written = merge_pending_histograms(conn, accepted_ids, temperature)
+    report.histograms_written = merge_pending_histograms(conn, accepted_ids, settings.temperature)
     remember_image_boundary(conn, snapshot.key, images_end)
     log_snapshot(conn, snapshot.key, str(snapshot.path), snapshot.sha256, report.ratings,
                  report.ratings_new, report.images_read)

@@ -160,7 +160,7 @@ def _load_critic(model: str | None, **kwargs):
             raise SystemExit(f"aesthetic: --model: {exc}") from None
 
     from ingest.paths import Paths
-    from warehouse.db import connect
+    from warehouse.db import WarehouseUnreadable, connect
     from warehouse.models_lookup import ModelNotFound, resolve_model
 
     paths = Paths.from_env()
@@ -172,7 +172,7 @@ def _load_critic(model: str | None, **kwargs):
             found = resolve_model(conn, paths.home, model)
         return Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version,
                                       **kwargs)
-    except (ModelNotFound, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (ModelNotFound, WarehouseUnreadable, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"aesthetic: {' '.join(str(exc).split())}") from None
 
 

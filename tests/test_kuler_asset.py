@@ -173,9 +173,9 @@ def test_run_killed_before_the_warehouse_write_is_completed_by_the_next_run(tmp_
     warehouse = WarehouseResource(path=str(tmp_path / "home" / "warehouse.duckdb"))
     blocked = tmp_path / "blocked"
     blocked.mkdir()  # a folder where the database file should be: DuckDB cannot open it
-    # The run's first connection (the crop folder's sweep) works; from the second, the warehouse write, on
-    # the database cannot be opened, so the run stops with every swatch written and none recorded.
-    connections = iter([warehouse.connect])
+    # The run's first connections (the crop folder's sweep, the shrink guard's read) work; from the third, the
+    # warehouse write, on the database cannot be opened, so the run stops with every swatch written and none recorded.
+    connections = iter([warehouse.connect, warehouse.connect])
     with pytest.raises(Exception):  # noqa: B017 - whatever DuckDB raises, the run must stop
         ingest_kuler(_paths(tmp_path), lambda: next(connections, WarehouseResource(path=str(blocked)).connect)(),
                      KulerSettings())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -62,8 +64,8 @@ def test_inbox_sensor_adds_one_partition_and_run_per_new_snapshot(raw: Path, tmp
 
     con_path = inbox / "sac_2022_08_01.sqlite"
     shutil.copy(raw / "sac" / SAC_DB_NAME, con_path)
-    with con_path.open("ab") as fh:  # other bytes, other key
-        fh.write(b"\0" * 16)
+    with closing(sqlite3.connect(con_path)) as db:  # other bytes, other key; a whole database still
+        db.execute("PRAGMA user_version = 7")
     third = sensor_result(instance, raw, tmp_path / "home", again.cursor)
     assert [r.partition_key for r in third.run_requests] == [read_snapshot(con_path).key]
 

@@ -14,6 +14,7 @@ from dataclasses import astuple, dataclass
 import duckdb
 import pyarrow as pa
 
+from warehouse import records
 from warehouse.db import transaction
 from warehouse.labels import merge_staged_histograms, stage_counts
 from warehouse.records import ImageRow, upsert_images
@@ -57,7 +58,7 @@ def load_crop_state(conn: duckdb.DuckDBPyConnection) -> dict[str, CropState]:
 
 
 def accepted_ids(conn: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT image_id FROM images WHERE dataset = ?", [DATASET]).fetchall()}
+    return records.accepted_ids(conn, DATASET)
 
 
 @contextmanager

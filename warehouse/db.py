@@ -20,10 +20,32 @@ import duckdb
 
 # Fragments of the messages DuckDB raises when another process holds the file.
 _LOCK_MESSAGES = ("Could not set lock on file", "Conflicting lock is held")
+# ... and when the file is not a whole DuckDB database: garbage bytes, a cut-off copy (both when opening), a block
+# whose checksum fails (when a query reaches it).
+_DAMAGE_MESSAGES = ("not a valid DuckDB database file", "Could not read enough bytes", "Corrupt database file")
+
+
+class WarehouseUnreadable(Exception):
+    """The warehouse file exists but is not a readable DuckDB database; str() is one line that names the file
+    and says what to do. Nothing is written to the file once this is known."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        detail = " ".join(detail.split())
+        super().__init__(
+            f"warehouse {path} is not a readable DuckDB database ({detail}); restore it from a backup, or, for a "
+            "demo home, run `make clean` (it removes AESTHETIC_HOME) and materialise again")
 
 
 def _is_lock_error(exc: Exception) -> bool:
     return any(fragment in str(exc) for fragment in _LOCK_MESSAGES)
+
+
+def _is_damage(exc: Exception, path: Path) -> bool:
+    """DuckDB's own words for a damaged file, about this file: a corrupt SQLite snapshot attached to the same
+    connection (SAC) is the stage's to report, not the warehouse's."""
+    text = str(exc)
+    return any(fragment in text for fragment in _DAMAGE_MESSAGES) and (
+        path.name in text or "Corrupt database file" in text)
 
 
 def open_connection(
@@ -39,6 +61,8 @@ def open_connection(
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
+            if _is_damage(exc, path):
+                raise WarehouseUnreadable(path, str(exc)) from None
             if not _is_lock_error(exc) or time.monotonic() > deadline:
                 if _is_lock_error(exc):
                     raise TimeoutError(
@@ -53,12 +77,17 @@ def open_connection(
 def connect(
     path: str | Path, read_only: bool = False, timeout_s: float = 300.0
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection, migrated when writable, always closed."""
+    """A short-lived connection, migrated when writable, always closed. A damaged file, found when opening it or
+    by a later query, raises WarehouseUnreadable (one line) instead of DuckDB's error."""
     conn = open_connection(path, read_only=read_only, timeout_s=timeout_s)
     try:
         if not read_only:
             migrate(conn)
         yield conn
+    except duckdb.IOException as exc:
+        if _is_damage(exc, Path(path)):
+            raise WarehouseUnreadable(Path(path), str(exc)) from None
+        raise
     finally:
         conn.close()
 

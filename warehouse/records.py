@@ -54,6 +54,25 @@ def upsert_images(conn: duckdb.DuckDBPyConnection, dataset: str, rows: Sequence[
     return len(rows)
 
 
+def accepted_ids(conn: duckdb.DuckDBPyConnection, dataset: str) -> set[str]:
+    """The image ids a dataset has in `images`."""
+    return {r[0] for r in conn.execute("SELECT image_id FROM images WHERE dataset = ?", [dataset]).fetchall()}
+
+
+def accepted_among(conn: duckdb.DuckDBPyConnection, dataset: str, ids: Iterable[str]) -> set[str]:
+    """Those of ids that a dataset has in `images` (for stages too large to load every id)."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    rows = conn.execute("SELECT image_id FROM images WHERE dataset = ? AND image_id IN (SELECT unnest(?))",
+                        [dataset, ids]).fetchall()
+    return {r[0] for r in rows}
+
+
+def count_images(conn: duckdb.DuckDBPyConnection, dataset: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM images WHERE dataset = ?", [dataset]).fetchone()[0])
+
+
 def record_rejects(
     conn: duckdb.DuckDBPyConnection, dataset: str, stage: str, rejects: Iterable[Reject], batch: str | None
 ) -> int:
