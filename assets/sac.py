@@ -17,9 +17,9 @@ from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from ingest.crops import CropSpec
 from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
-from nima_train.bounds import config_field
 from ingest.shrink_guard import ShrinkRefused
 from ingest.sqlite_files import whole_by_header
+from nima_train.bounds import config_field
 
 # What the inbox sensor (pipelines/sensors.py) needs of the stage, so the code location imports only assets.
 __all__ = ["INBOX", "inbox_files", "read_snapshot", "whole_by_header", "sac_snapshot_partitions", "sac_snapshots",
