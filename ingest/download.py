@@ -6,8 +6,8 @@
   the validator (ETag or Last-Modified) it came with. After a dropped connection, a retry or the next run asks
   for the rest with `Range` + `If-Range`; a server that answers 200 instead (it ignores ranges, or the file
   changed) starts the body again, and so does a 206 whose ETag, Last-Modified or total size differs from the
-  stored ones (a server that ignores If-Range). Failures that may pass (5xx, 429, resets, timeouts, a short body) are retried
-  with jittered exponential backoff; progress resets the count.
+  stored ones (a server that ignores If-Range). Failures that may pass (5xx, 429, resets, timeouts, a short
+  body) are retried with jittered exponential backoff; progress resets the count.
 - Bounded: the free space is checked before a byte is written and again as bytes arrive (reserve_bytes stays free
   even when no length is declared), a body over `max_bytes` (declared or streamed) is refused, each read waits at
   most `timeout_s`, and the whole call ends by `deadline_s` (the HTTP client is nima_train/remote.py's).
