@@ -198,3 +198,34 @@ def test_read_limits_must_be_positive() -> None:
                 {"max_stream_bytes": 0}):
         with pytest.raises(ValueError, match="bad read limits"):
             ReadLimits(**bad)
+
+
+def test_curate_decides_a_sample_with_a_member_over_the_cap_unreadable_naming_it(tmp_path, monkeypatch) -> None:
+    import duckdb
+    import webdataset as wds
+
+    from pipelines.cli import main
+    from tests.helpers.critic_models import picture, register_model
+
+    home = tmp_path / "home"
+    home.mkdir()
+    register_model(home, crop=96, resize=108)
+    cap = ReadLimits().max_member_bytes  # curate reads with the defaults
+    huge = b"\xff\xd8" + bytes(cap)
+    with wds.TarWriter(str(tmp_path / "in.tar")) as sink:
+        for key, jpg in (("p0", _jpeg_of(picture(0, 256))), ("huge", huge), ("p1", _jpeg_of(picture(1, 256)))):
+            sink.write({"__key__": key, "jpg": jpg})
+    del huge
+    monkeypatch.setenv("AESTHETIC_HOME", str(home))
+    assert main(["curate", str(tmp_path / "in.tar"), "--out", str(tmp_path / "out"), "--workers", "0"]) == 0
+    rows = dict(duckdb.sql(f"SELECT key, decision || ': ' || coalesce(reason, '') "
+                           f"FROM '{tmp_path}/out/manifest.parquet'").fetchall())
+    assert rows["huge"] == (f"unreadable: too large: member huge.jpg has {cap + 2} bytes, over the cap "
+                            f"max_member_bytes={cap}")
+    assert not rows["p0"].startswith("unreadable") and not rows["p1"].startswith("unreadable")
+
+
+def _jpeg_of(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=90)
+    return out.getvalue()
