@@ -45,6 +45,8 @@ class DownloadConfig(dg.Config):
                                            "huggingface.co URLs, none elsewhere")
     retries: int = Field(5, description="further tries without progress after a failure that may pass")
     timeout_s: float = 60.0
+    deadline_s: float = Field(86400.0, description="the longest one file's download may take in a run (every try); "
+                                                   "a part left by it is resumed by the next run")
 
     def wanted(self) -> list[DownloadFile]:
         first = [DownloadFile(url=self.url, sha256=self.sha256, size=self.size, filename=self.filename)]
@@ -65,7 +67,8 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
         for f in files:
             settings = DownloadSettings(url=f.url, dest_dir=dest_dir, filename=f.filename, sha256=f.sha256,
                                         size=f.size, max_bytes=config.max_bytes, token_env=config.token_env,
-                                        retries=config.retries, timeout_s=config.timeout_s)
+                                        retries=config.retries, timeout_s=config.timeout_s,
+                                        deadline_s=config.deadline_s)
             check_drop_name(dataset, settings.filename)
             context.log.info(f"{dataset}: {settings.filename} from {public_url(f.url)}")
             report = download(settings)

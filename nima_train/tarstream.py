@@ -3,7 +3,9 @@
 webdataset's own expander (tarfile_to_samples) reads each member through tarfile, a cost per sample of the order of
 a tenth of decoding a 256x256 JPEG. This unpacks each 512-byte header with one struct call; a local shard is mapped
 in memory and each payload is a view of the mapping (no copy at all), any other URL is read as a stream with one
-read per payload (benchmarks/bench_loader.py prints both readers' cost per sample; docs/shards.md has the figures).
+read per payload (benchmarks/bench_loader.py prints both readers' cost per sample; docs/shards.md has the figures):
+http(s) through nima_train/remote.py within ReadLimits, never through curl. No payload over max_member_bytes is
+read whole, whatever its header declares: it is passed over and its sample says why under `__skipped__`.
 It keeps webdataset's conventions:
 a sample is the run of consecutive members sharing a key (the path up to the first dot of the file name), each
 extension (lower-cased) maps to the member's bytes (a writable memoryview for a mapped file: compare, slice or
