@@ -229,3 +229,26 @@ def _jpeg_of(img: Image.Image) -> bytes:
     out = io.BytesIO()
     img.save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+def test_the_train_and_evaluate_command_lines_stop_at_an_endless_index_in_one_line(tmp_path, capsys) -> None:
+    import subprocess
+
+    from nima_train.evaluate import main as evaluate_main
+    from tests.helpers.critic_models import save_test_checkpoint
+
+    with serving(ScriptedServer({"/ava/val/index.json": endless(b"[" * 65536)})) as server:
+        index = f"{server.url}/ava/val/index.json"
+        done = subprocess.run(
+            [sys.executable, "-m", "nima_train.train", "--data", index, "--output-dir", str(tmp_path / "run"),
+             "--device", "cpu", "--weights", "none", "--no-progress"],
+            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+        checkpoint = save_test_checkpoint(tmp_path / "model.pt", crop=96, resize=108)
+        with pytest.raises(SystemExit) as exited:
+            evaluate_main(["--checkpoint", str(checkpoint), "--data", index, "--out", str(tmp_path / "r"),
+                           "--device", "cpu"])
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("nima_train.train: ")
+    assert "max_index_bytes=16777216" in done.stderr
+    (message,) = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 1 and "max_index_bytes=16777216" in message
