@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 MAX_REDIRECTS = 10
 CHUNK = 1 << 20  # the most one read asks for when the caller does not need more
+FETCH = 256 * 1024  # the most a stream asks of the network at once
 
 
 class RemoteError(OSError):
@@ -94,6 +95,7 @@ class Response:
                  sock: socket.socket | None) -> None:
         self.conn, self.resp, self.url, self.sock = conn, resp, url, sock
         self.status = resp.status
+        self.wait: float | None = None  # the socket's timeout as last set
 
     def header(self, name: str) -> str:
         return (self.resp.getheader(name) or "").strip()
@@ -104,8 +106,10 @@ class Response:
         left = deadline.left()
         if left <= 0:
             raise deadline.error(f"reading {public_url(self.url)}")
-        if self.sock is not None:  # the socket the body comes from, also after http.client let go of it
-            self.sock.settimeout(min(timeout_s, left))
+        wait = min(timeout_s, left)
+        if self.sock is not None and wait != self.wait:  # the body's socket, also after http.client let go of it
+            self.sock.settimeout(wait)  # a system call: made only while the deadline is nearer than timeout_s
+            self.wait = wait
         try:
             return self.resp.read1(n)
         except TimeoutError:
@@ -204,23 +208,37 @@ def read_capped(url: str, limits: ReadLimits, cap: int, cap_name: str) -> bytes:
 
 class BoundedStream:
     """A body read as a stream within limits: read(n) returns at most n bytes (fewer as they arrive; b"" at the
-    end) and raises RemoteError past max_stream_bytes, past the deadline, or when no byte comes for timeout_s."""
+    end) and raises RemoteError past max_stream_bytes, past the deadline, or when no byte comes for timeout_s.
+    Bytes are fetched FETCH at a time at most (one receive each) and handed out from that block, so a reader of many
+    small members makes few system calls and nothing larger than FETCH is held beyond what the caller asks for."""
 
     def __init__(self, url: str, limits: ReadLimits, response: Response | None = None, raw: BinaryIO | None = None,
                  deadline: Deadline | None = None) -> None:
         self.url, self.limits, self.response, self.raw = url, limits, response, raw
         self.shown = public_url(url) if is_remote(url) else url
         self.deadline = deadline or Deadline(limits.deadline_s)
-        self.got = 0
+        self.got = 0  # bytes fetched
+        self.block, self.pos = b"", 0
 
     def read(self, n: int = -1) -> bytes:
-        n = CHUNK if n < 0 else min(n, self.limits.max_stream_bytes + 1 - self.got)
+        if self.pos >= len(self.block):
+            self.block, self.pos = self._fetch(), 0
+        n = CHUNK if n < 0 else n
+        if self.pos == 0 and n >= len(self.block):
+            self.pos = len(self.block)
+            return self.block
+        out = self.block[self.pos : self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def _fetch(self) -> bytes:
+        want = min(FETCH, self.limits.max_stream_bytes + 1 - self.got)
         if self.response is not None:
-            block = self.response.read(n, self.limits.timeout_s, self.deadline)
+            block = self.response.read(want, self.limits.timeout_s, self.deadline)
         else:  # a pipe: the operator's own command, which has no read timeout; the deadline is checked per read
             if self.deadline.left() <= 0:
                 raise self.deadline.error(f"reading {self.shown}")
-            block = self.raw.read(n)
+            block = self.raw.read(want)
         self.got += len(block)
         if self.got > self.limits.max_stream_bytes:
             raise RemoteError(f"{self.shown} sent more than the cap "
