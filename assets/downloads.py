@@ -46,6 +46,8 @@ class DownloadConfig(dg.Config):
     retries: int = config_field(DownloadSettings, "retries", "further tries without progress after a failure "
                                                             "that may pass")
     timeout_s: float = config_field(DownloadSettings, "timeout_s", "seconds a connection may stall")
+    deadline_s: float = config_field(DownloadSettings, "deadline_s", "the longest one file's download may take in a "
+                                     "run (every try); a part left by it is resumed by the next run")
 
     def wanted(self) -> list[DownloadFile]:
         first = [DownloadFile(url=self.url, sha256=self.sha256, size=self.size, filename=self.filename)]
@@ -66,7 +68,8 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
         for f in files:
             settings = DownloadSettings(url=f.url, dest_dir=dest_dir, filename=f.filename, sha256=f.sha256,
                                         size=f.size, max_bytes=config.max_bytes, token_env=config.token_env,
-                                        retries=config.retries, timeout_s=config.timeout_s)
+                                        retries=config.retries, timeout_s=config.timeout_s,
+                                        deadline_s=config.deadline_s)
             check_drop_name(dataset, settings.filename)
             context.log.info(f"{dataset}: {settings.filename} from {public_url(f.url)}")
             report = download(settings)

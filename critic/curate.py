@@ -45,8 +45,9 @@ from nima_train.atomic import atomic_path, write_atomic
 from nima_train.data import ShardURLRefused, decode_image, refuse_pipe, resolve_shards
 from nima_train.distributed import DistInfo, all_gather_strings, barrier
 from nima_train.imaging import MAX_PIXELS, sha256_file
+from nima_train.remote import ReadLimits
 from nima_train.shard_format import INDEX_NAME
-from nima_train.tarstream import local_file, tar_samples
+from nima_train.tarstream import DEFAULT_LIMITS, local_file, open_shard_stream, tar_samples
 from nima_train.tarwrite import HashingWriter, escape_key, tar_member_info
 from nima_train.transforms import center_crop, normalize
 
@@ -128,17 +129,16 @@ def input_shards(refs: Sequence[str], allow_pipe: bool = False) -> list[InputSha
     return out
 
 
-def shard_identity(shard: InputShard) -> str:
-    """What a re-run compares: the listing index's sha256, or the shard's own size and sha256."""
+def shard_identity(shard: InputShard, limits: ReadLimits = DEFAULT_LIMITS) -> str:
+    """What a re-run compares: the listing index's sha256, or the shard's own size and sha256 (a shard given by
+    URL is read within `limits`, as the reader reads it)."""
     if shard.index_sha256:
         return f"index-sha256:{shard.index_sha256}"
     path = local_file(shard.url)
     if path is not None:
         return f"size:{Path(path).stat().st_size} sha256:{sha256_file(path)}"
-    import webdataset as wds
-
     h, size = hashlib.sha256(), 0
-    stream = wds.gopen(shard.url, "rb")
+    stream = open_shard_stream(shard.url, limits)
     try:
         while block := stream.read(1 << 20):
             h.update(block)
@@ -286,6 +286,8 @@ class _ShardScoring(IterableDataset):
         bad_name = _non_utf8_member(sample)
         if bad_name is not None:
             return key, source, f"member name is not UTF-8: {bad_name!r}", None
+        if "__skipped__" in sample:  # a member over the reader's max_member_bytes: that sample is unreadable
+            return key, source, "; ".join(sample["__skipped__"]), None
         data = _image_member(sample)
         if data is None:
             members = ", ".join(sorted(k for k in sample if not k.startswith("__"))) or "nothing"

@@ -5,10 +5,12 @@
 - Resumable: the body goes to `.<name>.part` beside the destination, and a sidecar `.<name>.download.json` keeps
   the validator (ETag or Last-Modified) it came with. After a dropped connection, a retry or the next run asks
   for the rest with `Range` + `If-Range`; a server that answers 200 instead (it ignores ranges, or the file
-  changed) starts the body again. Failures that may pass (5xx, 429, resets, timeouts, a short body) are retried
-  with jittered exponential backoff; progress resets the count.
-- Bounded: the free space is checked before a byte is written, and a body over `max_bytes` (declared or
-  streamed) is refused.
+  changed) starts the body again, and so does a 206 whose ETag, Last-Modified or total size differs from the
+  stored ones (a server that ignores If-Range). Failures that may pass (5xx, 429, resets, timeouts, a short
+  body) are retried with jittered exponential backoff; progress resets the count.
+- Bounded: the free space is checked before a byte is written and again as bytes arrive (reserve_bytes stays free
+  even when no length is declared), a body over `max_bytes` (declared or streamed) is refused, each read waits at
+  most `timeout_s`, and the whole call ends by `deadline_s` (the HTTP client is nima_train/remote.py's).
 - Verified once: the SHA-256 is computed while the body arrives and checked against the expected one; the
   sidecar records it with the size, the ETag and the file's mtime. A complete file whose sidecar still
   describes it is not fetched again: with an expected checksum the stored one decides, without one a HEAD
@@ -24,13 +26,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import http.client
 import json
 import os
 import random
 import shutil
-import socket
-import ssl
 import stat
 import time
 import urllib.parse
@@ -41,11 +40,11 @@ from pathlib import Path
 from nima_train.atomic import publish, write_atomic
 from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.regular_files import NotRegularFile, file_kind, open_regular
+from nima_train.remote import Deadline, RemoteError, Response, public_url, request
 
 Progress = Callable[[int, int | None], None]  # (bytes in the file so far, total or None)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 HF_HOSTS = ("huggingface.co", "hf.co")
-MAX_REDIRECTS = 10
 BLOCK = 1 << 20
 DEFAULT_MAX_BYTES = 64 * 2**30  # the largest public AVA copy is 33 GB
 MAX_BYTES_CAP = 2**40
@@ -76,6 +75,9 @@ class DownloadSettings:
     retries: int = bounded(5, Range(0, 100, "each retry waits twice as long as the one before"))
     backoff_s: float = bounded(2.0, Range(0.0, 600.0, "first wait, doubling each retry, with jitter", lo_open=True))
     reserve_bytes: int = bounded(256 * 2**20, Range(0, 2**50, "left free on the disk beyond the body"))
+    # The whole download (every try) in one call; a part left by it is resumed by a later call.
+    deadline_s: float = bounded(86400.0, Range(0.0, 30 * 86400.0, "a whole archive at a slow link still ends "
+                                                                  "within a month", lo_open=True))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dest_dir", Path(self.dest_dir))
@@ -143,16 +145,6 @@ def check_url(url: str) -> None:
                             f"{public_url(url)}")
 
 
-def public_url(url: str) -> str:
-    """The URL without user info, query or fragment: what may be shown and stored."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def file_name(url: str) -> str:
     name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
     if not name:
@@ -170,71 +162,19 @@ def token_for(url: str, token_env: str = "") -> str | None:
     return os.environ.get(token_env) or None
 
 
-def _origin(url: str) -> tuple[str, str, int]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
-
-
 class _Retryable(Exception):
     """A failure that may pass if asked again (5xx, 429, a reset, a timeout, a short body)."""
 
 
-class _Response:
-    """An open response: its status, headers, the URL it came from, and the connection to close."""
-
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, url: str) -> None:
-        self.conn, self.resp, self.url = conn, resp, url
-        self.status = resp.status
-
-    def header(self, name: str) -> str:
-        return (self.resp.getheader(name) or "").strip()
-
-    def close(self) -> None:
-        self.conn.close()
+def _request(method: str, url: str, headers: dict[str, str], token: str | None, timeout: float) -> Response:
+    """nima_train.remote.request, its errors as this module's: what may pass is retried, the rest stops."""
+    try:
+        return request(method, url, headers, token, timeout)
+    except RemoteError as exc:
+        raise (_Retryable(str(exc)) if exc.retryable else DownloadError(str(exc))) from None
 
 
-def _request(method: str, url: str, headers: dict[str, str], token: str | None, timeout: float) -> _Response:
-    """method on url, following redirects by hand: the token goes only to the first URL's origin, and a
-    redirect from https to http is refused."""
-    first, left = _origin(url), False
-    for _ in range(MAX_REDIRECTS + 1):
-        parts = urllib.parse.urlsplit(url)
-        scheme, host, port = _origin(url)
-        left = left or (scheme, host, port) != first  # once away from the first host, never again a token
-        if scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        sent = dict(headers)
-        if token and not left:
-            sent["Authorization"] = f"Bearer {token}"
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        try:
-            conn.request(method, target, headers=sent)
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise _Retryable(f"network: {public_url(url)}: {type(exc).__name__}: {exc}") from None
-        if resp.status in (301, 302, 303, 307, 308):
-            location = resp.getheader("Location") or ""
-            conn.close()
-            if not location:
-                raise DownloadError(f"http {resp.status} without a Location from {public_url(url)}")
-            nxt = urllib.parse.urljoin(url, location)
-            if urllib.parse.urlsplit(nxt).scheme not in ("http", "https"):
-                raise DownloadError(f"redirect from {public_url(url)} to a non-HTTP URL refused")
-            if scheme == "https" and urllib.parse.urlsplit(nxt).scheme != "https":
-                raise DownloadError(f"redirect from https to plain http refused: {public_url(nxt)}")
-            url = nxt
-            continue
-        return _Response(conn, resp, url)
-    raise DownloadError(f"more than {MAX_REDIRECTS} redirects from {public_url(url)}")
-
-
-def _http_failure(r: _Response, what: str) -> Exception:
+def _http_failure(r: Response, what: str) -> Exception:
     reason = f"http {r.status} {r.resp.reason}: {what} {public_url(r.url)}"
     r.close()
     if r.status >= 500 or r.status == 429:
@@ -375,13 +315,13 @@ def _check_space(s: DownloadSettings, need: int) -> None:
                             f"(+{s.reserve_bytes / 1e9:.2f} GB kept free), {free / 1e9:.2f} GB free on {s.dest_dir}")
 
 
-def _range_start(r: _Response) -> int | None:
+def _range_start(r: Response) -> int | None:
     """a of a 206's `Content-Range: bytes a-b/total`."""
     spec = r.header("Content-Range").removeprefix("bytes ").partition("-")[0]
     return int(spec) if spec.isdigit() else None
 
 
-def _total_from(r: _Response) -> int | None:
+def _total_from(r: Response) -> int | None:
     """The whole body's size from a 200 (Content-Length) or a 206 (Content-Range: bytes a-b/total)."""
     if r.status == 206:
         total = r.header("Content-Range").rpartition("/")[2]
@@ -412,9 +352,7 @@ class _Body:
                 self.size += len(block)
 
 
-def _fetch_once(s: DownloadSettings, token: str | None, body: _Body, validator: dict, report: DownloadReport,
-                progress: Progress | None) -> bool:
-    """One GET from body.size on; True when the body is complete. Raises _Retryable for what may pass."""
+def _range_headers(body: _Body, validator: dict) -> dict[str, str]:
     headers = {"Accept-Encoding": "identity"}
     if body.size:
         headers["Range"] = f"bytes={body.size}-"
@@ -423,60 +361,106 @@ def _fetch_once(s: DownloadSettings, token: str | None, body: _Body, validator: 
             headers["If-Range"] = strong
         elif validator.get("last_modified"):
             headers["If-Range"] = validator["last_modified"]
-    r = _request("GET", s.url, headers, token, s.timeout_s)
+    return headers
+
+
+def _changed(validator: dict, r: Response) -> str:
+    """Why a 206 is not the rest of the body held (its ETag, Last-Modified or total differs from the stored one,
+    as when a server ignores If-Range); "" when it is."""
+    for key, name in (("etag", "ETag"), ("last_modified", "Last-Modified")):
+        if validator.get(key) and r.header(name) != validator[key]:
+            return f"{name} {validator[key]} is now {r.header(name) or 'absent'}"
+    if validator.get("total") is not None and _total_from(r) != validator["total"]:
+        return f"size {validator['total']} is now {_total_from(r)}"
+    return ""
+
+
+def _restart(body: _Body, validator: dict, report: DownloadReport) -> None:
+    report.restarts += 1
+    body.reopen(keep=False)
+    validator.clear()
+
+
+def _accept(s: DownloadSettings, r: Response, body: _Body, validator: dict, report: DownloadReport) -> int | None:
+    """Check a GET's answer against the body held (restarting it when the answer cannot continue it) and the caps;
+    the whole body's size, None when not declared. Raises _Retryable for what may pass."""
+    if r.status not in (200, 206):
+        raise _http_failure(r, "GET")
+    if r.status == 206 and _range_start(r) != body.size:
+        _restart(body, validator, report)
+        raise _Retryable(f"the server answered a range that does not start at {body.size}: starting again")
+    if r.status == 206 and body.size:
+        if changed := _changed(validator, r):
+            _restart(body, validator, report)
+            raise _Retryable(f"{public_url(s.url)} changed under the resume ({changed}): starting again")
+        report.resumes += 1
+    elif body.size:  # a 200 to a Range request: the server ignores ranges, or the file changed
+        _restart(body, validator, report)
+    total = _total_from(r)
+    validator.update({"etag": r.header("ETag"), "last_modified": r.header("Last-Modified"), "total": total})
+    if total is not None and total > s.max_bytes:
+        raise DownloadError(f"too large: {public_url(s.url)} has {total} bytes, over the cap "
+                            f"max_bytes={s.max_bytes}")
+    if total is not None and s.size and total != s.size:
+        raise DownloadError(f"size mismatch: {public_url(s.url)} has {total} bytes, expected {s.size}")
+    if total is not None:
+        _check_space(s, total - body.size)
+    return total
+
+
+def _keep_floor(s: DownloadSettings, body: _Body, n: int) -> None:
+    """Stop before n more bytes take the free space below reserve_bytes: checked as bytes arrive, as no declared
+    size bounds a body without a Content-Length (and other writers share the disk)."""
+    free = shutil.disk_usage(s.dest_dir).free
+    if free - n < s.reserve_bytes:
+        raise DownloadError(f"free space on {s.dest_dir} would fall below reserve_bytes={s.reserve_bytes} while "
+                            f"downloading {s.filename}: {body.size} bytes kept in {body.part.name}; free space and "
+                            f"rerun to resume", keep_part=True)
+
+
+def _receive(s: DownloadSettings, r: Response, body: _Body, total: int | None, report: DownloadReport,
+             progress: Progress | None, deadline: Deadline) -> None:
+    """Append the response's body to the partial file, within max_bytes, the free-space floor and the deadline."""
+    try:
+        with open(body.part, "ab") as fh:
+            if fh.tell() != body.size:  # someone else wrote to it: start clean rather than guess
+                raise DownloadError(f"{body.part} changed during the download; delete it and rerun")
+            while block := r.read(BLOCK, s.timeout_s, deadline):
+                if body.size + len(block) > s.max_bytes:
+                    raise DownloadError(f"too large: {public_url(s.url)} sent over max_bytes={s.max_bytes}")
+                _keep_floor(s, body, len(block))
+                fh.write(block)
+                body.digest.update(block)
+                body.size += len(block)
+                report.bytes_fetched += len(block)
+                if progress:
+                    progress(body.size, total)
+    except RemoteError as exc:  # a reset or a timeout may pass; the deadline has passed
+        if exc.retryable:
+            raise _Retryable(str(exc)) from None
+        raise DownloadError(f"{exc}; {body.size} bytes kept in {body.part.name}, rerun to resume",
+                            keep_part=True) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DownloadError(f"disk full while downloading {s.filename}: {body.size / 1e9:.2f} GB kept in "
+                                f"{body.part.name} to resume; free space on {s.dest_dir} and rerun",
+                                keep_part=True) from None
+        raise DownloadError(f"cannot write {body.part}: {exc.strerror or exc}") from None
+
+
+def _fetch_once(s: DownloadSettings, token: str | None, body: _Body, validator: dict, report: DownloadReport,
+                progress: Progress | None, deadline: Deadline) -> bool:
+    """One GET from body.size on; True when the body is complete. Raises _Retryable for what may pass."""
+    r = _request("GET", s.url, _range_headers(body, validator), token, min(s.timeout_s, max(deadline.left(), 1e-3)))
     try:
         if r.status == 416 and body.size:  # nothing after what we hold: complete already, or a stale part
-            total = _total_from(r)
-            r.close()
-            if total == body.size:
+            if _total_from(r) == body.size:
                 return True
-            report.restarts += 1
-            body.reopen(keep=False)
+            _restart(body, validator, report)
             raise _Retryable(f"range not satisfiable at {body.size} bytes: starting again")
-        if r.status not in (200, 206):
-            raise _http_failure(r, "GET")
-        if r.status == 206 and _range_start(r) != body.size:
-            report.restarts += 1
-            body.reopen(keep=False)
-            raise _Retryable(f"the server answered a range that does not start at {body.size}: starting again")
-        if r.status == 206 and body.size:
-            report.resumes += 1
-        elif body.size:  # a 200 to a Range request: the server ignores ranges, or the file changed
-            report.restarts += 1
-            body.reopen(keep=False)
-        total = _total_from(r)
-        validator.update({"etag": r.header("ETag"), "last_modified": r.header("Last-Modified"), "total": total})
-        if total is not None and total > s.max_bytes:
-            raise DownloadError(f"too large: {public_url(s.url)} has {total} bytes, over the cap "
-                                f"max_bytes={s.max_bytes}")
-        if total is not None and s.size and total != s.size:
-            raise DownloadError(f"size mismatch: {public_url(s.url)} has {total} bytes, expected {s.size}")
-        if total is not None:
-            _check_space(s, total - body.size)
+        total = _accept(s, r, body, validator, report)
         _write_sidecar(s.dest, {"complete": False, "url": public_url(s.url), **validator})
-        try:
-            with open(body.part, "ab") as fh:
-                if fh.tell() != body.size:  # someone else wrote to it: start clean rather than guess
-                    raise DownloadError(f"{body.part} changed during the download; delete it and rerun")
-                while block := r.resp.read(BLOCK):
-                    if body.size + len(block) > s.max_bytes:
-                        raise DownloadError(f"too large: {public_url(s.url)} sent over max_bytes={s.max_bytes}")
-                    fh.write(block)
-                    body.digest.update(block)
-                    body.size += len(block)
-                    report.bytes_fetched += len(block)
-                    if progress:
-                        progress(body.size, total)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DownloadError(f"disk full while downloading {s.filename}: {body.size / 1e9:.2f} GB kept in "
-                                    f"{body.part.name} to resume; free space on {s.dest_dir} and rerun",
-                                    keep_part=True) from None
-            if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
-                raise _Retryable(f"network: {public_url(r.url)}: {type(exc).__name__}: {exc}") from None
-            raise DownloadError(f"cannot write {body.part}: {exc.strerror or exc}") from None
-        except http.client.HTTPException as exc:  # e.g. a chunked body cut short
-            raise _Retryable(f"network: {public_url(r.url)}: {type(exc).__name__}") from None
+        _receive(s, r, body, total, report, progress, deadline)
         if total is not None and body.size < total:
             raise _Retryable(f"connection dropped at {body.size} of {total} bytes")
         return True
@@ -524,28 +508,7 @@ def _download(settings: DownloadSettings, progress: Progress | None,
     body.reopen(keep=keep)
     if s.size:
         _check_space(s, s.size - body.size)
-    failures, delay = 0, s.backoff_s
-    while True:
-        before = body.size
-        try:
-            if _fetch_once(s, token, body, validator, report, progress):
-                break
-        except _Retryable as exc:
-            failures = 0 if body.size > before else failures + 1
-            if failures > s.retries:
-                raise DownloadError(f"{exc} (after {s.retries} retries without progress; "
-                                    f"{body.size} bytes kept in {body.part.name}, rerun to resume)",
-                                    keep_part=True) from None
-            report.retries += 1
-            if body.size == before:
-                sleep(delay * (0.5 + random.random()))
-                delay *= 2
-            else:
-                delay = s.backoff_s
-        except DownloadError as exc:
-            if not exc.keep_part:
-                _discard(s.dest, body.part)
-            raise
+    _fetch_all(s, token, body, validator, report, progress, sleep)
     report.sha256 = body.digest.hexdigest()
     report.etag = validator.get("etag", "")
     report.seconds = time.perf_counter() - started
@@ -563,6 +526,37 @@ def _download(settings: DownloadSettings, progress: Progress | None,
     report.bytes = st.st_size
     report.checked_by = "expected checksum" if s.sha256 else "SHA-256 computed on arrival"
     return report
+
+
+def _fetch_all(s: DownloadSettings, token: str | None, body: _Body, validator: dict, report: DownloadReport,
+               progress: Progress | None, sleep: Callable[[float], None]) -> None:
+    """GETs until the body is complete: failures that may pass are retried with backoff while the retries without
+    progress last, and all of it within deadline_s. A DownloadError removes the part unless it says to keep it."""
+    deadline = Deadline(s.deadline_s)
+    failures, delay = 0, s.backoff_s
+    while True:
+        before = body.size
+        try:
+            if _fetch_once(s, token, body, validator, report, progress, deadline):
+                return
+        except _Retryable as exc:
+            failures = 0 if body.size > before else failures + 1
+            wait = delay * (0.5 + random.random()) if body.size == before else 0.0
+            if failures > s.retries or wait >= deadline.left():
+                why = (f"after {s.retries} retries without progress" if failures > s.retries
+                       else f"the next try would pass deadline_s={s.deadline_s:g} s")
+                raise DownloadError(f"{exc} ({why}; {body.size} bytes kept in {body.part.name}, rerun to resume)",
+                                    keep_part=True) from None
+            report.retries += 1
+            if wait:
+                sleep(wait)
+                delay *= 2
+            else:
+                delay = s.backoff_s
+        except DownloadError as exc:
+            if not exc.keep_part:
+                _discard(s.dest, body.part)
+            raise
 
 
 def _discard(dest: Path, part: Path) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 from nima_train.atomic import atomic_path
 from nima_train.bounds import Range, bounded, check_ranges
 from nima_train.regular_files import open_regular
+from nima_train.remote import Deadline
 
 ID_PLACEHOLDER = "{image_id}"
 
@@ -173,6 +174,8 @@ class HttpOptions:
     backoff_s: float = bounded(1.0, Range(0.0, 600.0, "first wait, doubling each retry, with jitter", lo_open=True))
     max_bytes: int = bounded(50 * 2**20, Range(1, 2**30, "largest source file accepted from an archive or http: "
                                                          "each is held in memory while it is cropped"))
+    # One image, every try together: a body that trickles in still ends.
+    deadline_s: float = bounded(300.0, Range(0.0, 3600.0, "one image's fetch, every try together", lo_open=True))
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -225,16 +228,21 @@ def url_for(template: str, item_id: str, fields: Mapping[str, object] | None = N
     return "".join(out)
 
 
-def _download(url: str, dest: Path, opts: HttpOptions) -> None:
-    """One GET into dest (temporary name, renamed once complete); raises _FetchError."""
+def _download(url: str, dest: Path, opts: HttpOptions, deadline: Deadline) -> None:
+    """One GET into dest (temporary name, renamed once complete); raises _FetchError. The deadline is checked as
+    each piece of the body arrives (read1: whatever one receive brings), so a trickle ends within timeout_s of it."""
+    timeout = min(opts.timeout_s, max(deadline.left(), 1e-3))
     try:
-        with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=opts.timeout_s) as resp:
+        with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=timeout) as resp:
             declared = resp.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > opts.max_bytes:
                 raise _FetchError(f"too large: {url} declares {declared} bytes, cap {opts.max_bytes}", False)
             received = 0
             with open(tmp, "wb") as fh:
-                while block := resp.read(1 << 16):
+                while block := resp.read1(1 << 16):
+                    if deadline.left() <= 0:
+                        raise _FetchError(f"too slow: {url} sent {received} bytes and was not done after "
+                                          f"deadline_s={opts.deadline_s:g} s", False)
                     received += len(block)
                     if received > opts.max_bytes:
                         raise _FetchError(f"too large: {url} sent over {opts.max_bytes} bytes", False)
@@ -253,16 +261,17 @@ def _download(url: str, dest: Path, opts: HttpOptions) -> None:
 
 def fetch_one(url: str, dest: Path, opts: HttpOptions, sleep: Callable[[float], None] = time.sleep) -> str | None:
     """Download with retries and jittered exponential backoff; None on success, else the reason."""
-    delay = opts.backoff_s
+    delay, deadline = opts.backoff_s, Deadline(opts.deadline_s)
     for attempt in range(opts.retries + 1):
         try:
-            _download(url, dest, opts)
+            _download(url, dest, opts, deadline)
             return None
         except _FetchError as exc:
-            if not exc.retryable or attempt == opts.retries:
+            wait = delay * (0.5 + random.random())
+            if not exc.retryable or attempt == opts.retries or wait >= deadline.left():
                 tries = f" (after {attempt + 1} tries)" if attempt else ""
                 return exc.reason + tries
-        sleep(delay * (0.5 + random.random()))
+        sleep(wait)
         delay *= 2
     return None  # unreachable: the loop returns on its last attempt
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import random
 import tarfile
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,8 +44,9 @@ from torchvision.transforms import v2
 
 from nima_train.batch_memory import RecycledBatch, worker_ring
 from nima_train.regular_files import open_regular, read_regular_file
+from nima_train.remote import ReadLimits, read_capped
 from nima_train.shard_format import INDEX_NAME
-from nima_train.tarstream import tar_members, tar_samples
+from nima_train.tarstream import DEFAULT_LIMITS, open_shard_stream, tar_members, tar_samples
 from nima_train.transforms import (
     center_crop,
     center_crop_params,
@@ -66,6 +67,8 @@ try:  # deprecated since torchvision 0.29 (for TorchCodec); when a release drops
 except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - depends on the installed torchvision
     decode_jpeg = None
 
+
+log = logging.getLogger(__name__)
 
 Batch = RecycledBatch | tuple[torch.Tensor, torch.Tensor]  # (images, targets); see BatchBuilder.batch
 
@@ -130,24 +133,23 @@ def _listed_url(index: str, url: str, allow_pipe: bool) -> str:
     return str(path if path.is_absolute() else _local_path(index).parent / path)
 
 
-def _index_bytes(index: str | Path) -> bytes:
+def _index_bytes(index: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> bytes:
     ref = str(index)
     if _is_remote(ref):
-        with urllib.request.urlopen(ref, timeout=60) as resp:
-            return resp.read()
+        return read_capped(ref, limits, limits.max_index_bytes, "max_index_bytes")
     return read_regular_file(_local_path(ref))
 
 
-def load_index(index: str | Path) -> dict:
-    """An index.json from a local path (or file: URL) or an http(s) URL."""
-    return json.loads(_index_bytes(index))
+def load_index(index: str | Path, limits: ReadLimits = DEFAULT_LIMITS) -> dict:
+    """An index.json from a local path (or file: URL) or an http(s) URL (RemoteError past limits)."""
+    return json.loads(_index_bytes(index, limits))
 
 
-def shard_urls(index: str | Path, allow_pipe: bool = False) -> list[str]:
+def shard_urls(index: str | Path, allow_pipe: bool = False, limits: ReadLimits = DEFAULT_LIMITS) -> list[str]:
     """The shard URLs an index lists, resolved against the index's own location (folder or URL); ShardURLRefused
     for an entry that kind of index may not list (see _listed_url)."""
     ref = str(index)
-    return [_listed_url(ref, entry["url"], allow_pipe) for entry in load_index(ref)["shardlist"]]
+    return [_listed_url(ref, entry["url"], allow_pipe) for entry in load_index(ref, limits)["shardlist"]]
 
 
 def index_path(shards_root: str | Path, dataset: str, split: str) -> str:
@@ -159,12 +161,12 @@ def index_path(shards_root: str | Path, dataset: str, split: str) -> str:
 
 
 def shard_urls_for(shards_root: str | Path, datasets: str | Sequence[str], split: str,
-                   allow_pipe: bool = False) -> list[str]:
+                   allow_pipe: bool = False, limits: ReadLimits = DEFAULT_LIMITS) -> list[str]:
     """Expand one or more datasets' split into shard URLs, via their index files."""
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     urls: list[str] = []
     for name in names:
-        urls += shard_urls(index_path(shards_root, name, split), allow_pipe)
+        urls += shard_urls(index_path(shards_root, name, split), allow_pipe, limits)
     return urls
 
 
@@ -234,6 +236,17 @@ class SampleShuffle:
             yield out
         rng.shuffle(buf)
         yield from buf
+
+
+def drop_skipped(samples: Iterator[dict]) -> Iterator[dict]:
+    """The pipeline stage that leaves out a sample with a member the reader skipped (over max_member_bytes),
+    saying so in one log line naming the sample, its shard and the reason."""
+    for sample in samples:
+        if "__skipped__" in sample:
+            log.warning("sample %s of %s left out: %s", sample["__key__"], sample["__url__"],
+                        "; ".join(sample["__skipped__"]))
+            continue
+        yield sample
 
 
 def decode_jpg(data: bytes | bytearray | memoryview) -> Image.Image:
@@ -419,6 +432,7 @@ def make_dataset(
     transform: Callable | None = None,
     uint8: bool = False,
     recycle_batches: bool = True,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> wds.DataPipeline:
     """The batched pipeline; train: shard shuffle + sample shuffle + random crop/flip, eval: in order + centre crop.
 
@@ -427,14 +441,15 @@ def make_dataset(
     its uint8 image batches are channels_last in memory. uint8=True yields uint8 image batches: normalise them with
     `normalize` (or split_transform(train)[1]) on the device. A custom `transform` gets each decoded image as a
     uint8 (3,H,W) tensor (torchvision v2 transforms take it as they take a PIL image) and its output is batched
-    as is.
+    as is. `limits` bounds what is read of http(s) and pipe: shards (docs/shards.md, "Remote input").
     """
     shards = ShardList(urls, shuffle=train, resampled=resampled, seed=seed)
     stages: list = [
         shards,
         wds.split_by_node,
         wds.split_by_worker,
-        tar_samples,
+        partial(tar_samples, limits=limits),
+        drop_skipped,
     ]
     if train and shuffle_buffer > 0:
         stages.append(SampleShuffle(shards, shuffle_buffer, initial=500))
@@ -475,11 +490,12 @@ def make_loader(
     transform: Callable | None = None,
     uint8: bool = False,
     recycle_batches: bool = True,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> wds.WebLoader:
     """A WebLoader of (images, targets) batches. resampled=True needs epoch_samples (per epoch, all ranks).
     recycle_batches=False gives every batch fresh shared memory instead of a recycled slot (batch_memory.py)."""
     dataset = make_dataset(urls, train, batch_size, image_size, shuffle_buffer, resampled, seed, transform, uint8,
-                           recycle_batches)
+                           recycle_batches, limits)
     loader = wds.WebLoader(
         dataset,
         batch_size=None,
@@ -525,43 +541,45 @@ class ShardSet:
     index_sha256: dict[str, str] = field(default_factory=dict)
 
 
-def _add_index(out: ShardSet, index: str, allow_pipe: bool) -> None:
-    raw = _index_bytes(index)  # read once: what is listed, counted and hashed is one version of the file
+def _add_index(out: ShardSet, index: str, allow_pipe: bool, limits: ReadLimits) -> None:
+    raw = _index_bytes(index, limits)  # read once: what is listed, counted and hashed is one version of the file
     doc = json.loads(raw)
     out.urls += [_listed_url(index, entry["url"], allow_pipe) for entry in doc["shardlist"]]
     out.n_samples += int(doc["nsamples"])
     out.index_sha256[index] = hashlib.sha256(raw).hexdigest()
 
 
-def _stream_samples(url: str) -> int:
+def _stream_samples(url: str, limits: ReadLimits) -> int:
     """The samples (json members) of one shard read as a stream: http(s) or pipe:, opened as the reader opens it."""
-    stream = wds.gopen(url, "rb")
+    stream = open_shard_stream(url, limits)
     try:
-        return sum(1 for name, _ in tar_members(stream, url) if name.endswith(".json"))
+        return sum(1 for name, _ in tar_members(stream, url, limits.max_member_bytes) if name.endswith(".json"))
     finally:
         stream.close()
 
 
-def resolve_shards(paths: Sequence[str | Path], allow_pipe: bool = False) -> ShardSet:
+def resolve_shards(paths: Sequence[str | Path], allow_pipe: bool = False,
+                   limits: ReadLimits = DEFAULT_LIMITS) -> ShardSet:
     """Split folders or their index.json (local paths, file: or http(s) URLs), as the shards group writes them,
     and single shards: local .tar files, http(s) .tar URLs and, with allow_pipe, `pipe:` commands. A single
     shard given by URL is read once here to count its samples. ShardURLRefused for a `pipe:` URL without
-    allow_pipe, given here or listed by a local index, and for anything but http(s) listed by a fetched index."""
+    allow_pipe, given here or listed by a local index, and for anything but http(s) listed by a fetched index.
+    What is fetched stays within `limits` (RemoteError, one line, past a cap, a read timeout or the deadline)."""
     out = ShardSet()
     for ref in map(str, paths):
         if ref.startswith("pipe:") or (_is_remote(ref) and urlparse(ref).path.endswith(".tar")):
             refuse_pipe(ref, allow_pipe, "the shards given")
             out.urls.append(ref)
-            out.n_samples += _stream_samples(ref)
+            out.n_samples += _stream_samples(ref, limits)
             continue
         if _is_remote(ref):
             _add_index(out, ref if urlparse(ref).path.endswith(INDEX_NAME) else f"{ref.rstrip('/')}/{INDEX_NAME}",
-                       allow_pipe)
+                       allow_pipe, limits)
             continue
         path = _local_path(ref)
         index = path / INDEX_NAME if path.is_dir() else path
         if index.name == INDEX_NAME and index.exists():
-            _add_index(out, str(index), allow_pipe)
+            _add_index(out, str(index), allow_pipe, limits)
         elif path.suffix == ".tar" and path.exists():
             out.urls.append(str(path))
             with open_regular(path) as fh, tarfile.open(fileobj=fh) as tar:  # headers only: a .json per sample

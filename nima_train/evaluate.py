@@ -29,6 +29,7 @@ from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
 from nima_train.model import score_moments
 from nima_train.regular_files import NotRegularFile
+from nima_train.remote import RemoteError
 from nima_train.settings import EvalSettings
 
 
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         ev = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size, device=args.device,
                                  allow_pipe=args.allow_pipe)
     # The user's files and URLs, not a bug here: one line each.
-    except (NotACheckpoint, ShardURLRefused, NotRegularFile, FileNotFoundError, ValueError) as exc:
+    except (NotACheckpoint, ShardURLRefused, NotRegularFile, RemoteError, FileNotFoundError, ValueError) as exc:
         p.exit(1, f"{p.prog}: {' '.join(str(exc).split())}\n")
     print(write_report(args.out, ev, Path(args.checkpoint).parent.name, history))
     print(json.dumps(ev.metrics.as_dict(), indent=2))

@@ -3,7 +3,9 @@
 webdataset's own expander (tarfile_to_samples) reads each member through tarfile, a cost per sample of the order of
 a tenth of decoding a 256x256 JPEG. This unpacks each 512-byte header with one struct call; a local shard is mapped
 in memory and each payload is a view of the mapping (no copy at all), any other URL is read as a stream with one
-read per payload (benchmarks/bench_loader.py prints both readers' cost per sample; docs/shards.md has the figures).
+read per payload (benchmarks/bench_loader.py prints both readers' cost per sample; docs/shards.md has the figures):
+http(s) through nima_train/remote.py within ReadLimits, never through curl. No payload over max_member_bytes is
+read whole, whatever its header declares: it is passed over and its sample says why under `__skipped__`.
 It keeps webdataset's conventions:
 a sample is the run of consecutive members sharing a key (the path up to the first dot of the file name), each
 extension (lower-cased) maps to the member's bytes (a writable memoryview for a mapped file: compare, slice or
@@ -29,8 +31,10 @@ from urllib.request import url2pathname
 import webdataset as wds
 
 from nima_train.regular_files import open_regular
+from nima_train.remote import BoundedStream, ReadLimits, is_remote, open_stream
 
 BLOCK = 512
+DEFAULT_LIMITS = ReadLimits()
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")  # regular file, old-style regular file, contiguous file
 # The fields a reader needs, unpacked in one call: name, size, checksum, type flag, ustar magic, ustar prefix.
@@ -111,19 +115,32 @@ def _pax_records(payload: bytes) -> dict[str, str]:
     return records
 
 
-def tar_members(stream: BinaryIO, url: str = "<stream>") -> Iterator[tuple[str, bytes]]:
-    """(path, bytes) of every regular file in a tar stream, in archive order."""
+class Skipped:
+    """In place of a member's bytes: the member was not read, and why (one line naming the member and the cap)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def tar_members(stream: BinaryIO, url: str = "<stream>",
+                max_member_bytes: int = DEFAULT_LIMITS.max_member_bytes) -> Iterator[tuple[str, bytes | Skipped]]:
+    """(path, bytes) of every regular file in a tar stream, in archive order; a Skipped for a member over
+    max_member_bytes, whose bytes are passed over in reads no larger than the cap."""
     read = stream.read
-    return _members(lambda size: _read_exact(read, size), url)
+    return _members(lambda size: _read_exact(read, size), url, max_member_bytes)
 
 
-def mapped_members(path: str | os.PathLike, url: str | None = None) -> Iterator[tuple[str, memoryview]]:
+def mapped_members(path: str | os.PathLike, url: str | None = None,
+                   max_member_bytes: int = DEFAULT_LIMITS.max_member_bytes) -> Iterator[tuple[str, Any]]:
     """(path, payload) of every regular file in a local tar, the payloads as views of the file mapped in memory.
 
     No payload is copied: the bytes stay in the page cache until they are decoded, and the mapping lives as long
     as any view of it. The mapping is private (copy-on-write), so the views are writable, as torch.frombuffer
     wants them, and writing to one never changes the file. The shards writer replaces a tar by renaming a new
     file over it, which leaves a mapped old one intact; truncating a tar in place while it is read is not safe.
+    A member over max_member_bytes is a Skipped, as from a stream, so a shard gives the same samples either way.
     """
     url = str(path) if url is None else url
     with open_regular(path) as fh:
@@ -139,11 +156,33 @@ def mapped_members(path: str | os.PathLike, url: str | None = None) -> Iterator[
         pos += len(chunk)
         return chunk
 
-    return _members(take, url)
+    return _members(take, url, max_member_bytes)
 
 
-def _members(take: Callable[[int], bytes | memoryview], url: str) -> Iterator[tuple[str, Any]]:
-    """Members from `take(n)`, which returns the next n bytes of the archive (fewer only at its end)."""
+def _member_path(name: bytes, magic: bytes, prefix: bytes, pax: dict[str, str], long_name: str | None) -> str:
+    path = pax.get("path") or long_name
+    if path is None:
+        path = name.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+        if magic == b"ustar" and prefix[0]:
+            path = prefix.partition(b"\0")[0].decode("utf-8", "surrogateescape") + "/" + path
+    return path
+
+
+def _pass_over(take: Callable[[int], bytes | memoryview], size: int, cap: int, url: str, what: str) -> None:
+    """Read past a member of `size` bytes (and its padding) in pieces of at most `cap` bytes, holding none."""
+    left = size + (-size % BLOCK)
+    while left:
+        got = len(take(min(left, cap, 1 << 20)))
+        if not got:
+            seen = min(size, size + (-size % BLOCK) - left)
+            raise TarFormatError(f"{url}: truncated member {what} ({seen} of {size} bytes)")
+        left -= got
+
+
+def _members(take: Callable[[int], bytes | memoryview], url: str,
+             max_member: int = DEFAULT_LIMITS.max_member_bytes) -> Iterator[tuple[str, Any]]:
+    """Members from `take(n)`, which returns the next n bytes of the archive (fewer only at its end). No member
+    over max_member is taken whole, whatever its header declares."""
     pax: dict[str, str] = {}
     long_name: str | None = None
     unpack = _HEADER.unpack
@@ -157,26 +196,32 @@ def _members(take: Callable[[int], bytes | memoryview], url: str) -> Iterator[tu
         if not _checksum_ok(header, checksum):
             raise TarFormatError(f"{url}: bad tar header checksum (not a tar file, or damaged)")
         size = int(pax["size"]) if "size" in pax else _number(size_field)
-        payload = take(size)
-        if len(payload) < size:
-            raise TarFormatError(f"{url}: truncated member ({len(payload)} of {size} bytes)")
-        if size % BLOCK:
-            padding = BLOCK - size % BLOCK
-            if len(take(padding)) < padding:
-                raise TarFormatError(f"{url}: truncated member padding")
-        if kind in _REGULAR:
-            path = pax.get("path") or long_name
-            if path is None:
-                path = name.partition(b"\0")[0].decode("utf-8", "surrogateescape")
-                if magic == b"ustar" and prefix[0]:
-                    path = prefix.partition(b"\0")[0].decode("utf-8", "surrogateescape") + "/" + path
-            yield path, payload
-        elif kind == b"x":
-            pax = _pax_records(bytes(payload))
-            continue
-        elif kind == b"L":
-            long_name = bytes(payload).partition(b"\0")[0].decode("utf-8", "surrogateescape")
-            continue
+        path = _member_path(name, magic, prefix, pax, long_name) if kind in _REGULAR else ""
+        if size > max_member:
+            if kind in (b"x", b"L"):
+                raise TarFormatError(f"{url}: a {size}-byte extended header, over the cap max_member_bytes="
+                                     f"{max_member}")
+            _pass_over(take, size, max_member, url, path or "(not a file)")
+            if kind in _REGULAR:
+                yield path, Skipped(f"too large: member {path} has {size} bytes, over the cap "
+                                    f"max_member_bytes={max_member}")
+        else:
+            payload = take(size)
+            if len(payload) < size:
+                raise TarFormatError(f"{url}: truncated member {path or '(not a file)'} ({len(payload)} of {size} "
+                                     f"bytes)")
+            if size % BLOCK:
+                padding = BLOCK - size % BLOCK
+                if len(take(padding)) < padding:
+                    raise TarFormatError(f"{url}: truncated member padding")
+            if kind in _REGULAR:
+                yield path, payload
+            elif kind == b"x":
+                pax = _pax_records(bytes(payload))
+                continue
+            elif kind == b"L":
+                long_name = bytes(payload).partition(b"\0")[0].decode("utf-8", "surrogateescape")
+                continue
         if pax or long_name is not None:
             pax = {}  # per-member headers apply to the next member only ('g' global headers are ignored)
             long_name = None
@@ -191,8 +236,9 @@ def _key_and_extension(path: str) -> tuple[str | None, str]:
     return path[:dot], path[dot + 1 :]
 
 
-def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[dict[str, Any]]:
-    """Consecutive members with the same key become one sample dict, as webdataset's group_by_keys does."""
+def group_samples(members: Iterable[tuple[str, Any]], url: str) -> Iterator[dict[str, Any]]:
+    """Consecutive members with the same key become one sample dict, as webdataset's group_by_keys does. A member
+    the reader skipped is not in it; its reason is, under `__skipped__` (a list)."""
     current: dict[str, Any] | None = None
     for path, data in members:
         key, extension = _key_and_extension(path)
@@ -203,6 +249,9 @@ def group_samples(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[di
             if current is not None:
                 yield current
             current = {"__key__": key, "__url__": url}
+        if isinstance(data, Skipped):
+            current.setdefault("__skipped__", []).append(data.reason)
+            continue
         if extension in current:
             raise ValueError(f"{url}: duplicate file name {path!r} in sample {key!r}")
         current[extension] = data
@@ -218,19 +267,29 @@ def local_file(url: str) -> str | None:
     return None if url == "-" or url.startswith("pipe:") or "://" in url else url
 
 
-def tar_samples(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def open_shard_stream(url: str, limits: ReadLimits = DEFAULT_LIMITS) -> BoundedStream:
+    """A shard that is not a local file, as a stream within limits: http(s) through nima_train/remote.py (read
+    timeout, deadline, stream cap; no subprocess), `pipe:` (allowed by the operator) through webdataset's gopen
+    with the stream cap and the deadline checked per read."""
+    if is_remote(url):
+        return open_stream(url, limits)
+    if url.startswith("pipe:") or url == "-":
+        return BoundedStream(url, limits, raw=wds.gopen(url, "rb"))
+    raise ValueError(f"cannot read shard URL {url!r}: a local path, file:, http(s) or pipe: URL is needed")
+
+
+def tar_samples(sources: Iterable[dict[str, Any]], limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[dict[str, Any]]:
     """The pipeline stage: dicts with a `url` in (from a shard list), samples out. A local file is mapped in
     memory (if it is a regular file) and its payloads come as memoryviews (mapped_members); anything else is
-    opened with webdataset's gopen (http(s)://, `pipe:` commands), read as a stream and closed once read, and its
-    payloads are bytes."""
+    opened with open_shard_stream, read as a stream and closed once read, and its payloads are bytes. A member
+    over limits.max_member_bytes is left out of its sample, its reason under `__skipped__`."""
     for source in sources:
         url = source["url"]
         if (path := local_file(url)) is not None:
-            yield from group_samples(mapped_members(path, url), url)
+            yield from group_samples(mapped_members(path, url, limits.max_member_bytes), url)
             continue
-        for opened in wds.tariterators.url_opener([source]):
-            stream = opened["stream"]
-            try:
-                yield from group_samples(tar_members(stream, url), url)
-            finally:
-                stream.close()
+        stream = open_shard_stream(url, limits)
+        try:
+            yield from group_samples(tar_members(stream, url, limits.max_member_bytes), url)
+        finally:
+            stream.close()

@@ -60,6 +60,7 @@ from nima_train.metrics import compute_metrics
 from nima_train.model import BACKBONES, NIMA, score_moments
 from nima_train.negatives import write_negatives_shard
 from nima_train.regular_files import NotRegularFile
+from nima_train.remote import RemoteError
 from nima_train.reporter import Reporter
 from nima_train.settings import TrainSettings as S
 
@@ -447,5 +448,5 @@ def _epoch_line(stats: dict[str, Any], total_epochs: int) -> str:
 if __name__ == "__main__":
     try:
         main(parse_args())
-    except (data.ShardURLRefused, NotRegularFile) as exc:
+    except (data.ShardURLRefused, NotRegularFile, RemoteError) as exc:
         raise SystemExit(f"nima_train.train: {exc}") from None
