@@ -256,13 +256,13 @@ def test_a_run_without_the_option_then_with_it_replaces_the_leak_by_a_reject(sam
 
 
 def _write_sac_generations_of_one_picture(out: Path, generations: int = 60, per_generation: int = 2,
-                                          unrelated: int = 20, seed: int = 2) -> dict[str, int]:
+                                          unrelated: int = 20, seed: int = 1) -> dict[str, int]:
     """A SAC drop where many generations share near-identical pictures: two base pictures, each image one of
-    them plus its own pixel noise (+-2 levels, so different PNG bytes), alternating by generation; then
+    them plus its own pixel noise (+-1 level, so different PNG bytes), alternating by generation; then
     `unrelated` one-image generations of their own pictures. image id -> cluster (0, 1; -1 for unrelated)."""
     from ingest.sample_data import SAC_DB_NAME, render_photo, write_sac_db
 
-    rng = np.random.default_rng(seed)
+    rng, votes = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # pictures, ratings
     bases = [np.asarray(render_photo(rng, q, 320, 288)).astype(int) for q in (0.3, 0.8)]
     img_dir = out / "sac" / "images"
     img_dir.mkdir(parents=True)
@@ -273,14 +273,14 @@ def _write_sac_generations_of_one_picture(out: Path, generations: int = 60, per_
             iid = len(images) + 1
             if gid <= generations:
                 base = bases[gid % 2]
-                pixels = np.clip(base + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+                pixels = np.clip(base + rng.integers(-1, 2, base.shape), 0, 255).astype(np.uint8)
                 picture, cluster[str(iid)] = Image.fromarray(pixels), gid % 2
             else:
                 picture, cluster[str(iid)] = render_photo(rng, float(rng.random()), 320, 288), -1
             picture.save(img_dir / f"{gid}_{idx}.png")
             images.append((iid, gid, idx))
             paths.append((iid, f"{gid}_{idx}.png"))
-            ratings += [(sid, iid, int(rng.integers(1, 11)), 1) for sid in range(1, 6)]
+            ratings += [(sid, iid, int(votes.integers(1, 11)), 1) for sid in range(1, 6)]
     write_sac_db(out / "sac" / SAC_DB_NAME, gens, images, paths, ratings)
     return cluster
 
@@ -305,7 +305,8 @@ def test_a_drop_of_generations_sharing_near_identical_pictures_materialises_the_
     for members in by_cluster.values():  # near-identical: 0 to 6 dHash bits apart, and different bytes
         bits = [(hashes[a] ^ hashes[b]).bit_count() for a, b in combinations(members, 2)]
         assert min(bits) == 0 and max(bits) <= 6
-        assert {split_of[i] for i in members} == {"train", "val", "test"}
+        assert "train" in {split_of[i] for i in members} and len({split_of[i] for i in members}) > 1
+    assert {split_of[i] for members in by_cluster.values() for i in members} == {"train", "val", "test"}
     expected = {i for members in by_cluster.values() for i in members if split_of[i] == "train"}
     assert len(expected) > 2 * 16  # more train copies per held-out crop than the nearest-16 search listed
     (meta,) = [m.metadata for m in result.asset_materializations_for_node("sac_shards")]
@@ -319,3 +320,45 @@ def test_a_drop_of_generations_sharing_near_identical_pictures_materialises_the_
                                     [str(home / "shards" / "sac" / "train" / "*.parquet")])}
     assert in_train == {i for i, s in split_of.items() if s == "train"} - expected
     assert check.metadata["samples_per_split"].value["train"] == len(in_train)
+
+
+def _check_alone(home: Path, raw: Path, dataset: str) -> dg.AssetCheckEvaluation:
+    """The shards asset's blocking check run on its own (the shards as the last shards run left them)."""
+    result = dg.materialize([SHARDS[dataset], CHECKS[dataset]], selection=dg.AssetSelection.checks(CHECKS[dataset]),
+                            resources=build_resources(home=home, raw=raw), instance=dg.DagsterInstance.ephemeral(),
+                            raise_on_error=False)
+    assert not result.asset_materializations_for_node(f"{dataset}_shards")  # the shards were not rewritten
+    return _check(result, dataset)
+
+
+def test_the_check_uses_the_rule_recorded_with_the_shards_not_a_model_promoted_since(sample_raw, home):
+    from critic.leakage import RULE_FILE, recorded_rule
+
+    assert _run(home, sample_raw.out, [sac_images, sac_shards]).success
+    rule_file = home / "shards" / "sac" / RULE_FILE
+    assert recorded_rule(rule_file.parent) == LeakRule("dhash", 6)
+    version = register_model(home, crop=96, resize=108)  # promoted after the shards were written
+    check = _check_alone(home, sample_raw.out, "sac")
+    assert check.passed and check.metadata["pairs"].value == 0
+    assert check.metadata["rule"].value == "dHash within 6 bits" and check.metadata["model"].value == "none"
+    assert check.metadata["rule_source"].value == "recorded with the shards"
+
+    # The next shards run picks the model up, records it (pinned by version and sha256), and the check follows.
+    rerun = _run(home, sample_raw.out, [sac_shards, sac_shards_no_cross_split_duplicates])
+    assert rerun.success
+    (meta,) = [m.metadata for m in rerun.asset_materializations_for_node("sac_shards")]
+    rule = recorded_rule(rule_file.parent)
+    assert rule.model == version and meta["leak_rule"].value == rule.as_dict()
+    assert _check(rerun, "sac").metadata["model"].value == version
+
+    # A pinned model whose checkpoint changed since is not swapped for another: the check fails and says why.
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        (checkpoint,) = conn.execute("SELECT checkpoint_path FROM models WHERE version = ?", [version]).fetchone()
+    with open(home / checkpoint, "ab") as fh:
+        fh.write(b"\0")
+    changed = _check_alone(home, sample_raw.out, "sac")
+    assert not changed.passed and "cannot apply the leak rule of the sac shards" in changed.description
+    assert "the file changed since it was registered" in changed.description
+    rule_file.write_text("{not json")
+    broken = _check_alone(home, sample_raw.out, "sac")
+    assert not broken.passed and f"{rule_file}: unreadable leak rule" in broken.description
