@@ -1,4 +1,4 @@
-"""Asset group `shards` (see shared/DESIGN.md): each dataset's warehouse rows as WebDataset tars per split.
+"""Asset group `shards`: each dataset's warehouse rows as WebDataset tars per split.
 
 The stage is ingest/shards.py. An asset's data version is the hash of its split indexes, so downstream training
 is triggered only when shard contents changed. Train samples that are near-duplicates of val or test samples are

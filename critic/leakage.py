@@ -2,7 +2,10 @@
 
 One search, used twice on the same data: by the shards stage, as its leak finder (the train samples it names are
 left out of the train shards), and by the blocking asset checks on the shards assets, over the shards as written
-(what training will read). Both call `find_leaks` with the same rule, so on the same crops they agree.
+(what training will read). Both call `find_leaks` with the same rule: the shards asset records the rule it used
+next to the shards (`record_rule`, shards/<dataset>/leak_rule.json) and the check reads it (`recorded_rule`).
+Every match is listed (not each held-out item's nearest k) and a pair's verdict depends on its two items alone,
+so the check over the train items a drop left finds no pair.
 
 What makes two items near-duplicates (docs/shards.md, "Cross-split near-duplicates", has the measurements):
 - photos (AVA, SAC), no production model: the perceptual hash alone (critic.neardup's 64-bit dHash), Hamming
