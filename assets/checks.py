@@ -116,7 +116,7 @@ class LeakageConfig(dg.Config):
 
 
 def leakage_result(report, max_pairs: int, model_version: str | None = None,
-                   seconds: float | None = None) -> dg.AssetCheckResult:
+                   seconds: float | None = None, rule_source: str | None = None) -> dg.AssetCheckResult:
     """Pass while the shards hold at most max_pairs (val/test item, train item) near-duplicate pairs; the
     pairs themselves go into the metadata. `report` is a critic.leakage.LeakReport."""
     leaks = report.leaks
@@ -125,6 +125,7 @@ def leakage_result(report, max_pairs: int, model_version: str | None = None,
         "max_pairs": max_pairs,
         "rule": report.rule.describe(),
         "model": model_version or "none",
+        **({"rule_source": rule_source} if rule_source else {}),
         "samples_per_split": dg.MetadataValue.json(report.counts),
         "leaks": dg.MetadataValue.json([leak.as_dict() for leak in leaks]),
         "unreadable": dg.MetadataValue.json(report.unreadable),
@@ -140,17 +141,31 @@ def leakage_result(report, max_pairs: int, model_version: str | None = None,
         "training is blocked (drop_cross_split_duplicates on the shards asset leaves them out)"))
 
 
+def _shards_rule(dataset: str, storage: StorageResource, warehouse: WarehouseResource):
+    """The rule the shards were written under (recorded by the shards asset) and the model it pins, so a model
+    promoted since changes nothing here; shards from before rules were recorded get the current rule."""
+    from critic.leakage import current_rule, load_critic, recorded_rule
+
+    rule, source = recorded_rule(storage.shards_dir(dataset)), "recorded with the shards"
+    if rule is None:
+        rule, source = current_rule(dataset, warehouse.connect, storage.home_path), "current (none recorded)"
+    return rule, load_critic(rule, warehouse.connect, storage.home_path), source
+
+
 def _no_cross_split_duplicates(dataset: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=f"{dataset}_shards", name="no_cross_split_duplicates", blocking=True,
                     description=f"no {dataset} val or test sample has a near-duplicate in the train shards")
     def check(config: LeakageConfig, storage: StorageResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        from critic.leakage import rule_and_model, shard_leaks  # the model's torch stays out of the code location
+        from critic.leakage import shard_leaks  # the model's torch stays out of the code location
 
         started = time.monotonic()
-        rule, critic = rule_and_model(dataset, warehouse.connect, storage.home_path)
+        try:
+            rule, critic, source = _shards_rule(dataset, storage, warehouse)
+        except (ValueError, LookupError, RuntimeError, OSError) as exc:  # RuntimeError: CheckpointMismatch
+            return dg.AssetCheckResult(passed=False, description=(
+                f"cannot apply the leak rule of the {dataset} shards: {exc}; materialise {dataset}_shards again"))
         report = shard_leaks(storage.shards_dir(), dataset, rule, critic)
-        return leakage_result(report, config.max_pairs, critic.version if critic else None,
-                              time.monotonic() - started)
+        return leakage_result(report, config.max_pairs, rule.model, time.monotonic() - started, source)
 
     return check
 

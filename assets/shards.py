@@ -1,9 +1,10 @@
-"""Asset group `shards` (see shared/DESIGN.md): each dataset's warehouse rows as WebDataset tars per split.
+"""Asset group `shards`: each dataset's warehouse rows as WebDataset tars per split.
 
 The stage is ingest/shards.py. An asset's data version is the hash of its split indexes, so downstream training
 is triggered only when shard contents changed. Train samples that are near-duplicates of val or test samples are
-left out (critic/leakage.py) unless `drop_cross_split_duplicates` is off; the blocking checks in assets/checks.py
-then stop training while any such pair remains.
+left out (critic/leakage.py) unless `drop_cross_split_duplicates` is off; the rule is recorded with the shards
+(shards/<dataset>/leak_rule.json), and the blocking checks in assets/checks.py, under that same rule, stop
+training while any such pair remains.
 """
 
 import time
@@ -35,14 +36,18 @@ def _materialize(
     started = time.monotonic()
     limits = ShardLimits(config.max_samples_per_shard, config.max_bytes_per_shard)
     settings = ShardSettings(dataset, config.target, limits)
+    from critic.leakage import current_rule, leak_finder, load_critic, record_rule  # torch stays out of the location
+
+    rule = current_rule(dataset, warehouse.connect, storage.home_path)
     finder, leak_meta = None, {"cross_split_duplicates": "kept (drop_cross_split_duplicates is off)"}
     if config.drop_cross_split_duplicates:
-        from critic.leakage import leak_finder, rule_and_model  # the model's torch stays out of the code location
-
-        rule, critic = rule_and_model(dataset, warehouse.connect, storage.home_path)
-        finder = leak_finder(rule, critic)
-        leak_meta = {"cross_split_duplicates": rule.describe() + (f", model {critic.version}" if critic else "")}
+        finder = leak_finder(rule, load_critic(rule, warehouse.connect, storage.home_path))
+        leak_meta = {"cross_split_duplicates": rule.describe()}
     with storage.full_disk_as_failure():
+        # Recorded before the shards are written, so the check tests them under the rule of the last run that
+        # wrote them: a run that dies midway leaves at worst a check that blocks, never one that passes by
+        # another rule.
+        record_rule(storage.shards_dir(dataset), rule)
         built = build_shards(storage.paths(), warehouse.connect, settings, context.run.run_id, context.log.info,
                              drop_leaks=finder)
     splits = built.splits.values()
@@ -62,6 +67,7 @@ def _materialize(
             "indexes": dg.MetadataValue.json({r.split: str(r.index_path) for r in splits}),
             "samples_per_s": round(n_samples / max(time.monotonic() - started, 1e-9), 1),
             **leak_meta,
+            "leak_rule": dg.MetadataValue.json(rule.as_dict()),
             "cross_split_duplicates_dropped": len(built.dropped_leaks),
             "dropped_train_samples": dg.MetadataValue.json(built.dropped_leaks),
         },

@@ -2,7 +2,10 @@
 
 One search, used twice on the same data: by the shards stage, as its leak finder (the train samples it names are
 left out of the train shards), and by the blocking asset checks on the shards assets, over the shards as written
-(what training will read). Both call `find_leaks` with the same rule, so on the same crops they agree.
+(what training will read). Both call `find_leaks` with the same rule: the shards asset records the rule it used
+next to the shards (`record_rule`, shards/<dataset>/leak_rule.json) and the check reads it (`recorded_rule`).
+Every match is listed (not each held-out item's nearest k) and a pair's verdict depends on its two items alone,
+so the check over the train items a drop left finds no pair.
 
 What makes two items near-duplicates (docs/shards.md, "Cross-split near-duplicates", has the measurements):
 - photos (AVA, SAC), no production model: the perceptual hash alone (critic.neardup's 64-bit dHash), Hamming
@@ -22,8 +25,9 @@ What makes two items near-duplicates (docs/shards.md, "Cross-split near-duplicat
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ KULER_STRIPES = 5  # ingest/kuler.py render_swatch: five equal vertical stripes
 # Palette vectors are lifted onto a sphere of this squared radius (at least 15 + 1: the lift coordinate stays >= 1).
 _LIFT = 16.0
 BATCH = 64
+RULE_FILE = "leak_rule.json"  # in shards/<dataset>/: the rule the shards were written under (record_rule)
 # What the leak finder reads: (key, image bytes) per split.
 Items = Mapping[str, Iterable[tuple[str, bytes]]]
 
@@ -55,14 +60,29 @@ class LeakRule:
     min_similarity: float | None = None
     model_max_hamming: int | None = None
     max_levels: float | None = None
+    # 'features' only: the model version whose features are compared, and its checkpoint's sha256 as the
+    # warehouse recorded it when the rule was chosen (the rule pins that file, not whatever is promoted later)
+    model: str | None = None
+    model_sha256: str | None = None
 
     def describe(self) -> str:
         if self.signal == "dhash":
             return f"dHash within {self.max_hamming} bits"
         if self.signal == "features":
             return (f"dHash within {self.max_hamming} bits, or model features cosine >= {self.min_similarity} "
-                    f"with dHash within {self.model_max_hamming} bits")
+                    f"with dHash within {self.model_max_hamming} bits" + (f", model {self.model}" if self.model
+                                                                           else ""))
         return f"stripe colours within {self.max_levels} levels RMS"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> LeakRule:
+        rule = cls(**doc)
+        if rule.signal not in ("dhash", "features", "palette") or (rule.signal == "features") != bool(rule.model):
+            raise ValueError(f"not a leak rule: {dict(doc)}")
+        return rule
 
 
 def rule_for(dataset: str, with_model: bool) -> LeakRule:
@@ -172,22 +192,23 @@ def signatures(items: Iterable[tuple[str, bytes]], rule: LeakRule, critic: Any =
 
 def _pairs(held: Signatures, train: Signatures, rule: LeakRule) -> list[tuple[int, int, float, float | None]]:
     """(held-out index, train index, distance, model cosine or None) of every match, through
-    critic.neardup.cross_pairs."""
+    critic.neardup.cross_pairs with k=None: all matches of each held-out item, not its nearest k, and a pair's
+    verdict independent of the other items, so the check over the shards left after a drop finds none."""
     if not held.keys or not train.keys:
         return []
     if rule.signal == "palette":
         pairs = cross_pairs(lift(held.vectors), None, lift(train.vectors), None,
-                            min_similarity=palette_similarity_bound(rule.max_levels), max_hamming=None)
+                            min_similarity=palette_similarity_bound(rule.max_levels), max_hamming=None, k=None)
         diff = (held.vectors[pairs[:, 0]] - train.vectors[pairs[:, 1]]) * 255.0
         rms = np.sqrt((diff * diff).mean(axis=1)) if len(pairs) else np.zeros(0)
         return [(int(i), int(j), round(float(r), 2), None) for (i, j), r in zip(pairs, rms, strict=True)
                 if r <= rule.max_levels]
     found: dict[tuple[int, int], float | None] = {}
-    for i, j in cross_pairs(None, held.hashes, None, train.hashes, max_hamming=rule.max_hamming):
+    for i, j in cross_pairs(None, held.hashes, None, train.hashes, max_hamming=rule.max_hamming, k=None):
         found[(int(i), int(j))] = None
     if rule.signal == "features":
         pairs = cross_pairs(held.vectors, held.hashes, train.vectors, train.hashes,
-                            min_similarity=rule.min_similarity, max_hamming=rule.model_max_hamming)
+                            min_similarity=rule.min_similarity, max_hamming=rule.model_max_hamming, k=None)
         for (i, j), c in zip(pairs, pair_similarity(held.vectors, train.vectors, pairs), strict=True):
             found[(int(i), int(j))] = round(float(c), 4)
     bits = {p: int((int(held.hashes[p[0]]) ^ int(train.hashes[p[1]])).bit_count()) for p in found}
@@ -263,18 +284,60 @@ def shard_leaks(shards_root: str | Path, dataset: str, rule: LeakRule, critic: A
     return find_leaks({split: shard_items(shards_root, dataset, split) for split in SPLITS}, rule, critic)
 
 
-def rule_and_model(dataset: str, connect: Callable[[], Any], home: str | Path) -> tuple[LeakRule, Any]:
-    """The rule for a dataset now, and the critic it needs: the promoted model's (checkpoint sha256 verified) for
-    photos when one is promoted, else None; Kuler never uses a model (module docstring)."""
+def current_rule(dataset: str, connect: Callable[[], Any], home: str | Path) -> LeakRule:
+    """The rule a shards run picks now: Kuler's palettes; for photos the dHash, plus the promoted model's
+    features (pinned by version and checkpoint sha256) once one is promoted (module docstring)."""
     from warehouse.models_lookup import PRODUCTION, promoted_version, resolve_model
 
     if dataset == "kuler":
-        return rule_for(dataset, False), None
+        return rule_for(dataset, False)
     with connect() as conn:
         model = resolve_model(conn, home, PRODUCTION) if promoted_version(conn, PRODUCTION) else None
     if model is None:
-        return rule_for(dataset, False), None
-    from critic.scoring import Critic
+        return rule_for(dataset, False)
+    return replace(rule_for(dataset, True), model=model.version, model_sha256=model.sha256)
 
-    return rule_for(dataset, True), Critic.from_checkpoint(model.checkpoint, expected_sha256=model.sha256,
-                                                          version=model.version)
+
+def load_critic(rule: LeakRule, connect: Callable[[], Any], home: str | Path) -> Any:
+    """The model the rule pins (None when it pins none), its checkpoint verified against the rule's sha256:
+    raises ModelNotFound or CheckpointMismatch rather than compare with another model."""
+    if rule.signal != "features":
+        return None
+    from critic.scoring import Critic
+    from warehouse.models_lookup import resolve_model
+
+    with connect() as conn:
+        model = resolve_model(conn, home, rule.model)
+    return Critic.from_checkpoint(model.checkpoint, expected_sha256=rule.model_sha256, version=model.version)
+
+
+def rule_and_model(dataset: str, connect: Callable[[], Any], home: str | Path) -> tuple[LeakRule, Any]:
+    """current_rule and the critic it needs."""
+    rule = current_rule(dataset, connect, home)
+    return rule, load_critic(rule, connect, home)
+
+
+def record_rule(dataset_dir: str | Path, rule: LeakRule) -> Path:
+    """Write the rule next to the dataset's shards (RULE_FILE, whole or not at all), for the check to use."""
+    from nima_train.atomic import write_atomic
+
+    path = Path(dataset_dir) / RULE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(rule.as_dict(), sort_keys=True, indent=1) + "\n").encode())
+    return path
+
+
+def recorded_rule(dataset_dir: str | Path) -> LeakRule | None:
+    """The rule recorded with the dataset's shards; None when none was (shards written before rules were
+    recorded); ValueError naming the file when it cannot be read as one."""
+    path = Path(dataset_dir) / RULE_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable leak rule: {exc}") from exc
+    try:
+        return LeakRule.from_dict(doc)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a leak rule: {exc}") from exc

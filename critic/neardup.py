@@ -25,6 +25,11 @@ How a pair is found (docs/curation.md has the measurements behind each choice):
    least 4% of them) trades time for recall (benchmarks/bench_neardup.py).
 5. Pairs are (i, j) with i < j, unique, sorted: the same input gives the same array.
 
+k=None replaces steps 2-4 by an exact scan: every query x base pair is compared, block by block (SCAN_BLOCK rows
+of each side at a time), so every pair within the limits is listed, however many one item has, and the verdict
+on a pair depends on those two items alone, not on the rest of either set. critic/leakage.py needs exactly that:
+the shards stage drops and the blocking check tests with it, on sets that differ by what was dropped.
+
 `perceptual_hash` is imagehash's difference hash (dHash, 64 bits: the sign of horizontal gradients of a 9 x 8
 greyscale thumbnail). With features=None the search runs on the hashes alone (faiss `IndexBinaryFlat`: exact,
 O(n) memory, O(n^2) time; meant for folders, not corpora).
@@ -47,6 +52,7 @@ NPROBE = 64  # cells each query scans at least (docs/curation.md: recall of plan
 # share as n grows (64 of 4,000 cells at 1M found 0.985 of the planted copies, 64 of 1,789 at 200k 0.995).
 PROBE_SHARE = 0.04
 MARGIN = 0.1  # a candidate's projected cosine may fall this far below min_similarity and still be confirmed
+SCAN_BLOCK = 2048  # rows of each side the exact scan (k=None) compares at once: 2048 x 2048 distances in memory
 
 
 def perceptual_hash(img: Image.Image) -> int:
@@ -190,6 +196,36 @@ def _knn_candidates(query: np.ndarray | None, qhashes: np.ndarray | None, base: 
     return qi, bj, norms
 
 
+def _scan_candidates(query: np.ndarray | None, qhashes: np.ndarray | None, base: np.ndarray | None,
+                     bhashes: np.ndarray | None, min_similarity: float, max_hamming: int | None
+                     ) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """(query index, base index) of every pair within the limits, and the norms used (None for hashes): all
+    query x base pairs compared block by block, so nothing is capped by a k and the verdict on a pair does not
+    depend on what else is in either set. Memory: one SCAN_BLOCK x SCAN_BLOCK block, plus the pairs found."""
+    n_base = len(base) if base is not None else len(bhashes)
+    n_query = len(query) if query is not None else len(qhashes)
+    norms = (_norms(query), _norms(base)) if base is not None else None
+    floor = min_similarity - 1e-4  # the candidates' cosine is confirmed pair by pair afterwards
+    qi_parts, bj_parts = [], []
+    for b in range(0, n_base, SCAN_BLOCK):
+        bs = slice(b, min(b + SCAN_BLOCK, n_base))
+        b_unit = _unit(base, norms[1], bs) if base is not None else None
+        for q in range(0, n_query, SCAN_BLOCK):
+            qs = slice(q, min(q + SCAN_BLOCK, n_query))
+            close = None
+            if qhashes is not None and max_hamming is not None:
+                close = np.bitwise_count(qhashes[qs, None] ^ bhashes[None, bs]) <= max_hamming
+            if base is not None:
+                sims = _unit(query, norms[0], qs) @ b_unit.T >= floor
+                close = sims if close is None else close & sims
+            rows, cols = np.nonzero(close)
+            qi_parts.append(rows.astype(np.int64) + q)
+            bj_parts.append(cols.astype(np.int64) + b)
+    qi = np.concatenate(qi_parts) if qi_parts else np.zeros(0, np.int64)
+    bj = np.concatenate(bj_parts) if bj_parts else np.zeros(0, np.int64)
+    return qi, bj, norms
+
+
 def _unique_pairs(qi: np.ndarray, bj: np.ndarray, n_base: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (qi, bj) pairs, sorted (one int64 code per pair: much faster than np.unique(axis=0))."""
     codes = np.unique(qi * n_base + bj)
@@ -206,14 +242,17 @@ def _check(features: np.ndarray | None, hashes: np.ndarray | None, max_hamming: 
 
 
 def _pairs_from(query: np.ndarray | None, qhashes: np.ndarray | None, base: np.ndarray | None,
-                bhashes: np.ndarray | None, min_similarity: float, max_hamming: int | None, k: int, nprobe: int,
-                dim: int, seed: int, margin: float, self_search: bool) -> np.ndarray:
+                bhashes: np.ndarray | None, min_similarity: float, max_hamming: int | None, k: int | None,
+                nprobe: int, dim: int, seed: int, margin: float, self_search: bool) -> np.ndarray:
     n_base = len(base) if base is not None else len(bhashes)
     n_query = len(query) if query is not None else len(qhashes)
     if n_base == 0 or n_query == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    qi, bj, norms = _knn_candidates(query, qhashes, base, bhashes, k + 1 if self_search else k, nprobe, dim, seed,
-                                    min_similarity, max_hamming, margin)
+    if k is None:
+        qi, bj, norms = _scan_candidates(query, qhashes, base, bhashes, min_similarity, max_hamming)
+    else:
+        qi, bj, norms = _knn_candidates(query, qhashes, base, bhashes, k + 1 if self_search else k, nprobe, dim,
+                                        seed, min_similarity, max_hamming, margin)
     if self_search:
         qi, bj = np.minimum(qi, bj), np.maximum(qi, bj)
         keep = qi != bj
@@ -230,13 +269,14 @@ def _pairs_from(query: np.ndarray | None, qhashes: np.ndarray | None, base: np.n
 
 
 def near_duplicate_pairs(features: np.ndarray | None, phashes: np.ndarray | Sequence[int] | None = None,
-                         min_similarity: float = 0.95, max_hamming: int | None = 6, k: int = 16, seed: int = 0,
+                         min_similarity: float = 0.95, max_hamming: int | None = 6, k: int | None = 16, seed: int = 0,
                          nprobe: int = NPROBE, dim: int = 128, margin: float = MARGIN) -> np.ndarray:
     """(m, 2) int64 array of near-duplicate index pairs (i < j), unique and sorted.
 
     A pair is two items among each other's k nearest neighbours in the index whose full-feature cosine is at
     least min_similarity and, when phashes and max_hamming are given, whose hashes differ in at most max_hamming
-    bits. features=None searches the hashes alone; max_hamming=None skips the hash test.
+    bits. features=None searches the hashes alone; max_hamming=None skips the hash test. k=None: every pair
+    within the limits, by an exact scan of all pairs (no index; O(n^2) time).
     """
     features = None if features is None else np.asarray(features)
     hashes = None if phashes is None else as_hash_array(phashes)
@@ -247,12 +287,14 @@ def near_duplicate_pairs(features: np.ndarray | None, phashes: np.ndarray | Sequ
 
 def cross_pairs(query_features: np.ndarray | None, query_hashes: np.ndarray | Sequence[int] | None,
                 base_features: np.ndarray | None, base_hashes: np.ndarray | Sequence[int] | None,
-                min_similarity: float = 0.95, max_hamming: int | None = 6, k: int = 16, seed: int = 0,
+                min_similarity: float = 0.95, max_hamming: int | None = 6, k: int | None = 16, seed: int = 0,
                 nprobe: int = NPROBE, dim: int = 128, margin: float = MARGIN) -> np.ndarray:
     """(m, 2) int64 array of (query index, base index): the query items with a near-duplicate in base.
 
     The index is built over base (e.g. train) and searched with each query (e.g. test) item; the same tests
-    as near_duplicate_pairs confirm each candidate. Sorted and unique.
+    as near_duplicate_pairs confirm each candidate. Sorted and unique. k=None lists every base item within the
+    limits of each query item (an exact scan of all query x base pairs, in blocks; no index): what a gate needs,
+    since with k a query item with more than k matches has only k of them listed.
     """
     qf = None if query_features is None else np.asarray(query_features)
     bf = None if base_features is None else np.asarray(base_features)

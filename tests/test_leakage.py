@@ -253,3 +253,112 @@ def test_a_run_without_the_option_then_with_it_replaces_the_leak_by_a_reject(sam
     assert on.success and _check(on, dataset).passed
     n = _rows(home, "SELECT count(*) FROM rejects WHERE dataset = ? AND reason LIKE 'cross-split%'", [dataset])
     assert n[0][0] == len(_planted(sample_raw, dataset))
+
+
+def _write_sac_generations_of_one_picture(out: Path, generations: int = 60, per_generation: int = 2,
+                                          unrelated: int = 20, seed: int = 1) -> dict[str, int]:
+    """A SAC drop where many generations share near-identical pictures: two base pictures, each image one of
+    them plus its own pixel noise (+-1 level, so different PNG bytes), alternating by generation; then
+    `unrelated` one-image generations of their own pictures. image id -> cluster (0, 1; -1 for unrelated)."""
+    from ingest.sample_data import SAC_DB_NAME, render_photo, write_sac_db
+
+    rng, votes = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # pictures, ratings
+    bases = [np.asarray(render_photo(rng, q, 320, 288)).astype(int) for q in (0.3, 0.8)]
+    img_dir = out / "sac" / "images"
+    img_dir.mkdir(parents=True)
+    gens, images, paths, ratings, cluster = [], [], [], [], {}
+    for gid in range(1, generations + unrelated + 1):
+        gens.append((gid, 1, "CLIP+CC12M", f"prompt {gid}", 1))
+        for idx in range(per_generation if gid <= generations else 1):
+            iid = len(images) + 1
+            if gid <= generations:
+                base = bases[gid % 2]
+                pixels = np.clip(base + rng.integers(-1, 2, base.shape), 0, 255).astype(np.uint8)
+                picture, cluster[str(iid)] = Image.fromarray(pixels), gid % 2
+            else:
+                picture, cluster[str(iid)] = render_photo(rng, float(rng.random()), 320, 288), -1
+            picture.save(img_dir / f"{gid}_{idx}.png")
+            images.append((iid, gid, idx))
+            paths.append((iid, f"{gid}_{idx}.png"))
+            ratings += [(sid, iid, int(votes.integers(1, 11)), 1) for sid in range(1, 6)]
+    write_sac_db(out / "sac" / SAC_DB_NAME, gens, images, paths, ratings)
+    return cluster
+
+
+def test_a_drop_of_generations_sharing_near_identical_pictures_materialises_the_shards_group_green(tmp_path, home):
+    """Every train crop within the rule of any val or test crop is left out (all matches, not the nearest k),
+    so the blocking check run on the shards right after the drop finds no pair, and the drop counts them."""
+    from critic.neardup import perceptual_hash
+
+    cluster = _write_sac_generations_of_one_picture(tmp_path / "raw")
+    result = _run(home, tmp_path / "raw", [sac_images, sac_shards, sac_shards_no_cross_split_duplicates])
+    check = _check(result, "sac")
+    assert check.passed and check.metadata["pairs"].value == 0, check.description
+    assert result.success
+    images = _rows(home, "SELECT image_id, split, path FROM images WHERE dataset = 'sac'")
+    assert len(images) == len(cluster)
+    hashes, split_of = {}, {}
+    for image_id, split, path in images:
+        with Image.open(home / path) as img:
+            hashes[image_id], split_of[image_id] = perceptual_hash(img), split
+    by_cluster = {c: [i for i in hashes if cluster[i] == c] for c in (0, 1)}
+    for members in by_cluster.values():  # near-identical: 0 to 6 dHash bits apart, and different bytes
+        bits = [(hashes[a] ^ hashes[b]).bit_count() for a, b in combinations(members, 2)]
+        assert min(bits) == 0 and max(bits) <= 6
+        assert "train" in {split_of[i] for i in members} and len({split_of[i] for i in members}) > 1
+    assert {split_of[i] for members in by_cluster.values() for i in members} == {"train", "val", "test"}
+    expected = {i for members in by_cluster.values() for i in members if split_of[i] == "train"}
+    assert len(expected) > 2 * 16  # more train copies per held-out crop than the nearest-16 search listed
+    (meta,) = [m.metadata for m in result.asset_materializations_for_node("sac_shards")]
+    assert set(meta["dropped_train_samples"].value) == expected
+    assert meta["cross_split_duplicates_dropped"].value == len(expected)
+    assert meta["rejected_by_reason"].value["cross-split duplicate"] == len(expected)
+    rejects = _rows(home, "SELECT item_id FROM rejects WHERE dataset = 'sac' AND stage = 'shards'"
+                          " AND reason LIKE 'cross-split duplicate:%'")
+    assert {r[0] for r in rejects} == expected
+    in_train = {r[0] for r in _rows(home, "SELECT image_id FROM read_parquet(?)",
+                                    [str(home / "shards" / "sac" / "train" / "*.parquet")])}
+    assert in_train == {i for i, s in split_of.items() if s == "train"} - expected
+    assert check.metadata["samples_per_split"].value["train"] == len(in_train)
+
+
+def _check_alone(home: Path, raw: Path, dataset: str) -> dg.AssetCheckEvaluation:
+    """The shards asset's blocking check run on its own (the shards as the last shards run left them)."""
+    result = dg.materialize([SHARDS[dataset], CHECKS[dataset]], selection=dg.AssetSelection.checks(CHECKS[dataset]),
+                            resources=build_resources(home=home, raw=raw), instance=dg.DagsterInstance.ephemeral(),
+                            raise_on_error=False)
+    assert not result.asset_materializations_for_node(f"{dataset}_shards")  # the shards were not rewritten
+    return _check(result, dataset)
+
+
+def test_the_check_uses_the_rule_recorded_with_the_shards_not_a_model_promoted_since(sample_raw, home):
+    from critic.leakage import RULE_FILE, recorded_rule
+
+    assert _run(home, sample_raw.out, [sac_images, sac_shards]).success
+    rule_file = home / "shards" / "sac" / RULE_FILE
+    assert recorded_rule(rule_file.parent) == LeakRule("dhash", 6)
+    version = register_model(home, crop=96, resize=108)  # promoted after the shards were written
+    check = _check_alone(home, sample_raw.out, "sac")
+    assert check.passed and check.metadata["pairs"].value == 0
+    assert check.metadata["rule"].value == "dHash within 6 bits" and check.metadata["model"].value == "none"
+    assert check.metadata["rule_source"].value == "recorded with the shards"
+
+    # The next shards run picks the model up, records it (pinned by version and sha256), and the check follows.
+    rerun = _run(home, sample_raw.out, [sac_shards, sac_shards_no_cross_split_duplicates])
+    assert rerun.success
+    (meta,) = [m.metadata for m in rerun.asset_materializations_for_node("sac_shards")]
+    rule = recorded_rule(rule_file.parent)
+    assert rule.model == version and meta["leak_rule"].value == rule.as_dict()
+    assert _check(rerun, "sac").metadata["model"].value == version
+
+    # A pinned model whose checkpoint changed since is not swapped for another: the check fails and says why.
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        (checkpoint,) = conn.execute("SELECT checkpoint_path FROM models WHERE version = ?", [version]).fetchone()
+    with open(home / checkpoint, "ab") as fh:
+        fh.write(b"\0")
+    changed = _check_alone(home, sample_raw.out, "sac")
+    assert not changed.passed and "cannot apply the leak rule of the sac shards" in changed.description
+    assert "the file changed since it was registered" in changed.description
+    rule_file.write_text("{not json")
+    broken = _check_alone(home, sample_raw.out, "sac")
+    assert not broken.passed and f"{rule_file}: unreadable leak rule" in broken.description

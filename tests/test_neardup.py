@@ -88,6 +88,31 @@ def test_cross_pairs_lists_query_items_with_a_near_duplicate_in_the_base() -> No
         cross_pairs(query, hq, base[:, :10], hb)
 
 
+def test_cross_pairs_with_k_none_lists_every_match_of_a_query_item_with_more_than_k(monkeypatch) -> None:
+    """40 base copies of one query item (hashes 0-3 bits apart, features at cosine > 0.99): k=16 lists 16 of
+    them, k=None all 40, in blocks smaller than either set, and the same pairs whatever else the base holds."""
+    import critic.neardup as neardup
+
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((300, 32)).astype(np.float32)
+    query = rng.standard_normal((5, 32)).astype(np.float32)
+    copies = np.arange(100, 140)
+    base[copies] = query[2] * rng.uniform(0.95, 1.05, (40, 1)).astype(np.float32)
+    hb = rng.integers(0, 2**63, len(base), dtype=np.uint64)
+    hq = rng.integers(0, 2**63, len(query), dtype=np.uint64)
+    hb[copies] = hq[2] ^ rng.choice(np.array([0, 1, 0b110, 0b111], dtype=np.uint64), 40)
+    want = [[2, int(j)] for j in copies]
+    assert len(cross_pairs(None, hq, None, hb, max_hamming=6)) == 16
+    assert cross_pairs(None, hq, None, hb, max_hamming=6, k=None).tolist() == want
+    assert cross_pairs(query, hq, base, hb, 0.99, 6, k=None).tolist() == want
+    assert cross_pairs(query, None, base, None, 0.99, None, k=None).tolist() == want
+    monkeypatch.setattr(neardup, "SCAN_BLOCK", 7)  # several blocks on both sides, the last ones partial
+    assert cross_pairs(query, hq, base, hb, 0.99, 6, k=None).tolist() == want
+    keep = np.setdiff1d(np.arange(len(base)), copies[:30])  # a drop of 30 copies: the other 10 remain
+    rest = cross_pairs(query, hq, base[keep], hb[keep], 0.99, 6, k=None)
+    assert keep[rest[:, 1]].tolist() == copies[30:].tolist()
+
+
 def test_a_cluster_larger_than_k_stays_one_cluster() -> None:
     rng = np.random.default_rng(5)
     x = rng.standard_normal((200, 32)).astype(np.float32)
