@@ -18,10 +18,6 @@ from nima_train.bounds import Range, ranged_field
 K8S_GPUS = Range(1, 16, "GPUs of one node")
 NPROC = Range(1, 16, "processes on one node, one per GPU")
 
-# TrainConfig fields that older run configs gave at the top level, now under `launch`.
-MOVED_TO_LAUNCH = ("launcher", "k8s_image", "k8s_namespace", "k8s_gpus", "k8s_pvc_claim", "k8s_node_selector",
-                   "k8s_tolerations")
-
 
 class Toleration(dg.Config):
     """A Kubernetes toleration, e.g. key=nvidia.com/gpu, operator=Exists, effect=NoSchedule."""

@@ -21,8 +21,11 @@ from typing import Any
 from nima_train.arguments import finite_float, int_range
 
 _KEY = "range"
+RANGE = _KEY  # a settings field's metadata key for its Range
 # In a config field's json_schema_extra: the reason a range has, for docs/contract.md.
 WHY = "range_reason"
+# In a settings field's metadata: what the setting is (the flag's help, the config field's description).
+HELP = "help"
 
 
 def _num(value: float) -> str:
@@ -80,9 +83,9 @@ class Range:
         return {"gt" if self.lo_open else "ge": self.lo, "lt" if self.hi_open else "le": self.hi}
 
 
-def bounded(default: Any, rng: Range) -> Any:
-    """A dataclass field with this range (None as a value means "not set" and is not checked)."""
-    return dataclasses.field(default=default, metadata={_KEY: rng})
+def bounded(default: Any, rng: Range, help: str = "") -> Any:  # noqa: A002 (argparse's word)
+    """A dataclass field with this range (None as a value means "not set" and is not checked), and what it is."""
+    return dataclasses.field(default=default, metadata={_KEY: rng, HELP: help})
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:

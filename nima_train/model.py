@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torchvision import models
 
-BACKBONES = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "resnet50", "vgg16")
+from nima_train.settings import BACKBONES
+
 N_SCORES = 10
 
 

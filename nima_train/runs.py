@@ -1,9 +1,10 @@
 """A training run as the pipeline launches it: its inputs, its command line, its identity, and publishing
 the model it produced. No Dagster here: the training assets call these.
 
-A run's folder is keyed by what it computes (hyperparameters, the shard indexes it reads, its parent model and
-the code version), so a run killed mid-way resumes from its last epoch when it is launched again, by whatever
-launcher. A finished model is published content-addressed: models/<name>/<sha256[:12]>/model.pt + model_card.json.
+A run's folder is keyed by what it computes (the whole resolved spec, nima_train/settings.TrainSettings, and the
+process count; the shard indexes it reads; its parent model; the code version), so a run killed mid-way resumes
+from its last epoch when it is launched again, by whatever launcher. A finished model is published
+content-addressed: models/<name>/<sha256[:12]>/model.pt + model_card.json.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import hashlib
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from nima_train.atomic import write_atomic
 from nima_train.regular_files import read_regular_file
+from nima_train.settings import TrainSettings
 from nima_train.shard_format import INDEX_NAME
 
-# Bump when nima_train's training code changes in a way that makes old models stale.
+# Bump when nima_train's training code changes what a run computes from the same spec and inputs. A new or changed
+# setting needs no bump: every field of the spec is in the run key and on the model card.
 CODE_VERSION = "nima-train-1"
 
 
@@ -52,25 +55,28 @@ def shards_digest(dirs: list[Path]) -> str:
     return h.hexdigest()
 
 
-def train_command(run: TrainingRun, hp: dict[str, Any], run_dir: Path, allow_pipe: bool = False) -> list[str]:
-    """The exact `python -m nima_train.train` (or torchrun) command line of a run with hyperparameters hp;
-    allow_pipe adds --allow-pipe (`pipe:` URLs in the shard indexes may run)."""
+def hyperparameters(spec: TrainSettings, nproc: int = 1) -> dict[str, Any]:
+    """A run's identity besides its inputs and parent: every field of the resolved spec, and how many processes
+    share the batch (the effective batch is batch_size x nproc)."""
+    return {**spec.identity(), "nproc": nproc}
+
+
+def train_command(run: TrainingRun, hp: dict[str, Any], run_dir: Path, allow_pipe: bool = False,
+                  device: str = "") -> list[str]:
+    """The exact `python -m nima_train.train` (or torchrun) command line of a run with hyperparameters hp (see
+    hyperparameters()): every spec field as its flag. allow_pipe adds --allow-pipe (`pipe:` URLs in the shard
+    indexes may run); device, when given, --device."""
     if hp["nproc"] > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={hp['nproc']}"]
     else:
         launcher = [sys.executable]
-    weights = str(run.parent_checkpoint) if run.parent_checkpoint else hp["weights"]  # the chain goes on
-    args = [
-        "-m", "nima_train.train", "--data", *map(str, run.train), "--val-data", *map(str, run.val),
-        "--output-dir", str(run_dir), "--backbone", hp["backbone"], "--weights", weights,
-        "--loss", hp["loss"], "--opt", hp["opt"], "--epochs-head", str(hp["epochs_head"]),
-        "--epochs-full", str(hp["epochs_full"]), "--lr-head", str(hp["lr_head"]),
-        "--lr-full", str(hp["lr_full"]), "--lr-scale", str(hp["lr_scale"]),
-        "--batch-size", str(hp["batch_size"]), "--crop", str(hp["crop"]), "--resize", str(hp["resize"]),
-        "--workers", str(hp["workers"]), "--no-progress", "--negatives", str(hp["negatives"]),
-    ]
-    if hp["device"]:
-        args += ["--device", hp["device"]]
+    spec = TrainSettings.from_mapping(hp)
+    if run.parent_checkpoint:  # the chain goes on
+        spec = replace(spec, weights=str(run.parent_checkpoint))
+    args = ["-m", "nima_train.train", "--data", *map(str, run.train), "--val-data", *map(str, run.val),
+            "--output-dir", str(run_dir), *spec.flags(), "--no-progress"]
+    if device:
+        args += ["--device", device]
     if allow_pipe:
         args.append("--allow-pipe")
     return launcher + args
@@ -81,6 +87,10 @@ def run_key(run: TrainingRun, hp: dict[str, Any]) -> str:
     doc = {"config": hp, "train": shards_digest(run.train), "val": shards_digest(run.val),
            "parent": run.parent_version, "code": CODE_VERSION}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def hyperparameters_digest(hp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()
 
 
 def git_commit() -> str | None:
@@ -109,7 +119,8 @@ def publish_model(run: TrainingRun, hp: dict[str, Any], run_dir: Path, summary: 
         "name": run.name, "version": version, "sha256": sha, "parent_version": run.parent_version,
         "shards": {"train": [stored(d) for d in run.train], "val": [stored(d) for d in run.val]},
         "shard_index_sha256": {"train": shards_digest(run.train), "val": shards_digest(run.val)},
-        "hyperparameters": hp, "code_version": CODE_VERSION, "git_commit": git_commit(),
+        "hyperparameters": hp, "hyperparameters_sha256": hyperparameters_digest(hp),
+        "code_version": CODE_VERSION, "git_commit": git_commit(),
         "metrics": {k: v for k, v in final.items() if k.startswith("val_") or k == "loss"},
         "n_train": summary.get("n_train"), "history": summary.get("history", []),
         # The calibration model.pt holds (map), the split and size it was fitted on, and its effect there.

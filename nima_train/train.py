@@ -3,7 +3,12 @@
 Alone (CPU or one GPU):
 
     python -m nima_train.train --data $AESTHETIC_HOME/shards/ava/train --val-data $AESTHETIC_HOME/shards/ava/val \\
-        --output-dir runs/ava --weights imagenet --epochs-head 5 --epochs-full 10
+        --output-dir runs/ava --weights imagenet --crop 224 --resize 256 --batch-size 64 --epochs-head 5 \\
+        --epochs-full 10 --lr-full 3e-5
+
+Every flag that changes what the run computes is a field of nima_train/settings.TrainSettings, with the same
+default as the training assets' config (the CPU demo's: from scratch, 96 px, 12 epochs of the whole network);
+the others are listed in NOT_IDENTITY with the reason.
 
 Under torchrun (one node, 4 GPUs; several nodes: add --nnodes/--node-rank/--rdzv-endpoint):
 
@@ -24,6 +29,7 @@ written by rank 0. Launched by Dagster Pipes (DAGSTER_PIPES_CONTEXT set), rank 0
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -31,6 +37,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +47,8 @@ import webdataset as wds
 from torch import nn
 
 from nima_train import data
-from nima_train.arguments import Parser, existing_file, folder, torch_device
+from nima_train.arguments import Parser, folder, torch_device
 from nima_train.atomic import write_atomic
-from nima_train.bounds import flag
 from nima_train.calibration import MIN_CALIBRATION, Calibration, fit_calibration
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
 from nima_train.distributed import (
@@ -57,20 +63,27 @@ from nima_train.evaluate import predict
 from nima_train.logger import MetricLogger, SmoothedValue
 from nima_train.losses import emd_loss, notebook_emd_loss
 from nima_train.metrics import compute_metrics
-from nima_train.model import BACKBONES, NIMA, score_moments
+from nima_train.model import NIMA, score_moments
 from nima_train.negatives import write_negatives_shard
 from nima_train.regular_files import NotRegularFile
 from nima_train.remote import RemoteError
 from nima_train.reporter import Reporter
-from nima_train.settings import TrainSettings as S
+from nima_train.settings import PRINT_FREQ, TrainSettings, add_flags
 
-# The paper's SGD rates (section 4): 3e-7 for the baseline CNN, 3e-6 for the last layer.
-PAPER_SGD = {"lr_full": 3e-7, "head_lr_mult": 10.0, "lr_head": 3e-6}
-
-
-def initial_weights(text: str) -> str:
-    """--weights: imagenet, none, or a checkpoint file that exists."""
-    return text if text in ("imagenet", "none") else existing_file(text)
+# Flags that are not fields of the spec (nima_train/settings.TrainSettings), each with the reason it does not change
+# what a run computes: none is in the run key or the model card's spec. tests/test_train_spec.py fails on a flag
+# that is in neither.
+NOT_IDENTITY = {
+    "data": "the training inputs: the run key hashes their shard index files, not the paths naming them",
+    "val_data": "the validation inputs (they choose the calibration): hashed by their index files like --data",
+    "allow_pipe": "lets `pipe:` shard URLs run: where the bytes come from, not what is computed from them",
+    "output_dir": "where the run folder is; the training assets name it by the run key",
+    "device": "where it runs; bf16 autocast, its one effect on the numbers, is the spec's `amp`",
+    "channels_last": "the memory layout of the same tensors",
+    "compile": "the same graph, compiled",
+    "print_freq": "log lines only",
+    "no_progress": "the progress bar only",
+}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -81,42 +94,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="let shard URLs given here or listed by a local index.json be pipe: shell commands")
     p.add_argument("--output-dir", type=folder, required=True,
                    help="checkpoint.pt, model.pt and summary.json go here")
-    p.add_argument("--backbone", default="mobilenet_v2", choices=BACKBONES)
-    p.add_argument("--weights", type=initial_weights, default="imagenet",
-                   help="imagenet, none, or the path of a NIMA checkpoint")
-    p.add_argument("--dropout", **flag(S, "dropout"), help="0 <= p < 1")
-    p.add_argument("--loss", default="paper", choices=["paper", "notebook"],
-                   help="paper: EMD r=2, root, batch mean; notebook: squared, no root, batch sum")
-    p.add_argument("--opt", default="adam", choices=["adam", "sgd"], help="sgd: momentum 0.9, the paper's rates")
-    p.add_argument("--epochs-head", **flag(S, "epochs_head"), help="phase 1: only the head trains")
-    p.add_argument("--epochs-full", **flag(S, "epochs_full"), help="phase 2: the whole network trains")
-    p.add_argument("--lr-head", **flag(S, "lr_head"), help="phase 1 rate (adam 1e-3, sgd 3e-6)")
-    p.add_argument("--lr-full", **flag(S, "lr_full"),
-                   help="phase 2 backbone rate (adam 3e-5, sgd 3e-7)")
-    p.add_argument("--head-lr-mult", **flag(S, "head_lr_mult"),
-                   help="phase 2 head rate / backbone (adam 1, sgd 10)")
-    p.add_argument("--lr-scale", **flag(S, "lr_scale"), help="multiplies every rate (fine-tuning: 0.5)")
-    p.add_argument("--lr-decay", **flag(S, "lr_decay"),
-                   help="exponential decay per epoch, 0 < gamma <= 1")
-    p.add_argument("--weight-decay", **flag(S, "weight_decay"))
-    p.add_argument("--batch-size", **flag(S, "batch_size"), help="per process")
-    p.add_argument("--crop", **flag(S, "crop"), help="training/eval crop side")
-    p.add_argument("--resize", **flag(S, "resize"), help="short side before cropping (256 = stored crops)")
-    p.add_argument("--workers", **flag(S, "workers"), help="data loader processes per rank")
-    p.add_argument("--shuffle-buffer", **flag(S, "shuffle_buffer"))
-    p.add_argument("--negatives", **flag(S, "negatives"),
-                   help="extra negatives (blank white, broken renders) labelled score 1, as a fraction (0..1) of "
-                        "the data")
-    p.add_argument("--max-steps", **flag(S, "max_steps"),
-                   help="stop each epoch after this many steps (0: all)")
-    p.add_argument("--seed", **flag(S, "seed"))
+    add_flags(p)  # the spec: one flag per field, its default and range from nima_train/settings.py
     p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on CUDA)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--print-freq", **flag(S, "print_freq"), help="steps between log lines (0: none)")
+    p.add_argument("--print-freq", type=PRINT_FREQ.flag(), default=10, help="steps between log lines (0: none)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (log lines only)")
     return p
 
@@ -128,6 +111,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.epochs_head + args.epochs_full < 1:
         parser.error("--epochs-head and --epochs-full are both 0: nothing to train")
     return args
+
+
+def resolve_spec(args: argparse.Namespace) -> TrainSettings:
+    """The run's resolved spec (unset rates set to the optimiser's), written back onto args for the loop."""
+    spec = TrainSettings.from_mapping(vars(args)).resolved()
+    vars(args).update(dataclasses.asdict(spec))
+    return spec
 
 
 # ----------------------------------------------------------------------------- data
@@ -162,13 +152,6 @@ def build_model(args: argparse.Namespace) -> NIMA:
     model = NIMA(args.backbone, weights="none", dropout=args.dropout)
     model.load_state_dict(state["model"])
     return model
-
-
-def resolve_rates(args: argparse.Namespace) -> None:
-    defaults = PAPER_SGD if args.opt == "sgd" else {"lr_head": 1e-3, "lr_full": 3e-5, "head_lr_mult": 1.0}
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
 
 
 def phase_of(epoch: int, args: argparse.Namespace) -> str:
@@ -296,7 +279,7 @@ def fit_val_calibration(pred: torch.Tensor, target: torch.Tensor,
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train (resuming from <output-dir>/checkpoint.pt when present); return the summary rank 0 wrote."""
-    resolve_rates(args)
+    resolve_spec(args)
     device = torch.device(args.device)
     args.amp = device.type == "cuda" if args.amp is None else args.amp
     args.channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
@@ -316,13 +299,68 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         cleanup_distributed()
 
 
+@dataclass
+class Run:
+    """What prepare() sets up for the loop and finish()."""
+
+    out: Path
+    train_set: data.ShardSet
+    val_set: data.ShardSet
+    n_train: int
+    epoch_steps: int
+    model: NIMA
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    resume: dict[str, Any] | None
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_loader: Any = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
 def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, reporter: Reporter) -> dict[str, Any]:
+    run = prepare(args, device, info, reporter)
+    last_val = train_epochs(run, args, device, info, reporter)
+    return finish(run, last_val, args, device, info, reporter)
+
+
+def prepare(args: argparse.Namespace, device: torch.device, info: DistInfo, reporter: Reporter) -> Run:
+    """The shards (with negatives), the model on its device, and the checkpoint to resume from, if any."""
     out = Path(args.output_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    if args.weights == "none" and args.epochs_head:
+        reporter.log(f"warning: --epochs-head {args.epochs_head} with --weights none trains the head alone on the "
+                     "features of a random backbone it cannot change; 0 (the default) trains the whole network "
+                     "from the first epoch")
     seed_everything(args.seed)  # the same initial weights on every rank
-    train_set = data.resolve_shards(args.data, args.allow_pipe)
+    train_set, n_train = _training_set(args, out, info, reporter)
     val_set = data.resolve_shards(args.val_data, args.allow_pipe)
+    # A training epoch drops the last partial batch (every step has the same shape).
+    epoch_steps = max(1, n_train // (args.batch_size * info.world_size))
+    if args.max_steps:
+        epoch_steps = min(epoch_steps, args.max_steps)
+    model = build_model(args)
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    run = Run(out, train_set, val_set, n_train, epoch_steps, model, loss_fn(args.loss), None)
+    run.val_loader = build_loader(val_set.urls, args, info, train=False) if val_set.urls else None
+    if run.checkpoint.exists():
+        run.resume = load_checkpoint(run.checkpoint)
+        model.load_state_dict(run.resume["model"])
+        run.start_epoch, run.history = int(run.resume["epoch"]) + 1, list(run.resume.get("history", []))
+        reporter.log(f"resuming from {run.checkpoint} at epoch {run.start_epoch}/{args.epochs_head + args.epochs_full}")
+    return run
+
+
+def _training_set(args: argparse.Namespace, out: Path, info: DistInfo,
+                  reporter: Reporter) -> tuple[data.ShardSet, int]:
+    """The training shards and their sample count, negatives added; a split smaller than one batch per rank
+    shrinks the batch (written back onto args)."""
+    train_set = data.resolve_shards(args.data, args.allow_pipe)
     n_train = train_set.n_samples
     if n_train == 0:
         raise ValueError(f"the training shards {args.data} hold no samples")
@@ -339,88 +377,94 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, repor
         barrier()
         train_set.urls.append(str(negatives))
         n_train += max(1, round(args.negatives * n_train))
-    # A training epoch drops the last partial batch (every step has the same shape).
-    epoch_steps = max(1, n_train // (args.batch_size * info.world_size))
-    if args.max_steps:
-        epoch_steps = min(epoch_steps, args.max_steps)
+    return train_set, n_train
 
-    model = build_model(args)
-    model.to(device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    model_without_ddp, train_model = model, model
-    criterion = loss_fn(args.loss)
 
+def train_epochs(run: Run, args: argparse.Namespace, device: torch.device, info: DistInfo,
+                 reporter: Reporter) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Every epoch from the resume point: train, validate, checkpoint. Returns the last validation's predicted
+    and true distributions (None when no epoch ran or there is no validation split)."""
     total_epochs = args.epochs_head + args.epochs_full
-    start_epoch, history = 0, []
-    ckpt_path = out / "checkpoint.pt"
-    resume = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
-    if resume is not None:
-        model_without_ddp.load_state_dict(resume["model"])
-        start_epoch, history = int(resume["epoch"]) + 1, list(resume.get("history", []))
-        reporter.log(f"resuming from {ckpt_path} at epoch {start_epoch}/{total_epochs}")
-
-    phase, optimizer, scheduler, last_val = None, None, None, None
-    val_loader = build_loader(val_set.urls, args, info, train=False) if val_set.urls else None
-    for epoch in range(start_epoch, total_epochs):
+    phase, optimizer, scheduler, train_model, last_val = None, None, None, run.model, None
+    for epoch in range(run.start_epoch, total_epochs):
         if phase_of(epoch, args) != phase:
             phase = phase_of(epoch, args)
-            optimizer = build_optimizer(model_without_ddp, phase, args)
-            # DDP registers the parameters that need gradients when it is built: wrap again for each phase.
-            train_model = wrap_model(model_without_ddp, info, device, args)
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_decay)
-            if resume is not None and resume.get("phase") == phase and int(resume["epoch"]) + 1 == epoch:
-                optimizer.load_state_dict(resume["optimizer"])
-                scheduler.load_state_dict(resume["scheduler"])
+            optimizer, scheduler, train_model = _start_phase(run, phase, epoch, args, device, info)
         seed_everything(args.seed + 1000 * epoch + info.rank)  # the same epoch draws the same way on resume
-        loader = build_loader(train_set.urls, args, info, train=True,
-                              epoch_samples=epoch_steps * args.batch_size * info.world_size)
+        loader = build_loader(run.train_set.urls, args, info, train=True,
+                              epoch_samples=run.epoch_steps * args.batch_size * info.world_size)
         data.set_epoch(loader, epoch)
         t0 = time.perf_counter()
-        stats = train_one_epoch(train_model, criterion, optimizer, loader, device, epoch, args, info,
-                                epoch_steps, reporter.log)
+        stats = train_one_epoch(train_model, run.criterion, optimizer, loader, device, epoch, args, info,
+                                run.epoch_steps, reporter.log)
         stats.update(epoch=epoch, phase=phase, seconds=time.perf_counter() - t0,
                      lr=optimizer.param_groups[0]["lr"])
         scheduler.step()
-        broadcast_buffers(model_without_ddp)  # rank 0's BatchNorm statistics everywhere, as rank 0 saves them
-        if val_loader is not None:
-            val, *last_val = evaluate(model_without_ddp, criterion, val_loader, device, args)
+        broadcast_buffers(run.model)  # rank 0's BatchNorm statistics everywhere, as rank 0 saves them
+        if run.val_loader is not None:
+            val, *last_val = evaluate(run.model, run.criterion, run.val_loader, device, args)
             stats.update({f"val_{k}": v for k, v in val.items()})
-        history.append(stats)
+        run.history.append(stats)
         reporter.epoch(_epoch_line(stats, total_epochs))
         if info.is_main:
-            save_checkpoint(ckpt_path, {
-                "model": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
+            save_checkpoint(run.checkpoint, {
+                "model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "phase": phase,
-                "args": _plain_args(args), "history": history,
+                "args": _plain_args(args), "history": run.history,
             })
         barrier()
+    return tuple(last_val) if last_val else None
 
-    final_state: dict[str, Any] = {"model": model_without_ddp.state_dict(), "args": _plain_args(args)}
+
+def _start_phase(run: Run, phase: str, epoch: int, args: argparse.Namespace, device: torch.device,
+                 info: DistInfo) -> tuple[torch.optim.Optimizer, Any, nn.Module]:
+    """The phase's optimizer and scheduler (their state restored when resuming inside this phase), and the model
+    to train: DDP registers the parameters that need gradients when it is built, so it is wrapped per phase."""
+    optimizer = build_optimizer(run.model, phase, args)
+    train_model = wrap_model(run.model, info, device, args)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.lr_decay)
+    resume = run.resume
+    if resume is not None and resume.get("phase") == phase and int(resume["epoch"]) + 1 == epoch:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+    return optimizer, scheduler, train_model
+
+
+def finish(run: Run, last_val: tuple[torch.Tensor, torch.Tensor] | None, args: argparse.Namespace,
+           device: torch.device, info: DistInfo, reporter: Reporter) -> dict[str, Any]:
+    """model.pt (weights, args, calibration) and summary.json, written by rank 0; the summary returned."""
+    final_state: dict[str, Any] = {"model": run.model.state_dict(), "args": _plain_args(args)}
     calibration_effect = None
-    if val_loader is not None:
+    if run.val_loader is not None:
         if last_val is None:  # resumed after the last epoch: predict once more with the final weights
-            last_val = predict(model_without_ddp, val_loader, device, amp=bool(args.amp), gather=True)
-        n_val = last_val[0].shape[0]
-        if n_val >= MIN_CALIBRATION:
-            calibration, calibration_effect = fit_val_calibration(*last_val, reporter.log)
+            last_val = predict(run.model, run.val_loader, device, amp=bool(args.amp), gather=True)
+        calibration, calibration_effect = _calibrate(*last_val, reporter.log)
+        if calibration is not None:
             final_state["calibration"] = calibration.as_dict()
-        else:
-            calibration_effect = {"method": "none", "split": "val", "n": n_val,
-                                  "reason": f"fewer than {MIN_CALIBRATION} validation samples"}
-            reporter.log(f"no calibration: the validation split holds {n_val} samples, fewer than "
-                         f"{MIN_CALIBRATION}; scores stay on the model's own scale")
     # Every rank's weights digest: under DDP they must all be equal (gradients were averaged every step).
-    summary = {"history": history, "n_train": n_train,
-               "rank_weight_digests": all_gather_strings(state_digest(model_without_ddp)),
-               "train_indexes": train_set.index_sha256, "val_indexes": val_set.index_sha256,
-               "args": _plain_args(args), "world_size": info.world_size,
-               "final": history[-1] if history else {}, "calibration": calibration_effect}
+    summary = {"history": run.history, "n_train": run.n_train,
+               "rank_weight_digests": all_gather_strings(state_digest(run.model)),
+               "train_indexes": run.train_set.index_sha256, "val_indexes": run.val_set.index_sha256,
+               "args": _plain_args(args), "spec": TrainSettings.from_mapping(vars(args)).identity(),
+               "world_size": info.world_size, "final": run.history[-1] if run.history else {},
+               "calibration": calibration_effect}
     if info.is_main:
-        save_checkpoint(out / "model.pt", final_state)
-        write_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
+        save_checkpoint(run.out / "model.pt", final_state)
+        write_atomic(run.out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
     barrier()
     return summary
+
+
+def _calibrate(pred: torch.Tensor, target: torch.Tensor,
+               log: Callable[[str], None]) -> tuple[Calibration | None, dict[str, Any]]:
+    """The calibration fitted on the validation predictions, or None (and why) when the split is too small."""
+    n_val = pred.shape[0]
+    if n_val >= MIN_CALIBRATION:
+        return fit_val_calibration(pred, target, log)
+    log(f"no calibration: the validation split holds {n_val} samples, fewer than {MIN_CALIBRATION}; scores stay "
+        "on the model's own scale")
+    return None, {"method": "none", "split": "val", "n": n_val,
+                  "reason": f"fewer than {MIN_CALIBRATION} validation samples"}
 
 
 def state_digest(model: nn.Module) -> str:

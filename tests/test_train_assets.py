@@ -245,19 +245,3 @@ def test_launch_settings_are_not_part_of_a_runs_identity_but_the_process_count_i
     assert (TrainConfig().negatives, SacTrainConfig().negatives, ColorTrainConfig().negatives) == (0.0, 0.0, 0.1)
 
 
-def test_an_old_run_config_with_launch_settings_at_the_top_level_still_works():
-    old = TrainConfig(launcher="k8s", k8s_image="reg/aesthetic:1", k8s_pvc_claim="home",
-                      k8s_tolerations=[Toleration(key="nvidia.com/gpu")])
-    assert old.launch_settings() == LaunchConfig(launcher="k8s", k8s_image="reg/aesthetic:1", k8s_pvc_claim="home",
-                                                 k8s_tolerations=[Toleration(key="nvidia.com/gpu")])
-    assert old.hyperparameters() == TrainConfig().hyperparameters()
-    assert TrainConfig.model_fields["launcher"].description == "moved: use launch.launcher"
-
-
-def test_the_training_assets_accept_old_and_new_launch_config_in_a_run_config():
-    from pipelines.definitions import defs
-
-    job = defs.resolve_job_def("training_job")
-    for config in ({"launcher": "subprocess", "k8s_gpus": 1}, {"launch": {"launcher": "subprocess"}}):
-        run_config = {"ops": {name: {"config": config} for name in ("nima_ava", "nima_sac", "nima_color")}}
-        assert dg.validate_run_config(job, run_config)
