@@ -311,6 +311,7 @@ class Run:
     model: NIMA
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     resume: dict[str, Any] | None
+    spec: dict[str, Any]  # the resolved spec asked for (before a batch shrinks to fit a small split)
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     val_loader: Any = None
@@ -336,6 +337,7 @@ def prepare(args: argparse.Namespace, device: torch.device, info: DistInfo, repo
                      "features of a random backbone it cannot change; 0 (the default) trains the whole network "
                      "from the first epoch")
     seed_everything(args.seed)  # the same initial weights on every rank
+    spec = TrainSettings.from_mapping(vars(args)).identity()
     train_set, n_train = _training_set(args, out, info, reporter)
     val_set = data.resolve_shards(args.val_data, args.allow_pipe)
     # A training epoch drops the last partial batch (every step has the same shape).
@@ -346,7 +348,7 @@ def prepare(args: argparse.Namespace, device: torch.device, info: DistInfo, repo
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    run = Run(out, train_set, val_set, n_train, epoch_steps, model, loss_fn(args.loss), None)
+    run = Run(out, train_set, val_set, n_train, epoch_steps, model, loss_fn(args.loss), None, spec)
     run.val_loader = build_loader(val_set.urls, args, info, train=False) if val_set.urls else None
     if run.checkpoint.exists():
         run.resume = load_checkpoint(run.checkpoint)
@@ -445,7 +447,7 @@ def finish(run: Run, last_val: tuple[torch.Tensor, torch.Tensor] | None, args: a
     summary = {"history": run.history, "n_train": run.n_train,
                "rank_weight_digests": all_gather_strings(state_digest(run.model)),
                "train_indexes": run.train_set.index_sha256, "val_indexes": run.val_set.index_sha256,
-               "args": _plain_args(args), "spec": TrainSettings.from_mapping(vars(args)).identity(),
+               "args": _plain_args(args), "spec": run.spec,
                "world_size": info.world_size, "final": run.history[-1] if run.history else {},
                "calibration": calibration_effect}
     if info.is_main:
