@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from assets.train_config import ColorTrainConfig, SacTrainConfig, TrainConfig
-from nima_train.runs import TrainingRun, hyperparameters, run_key, train_command
+from nima_train.runs import TrainingRun, hyperparameters, publish_model, run_key, train_command
 from nima_train.settings import TrainSettings, field_names, markdown_table
 from nima_train.train import NOT_IDENTITY, get_args_parser, main, parse_args
 from tests.helpers.tiny_training import tiny_args, write_tiny_shards
@@ -78,6 +78,17 @@ def test_every_spec_field_changes_the_run_key_and_what_the_card_records(tmp_path
     keys.add(run_key(run, hyperparameters(TrainSettings(), nproc=2)))  # the effective batch doubles
     assert len(keys) == len(OTHER) + 2
     assert TrainConfig(dropout=0.5, seed=7).hyperparameters() != TrainConfig().hyperparameters()
+
+
+def test_the_model_card_records_and_hashes_the_whole_resolved_spec(tmp_path):
+    import hashlib
+
+    run, hp = _run(tmp_path), hyperparameters(TrainSettings(seed=3), nproc=2)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.pt").write_bytes(b"weights")
+    card = publish_model(run, hp, tmp_path / "out", {"final": {}}, tmp_path / "models", str).card
+    assert card["hyperparameters"] == {**dataclasses.asdict(TrainSettings(seed=3).resolved()), "nproc": 2}
+    assert card["hyperparameters_sha256"] == hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()
 
 
 def test_an_unset_rate_resolves_to_the_optimisers_and_the_key_hashes_the_resolved_value(tmp_path):
