@@ -136,9 +136,9 @@ def probes(rng: Range) -> tuple[list[float], list[float]]:
 
 def test_the_code_location_has_configs_with_numbers_to_check():
     names = {f"{f.config.__name__}.{f.name}" for f in ALL_FIELDS}
-    assert {"AvaConfig.crop_size", "CriticEvolutionConfig.batch", "TrainConfig.launch.k8s_gpus",
+    assert {"AvaConfig.crop_size", "CriticEvolutionConfig.batch", "AvaTrainConfig.launch.k8s_gpus",
             "DownloadConfig.files[].size", "CurationConfig.min_score"} <= names
-    assert {"AvaConfig", "SacConfig", "KulerConfig", "ShardsConfig", "TrainConfig", "SacTrainConfig",
+    assert {"AvaConfig", "SacConfig", "KulerConfig", "ShardsConfig", "AvaTrainConfig", "SacTrainConfig",
             "ColorTrainConfig", "EvalConfig", "CriticEvolutionConfig", "CurationConfig", "PromotionConfig",
             "LeakageConfig", "DownloadConfig", "WarehouseResource"} <= set(config_classes())
 
