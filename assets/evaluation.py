@@ -14,12 +14,13 @@ import duckdb
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
 from nima_train.bounds import config_field
+from nima_train.chain import ChainModel
 from nima_train.runs import CODE_VERSION
 from nima_train.settings import EvalSettings
-from nima_train.chain import ChainModel
 from warehouse.db import transaction
 from warehouse.models import ModelRow, eval_report, record_eval_report, set_alias
 from warehouse.models_lookup import current_model, promoted_version
+
 
 class EvalConfig(dg.Config):
     batch_size: int = config_field(EvalSettings, "batch_size", "test images per forward pass")

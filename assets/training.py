@@ -17,9 +17,9 @@ from pydantic import Field, create_model
 from assets.launch import K8S_GPUS, MOVED_TO_LAUNCH, NPROC, LaunchConfig, Toleration, launch
 from assets.resources import StorageResource, WarehouseResource
 from nima_train.bounds import config_field, ranged_field
+from nima_train.chain import ChainModel
 from nima_train.runs import CODE_VERSION, TrainingRun, publish_model, run_key, train_command
 from nima_train.settings import TrainSettings
-from nima_train.chain import ChainModel
 from warehouse.db import transaction
 from warehouse.models import ModelRow, record_model
 from warehouse.models_lookup import current_model, make_current

@@ -12,11 +12,11 @@ What makes two items near-duplicates (docs/shards.md, "Cross-split near-duplicat
   most PHOTO_MAX_HAMMING; exact search over the hashes. A promoted model changes nothing here: the shards feed
   the training that makes models, so a rule that followed the promotions would make every promotion change the
   shards (or block them) behind the asset graph's back.
-- photos, a model version pinned in the shards config (`leak_model`): the same dHash pairs, plus the pairs whose pooled features (the model's)
-  have a cosine of at least PHOTO_MIN_SIMILARITY (approximate nearest-neighbour index) and whose dHash is within
-  the looser MODEL_MAX_HAMMING. The model widens the search and never narrows it: the test model put planted
-  copies at cosine 0.80-0.89 and unrelated pairs up to 0.92, so confirming the hash pairs by such features
-  would have lost every planted copy, and a verdict that a weak model can weaken is no gate.
+- photos, a model version pinned in the shards config (`leak_model`): the same dHash pairs, plus the pairs whose
+  pooled features (the model's) have a cosine of at least PHOTO_MIN_SIMILARITY (approximate nearest-neighbour
+  index) and whose dHash is within the looser MODEL_MAX_HAMMING. The model widens the search and never narrows
+  it: the test model put planted copies at cosine 0.80-0.89 and unrelated pairs up to 0.92, so confirming the hash
+  pairs by such features would have lost every planted copy, and a verdict that a weak model can weaken is no gate.
 - Kuler swatches, always: the palette, i.e. the mean colour of each of the five stripes. A swatch is a render of
   those 15 numbers, so nothing else in its pixels can tell two themes apart, and the dHash of five vertical
   stripes carries at most 4 informative bits (every pair of sample swatches lies within 8 bits of each other).

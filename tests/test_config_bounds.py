@@ -188,7 +188,7 @@ def _verb_parser(name: str) -> argparse.ArgumentParser:
 
 
 TWINS = [
-    ("TrainConfig", train.get_args_parser),
+    ("AvaTrainConfig", train.get_args_parser),  # every chain row's config is TrainConfig with other defaults
     ("CriticEvolutionConfig", lambda: _verb_parser("evolve")),
     ("CurationConfig", lambda: _verb_parser("curate")),
     ("DownloadConfig", lambda: _verb_parser("download")),

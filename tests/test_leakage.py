@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from assets.ava import ava_images
+from assets.chain import build_chain
 from assets.checks import (
     ava_shards_no_cross_split_duplicates,
     kuler_shards_no_cross_split_duplicates,
@@ -21,7 +22,6 @@ from assets.checks import (
 from assets.kuler import kuler_images
 from assets.sac import sac_images
 from assets.shards import ava_shards, kuler_shards, sac_shards
-from assets.chain import build_chain
 from critic.leakage import (
     LeakRule,
     find_leaks,

@@ -1,9 +1,9 @@
 """Which checkpoint a model reference names: a version from `models`, or an alias from `model_aliases`.
 
-The critic loads "the promoted model" (alias 'production', set by evaluation) or a
-version the user names. Each model of the chain also has an alias of its own name naming its current version
-(set by its training asset): the one its children fine-tune, its evaluation evaluates and the CLI loads for
-`--model <name>`, so "the current model" is read from here by every caller, with or without Dagster. Checkpoint paths in `models` are relative to
+The critic loads "the promoted model" (alias 'production', set by evaluation) or a version the user names. Each
+model of the chain also has an alias of its own name naming its current version (set by its training asset): the
+one its children fine-tune, its evaluation evaluates and the CLI loads for `--model <name>`, so "the current
+model" is read from here by every caller, with or without Dagster. Checkpoint paths in `models` are relative to
 $AESTHETIC_HOME unless absolute, so callers pass the home folder.
 """
 
