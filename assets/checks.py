@@ -7,12 +7,11 @@ import time
 import dagster as dg
 import duckdb
 
-from assets.evaluation import PROMOTED_EVAL
 from assets.resources import StorageResource, WarehouseResource
-from assets.versions import latest_data_version
 from nima_train.bounds import Range, ranged_field
+from nima_train.chain import ChainModel
 from warehouse.models import eval_report, get_model
-from warehouse.models_lookup import PRODUCTION, promoted_version
+from warehouse.models_lookup import PRODUCTION, current_model, promoted_version
 
 
 class PromotionConfig(dg.Config):
@@ -24,8 +23,8 @@ class PromotionConfig(dg.Config):
 
 
 def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None, dataset: str, split: str,
-                            margin: float, mae_margin: float = 0.05) -> dg.AssetCheckResult:
-    """Pass when model `version` (the one just evaluated) scores within `margin` SRCC of the production model
+                            margin: float, mae_margin: float = 0.05, alias: str = PRODUCTION) -> dg.AssetCheckResult:
+    """Pass when model `version` (the one just evaluated) scores within `margin` SRCC of the model `alias` names
     on the same split, and its calibrated MAE is within `mae_margin` of production's (raw MAE against raw MAE
     when either has no calibrated one)."""
     if version is None:
@@ -33,7 +32,7 @@ def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None
     new = eval_report(conn, version, dataset, split)
     if new is None:
         return dg.AssetCheckResult(passed=False, description=f"{version} has no {dataset}/{split} report")
-    production = promoted_version(conn, PRODUCTION)
+    production = promoted_version(conn, alias)
     base = eval_report(conn, production, dataset, split) if production else None
     candidate_srcc, production_srcc = new["srcc_mean"], base["srcc_mean"] if base else None
     meta = {"candidate": version, "candidate_srcc": _number(candidate_srcc), "margin": margin,
@@ -100,14 +99,20 @@ def _number(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-@dg.asset_check(asset=PROMOTED_EVAL, blocking=True,
-                description="the new nima_color is not worse than the production model on kuler/test")
-def nima_color_not_worse_than_production(context: dg.AssetCheckExecutionContext, config: PromotionConfig,
-                                         warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    # The version eval_nima_color evaluated (its data version), not whatever nima_color was recorded last.
-    version = latest_data_version(context.instance, PROMOTED_EVAL)
-    with warehouse.connect() as conn:
-        return compare_with_production(conn, version, "kuler", "test", config.margin, config.mae_margin)
+def promotion_check(model: ChainModel) -> dg.AssetChecksDefinition:
+    """`<name>_not_worse_than_<alias>` on the row's evaluation, blocking: what the promotion asset waits for."""
+
+    @dg.asset_check(asset=model.eval_asset, name=f"{model.name}_not_worse_than_{model.promoted}", blocking=True,
+                    description=f"the new {model.name} is not worse than the {model.promoted} model on "
+                                f"{model.dataset}/test")
+    def check(config: PromotionConfig, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        # The current version (the one the evaluation just evaluated), as the warehouse names it.
+        with warehouse.connect() as conn:
+            current = current_model(conn, model.name)
+            return compare_with_production(conn, current.version if current else None, model.dataset, "test",
+                                           config.margin, config.mae_margin, alias=model.promoted)
+
+    return check
 
 
 class LeakageConfig(dg.Config):
@@ -142,13 +147,14 @@ def leakage_result(report, max_pairs: int, model_version: str | None = None,
 
 
 def _shards_rule(dataset: str, storage: StorageResource, warehouse: WarehouseResource):
-    """The rule the shards were written under (recorded by the shards asset) and the model it pins, so a model
-    promoted since changes nothing here; shards from before rules were recorded get the current rule."""
-    from critic.leakage import current_rule, load_critic, recorded_rule
+    """The rule the shards were written under (recorded by the shards asset) and the model it pins, if any, so a
+    model promoted since changes nothing here; shards from before rules were recorded get the default rule (the
+    perceptual hash alone; Kuler's palettes), never the promoted model."""
+    from critic.leakage import load_critic, recorded_rule, rule_for
 
     rule, source = recorded_rule(storage.shards_dir(dataset)), "recorded with the shards"
     if rule is None:
-        rule, source = current_rule(dataset, warehouse.connect, storage.home_path), "current (none recorded)"
+        rule, source = rule_for(dataset, with_model=False), "default (none recorded)"
     return rule, load_critic(rule, warehouse.connect, storage.home_path), source
 
 

@@ -1,4 +1,5 @@
-"""Asset group `evaluation`: each trained model on its dataset's test split, a report, and promotion.
+"""Asset group `evaluation`: each model of the chain (its current version in the warehouse) on its dataset's test
+split, a report, and promotion; assets/chain.py builds them from nima_train/chain.py.
 
 The metrics and plots are nima_train/evaluate.py; the rows are warehouse/models.py. Reports live under
 $AESTHETIC_HOME/reports/<version>/<dataset>-test/ (report.md, metrics.json, PNG plots) and are shown in the UI.
@@ -12,14 +13,13 @@ import duckdb
 
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
-from assets.versions import latest_data_version
 from nima_train.bounds import config_field
+from nima_train.chain import ChainModel
 from nima_train.runs import CODE_VERSION
 from nima_train.settings import EvalSettings
-from warehouse.models import ModelRow, get_model, latest_model, record_eval_report, set_alias
-
-PROMOTED_MODEL = "nima_color"  # the critic scores designs, so the end of the chain is what gets promoted
-PROMOTED_EVAL = "eval_nima_color"  # its evaluation, gated by the blocking check; names the version to promote
+from warehouse.db import transaction
+from warehouse.models import ModelRow, eval_report, record_eval_report, set_alias
+from warehouse.models_lookup import current_model, promoted_version
 
 
 class EvalConfig(dg.Config):
@@ -28,24 +28,23 @@ class EvalConfig(dg.Config):
     allow_pipe: bool = False  # `pipe:` URLs in the test shards' index may run shell commands
 
 
-def model_to_evaluate(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance, name: str) -> ModelRow:
-    """The version the latest `name` materialisation published; the newest recorded one if Dagster has none."""
-    version = latest_data_version(instance, name)
-    model = get_model(conn, version) if version else latest_model(conn, name)
+def model_to_evaluate(conn: duckdb.DuckDBPyConnection, name: str) -> ModelRow:
+    """The current version of `name` (its alias in the warehouse)."""
+    model = current_model(conn, name)
     if model is None:
-        raise RuntimeError(f"no recorded {name} model" + (f" {version}" if version else "")
-                           + f" to evaluate: materialise {name} first")
+        raise RuntimeError(f"no current {name} model in the warehouse to evaluate: materialise {name} first")
     return model
 
 
-def evaluate_model(instance: dg.DagsterInstance, storage: StorageResource, warehouse: WarehouseResource,
-                   name: str, dataset: str, config: EvalConfig) -> tuple[str, dict, Path]:
-    """Evaluate the `name` model its asset last published on dataset/test; record the row; return
+def evaluate_model(storage: StorageResource, warehouse: WarehouseResource, model_def: ChainModel,
+                   config: EvalConfig) -> tuple[str, dict, Path]:
+    """Evaluate the current version of the row's model on its dataset's test split; record the row; return
     (version, metrics, report)."""
     from nima_train.evaluate import evaluate_checkpoint, write_report
 
+    name, dataset = model_def.name, model_def.dataset
     with warehouse.connect() as conn:
-        model = model_to_evaluate(conn, instance, name)
+        model = model_to_evaluate(conn, name)
     checkpoint = storage.from_stored(model.checkpoint_path)
     ev = evaluate_checkpoint(checkpoint, [storage.shards_dir(dataset) / "test"], config.batch_size,
                              device=config.device, allow_pipe=config.allow_pipe)
@@ -71,38 +70,43 @@ def _result(version: str, metrics: dict, report: Path) -> dg.MaterializeResult:
     )
 
 
-@dg.asset(group_name="evaluation", deps=["nima_ava", "ava_shards"], code_version=CODE_VERSION)
-def eval_nima_ava(context: dg.AssetExecutionContext, config: EvalConfig, storage: StorageResource,
-                  warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """nima_ava on the AVA test split."""
-    return _result(*evaluate_model(context.instance, storage, warehouse, "nima_ava", "ava", config))
+def evaluation_asset(model: ChainModel) -> dg.AssetsDefinition:
+    """The row's evaluation asset: its model's current version on its dataset's test split."""
+
+    @dg.asset(name=model.eval_asset, group_name="evaluation", deps=[model.name, model.shards],
+              code_version=CODE_VERSION, description=f"the current {model.name} on the {model.dataset} test split"
+              + (f" (gated by a blocking check before promotion to {model.promoted})" if model.promoted else ""))
+    def evaluate(config: EvalConfig, storage: StorageResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        return _result(*evaluate_model(storage, warehouse, model, config))
+
+    return evaluate
 
 
-@dg.asset(group_name="evaluation", deps=["nima_sac", "sac_shards"], code_version=CODE_VERSION)
-def eval_nima_sac(context: dg.AssetExecutionContext, config: EvalConfig, storage: StorageResource,
-                  warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """nima_sac on the SAC test split."""
-    return _result(*evaluate_model(context.instance, storage, warehouse, "nima_sac", "sac", config))
+def promote(conn: duckdb.DuckDBPyConnection, model: ChainModel) -> str:
+    """Point the row's promotion alias at the current version of its model, which must have been evaluated on the
+    row's test split (a version made current since, never evaluated, is refused); return that version."""
+    current = current_model(conn, model.name)
+    if current is None:
+        raise RuntimeError(f"no current {model.name} model in the warehouse to promote: materialise it first")
+    if eval_report(conn, current.version, model.dataset, "test") is None:
+        raise RuntimeError(f"the current {model.name} {current.version} has no {model.dataset}/test report: "
+                           f"materialise {model.eval_asset} first")
+    set_alias(conn, current.version, model.promoted)
+    return current.version
 
 
-@dg.asset(group_name="evaluation", deps=["nima_color", "kuler_shards"], code_version=CODE_VERSION)
-def eval_nima_color(context: dg.AssetExecutionContext, config: EvalConfig, storage: StorageResource,
-                    warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """nima_color on the Kuler test split (gated by the blocking check before promotion)."""
-    return _result(*evaluate_model(context.instance, storage, warehouse, "nima_color", "kuler", config))
+def promotion_asset(model: ChainModel) -> dg.AssetsDefinition:
+    """`<alias>_model` (production_model): points the alias (what the critic loads for 'production') at the version
+    the row's evaluation evaluated, after its blocking check passed."""
 
+    @dg.asset(name=f"{model.promoted}_model", group_name="evaluation", deps=[model.eval_asset],
+              description=f"points the alias {model.promoted!r} at the current {model.name}, evaluated by "
+                          f"{model.eval_asset} and passed by its blocking check")
+    def promotion(warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.connect() as conn, transaction(conn):
+            promote(conn, model)
+            version = promoted_version(conn, model.promoted)
+        return dg.MaterializeResult(data_version=dg.DataVersion(version),
+                                    metadata={"version": version, "alias": model.promoted})
 
-@dg.asset(group_name="evaluation", deps=[PROMOTED_EVAL])
-def production_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Points the alias 'production' (what the critic loads) at the nima_color version eval_nima_color evaluated
-    (and the blocking check passed); a version recorded since, never evaluated, is not promoted."""
-    version = latest_data_version(context.instance, PROMOTED_EVAL)
-    if version is None:
-        raise RuntimeError(f"{PROMOTED_EVAL} has no materialisation naming a model version: evaluate one first")
-    with warehouse.connect() as conn:
-        model = get_model(conn, version)
-        if model is None or model.name != PROMOTED_MODEL:
-            raise RuntimeError(f"{PROMOTED_EVAL} evaluated {version}, which is not a recorded {PROMOTED_MODEL} model")
-        set_alias(conn, version, "production")
-    return dg.MaterializeResult(data_version=dg.DataVersion(version),
-                                metadata={"version": version, "alias": "production"})
+    return promotion

@@ -2,7 +2,8 @@
 
 The stage is ingest/shards.py. An asset's data version is the hash of its split indexes, so downstream training
 is triggered only when shard contents changed. Train samples that are near-duplicates of val or test samples are
-left out (critic/leakage.py) unless `drop_cross_split_duplicates` is off; the rule is recorded with the shards
+left out (critic/leakage.py) unless `drop_cross_split_duplicates` is off, by the perceptual hash alone unless the
+config pins a model (`leak_model`), never by whatever model is promoted; the rule is recorded with the shards
 (shards/<dataset>/leak_rule.json), and the blocking checks in assets/checks.py, under that same rule, stop
 training while any such pair remains.
 """
@@ -10,6 +11,7 @@ training while any such pair remains.
 import time
 
 import dagster as dg
+from pydantic import Field
 
 from assets.resources import StorageResource, WarehouseResource
 from ingest.shard_writer import ShardLimits
@@ -24,6 +26,10 @@ class ShardsConfig(dg.Config):
     # Leave out (as rejects) train samples that are near-duplicates of val/test ones; off, the leakage check
     # on this asset blocks training instead.
     drop_cross_split_duplicates: bool = True
+    # Empty: near-duplicates are found by the perceptual hash alone (Kuler: by palette), whatever is promoted.
+    leak_model: str = Field("", description="a model version (or an alias, resolved when the run starts) whose "
+                                            "features widen the photos' near-duplicate search; recorded with the "
+                                            "shards and used by their check. Empty: the perceptual hash alone")
 
 
 def _materialize(
@@ -36,9 +42,11 @@ def _materialize(
     started = time.monotonic()
     limits = ShardLimits(config.max_samples_per_shard, config.max_bytes_per_shard)
     settings = ShardSettings(dataset, config.target, limits)
-    from critic.leakage import current_rule, leak_finder, load_critic, record_rule  # torch stays out of the location
+    from critic.leakage import leak_finder, load_critic, record_rule, shards_rule  # torch stays out of the location
 
-    rule = current_rule(dataset, warehouse.connect, storage.home_path)
+    rule = shards_rule(dataset, config.leak_model or None, warehouse.connect, storage.home_path)
+    if config.leak_model and rule.model is None:
+        context.log.info(f"{dataset}: leak_model {config.leak_model} not used: {rule.describe()} decides alone")
     finder, leak_meta = None, {"cross_split_duplicates": "kept (drop_cross_split_duplicates is off)"}
     if config.drop_cross_split_duplicates:
         finder = leak_finder(rule, load_critic(rule, warehouse.connect, storage.home_path))

@@ -3,8 +3,8 @@ config field per spec field, with its type, default, range and description, plus
 (`nproc`, `device`, `allow_pipe`, `launch`). A field added to the spec appears here, on the command line and in the
 run key at once; none is declared twice.
 
-A model of the chain that trains with other defaults (fewer epochs, a smaller rate, negatives) gets its own
-class from `train_config_class`, with only those defaults changed.
+Each model of the chain (nima_train/chain.py) gets its own class from `train_config_class` with only its row's
+defaults changed (assets/training.py's config_for).
 """
 
 from __future__ import annotations
@@ -69,5 +69,3 @@ def train_config_class(name: str, base: type[dg.Config] = _LaunchedTraining, **d
 
 
 TrainConfig = train_config_class("TrainConfig")
-SacTrainConfig = train_config_class("SacTrainConfig", TrainConfig, epochs_full=1, lr_scale=0.5)
-ColorTrainConfig = train_config_class("ColorTrainConfig", TrainConfig, epochs_full=7, lr_scale=0.5, negatives=0.1)

@@ -1,9 +1,10 @@
-"""Asset group `training`: nima_ava -> nima_sac -> nima_color, each a `python -m nima_train.train` run.
+"""Asset group `training`: one asset per row of the chain (nima_train/chain.py: nima_ava -> nima_sac -> nima_color),
+each a `python -m nima_train.train` run; assets/chain.py builds them.
 
 The training itself runs out of process through Dagster Pipes (assets/launch.py): locally with
 PipesSubprocessClient (or torchrun with N processes), on a cluster with PipesK8sClient on a GPU node. The run's
 command, identity and publishing are nima_train/runs.py; the published version is recorded in the `models`
-table and is the asset's data version.
+table and made the model's current version (its alias in `model_aliases`), which is the asset's data version.
 """
 
 
@@ -14,22 +15,38 @@ import dagster as dg
 
 from assets.launch import launch
 from assets.resources import StorageResource, WarehouseResource
-from assets.train_config import ColorTrainConfig, SacTrainConfig, TrainConfig
+from assets.train_config import TrainConfig, train_config_class
+from nima_train.chain import ChainModel
 from nima_train.runs import CODE_VERSION, TrainingRun, publish_model, run_key, train_command
-from warehouse.models import ModelRow, latest_model, record_model
+from warehouse.db import transaction
+from warehouse.models import ModelRow, record_model
+from warehouse.models_lookup import current_model, make_current
+
+
+def config_for(model: ChainModel) -> type[TrainConfig]:
+    """TrainConfig with the row's own defaults (epochs, learning-rate scale, negatives), named after the model."""
+    short = model.name.removeprefix("nima_").title().replace("_", "")
+    return train_config_class(f"{short}TrainConfig", TrainConfig, epochs_full=model.epochs, lr_scale=model.lr_scale,
+                              negatives=model.negatives)
+
+
+def parent_of(warehouse: WarehouseResource, model: ChainModel) -> ModelRow | None:
+    """The current version of the row's parent (None for a row without one), as the warehouse names it."""
+    if not model.parent:
+        return None
+    with warehouse.connect() as conn:
+        parent = current_model(conn, model.parent)
+    if parent is None:
+        raise RuntimeError(f"{model.name} starts from {model.parent}, which has no current model in the warehouse: "
+                           f"materialise {model.parent} first")
+    return parent
 
 
 def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage: StorageResource,
-                warehouse: WarehouseResource, name: str, datasets: list[str],
-                parent_name: str | None) -> dg.MaterializeResult:
-    parent = None
-    if parent_name:
-        with warehouse.connect() as conn:
-            parent = latest_model(conn, parent_name)
-        if parent is None:
-            raise RuntimeError(f"{name} starts from {parent_name}, which has no recorded model: materialise it first")
-    run = TrainingRun(name, [storage.shards_dir(d) / "train" for d in datasets],
-                      [storage.shards_dir(d) / "val" for d in datasets], parent.version if parent else None,
+                warehouse: WarehouseResource, model: ChainModel) -> dg.MaterializeResult:
+    name, parent = model.name, parent_of(warehouse, model)
+    shards = storage.shards_dir(model.dataset)
+    run = TrainingRun(name, [shards / "train"], [shards / "val"], parent.version if parent else None,
                       storage.from_stored(parent.checkpoint_path) if parent else None)
     hp = config.hyperparameters()
     run_dir = storage.models_dir() / name / "runs" / run_key(run, hp)
@@ -38,14 +55,16 @@ def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage:
     summary = launch(context, config.launch, command, str(storage.home_path))
     if not summary:  # Pipes messages are the fast path; the file is what the run always leaves
         summary = json.loads((run_dir / "summary.json").read_text())
-    model = publish_model(run, hp, run_dir, summary, storage.models_dir(), storage.to_stored)
-    row = ModelRow(model.version, name, run.parent_version, storage.to_stored(model.checkpoint), model.sha256,
-                   model.card)
-    with warehouse.connect() as conn:
+    published = publish_model(run, hp, run_dir, summary, storage.models_dir(), storage.to_stored)
+    row = ModelRow(published.version, name, run.parent_version, storage.to_stored(published.checkpoint),
+                   published.sha256, published.card)
+    with warehouse.connect() as conn, transaction(conn):
         record_model(conn, row)
+        make_current(conn, row)
+        current = current_model(conn, name)
     final = summary.get("final", {})
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(row.version),
+        data_version=dg.DataVersion(current.version),  # the warehouse's current version, as everyone reads it
         metadata={
             "version": row.version,
             "checkpoint": dg.MetadataValue.path(str(storage.from_stored(row.checkpoint_path))),
@@ -74,22 +93,17 @@ def _calibration_metadata(fitted: dict[str, Any] | None) -> dict[str, Any]:
                                                        "spread_ratio_calibrated", "srcc_mean_calibrated")}}
 
 
-@dg.asset(group_name="training", deps=["ava_shards"], pool="gpu", code_version=CODE_VERSION)
-def nima_ava(context: dg.AssetExecutionContext, config: TrainConfig, storage: StorageResource,
-             warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """NIMA trained on the AVA shards (head first, then the whole network)."""
-    return train_asset(context, config, storage, warehouse, "nima_ava", ["ava"], None)
+def training_asset(model: ChainModel) -> dg.AssetsDefinition:
+    """The row's training asset: after its shards and its parent, on the gpu pool."""
+    config_class = config_for(model)
+    start = f"starts from the current {model.parent}" if model.parent else "starts from `weights`"
+    description = (f"{model.about} ({model.shards}; {start}; by default {model.epochs} epochs of the whole network "
+                   f"at {model.lr_scale:g}x the rates, {model.negatives:.0%} negatives).")
 
+    @dg.asset(name=model.name, group_name="training", deps=[model.shards, *filter(None, [model.parent])],
+              pool="gpu", code_version=CODE_VERSION, description=description)
+    def train(context: dg.AssetExecutionContext, config: config_class, storage: StorageResource,  # type: ignore[valid-type]
+              warehouse: WarehouseResource) -> dg.MaterializeResult:
+        return train_asset(context, config, storage, warehouse, model)
 
-@dg.asset(group_name="training", deps=["sac_shards", "nima_ava"], pool="gpu", code_version=CODE_VERSION)
-def nima_sac(context: dg.AssetExecutionContext, config: SacTrainConfig, storage: StorageResource,
-             warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """nima_ava fine-tuned on SAC (1 epoch at half the learning rate by default)."""
-    return train_asset(context, config, storage, warehouse, "nima_sac", ["sac"], "nima_ava")
-
-
-@dg.asset(group_name="training", deps=["kuler_shards", "nima_sac"], pool="gpu", code_version=CODE_VERSION)
-def nima_color(context: dg.AssetExecutionContext, config: ColorTrainConfig, storage: StorageResource,
-               warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """nima_sac fine-tuned on Kuler themes plus blank/broken negatives (7 epochs at half the learning rate)."""
-    return train_asset(context, config, storage, warehouse, "nima_color", ["kuler"], "nima_sac")
+    return train

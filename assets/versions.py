@@ -15,9 +15,10 @@ def _latest(instance: dg.DagsterInstance, asset: str) -> dg.AssetMaterialization
 def latest_data_version(instance: dg.DagsterInstance, asset: str) -> str | None:
     """The data version the latest materialisation of `asset` reported, if any.
 
-    Training and evaluation assets set their data version to the model version, so this names exactly the model
-    an upstream step produced or evaluated, whatever was recorded since; the shards' is a hash of their indexes.
-    An older materialisation that reported its version only as `version` metadata is read from there.
+    The shards' is a hash of their indexes (what the nightly schedule compares). Training and evaluation assets
+    report the model version, read back from the warehouse, which is where "the current model" is read from
+    (warehouse/models_lookup.py), never from here. An older materialisation that reported its version only as
+    `version` metadata is read from there.
     """
     materialization = _latest(instance, asset)
     if materialization is None:

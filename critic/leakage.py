@@ -8,13 +8,15 @@ Every match is listed (not each held-out item's nearest k) and a pair's verdict 
 so the check over the train items a drop left finds no pair.
 
 What makes two items near-duplicates (docs/shards.md, "Cross-split near-duplicates", has the measurements):
-- photos (AVA, SAC), no production model: the perceptual hash alone (critic.neardup's 64-bit dHash), Hamming
-  distance at most PHOTO_MAX_HAMMING; exact search over the hashes.
-- photos, a production model promoted: the same dHash pairs, plus the pairs whose pooled features (the model's)
-  have a cosine of at least PHOTO_MIN_SIMILARITY (approximate nearest-neighbour index) and whose dHash is within
-  the looser MODEL_MAX_HAMMING. The model widens the search and never narrows it: the test model put planted
-  copies at cosine 0.80-0.89 and unrelated pairs up to 0.92, so confirming the hash pairs by such features
-  would have lost every planted copy, and a verdict that a weak model can weaken is no gate.
+- photos (AVA, SAC), by default: the perceptual hash alone (critic.neardup's 64-bit dHash), Hamming distance at
+  most PHOTO_MAX_HAMMING; exact search over the hashes. A promoted model changes nothing here: the shards feed
+  the training that makes models, so a rule that followed the promotions would make every promotion change the
+  shards (or block them) behind the asset graph's back.
+- photos, a model version pinned in the shards config (`leak_model`): the same dHash pairs, plus the pairs whose
+  pooled features (the model's) have a cosine of at least PHOTO_MIN_SIMILARITY (approximate nearest-neighbour
+  index) and whose dHash is within the looser MODEL_MAX_HAMMING. The model widens the search and never narrows
+  it: the test model put planted copies at cosine 0.80-0.89 and unrelated pairs up to 0.92, so confirming the hash
+  pairs by such features would have lost every planted copy, and a verdict that a weak model can weaken is no gate.
 - Kuler swatches, always: the palette, i.e. the mean colour of each of the five stripes. A swatch is a render of
   those 15 numbers, so nothing else in its pixels can tell two themes apart, and the dHash of five vertical
   stripes carries at most 4 informative bits (every pair of sample swatches lies within 8 bits of each other).
@@ -284,17 +286,16 @@ def shard_leaks(shards_root: str | Path, dataset: str, rule: LeakRule, critic: A
     return find_leaks({split: shard_items(shards_root, dataset, split) for split in SPLITS}, rule, critic)
 
 
-def current_rule(dataset: str, connect: Callable[[], Any], home: str | Path) -> LeakRule:
-    """The rule a shards run picks now: Kuler's palettes; for photos the dHash, plus the promoted model's
-    features (pinned by version and checkpoint sha256) once one is promoted (module docstring)."""
-    from warehouse.models_lookup import PRODUCTION, promoted_version, resolve_model
+def shards_rule(dataset: str, pinned: str | None, connect: Callable[[], Any], home: str | Path) -> LeakRule:
+    """The rule a shards run uses: Kuler's palettes; for photos the dHash alone, or with `pinned` (a model version,
+    or an alias resolved now) the dHash plus that model's features, pinned by version and checkpoint sha256. Never
+    whatever model is promoted: a promotion must not change the shards or what blocks them (module docstring)."""
+    if dataset == "kuler" or not pinned:
+        return rule_for(dataset, False)
+    from warehouse.models_lookup import resolve_model
 
-    if dataset == "kuler":
-        return rule_for(dataset, False)
     with connect() as conn:
-        model = resolve_model(conn, home, PRODUCTION) if promoted_version(conn, PRODUCTION) else None
-    if model is None:
-        return rule_for(dataset, False)
+        model = resolve_model(conn, home, pinned)
     return replace(rule_for(dataset, True), model=model.version, model_sha256=model.sha256)
 
 
@@ -311,9 +312,10 @@ def load_critic(rule: LeakRule, connect: Callable[[], Any], home: str | Path) ->
     return Critic.from_checkpoint(model.checkpoint, expected_sha256=rule.model_sha256, version=model.version)
 
 
-def rule_and_model(dataset: str, connect: Callable[[], Any], home: str | Path) -> tuple[LeakRule, Any]:
-    """current_rule and the critic it needs."""
-    rule = current_rule(dataset, connect, home)
+def rule_and_model(dataset: str, pinned: str | None, connect: Callable[[], Any],
+                   home: str | Path) -> tuple[LeakRule, Any]:
+    """shards_rule and the critic it needs."""
+    rule = shards_rule(dataset, pinned, connect, home)
     return rule, load_critic(rule, connect, home)
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import cache
+
 import dagster as dg
 
 from assets.versions import input_data_versions, latest_data_version
+from nima_train.chain import CHAIN, ChainModel
 
 nightly_retrain_job = dg.define_asset_job(
     "nightly_retrain", selection=dg.AssetSelection.groups("training", "evaluation"),
@@ -12,15 +16,9 @@ nightly_retrain_job = dg.define_asset_job(
 )
 
 
-def model_inputs(asset_graph) -> dict[str, str]:
-    """Each training asset and the shards asset it trains on, read from the assets' own deps."""
-    inputs = {}
-    for key in dg.AssetSelection.groups("training").resolve(asset_graph):
-        shards = [p for p in asset_graph.get(key).parent_keys if asset_graph.get(p).group_name == "shards"]
-        if len(shards) != 1:
-            raise ValueError(f"training asset {key.to_user_string()} must depend on one shards asset, has {shards}")
-        inputs[key.to_user_string()] = shards[0].to_user_string()
-    return dict(sorted(inputs.items()))
+def model_inputs(chain: Sequence[ChainModel] = CHAIN) -> dict[str, str]:
+    """Each training asset and the shards asset it trains on, read from the chain table."""
+    return dict(sorted((model.name, model.shards) for model in chain))
 
 
 def stale_models(instance: dg.DagsterInstance, inputs: dict[str, str]) -> list[str]:
@@ -35,20 +33,36 @@ def stale_models(instance: dg.DagsterInstance, inputs: dict[str, str]) -> list[s
     return stale
 
 
-@dg.schedule(job=nightly_retrain_job, cron_schedule="0 2 * * *", execution_timezone="UTC")
-def nightly_retrain(context: dg.ScheduleEvaluationContext):
-    """02:00 UTC: retrain (and re-evaluate) only when some model's shards changed since it was trained."""
-    graph = context.repository_def.asset_graph
-    inputs = model_inputs(graph)
-    stale = stale_models(context.instance, inputs)
-    if not stale:
-        return dg.SkipReason("no shards changed since the last models were trained")
-    # A retrained model makes everything downstream of it stale too (nima_sac starts from nima_ava).
-    selection = dg.AssetSelection.assets(*stale).downstream() & dg.AssetSelection.groups("training", "evaluation")
-    keys = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
-    versions = ",".join(f"{m}:{latest_data_version(context.instance, inputs[m])}" for m in stale)
-    return dg.RunRequest(run_key=f"retrain:{versions}", asset_selection=keys, tags={"stale_models": ",".join(stale)})
+def retrain_schedule(chain: Sequence[ChainModel] = CHAIN) -> dg.ScheduleDefinition:
+    """nightly_retrain over the models of `chain` (the same object for the same rows)."""
+    return _retrain_schedule(tuple(chain))
 
 
-def all_schedules() -> list:
-    return [nightly_retrain]
+@cache
+def _retrain_schedule(chain: tuple[ChainModel, ...]) -> dg.ScheduleDefinition:
+    inputs = model_inputs(chain)
+
+    @dg.schedule(name="nightly_retrain", job=nightly_retrain_job, cron_schedule="0 2 * * *",
+                 execution_timezone="UTC")
+    def nightly_retrain(context: dg.ScheduleEvaluationContext):
+        """02:00 UTC: retrain (and re-evaluate) only when some model's shards changed since it was trained."""
+        stale = stale_models(context.instance, inputs)
+        if not stale:
+            return dg.SkipReason("no shards changed since the last models were trained")
+        # A retrained model makes everything downstream of it stale too (nima_sac starts from nima_ava).
+        graph = context.repository_def.asset_graph
+        selection = dg.AssetSelection.assets(*stale).downstream() & dg.AssetSelection.groups("training",
+                                                                                            "evaluation")
+        keys = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
+        versions = ",".join(f"{m}:{latest_data_version(context.instance, inputs[m])}" for m in stale)
+        return dg.RunRequest(run_key=f"retrain:{versions}", asset_selection=keys,
+                             tags={"stale_models": ",".join(stale)})
+
+    return nightly_retrain
+
+
+nightly_retrain = retrain_schedule()
+
+
+def all_schedules(chain: Sequence[ChainModel] = CHAIN) -> list:
+    return [retrain_schedule(chain)]

@@ -136,9 +136,9 @@ def probes(rng: Range) -> tuple[list[float], list[float]]:
 
 def test_the_code_location_has_configs_with_numbers_to_check():
     names = {f"{f.config.__name__}.{f.name}" for f in ALL_FIELDS}
-    assert {"AvaConfig.crop_size", "CriticEvolutionConfig.batch", "TrainConfig.launch.k8s_gpus",
+    assert {"AvaConfig.crop_size", "CriticEvolutionConfig.batch", "AvaTrainConfig.launch.k8s_gpus",
             "DownloadConfig.files[].size", "CurationConfig.min_score"} <= names
-    assert {"AvaConfig", "SacConfig", "KulerConfig", "ShardsConfig", "TrainConfig", "SacTrainConfig",
+    assert {"AvaConfig", "SacConfig", "KulerConfig", "ShardsConfig", "AvaTrainConfig", "SacTrainConfig",
             "ColorTrainConfig", "EvalConfig", "CriticEvolutionConfig", "CurationConfig", "PromotionConfig",
             "LeakageConfig", "DownloadConfig", "WarehouseResource"} <= set(config_classes())
 
@@ -188,7 +188,7 @@ def _verb_parser(name: str) -> argparse.ArgumentParser:
 
 
 TWINS = [
-    ("TrainConfig", train.get_args_parser),
+    ("AvaTrainConfig", train.get_args_parser),  # every chain row's config is TrainConfig with other defaults
     ("CriticEvolutionConfig", lambda: _verb_parser("evolve")),
     ("CurationConfig", lambda: _verb_parser("curate")),
     ("DownloadConfig", lambda: _verb_parser("download")),

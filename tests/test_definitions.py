@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from pipelines.assets_index import GROUPS, PARTITIONED_GROUPS
@@ -89,3 +91,30 @@ def test_loading_the_code_location_imports_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120,
                          check=True).stdout
     assert out.strip() == "[]", f"imported by the code location: {out.strip()}"
+
+
+def test_the_chain_table_gives_exactly_the_contracts_training_evaluation_and_check_names():
+    graph = defs.resolve_asset_graph()
+    by_group = {}
+    for key in graph.get_all_asset_keys():
+        by_group.setdefault(graph.get(key).group_name, set()).add(key.to_user_string())
+    assert by_group["training"] == {"nima_ava", "nima_sac", "nima_color"}
+    assert by_group["evaluation"] == {"eval_nima_ava", "eval_nima_sac", "eval_nima_color", "production_model"}
+    promotion = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys
+                 if k.asset_key.to_user_string().startswith("eval_")}
+    assert promotion == {("eval_nima_color", "nima_color_not_worse_than_production")}
+    assert [s.name for s in defs.schedules] == ["nightly_retrain"]
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    (lambda c: (*c, c[0]), "model 'nima_ava' appears twice"),
+    (lambda c: (c[1], c[0], c[2]), "nima_sac starts from 'nima_ava', which is not an earlier row"),
+    (lambda c: (*c, replace(c[0], name="nima_more", promoted="production")), "two models are promoted"),
+    (lambda c: (replace(c[0], promoted="nima_sac"), *c[1:]), "alias 'nima_sac' is also a model name"),
+])
+def test_a_chain_that_cannot_be_built_is_refused_naming_the_row(rows, message):
+    from nima_train.chain import CHAIN
+    from pipelines.definitions import build_definitions
+
+    with pytest.raises(ValueError, match=message):
+        build_definitions(rows(CHAIN))

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from assets.ava import ava_images
+from assets.chain import build_chain
 from assets.checks import (
     ava_shards_no_cross_split_duplicates,
     kuler_shards_no_cross_split_duplicates,
@@ -21,7 +22,6 @@ from assets.checks import (
 from assets.kuler import kuler_images
 from assets.sac import sac_images
 from assets.shards import ava_shards, kuler_shards, sac_shards
-from assets.training import nima_ava
 from critic.leakage import (
     LeakRule,
     find_leaks,
@@ -39,6 +39,7 @@ from warehouse.db import connect
 
 IMAGES = {"ava": ava_images, "sac": sac_images, "kuler": kuler_images}
 SHARDS = {"ava": ava_shards, "sac": sac_shards, "kuler": kuler_shards}
+nima_ava = build_chain()["nima_ava"]
 CHECKS = {"ava": ava_shards_no_cross_split_duplicates, "sac": sac_shards_no_cross_split_duplicates,
           "kuler": kuler_shards_no_cross_split_duplicates}
 
@@ -147,25 +148,26 @@ def test_the_number_of_pairs_tolerated_is_the_checks_config(sample_raw, home):
     assert "more than the 1 tolerated" in check.description
 
 
-def test_with_a_production_model_the_check_names_it_and_still_finds_every_planted_pair(sample_raw, home):
-    """The other path: once a model is promoted, photos are compared by dHash and by its pooled features; the
-    model can add pairs, never remove the hash's (this untrained test model puts the copies at cosine 0.8-0.9).
-    Kuler stays on its palettes."""
+def test_with_a_pinned_model_the_check_names_it_and_still_finds_every_planted_pair(sample_raw, home):
+    """The other path: with a model version pinned in the shards config, photos are compared by dHash and by its
+    pooled features; the model can add pairs, never remove the hash's (this untrained test model puts the copies
+    at cosine 0.8-0.9). Kuler stays on its palettes."""
     version = register_model(home, crop=96, resize=108)
     assets = [ava_images, sac_images, ava_shards, sac_shards, ava_shards_no_cross_split_duplicates,
               sac_shards_no_cross_split_duplicates]
+    pinned = {"ops": {f"{d}_shards": {"config": {"leak_model": version}} for d in ("ava", "sac")}}
     result = _run(home, sample_raw.out, assets, {"ops": {f"{d}_shards": {"config": {
-        "drop_cross_split_duplicates": False}} for d in ("ava", "sac")}})
+        "drop_cross_split_duplicates": False, "leak_model": version}} for d in ("ava", "sac")}})
     for dataset in ("ava", "sac"):
         check = _check(result, dataset)
         assert not check.passed and check.metadata["model"].value == version
         assert "or model features cosine >= 0.95 with dHash within 10 bits" in check.metadata["rule"].value
         assert _pairs(check) == _planted(sample_raw, dataset)
-    dropped = _run(home, sample_raw.out, assets)
+    dropped = _run(home, sample_raw.out, assets, pinned)
     assert dropped.success and all(_check(dropped, d).passed for d in ("ava", "sac"))
     (meta,) = [m.metadata for m in dropped.asset_materializations_for_node("ava_shards")]
     assert meta["cross_split_duplicates"].value.endswith(f"model {version}")
-    rule, critic = rule_and_model("kuler", lambda: connect(home / "warehouse.duckdb"), home)
+    rule, critic = rule_and_model("kuler", version, lambda: connect(home / "warehouse.duckdb"), home)
     assert rule.signal == "palette" and critic is None
 
 
@@ -331,10 +333,12 @@ def _check_alone(home: Path, raw: Path, dataset: str) -> dg.AssetCheckEvaluation
     return _check(result, dataset)
 
 
-def test_the_check_uses_the_rule_recorded_with_the_shards_not_a_model_promoted_since(sample_raw, home):
+def test_a_promotion_changes_neither_the_shards_nor_their_rule_and_a_pinned_model_is_recorded_and_checked(
+        sample_raw, home):
     from critic.leakage import RULE_FILE, recorded_rule
 
-    assert _run(home, sample_raw.out, [sac_images, sac_shards]).success
+    first = _run(home, sample_raw.out, [sac_images, sac_shards])
+    assert first.success
     rule_file = home / "shards" / "sac" / RULE_FILE
     assert recorded_rule(rule_file.parent) == LeakRule("dhash", 6)
     version = register_model(home, crop=96, resize=108)  # promoted after the shards were written
@@ -343,13 +347,28 @@ def test_the_check_uses_the_rule_recorded_with_the_shards_not_a_model_promoted_s
     assert check.metadata["rule"].value == "dHash within 6 bits" and check.metadata["model"].value == "none"
     assert check.metadata["rule_source"].value == "recorded with the shards"
 
-    # The next shards run picks the model up, records it (pinned by version and sha256), and the check follows.
+    # Re-materialised with the defaults: still the hash alone, and the same shards (nothing rewritten).
+    def files() -> dict:
+        return {p: p.read_bytes() for p in sorted((home / "shards" / "sac").rglob("*")) if p.is_file()}
+
+    before = files()
     rerun = _run(home, sample_raw.out, [sac_shards, sac_shards_no_cross_split_duplicates])
-    assert rerun.success
+    assert rerun.success and _check(rerun, "sac").metadata["model"].value == "none"
     (meta,) = [m.metadata for m in rerun.asset_materializations_for_node("sac_shards")]
+    assert meta["shards_written"].value == 0 and meta["leak_rule"].value == {"signal": "dhash", "max_hamming": 6}
+    assert files() == before and recorded_rule(rule_file.parent) == LeakRule("dhash", 6)
+    assert len({m.tags["dagster/data_version"] for r in (first, rerun)
+                for m in r.asset_materializations_for_node("sac_shards")}) == 1
+
+    # Pinned in the config: recorded with the shards (by version and sha256), and the check uses it.
+    pinned = _run(home, sample_raw.out, [sac_shards, sac_shards_no_cross_split_duplicates],
+                  {"ops": {"sac_shards": {"config": {"leak_model": version}}}})
+    assert pinned.success
+    (meta,) = [m.metadata for m in pinned.asset_materializations_for_node("sac_shards")]
     rule = recorded_rule(rule_file.parent)
     assert rule.model == version and meta["leak_rule"].value == rule.as_dict()
-    assert _check(rerun, "sac").metadata["model"].value == version
+    assert _check(pinned, "sac").metadata["model"].value == version
+    assert _check_alone(home, sample_raw.out, "sac").metadata["model"].value == version
 
     # A pinned model whose checkpoint changed since is not swapped for another: the check fails and says why.
     with connect(home / "warehouse.duckdb", read_only=True) as conn:

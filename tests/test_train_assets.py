@@ -7,18 +7,23 @@ import dagster as dg
 import pytest
 import torch
 
-from assets.checks import compare_with_production, nima_color_not_worse_than_production
-from assets.evaluation import eval_nima_ava, eval_nima_color, production_model
+from assets.chain import build_chain
+from assets.checks import compare_with_production
 from assets.launch import LaunchConfig, Toleration, k8s_pod_spec
-from assets.training import ColorTrainConfig, SacTrainConfig, TrainConfig, nima_ava
+from assets.training import TrainConfig, config_for
+from nima_train.chain import CHAIN, ChainModel
 from nima_train.checkpoint import save_checkpoint
 from nima_train.model import NIMA
 from pipelines.resources import build_resources
 from tests.helpers.tiny_training import write_tiny_shards
 from warehouse.db import connect
-from warehouse.models import ModelRow, record_eval_report, record_model, set_alias
-from warehouse.models_lookup import promoted_version
+from warehouse.models import ModelRow, get_model, record_eval_report, record_model, set_alias
+from warehouse.models_lookup import current_model, make_current, promoted_version
 
+CHAIN_DEFS = build_chain()
+nima_ava, eval_nima_ava, eval_nima_color, production_model = (
+    CHAIN_DEFS[n] for n in ("nima_ava", "eval_nima_ava", "eval_nima_color", "production_model"))
+nima_color_not_worse_than_production = CHAIN_DEFS["nima_color_not_worse_than_production"]
 TINY = {"weights": "none", "epochs_head": 1, "epochs_full": 1, "batch_size": 8, "crop": 32, "resize": 36,
         "workers": 0, "device": "cpu"}
 
@@ -59,12 +64,61 @@ def test_nima_ava_trains_through_pipes_publishes_a_versioned_model_and_is_evalua
                               " FROM eval_reports WHERE model_version = ? AND dataset = 'ava' AND split = 'test'",
                               [version]).fetchone()
     assert row == ("nima_ava", f"models/nima_ava/{version}/model.pt")
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        assert promoted_version(conn, "nima_ava") == version  # made current: the data version is read from here
     assert report[0] == 12 and all(v is not None for v in report[2:])
     assert (home / "reports" / version / "ava-test" / "reliability.png").exists()
     assert f"{fitted['method']} calibration fitted on 24 val samples (chosen by 5-fold cross-validation" in (
         home / "reports" / version / "ava-test" / "report.md").read_text()
     eval_meta = result.asset_materializations_for_node("eval_nima_ava")[0].metadata
     assert "data:image/png;base64," in eval_meta["report"].value
+
+
+EXTRA = ChainModel("nima_extra", "extra", "extra_shards", "nima_ava", None, lr_scale=0.5, epochs=1, negatives=0.0,
+                   about="fine-tuned on an extra dataset")
+
+
+def test_a_fourth_row_in_the_chain_table_is_trained_from_the_current_parent_evaluated_and_scheduled(tmp_path):
+    """One row plus its sample data: the Definitions built with it have its training and evaluation assets
+    (deps, group, pool), the schedule reads its shards, and it trains from the current nima_ava in the warehouse
+    (not the newest row), is recorded, made current and evaluated."""
+    from pipelines.definitions import build_definitions
+    from pipelines.schedules import model_inputs
+
+    home, chain = tmp_path / "home", (*CHAIN, EXTRA)
+    for dataset in ("ava", "extra"):
+        for split, n, seed in (("train", 16, 0), ("val", 8, 1), ("test", 8, 2)):
+            write_tiny_shards(home / "shards" / dataset / split, n, seed=seed, dataset=dataset, split=split)
+    defs = build_definitions(chain, home=home, raw=tmp_path / "raw")
+    graph = defs.resolve_asset_graph()
+    trained = graph.get(dg.AssetKey("nima_extra"))
+    assert trained.group_name == "training" and trained.pools == {"gpu"}
+    assert set(trained.parent_keys) == {dg.AssetKey("extra_shards"), dg.AssetKey("nima_ava")}
+    assert set(graph.get(dg.AssetKey("eval_nima_extra")).parent_keys) == {dg.AssetKey("nima_extra"),
+                                                                           dg.AssetKey("extra_shards")}
+    assert model_inputs(chain)["nima_extra"] == "extra_shards"
+    assert dg.AssetKey("nima_extra") in defs.resolve_job_def("training_job").asset_layer.executable_asset_keys
+
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("full_pipeline")
+    ava = job.execute_in_process(run_config={"ops": {"nima_ava": {"config": TINY}}}, instance=instance,
+                                 asset_selection=[dg.AssetKey("nima_ava")])
+    assert ava.success
+    parent = ava.asset_materializations_for_node("nima_ava")[0].metadata["version"].value
+    with connect(home / "warehouse.duckdb") as conn:  # newer than the current nima_ava, never made current
+        record_model(conn, ModelRow("cccccccccccc", "nima_ava", None, "models/none.pt", "c" * 64, {}))
+        conn.execute("UPDATE models SET created_at = created_at + INTERVAL 1 HOUR WHERE version = 'cccccccccccc'")
+    extra_config = {"nima_extra": {"config": TINY}, "eval_nima_extra": {"config": {"batch_size": 8}}}
+    extra = job.execute_in_process(run_config={"ops": extra_config}, instance=instance,
+                                   asset_selection=[dg.AssetKey("nima_extra"), dg.AssetKey("eval_nima_extra")])
+    assert extra.success
+    version = extra.asset_materializations_for_node("nima_extra")[0].tags["dagster/data_version"]
+    card = json.loads((home / "models" / "nima_extra" / version / "model_card.json").read_text())
+    assert card["parent_version"] == parent and card["hyperparameters"]["lr_scale"] == 0.5
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        assert current_model(conn, "nima_extra").parent_version == parent
+        assert conn.execute("SELECT model_version, n FROM eval_reports WHERE dataset = 'extra'").fetchall() == [
+            (version, 8)]
 
 
 def _model(conn, version: str, srcc: float | None, checkpoint: str | None = None, cross_validated: bool = True,
@@ -139,13 +193,10 @@ def test_promotion_gate_ignores_a_nan_production_srcc_but_fails_a_nan_candidate(
         assert not broken.passed and "not a number" in broken.description
 
 
-def test_production_promotes_the_version_eval_nima_color_evaluated_not_a_newer_unevaluated_one(tmp_path):
-    home = tmp_path / "home"
-    write_tiny_shards(home / "shards" / "kuler" / "test", 8, seed=3, dataset="kuler", split="test")
-    checkpoint = home / "models" / "nima_color" / "model.pt"
-    checkpoint.parent.mkdir(parents=True)
-    # An untrained NIMA predicts one score for every image (SRCC NaN, which the gate rejects): give it
-    # BatchNorm statistics from one batch and a random head, so its scores differ between images.
+def _scoring_checkpoint(path) -> None:
+    """An untrained NIMA predicts one score for every image (SRCC NaN, which the gate rejects): give it BatchNorm
+    statistics from one batch and a random head, so its scores differ between images."""
+    path.parent.mkdir(parents=True)
     torch.manual_seed(0)
     model = NIMA("mobilenet_v2", weights="none")
     for module in model.modules():
@@ -155,28 +206,55 @@ def test_production_promotes_the_version_eval_nima_color_evaluated_not_a_newer_u
         model.train()(torch.randn(16, 3, 32, 32))
     for p in model.head.parameters():
         torch.nn.init.normal_(p, std=0.5)
-    save_checkpoint(checkpoint, {"model": model.state_dict(),
-                                 "args": {"backbone": "mobilenet_v2", "dropout": 0.75, "crop": 32, "resize": 36}})
+    save_checkpoint(path, {"model": model.state_dict(),
+                           "args": {"backbone": "mobilenet_v2", "dropout": 0.75, "crop": 32, "resize": 36}})
+
+
+def _make_current(home, version: str) -> None:
+    with connect(home / "warehouse.duckdb") as conn:
+        make_current(conn, get_model(conn, version))
+
+
+def test_evaluation_and_promotion_take_the_current_version_from_the_warehouse_not_the_newest_row(tmp_path):
+    """The current nima_color is the warehouse's alias of the name, whatever Dagster recorded: a row recorded later
+    by someone else is neither evaluated nor promoted, and a version made current but never evaluated is refused by
+    the blocking check and by the promotion."""
+    home = tmp_path / "home"
+    write_tiny_shards(home / "shards" / "kuler" / "test", 8, seed=3, dataset="kuler", split="test")
+    _scoring_checkpoint(home / "models" / "nima_color" / "model.pt")
     with connect(home / "warehouse.duckdb") as conn:
         _model(conn, "aaaaaaaaaaaa", None, "models/nima_color/model.pt")  # what nima_color published
         _model(conn, "bbbbbbbbbbbb", None, "models/nima_color/model.pt")  # recorded later by someone else
         conn.execute("UPDATE models SET created_at = created_at + INTERVAL 1 HOUR WHERE version = 'bbbbbbbbbbbb'")
-    instance = dg.DagsterInstance.ephemeral()
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        "nima_color", tags={"dagster/data_version": "aaaaaaaaaaaa"}, metadata={"version": "aaaaaaaaaaaa"}))
-    result = dg.materialize(
-        [eval_nima_color, nima_color_not_worse_than_production, production_model],
-        resources=build_resources(home=home, raw=tmp_path / "raw"), instance=instance,
-        run_config={"ops": {"eval_nima_color": {"config": {"batch_size": 8}}}},
-    )
+    _make_current(home, "aaaaaaaaaaaa")
+    instance = dg.DagsterInstance.ephemeral()  # knows nothing of nima_color: the warehouse alone names it
+    gated = [eval_nima_color, nima_color_not_worse_than_production, production_model]
+    run_config = {"ops": {"eval_nima_color": {"config": {"batch_size": 8}}}}
+    result = dg.materialize(gated, resources=build_resources(home=home, raw=tmp_path / "raw"), instance=instance,
+                            run_config=run_config)
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["candidate"].value == "aaaaaaaaaaaa"
-    assert result.asset_materializations_for_node("production_model")[0].metadata["version"].value == "aaaaaaaaaaaa"
+    (evaluated,) = result.asset_materializations_for_node("eval_nima_color")
+    assert evaluated.tags["dagster/data_version"] == "aaaaaaaaaaaa"
+    promoted = result.asset_materializations_for_node("production_model")[0]
+    assert promoted.metadata["version"].value == promoted.tags["dagster/data_version"] == "aaaaaaaaaaaa"
     with connect(home / "warehouse.duckdb", read_only=True) as conn:
         assert promoted_version(conn) == "aaaaaaaaaaaa"
         evaluated = conn.execute("SELECT model_version FROM eval_reports").fetchall()
     assert evaluated == [("aaaaaaaaaaaa",)]
+
+    _make_current(home, "bbbbbbbbbbbb")  # made current since, never evaluated
+    resources = build_resources(home=home, raw=tmp_path / "raw")
+    check_only = dg.materialize(gated, selection=dg.AssetSelection.checks(nima_color_not_worse_than_production),
+                                resources=resources, instance=instance, raise_on_error=False)
+    (check,) = check_only.get_asset_check_evaluations()
+    assert not check.passed and check.description == "bbbbbbbbbbbb has no kuler/test report"
+    promote = dg.materialize(gated, selection=["production_model"], resources=resources, instance=instance,
+                             raise_on_error=False)
+    assert not promote.success
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        assert promoted_version(conn) == "aaaaaaaaaaaa"
 
 
 def test_k8s_pod_spec_asks_for_gpus_on_selected_tolerated_nodes_with_aesthetic_home_mounted():
@@ -228,12 +306,14 @@ def _check_ticks(instance, repo, nightly_retrain):
     assert isinstance(tick(), dg.RunRequest)
 
 
-def test_which_shards_each_model_trains_on_comes_from_the_asset_deps():
+def test_which_shards_each_model_trains_on_comes_from_the_chain_table_and_the_assets_depend_on_them():
     from pipelines.definitions import defs
     from pipelines.schedules import model_inputs
 
+    assert model_inputs() == {"nima_ava": "ava_shards", "nima_color": "kuler_shards", "nima_sac": "sac_shards"}
     graph = defs.resolve_asset_graph()
-    assert model_inputs(graph) == {"nima_ava": "ava_shards", "nima_color": "kuler_shards", "nima_sac": "sac_shards"}
+    for model, shards in model_inputs().items():
+        assert dg.AssetKey(shards) in graph.get(dg.AssetKey(model)).parent_keys
 
 
 def test_launch_settings_are_not_part_of_a_runs_identity_but_the_process_count_is():
@@ -242,6 +322,7 @@ def test_launch_settings_are_not_part_of_a_runs_identity_but_the_process_count_i
     assert on_k8s.hyperparameters() == local.hyperparameters()  # a run relaunched elsewhere resumes
     assert "launch" not in local.hyperparameters() and "launcher" not in local.hyperparameters()
     assert TrainConfig(nproc=2).hyperparameters() != local.hyperparameters()  # the effective batch doubles
-    assert (TrainConfig().negatives, SacTrainConfig().negatives, ColorTrainConfig().negatives) == (0.0, 0.0, 0.1)
+    defaults = [(c.epochs_full, c.lr_scale, c.negatives) for c in (config_for(m)() for m in CHAIN)]
+    assert defaults == [(12, 1.0, 0.0), (1, 0.5, 0.0), (7, 0.5, 0.1)]  # the chain table's rows
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.train_config import ColorTrainConfig, SacTrainConfig, TrainConfig
+from assets.train_config import TrainConfig
+from assets.training import config_for
+from nima_train.chain import CHAIN
 from nima_train.runs import TrainingRun, hyperparameters, publish_model, run_key, train_command
 from nima_train.settings import TrainSettings, field_names, markdown_table
 from nima_train.train import NOT_IDENTITY, get_args_parser, main, parse_args
@@ -45,11 +47,13 @@ def test_the_flags_defaults_and_the_configs_defaults_are_the_specs():
     assert names - set(field_names()) == {"nproc", "device", "allow_pipe", "launch"}
 
 
-def test_the_chain_configs_change_only_their_own_defaults():
-    changed = {cls.__name__: {k: v for k, v in dataclasses.asdict(cls().spec()).items()
-                              if v != getattr(TrainSettings(), k)} for cls in (SacTrainConfig, ColorTrainConfig)}
-    assert changed == {"SacTrainConfig": {"epochs_full": 1, "lr_scale": 0.5},
-                       "ColorTrainConfig": {"epochs_full": 7, "lr_scale": 0.5, "negatives": 0.1}}
+def test_the_chain_configs_change_only_their_own_rows_defaults():
+    for model in CHAIN:
+        cls = config_for(model)
+        changed = {k: v for k, v in dataclasses.asdict(cls().spec()).items() if v != getattr(TrainSettings(), k)}
+        row = {"epochs_full": model.epochs, "lr_scale": model.lr_scale, "negatives": model.negatives}
+        assert changed == {k: v for k, v in row.items() if v != getattr(TrainSettings(), k)}, cls.__name__
+        assert set(cls.model_fields) == set(TrainConfig.model_fields)
 
 
 def _run(tmp_path: Path) -> TrainingRun:

@@ -1,7 +1,9 @@
 """Which checkpoint a model reference names: a version from `models`, or an alias from `model_aliases`.
 
-The critic loads "the promoted model" (alias 'production', set by evaluation) or a
-version the user names. Checkpoint paths in `models` are relative to
+The critic loads "the promoted model" (alias 'production', set by evaluation) or a version the user names. Each
+model of the chain also has an alias of its own name naming its current version (set by its training asset): the
+one its children fine-tune, its evaluation evaluates and the CLI loads for `--model <name>`, so "the current
+model" is read from here by every caller, with or without Dagster. Checkpoint paths in `models` are relative to
 $AESTHETIC_HOME unless absolute, so callers pass the home folder.
 """
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+from warehouse.models import ModelRow, get_model, set_alias
 
 PRODUCTION = "production"
 
@@ -40,6 +44,17 @@ def _known(conn: duckdb.DuckDBPyConnection) -> str:
 def promoted_version(conn: duckdb.DuckDBPyConnection, alias: str = PRODUCTION) -> str | None:
     row = conn.execute("SELECT version FROM model_aliases WHERE alias = ?", [alias]).fetchone()
     return row[0] if row else None
+
+
+def current_model(conn: duckdb.DuckDBPyConnection, name: str) -> ModelRow | None:
+    """The current version of model `name` (its alias), or None when none was made current."""
+    version = promoted_version(conn, name)
+    return get_model(conn, version) if version else None
+
+
+def make_current(conn: duckdb.DuckDBPyConnection, row: ModelRow) -> None:
+    """Point the alias of the row's model name at it: children, evaluation and the CLI use it from now on."""
+    set_alias(conn, row.version, row.name)
 
 
 def resolve_model(conn: duckdb.DuckDBPyConnection, home: str | Path, ref: str | None = None) -> ResolvedModel:
