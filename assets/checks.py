@@ -10,7 +10,7 @@ import duckdb
 from assets.evaluation import PROMOTED_EVAL
 from assets.resources import StorageResource, WarehouseResource
 from assets.versions import latest_data_version
-from nima_train.bounds import Range, ranged_field
+from common.bounds import Range, ranged_field
 from warehouse.models import eval_report, get_model
 from warehouse.models_lookup import PRODUCTION, promoted_version
 

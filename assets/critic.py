@@ -7,8 +7,8 @@ import dagster as dg
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from common.bounds import config_field
 from critic.settings import EvolveSettings
-from nima_train.bounds import config_field
 from warehouse.models_lookup import PRODUCTION
 
 

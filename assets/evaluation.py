@@ -13,7 +13,7 @@ import duckdb
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
 from assets.versions import latest_data_version
-from nima_train.bounds import config_field
+from common.bounds import config_field
 from nima_train.runs import CODE_VERSION
 from nima_train.settings import EvalSettings
 from warehouse.models import ModelRow, get_model, latest_model, record_eval_report, set_alias

@@ -12,9 +12,9 @@ import time
 import dagster as dg
 
 from assets.resources import StorageResource, WarehouseResource
+from common.bounds import config_field
 from ingest.shard_writer import ShardLimits
 from ingest.shards import ShardSettings, build_shards
-from nima_train.bounds import config_field
 
 
 class ShardsConfig(dg.Config):

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from assets.launch import K8S_GPUS, MOVED_TO_LAUNCH, NPROC, LaunchConfig, Toleration, launch
 from assets.resources import StorageResource, WarehouseResource
-from nima_train.bounds import config_field, ranged_field
+from common.bounds import config_field, ranged_field
 from nima_train.runs import CODE_VERSION, TrainingRun, publish_model, run_key, train_command
 from nima_train.settings import TrainSettings
 from warehouse.models import ModelRow, latest_model, record_model

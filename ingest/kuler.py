@@ -27,16 +27,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.atomic import write_atomic
+from common.bounds import Range, bounded, check_ranges
+from common.contact_sheet import Cell, contact_sheet, png_bytes
+from common.regular_files import NotRegularFile, read_regular_file
 from ingest.crop_folder import crop_folder
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
 from ingest.labels import SOFTMAX_TEMPERATURE
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.shrink_guard import guard_shrink, lost_items
 from ingest.splits import three_way_split
-from nima_train.atomic import write_atomic
-from nima_train.bounds import Range, bounded, check_ranges
-from nima_train.contact_sheet import Cell, contact_sheet, png_bytes
-from nima_train.regular_files import NotRegularFile, read_regular_file
 from warehouse.kuler import KulerTheme, SyncStats, sync_kuler
 from warehouse.records import ImageRow, Reject, accepted_ids
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nima_train.atomic import write_atomic
-from nima_train.regular_files import read_regular_file
-from nima_train.shard_format import INDEX_NAME
+from common.atomic import write_atomic
+from common.regular_files import read_regular_file
+from common.shard_format import INDEX_NAME
 
 # Bump when nima_train's training code changes in a way that makes old models stale.
 CODE_VERSION = "nima-train-1"

@@ -1,4 +1,4 @@
-"""The numbers a training or evaluation run takes, with their ranges (nima_train/bounds.py) and the command line's
+"""The numbers a training or evaluation run takes, with their ranges (common/bounds.py) and the command line's
 defaults. `python -m nima_train.train` / `nima_train.evaluate` take each flag's type and default from here, and
 the training and evaluation assets' configs (assets/training.py, assets/evaluation.py) take each range: one
 declaration per number. Torch-free, so the code location can read it.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nima_train.arguments import MAX_SEED
-from nima_train.bounds import Range, bounded, check_ranges
+from common.arguments import MAX_SEED
+from common.bounds import Range, bounded, check_ranges
 
 # Images in one forward pass: past 1024 a typo asks for gigabytes of memory.
 FORWARD_BATCH = Range(1, 1024, "images in one forward pass: more asks for gigabytes of memory")

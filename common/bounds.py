@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nima_train.arguments import finite_float, int_range
+from common.arguments import finite_float, int_range
 
 _KEY = "range"
 # In a config field's json_schema_extra: the reason a range has, for docs/contract.md.
