@@ -10,7 +10,7 @@ import pytest
 from common.atomic import atomic_path, publish, temp_path, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("assets", "pipelines", "ingest", "nima_train", "warehouse", "critic", "benchmarks")
+PACKAGES = ("assets", "pipelines", "cli", "ingest", "nima_train", "warehouse", "critic", "common", "benchmarks")
 
 
 def _renames(tree: ast.AST) -> list[int]:
