@@ -1,4 +1,4 @@
-"""Asset group `ava` (see shared/DESIGN.md): AVA.txt + photos -> images, histograms, rejects and crops."""
+"""Asset group `ava` (docs/ava.md): AVA.txt + photos -> images, histograms, rejects and crops."""
 # No `from __future__ import annotations`: Dagster resolves the config and resource annotations at runtime.
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Asset group `critic` (see shared/DESIGN.md): the promoted model judging a short design evolution."""
+"""Asset group `critic` (docs/critic.md): the promoted model judging a short design evolution."""
 
 # No `from __future__ import annotations`: Dagster must see the real config class, not a string.
 from pathlib import Path

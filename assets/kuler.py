@@ -1,4 +1,4 @@
-"""Asset group `kuler` (see shared/DESIGN.md): colour themes -> swatches, histograms and rejects.
+"""Asset group `kuler` (docs/kuler.md): colour themes -> swatches, histograms and rejects.
 
 The work is in ingest/kuler.py (reading, labels, swatches) and warehouse/kuler.py (the diff sync);
 this module only configures it and reports.

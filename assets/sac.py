@@ -1,4 +1,4 @@
-"""Asset group `sac` (see shared/DESIGN.md): Simulacra Aesthetic Captions -> images, histograms, rejects.
+"""Asset group `sac` (docs/sac.md): Simulacra Aesthetic Captions -> images, histograms, rejects.
 
 `sac_snapshots` (group `sac_inbox`) is partitioned by snapshot file (a dynamic partition per new SQLite
 file in `$AESTHETIC_RAW/sac/inbox/`, added by the sensor in pipelines/sensors.py); it has a group of its

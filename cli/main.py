@@ -1,4 +1,4 @@
-"""The `aesthetic` command line: one verb per job a user has (DESIGN.md, "CLI").
+"""The `aesthetic` command line: one verb per job a user has.
 
 Each verb parses its own arguments and calls plain functions; heavy imports
 (torch) happen only inside the verbs that need them.

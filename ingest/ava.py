@@ -1,4 +1,4 @@
-"""AVA: ratings from AVA.txt, splits from the official lists, crops of the photos (shared/DESIGN.md).
+"""AVA: ratings from AVA.txt, splits from the official lists, crops of the photos (docs/ava.md).
 
 `ingest_ava` is the whole stage as a plain function; assets/ava.py only wires it
 to Dagster. Every line of AVA.txt ends in exactly one place: an accepted image

@@ -574,7 +574,7 @@ DEFAULT_URLS = {"ava": "https://huggingface.co/datasets/Iceclear/AVA/resolve/mai
 
 
 def check_drop_name(dataset: str, name: str) -> None:
-    """A downloaded file must be one its stage reads where it lands (shared/DESIGN.md, raw layouts): SAC's own
+    """A downloaded file must be one its stage reads where it lands (docs/contract.md, "Raw layouts"): SAC's own
     `sac/*.sqlite` or tarball (never the inbox), Kuler's .mat files by their release names; AVA's archive or
     text files under any name."""
     if dataset not in DATASETS:

@@ -7,7 +7,7 @@ import dagster as dg
 from assets import ava, checks, critic, curation, evaluation, kuler, sac, shards, training
 
 STAGE_MODULES = [ava, sac, kuler, shards, training, evaluation, critic, curation]
-# The contract's groups (shared/DESIGN.md): each materialises as it stands, with no partition to choose.
+# The contract's groups (docs/contract.md, "Asset groups"): each materialises as it stands, with no partition to choose.
 GROUPS = ["ava", "sac", "kuler", "shards", "training", "evaluation", "critic", "curation"]
 # Run on demand (its own job, or a group selection), not in full_pipeline: it reads every shard again, and the
 # corpus it curates is often not ours.
