@@ -1,4 +1,4 @@
-"""Asset group `ava` (see shared/DESIGN.md): AVA.txt + photos -> images, histograms, rejects and crops."""
+"""Asset group `ava` (docs/ava.md): AVA.txt + photos -> images, histograms, rejects and crops."""
 # No `from __future__ import annotations`: Dagster resolves the config and resource annotations at runtime.
 
 from pathlib import Path
@@ -9,6 +9,9 @@ from pydantic import Field
 from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from common.atomic import write_atomic
+from common.bounds import config_field
+from common.regular_files import OutsideRoot
 from ingest.archives import ArchiveError, ParquetColumns
 from ingest.ava import (
     ACQUISITIONS,
@@ -22,9 +25,6 @@ from ingest.ava import (
 from ingest.crops import CropSpec
 from ingest.fetch import HttpOptions
 from ingest.shrink_guard import ShrinkRefused
-from nima_train.atomic import write_atomic
-from nima_train.bounds import config_field
-from nima_train.regular_files import OutsideRoot
 
 
 class AvaConfig(dg.Config):

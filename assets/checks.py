@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 
 from assets.resources import StorageResource, WarehouseResource
-from nima_train.bounds import Range, ranged_field
+from common.bounds import Range, ranged_field
 from nima_train.chain import ChainModel
 from warehouse.models import eval_report, get_model
 from warehouse.models_lookup import PRODUCTION, current_model, promoted_version

@@ -1,4 +1,4 @@
-"""Asset group `critic` (see shared/DESIGN.md): the promoted model judging a short design evolution."""
+"""Asset group `critic` (docs/critic.md): the promoted model judging a short design evolution."""
 
 # No `from __future__ import annotations`: Dagster must see the real config class, not a string.
 from pathlib import Path
@@ -7,8 +7,8 @@ import dagster as dg
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from common.bounds import config_field
 from critic.settings import EvolveSettings
-from nima_train.bounds import config_field
 from warehouse.models_lookup import PRODUCTION
 
 

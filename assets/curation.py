@@ -11,9 +11,9 @@ import dagster as dg
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from common.bounds import config_field
+from common.shard_format import INDEX_NAME
 from critic.settings import CurateSettings
-from nima_train.bounds import config_field
-from nima_train.shard_format import INDEX_NAME
 from warehouse.models_lookup import PRODUCTION
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import StorageResource
+from common.bounds import config_field
 from ingest.archives import ArchiveError, place_ava_texts
 from ingest.download import (
     DownloadError,
@@ -17,7 +18,6 @@ from ingest.download import (
     download,
     public_url,
 )
-from nima_train.bounds import config_field
 
 # A download is I/O only and imports nothing heavy: pipelines/executor.py runs it in the run's own process beside
 # the one stage step it feeds (`--select group:ava` stays a run without step subprocesses).

@@ -13,7 +13,7 @@ import duckdb
 
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
-from nima_train.bounds import config_field
+from common.bounds import config_field
 from nima_train.chain import ChainModel
 from nima_train.runs import CODE_VERSION
 from nima_train.settings import EvalSettings

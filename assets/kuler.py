@@ -1,4 +1,4 @@
-"""Asset group `kuler` (see shared/DESIGN.md): colour themes -> swatches, histograms and rejects.
+"""Asset group `kuler` (docs/kuler.md): colour themes -> swatches, histograms and rejects.
 
 The work is in ingest/kuler.py (reading, labels, swatches) and warehouse/kuler.py (the diff sync);
 this module only configures it and reports.
@@ -10,9 +10,9 @@ import dagster as dg
 from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from common.bounds import config_field
 from ingest.kuler import KulerSettings, ingest_kuler
 from ingest.shrink_guard import ShrinkRefused
-from nima_train.bounds import config_field
 
 
 class KulerConfig(dg.Config):

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from nima_train.bounds import Range, ranged_field
+from common.bounds import Range, ranged_field
 
 # GPUs one pod asks for, and processes torchrun starts on one node (one per GPU): no node holds more than 16.
 K8S_GPUS = Range(1, 16, "GPUs of one node")

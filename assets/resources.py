@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from common.bounds import Range, ranged_field
 from ingest.paths import NoSpaceLeft, Paths
-from nima_train.bounds import Range, ranged_field
 from warehouse.db import WarehouseUnreadable, connect
 from warehouse.models_lookup import ModelNotFound, ResolvedModel, resolve_model
 

@@ -1,4 +1,4 @@
-"""Asset group `sac` (see shared/DESIGN.md): Simulacra Aesthetic Captions -> images, histograms, rejects.
+"""Asset group `sac` (docs/sac.md): Simulacra Aesthetic Captions -> images, histograms, rejects.
 
 `sac_snapshots` (group `sac_inbox`) is partitioned by snapshot file (a dynamic partition per new SQLite
 file in `$AESTHETIC_RAW/sac/inbox/`, added by the sensor in pipelines/sensors.py); it has a group of its
@@ -15,11 +15,11 @@ import dagster as dg
 from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from common.bounds import config_field
 from ingest.crops import CropSpec
 from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
 from ingest.shrink_guard import ShrinkRefused
 from ingest.sqlite_files import whole_by_header
-from nima_train.bounds import config_field
 
 # What the inbox sensor (pipelines/sensors.py) needs of the stage, so the code location imports only assets.
 __all__ = ["INBOX", "inbox_files", "read_snapshot", "whole_by_header", "sac_snapshot_partitions", "sac_snapshots",

@@ -14,9 +14,9 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import StorageResource, WarehouseResource
+from common.bounds import config_field
 from ingest.shard_writer import ShardLimits
 from ingest.shards import ShardSettings, build_shards
-from nima_train.bounds import config_field
 
 
 class ShardsConfig(dg.Config):

@@ -16,7 +16,7 @@ import dagster as dg
 from pydantic import Field, create_model
 
 from assets.launch import NPROC, LaunchConfig
-from nima_train.bounds import RANGE, config_field, ranged_field
+from common.bounds import RANGE, config_field, ranged_field
 from nima_train.runs import hyperparameters
 from nima_train.settings import TrainSettings, field_help, field_types
 

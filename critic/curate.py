@@ -1,7 +1,7 @@
 """Curate a WebDataset corpus with the critic: score every sample, find near-duplicates, keep the best.
 
     aesthetic curate SHARD_URL... --out DIR [--model REF] [--min-score S] [--dedupe/--no-dedupe] [--allow-pipe]
-    torchrun --nnodes N --nproc-per-node K -m pipelines.cli curate SHARD_URL... --out DIR   # the same, on N*K ranks
+    torchrun --nnodes N --nproc-per-node K -m cli curate SHARD_URL... --out DIR   # the same, on N*K ranks
 
 Two steps (docs/curation.md holds the contract and the layout of DIR):
 1. Score. Input shards are split by rank (shard i goes to rank i % world size) and, within a rank, by DataLoader
@@ -36,19 +36,19 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 
+from common.atomic import atomic_path, write_atomic
+from common.imaging import MAX_PIXELS, sha256_file
+from common.remote import ReadLimits
+from common.shard_format import INDEX_NAME
+from common.tarwrite import HashingWriter, escape_key, tar_member_info
 from critic.curate_output import MANIFEST_NAME, SHARDS_DIR, exclusive_output, owned_files, refuse_unowned
 from critic.neardup import best_of, clusters, near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, UnreadableImage, probe_image
 from critic.scoring import decode_image as decode_crop
 from critic.settings import CurateSettings
-from nima_train.atomic import atomic_path, write_atomic
 from nima_train.data import ShardURLRefused, decode_image, refuse_pipe, resolve_shards
 from nima_train.distributed import DistInfo, all_gather_strings, barrier
-from nima_train.imaging import MAX_PIXELS, sha256_file
-from nima_train.remote import ReadLimits
-from nima_train.shard_format import INDEX_NAME
 from nima_train.tarstream import DEFAULT_LIMITS, local_file, open_shard_stream, tar_samples
-from nima_train.tarwrite import HashingWriter, escape_key, tar_member_info
 from nima_train.transforms import center_crop, normalize
 
 FORMAT = 1

@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.shard_format import INDEX_NAME
 from nima_train.distributed import DistInfo, all_gather_strings
-from nima_train.shard_format import INDEX_NAME
 from nima_train.tarstream import local_file
 
 LOCK_NAME = "curate.lock"

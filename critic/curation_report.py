@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from common.atomic import atomic_path, write_atomic
+from common.contact_sheet import Cell, contact_sheet
 from critic.curate import DECISIONS, FilterOutcome, InputShard, keyed_samples, score_histogram, scores_path
 from critic.scoring import UnreadableImage, decode_image
-from nima_train.atomic import atomic_path, write_atomic
-from nima_train.contact_sheet import Cell, contact_sheet
 from nima_train.tarstream import tar_samples
 
 KEPT_FRAME = (0, 150, 0)

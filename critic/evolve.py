@@ -21,11 +21,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from common.atomic import atomic_path, write_atomic
+from common.contact_sheet import Cell, contact_sheet
 from critic.designs import Genome, canonical_shape, mutate, random_genome, render
 from critic.scoring import Critic
 from critic.settings import EvolveSettings
-from nima_train.atomic import atomic_path, write_atomic
-from nima_train.contact_sheet import Cell, contact_sheet
 
 THUMB = 128
 

@@ -321,7 +321,7 @@ def rule_and_model(dataset: str, pinned: str | None, connect: Callable[[], Any],
 
 def record_rule(dataset_dir: str | Path, rule: LeakRule) -> Path:
     """Write the rule next to the dataset's shards (RULE_FILE, whole or not at all), for the check to use."""
-    from nima_train.atomic import write_atomic
+    from common.atomic import write_atomic
 
     path = Path(dataset_dir) / RULE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The aesthetic critic: a trained NIMA that scores images in batches.
 
 Images are prepared exactly as the training data was: decoded and verified by
-nima_train.imaging (the square 256 crop every dataset stage stores), then
+common.imaging (the square 256 crop every dataset stage stores), then
 nima_train.transforms.eval_transform at the crop/resize the checkpoint was
 trained with (its args "crop" and "resize"; 224/256 when absent). One forward pass
 gives the score histogram, its mean and std, and the pooled features used to
@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from common.imaging import CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
+from common.regular_files import NotRegularFile, read_regular_file
 from critic.neardup import perceptual_hash
 from nima_train.calibration import Calibration
 from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_state
-from nima_train.imaging import CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
 from nima_train.model import NIMA, score_moments
-from nima_train.regular_files import NotRegularFile, read_regular_file
 from nima_train.transforms import eval_transform
 
 # The stored-crop size the model was trained on; small inputs are still scored (min_side 8).
@@ -132,7 +132,7 @@ def probe_image(data: bytes, label: str = "image", max_pixels: int | None = None
 def decode_image(data: bytes, label: str = "image", max_pixels: int | None = None) -> Image.Image:
     """Verify and decode encoded bytes into the 256 square RGB crop; UnreadableImage on any fault.
 
-    A JPEG is decoded at draft size (nima_train.imaging.draft_for_crop), as the dataset stages crop it.
+    A JPEG is decoded at draft size (common.imaging.draft_for_crop), as the dataset stages crop it.
     """
     if max_pixels is not None:
         probe_image(data, label, max_pixels)

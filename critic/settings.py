@@ -1,4 +1,4 @@
-"""The critic's settings with their ranges (nima_train/bounds.py), torch-free: `aesthetic curate|evolve` take each
+"""The critic's settings with their ranges (common/bounds.py), torch-free: `aesthetic curate|evolve` take each
 flag's type from here, and the `curation` and `critic` assets' configs take each range, so a range is written
 once. critic/curate.py and critic/evolve.py, which import torch, take these objects.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nima_train.bounds import Range, bounded, check_ranges
+from common.bounds import Range, bounded, check_ranges
 from nima_train.settings import FORWARD_BATCH, SEED
 
 MIN_SCORE = Range(0.0, 10.0, "the score scale is 1..10; 0 keeps every sample")

@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from common.imaging import RejectedImage
+from common.regular_files import open_regular
 from ingest.crops import ArchiveMember
 from ingest.fetch import _MEMBER_NAME, Acquired, FetchFailure, NeedsData, Source, _always
-from nima_train.imaging import RejectedImage
-from nima_train.regular_files import open_regular
 
 ARCHIVE_FORMATS = ("zip", "parquet", "7z")
 _ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
@@ -700,7 +700,7 @@ def place_ava_texts(archive: str | Path, ava_dir: str | Path, max_bytes: int = 6
                                                                                                       list[str]]:
     """Copy the ratings and lists a zip holds beside its photos (AVA_dataset.zip does) into the drop, so the stage
     finds them where it reads them; a file already in the drop is kept as it is. Returns (placed, kept)."""
-    from nima_train.atomic import write_atomic
+    from common.atomic import write_atomic
 
     archive, ava_dir = Path(archive), Path(ava_dir)
     placed, kept = [], []

@@ -1,4 +1,4 @@
-"""AVA: ratings from AVA.txt, splits from the official lists, crops of the photos (shared/DESIGN.md).
+"""AVA: ratings from AVA.txt, splits from the official lists, crops of the photos (docs/ava.md).
 
 `ingest_ava` is the whole stage as a plain function; assets/ava.py only wires it
 to Dagster. Every line of AVA.txt ends in exactly one place: an accepted image
@@ -23,6 +23,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.bounds import Range, bounded, check_ranges
+from common.contact_sheet import contact_sheet, open_cell, png_bytes
+from common.regular_files import NotRegularFile, OutsideRoot, read_regular_file, under_root
 from ingest.archives import ParquetColumns, parquet_sources, seven_zip_sources, zip_sources
 from ingest.crop_folder import crop_folder
 from ingest.crops import CROP_WORKERS, CropJob, CropResult, CropSpec, RejectedImage, crop_pool, submit_crops
@@ -39,9 +42,6 @@ from ingest.paths import Connect, Log, Paths, no_log
 from ingest.shrink_guard import guard_shrink, lost_items
 from ingest.splits import hash_fraction
 from ingest.text_lines import encoding_of, split_lines, text_lines
-from nima_train.bounds import Range, bounded, check_ranges
-from nima_train.contact_sheet import contact_sheet, open_cell, png_bytes
-from nima_train.regular_files import NotRegularFile, OutsideRoot, read_regular_file, under_root
 from warehouse import ava as wh
 from warehouse.ava import DATASET, NAMES_STAGE
 from warehouse.records import ImageRow

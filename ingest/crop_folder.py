@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from common.atomic import remove_stale_temps
 from ingest.paths import Connect, Log, Paths, no_log
-from nima_train.atomic import remove_stale_temps
 from warehouse.records import image_paths
 
 

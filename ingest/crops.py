@@ -1,6 +1,6 @@
 """Crop jobs for the dataset stages: write crops atomically, in a process pool, never raising per item.
 
-The pixels themselves (verify, orient, convert, crop, encode) are nima_train/imaging.py, shared with the
+The pixels themselves (verify, orient, convert, crop, encode) are common/imaging.py, shared with the
 critic; its names are re-exported here for the stages.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from nima_train.atomic import write_atomic
-from nima_train.bounds import Range
-from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stages)
+from common.atomic import write_atomic
+from common.bounds import Range
+from common.imaging import (  # noqa: F401 (re-exported for the dataset stages)
     MAX_PIXELS,
     CropSpec,
     RejectedImage,
@@ -23,7 +23,7 @@ from nima_train.imaging import (  # noqa: F401 (re-exported for the dataset stag
     sha256_bytes,
     sha256_file,
 )
-from nima_train.regular_files import NotRegularFile, read_regular_file
+from common.regular_files import NotRegularFile, read_regular_file
 
 # The crop stages' process count: 0 means one per core; each process holds a decoded photo, and past 64 more
 # only adds memory.

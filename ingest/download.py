@@ -10,7 +10,7 @@
   body) are retried with jittered exponential backoff; progress resets the count.
 - Bounded: the free space is checked before a byte is written and again as bytes arrive (reserve_bytes stays free
   even when no length is declared), a body over `max_bytes` (declared or streamed) is refused, each read waits at
-  most `timeout_s`, and the whole call ends by `deadline_s` (the HTTP client is nima_train/remote.py's).
+  most `timeout_s`, and the whole call ends by `deadline_s` (the HTTP client is common/remote.py's).
 - Verified once: the SHA-256 is computed while the body arrives and checked against the expected one; the
   sidecar records it with the size, the ETag and the file's mtime. A complete file whose sidecar still
   describes it is not fetched again: with an expected checksum the stored one decides, without one a HEAD
@@ -18,7 +18,7 @@
 - Tokens: read from the environment, sent only to the configured URL's own host, never after a redirect
   leaves it, and never written to a log, an error, the sidecar or metadata.
 
-Only the finished file is renamed into place (nima_train/atomic.py's publish), so the destination is always
+Only the finished file is renamed into place (common/atomic.py's publish), so the destination is always
 either the previous complete file or the new one.
 """
 
@@ -37,10 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nima_train.atomic import publish, write_atomic
-from nima_train.bounds import Range, bounded, check_ranges
-from nima_train.regular_files import NotRegularFile, file_kind, open_regular
-from nima_train.remote import Deadline, RemoteError, Response, public_url, request
+from common.atomic import publish, write_atomic
+from common.bounds import Range, bounded, check_ranges
+from common.regular_files import NotRegularFile, file_kind, open_regular
+from common.remote import Deadline, RemoteError, Response, public_url, request
 
 Progress = Callable[[int, int | None], None]  # (bytes in the file so far, total or None)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -167,7 +167,7 @@ class _Retryable(Exception):
 
 
 def _request(method: str, url: str, headers: dict[str, str], token: str | None, timeout: float) -> Response:
-    """nima_train.remote.request, its errors as this module's: what may pass is retried, the rest stops."""
+    """common.remote.request, its errors as this module's: what may pass is retried, the rest stops."""
     try:
         return request(method, url, headers, token, timeout)
     except RemoteError as exc:
@@ -574,7 +574,7 @@ DEFAULT_URLS = {"ava": "https://huggingface.co/datasets/Iceclear/AVA/resolve/mai
 
 
 def check_drop_name(dataset: str, name: str) -> None:
-    """A downloaded file must be one its stage reads where it lands (shared/DESIGN.md, raw layouts): SAC's own
+    """A downloaded file must be one its stage reads where it lands (docs/contract.md, "Raw layouts"): SAC's own
     `sac/*.sqlite` or tarball (never the inbox), Kuler's .mat files by their release names; AVA's archive or
     text files under any name."""
     if dataset not in DATASETS:

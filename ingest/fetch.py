@@ -29,10 +29,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nima_train.atomic import atomic_path
-from nima_train.bounds import Range, bounded, check_ranges
-from nima_train.regular_files import open_regular
-from nima_train.remote import Deadline
+from common.atomic import atomic_path
+from common.bounds import Range, bounded, check_ranges
+from common.regular_files import open_regular
+from common.remote import Deadline
 
 ID_PLACEHOLDER = "{image_id}"
 

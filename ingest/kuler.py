@@ -1,6 +1,6 @@
 """Kuler / MTurk colour themes: read the .mat releases, tally ratings into 10-bin histograms, render swatches.
 
-Two releases by O'Donovan et al. are accepted (shared/DESIGN.md, docs/kuler.md):
+Two releases by O'Donovan et al. are accepted (docs/kuler.md):
 
 - 2014 ("Collaborative Filtering of Color Aesthetics"): `themeData.mat` with struct `datapoints`
   (`rgb` N x 15, `ids`, `names`) and `allMTurkRatings.mat` with `testRatings` (M x 3: user, theme row
@@ -27,16 +27,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.atomic import write_atomic
+from common.bounds import Range, bounded, check_ranges
+from common.contact_sheet import Cell, contact_sheet, png_bytes
+from common.regular_files import NotRegularFile, read_regular_file
 from ingest.crop_folder import crop_folder
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
 from ingest.labels import SOFTMAX_TEMPERATURE
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.shrink_guard import guard_shrink, lost_items
 from ingest.splits import three_way_split
-from nima_train.atomic import write_atomic
-from nima_train.bounds import Range, bounded, check_ranges
-from nima_train.contact_sheet import Cell, contact_sheet, png_bytes
-from nima_train.regular_files import NotRegularFile, read_regular_file
 from warehouse.kuler import KulerTheme, SyncStats, sync_kuler
 from warehouse.records import ImageRow, Reject, accepted_ids
 
@@ -48,7 +48,7 @@ RATING_MIN, RATING_MAX = 1, 5
 RELEASES = ("2014", "2011")
 FILES_2014 = ("themeData.mat", "allMTurkRatings.mat")
 FILES_2011 = ("kulerData.mat", "mturkData.mat")
-# Score (1..10) each star rating 1..5 maps to (DESIGN.md, "Labels").
+# Score (1..10) each star rating 1..5 maps to (docs/contract.md, "Labels").
 MAPPINGS: dict[str, tuple[int, ...]] = {
     "high_spread": (1, 3, 5, 7, 9),  # r -> 2r - 1: the original notebook
     "low_spread": (3, 4, 5, 6, 7),  # r -> r + 2
@@ -110,7 +110,7 @@ class Labels:
 
 
 def load_mat(path: str | Path) -> dict[str, Any]:
-    """scipy.io.loadmat as DESIGN.md prescribes, with a readable error for missing or non-MATLAB files."""
+    """scipy.io.loadmat as docs/kuler.md prescribes, with a readable error for missing or non-MATLAB files."""
     import scipy.io  # heavy to import: only the step that reads .mat files pays for it
 
     path = Path(path)

@@ -1,6 +1,6 @@
 """What the stages share about the labels they compute from a vote histogram (docs/contract.md, "Labels")."""
 
-from nima_train.bounds import Range
+from common.bounds import Range
 
 # T of p_softmax = softmax(counts / T). At T <= 0 it is undefined; past 100 every target of a few hundred votes is
 # all but uniform, so nothing is learnt from it.

@@ -33,6 +33,9 @@ from pathlib import Path, PurePosixPath
 
 import duckdb
 
+from common.atomic import atomic_path
+from common.bounds import bounded, check_ranges
+from common.regular_files import NotRegularFile, OutsideRoot, open_regular, under_root
 from ingest.crop_folder import crop_folder
 from ingest.crops import CROP_WORKERS, CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
 from ingest.labels import SOFTMAX_TEMPERATURE
@@ -40,9 +43,6 @@ from ingest.paths import Connect, Log, Paths, no_log
 from ingest.shrink_guard import guard_shrink
 from ingest.splits import three_way_split
 from ingest.sqlite_files import SqliteFileError, check_sqlite_file
-from nima_train.atomic import atomic_path
-from nima_train.bounds import bounded, check_ranges
-from nima_train.regular_files import NotRegularFile, OutsideRoot, open_regular, under_root
 from warehouse.db import checkpoint, transaction
 from warehouse.records import ImageRow, Reject, accepted_among, clear_rejects, count_images, upsert_images
 from warehouse.sac import (

@@ -1,4 +1,4 @@
-"""Small raw drops in the real on-disk formats of AVA, SAC and Kuler (shared/DESIGN.md).
+"""Small raw drops in the real on-disk formats of AVA, SAC and Kuler (docs/contract.md, "Raw layouts").
 
 Scores follow what the pixels show: a hidden quality q in [0, 1] sets colourfulness,
 contrast, sharpness, noise and how centred the subject is, and the votes are drawn

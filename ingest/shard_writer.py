@@ -20,7 +20,7 @@ exists with a matching sidecar is kept untouched, so an interrupted run is compl
 redone.
 
 Crash safety: every file is written under a dot-prefixed temporary name in the same folder, fsynced and
-renamed into place (nima_train/atomic.py); the tar goes first, its sidecar second, the index last, and files the
+renamed into place (common/atomic.py); the tar goes first, its sidecar second, the index last, and files the
 new index no longer names are deleted after it. A run killed at any point leaves only whole files at final names and a
 consistent index (plus temp files, which the next run deletes).
 """
@@ -41,11 +41,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.atomic import atomic_path, publish, remove_stale_temps, temp_path, write_atomic
+from common.bounds import Range, bounded, check_ranges
+from common.shard_format import INDEX_NAME
+from common.tarwrite import HashingWriter, escape_key, tar_member_info
 from ingest.splits import hash_fraction
-from nima_train.atomic import atomic_path, publish, remove_stale_temps, temp_path, write_atomic
-from nima_train.bounds import Range, bounded, check_ranges
-from nima_train.shard_format import INDEX_NAME
-from nima_train.tarwrite import HashingWriter, escape_key, tar_member_info
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_SAMPLES = 5000

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nima_train.regular_files import open_regular
+from common.regular_files import open_regular
 
 MAGIC = b"SQLite format 3\0"
 HEADER_BYTES = 100

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from nima_train.atomic import atomic_path
+from common.atomic import atomic_path
+from common.regular_files import open_regular
 from nima_train.calibration import Calibration
 from nima_train.model import NIMA
-from nima_train.regular_files import open_regular
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -42,10 +42,10 @@ from PIL import Image
 from torch.utils.data import IterableDataset
 from torchvision.transforms import v2
 
+from common.regular_files import open_regular, read_regular_file
+from common.remote import ReadLimits, read_capped
+from common.shard_format import INDEX_NAME
 from nima_train.batch_memory import RecycledBatch, worker_ring
-from nima_train.regular_files import open_regular, read_regular_file
-from nima_train.remote import ReadLimits, read_capped
-from nima_train.shard_format import INDEX_NAME
 from nima_train.tarstream import DEFAULT_LIMITS, open_shard_stream, tar_members, tar_samples
 from nima_train.transforms import (
     center_crop,

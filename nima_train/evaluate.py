@@ -20,16 +20,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from nima_train.arguments import Parser, existing_file, folder, torch_device
-from nima_train.bounds import flag
+from common.arguments import Parser, existing_file, folder
+from common.bounds import flag
+from common.regular_files import NotRegularFile
+from common.remote import RemoteError
 from nima_train.calibration import Calibration
 from nima_train.checkpoint import NotACheckpoint, calibration_of, load_checkpoint, model_from_state
 from nima_train.data import PIPE_FLAG, ShardURLRefused, batch_to_device, resolve_shards, split_loader
+from nima_train.devices import torch_device
 from nima_train.distributed import all_gather_tensors
 from nima_train.metrics import EvalMetrics, compute_metrics
 from nima_train.model import score_moments
-from nima_train.regular_files import NotRegularFile
-from nima_train.remote import RemoteError
 from nima_train.settings import EvalSettings
 
 

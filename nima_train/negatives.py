@@ -15,7 +15,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from nima_train.atomic import atomic_path
+from common.atomic import atomic_path
 
 
 def negative_image(rng: random.Random, size: int = 256) -> Image.Image:

@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nima_train.atomic import write_atomic
-from nima_train.regular_files import read_regular_file
+from common.atomic import write_atomic
+from common.regular_files import read_regular_file
+from common.shard_format import INDEX_NAME
 from nima_train.settings import TrainSettings
-from nima_train.shard_format import INDEX_NAME
 
 # Bump when nima_train's training code changes what a run computes from the same spec and inputs. A new or changed
 # setting needs no bump: every field of the spec is in the run key and on the model card.

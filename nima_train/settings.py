@@ -1,5 +1,5 @@
 """The numbers and choices a training or evaluation run takes, each declared once with its default and range
-(nima_train/bounds.py). Torch-free and Dagster-free, so the code location can read it.
+(common/bounds.py). Torch-free and Dagster-free, so the code location can read it.
 
 `TrainSettings` is the spec of a training run: every field that changes what the run computes, and nothing
 else. `python -m nima_train.train` takes one flag per field from it (`add_flags`), the training assets' config is
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nima_train.arguments import MAX_SEED, existing_file
-from nima_train.bounds import HELP, RANGE, Range, bounded, check_ranges
+from common.arguments import MAX_SEED, existing_file
+from common.bounds import HELP, RANGE, Range, bounded, check_ranges
 
 # Images in one forward pass: past 1024 a typo asks for gigabytes of memory.
 FORWARD_BATCH = Range(1, 1024, "images in one forward pass: more asks for gigabytes of memory")

@@ -4,7 +4,7 @@ webdataset's own expander (tarfile_to_samples) reads each member through tarfile
 a tenth of decoding a 256x256 JPEG. This unpacks each 512-byte header with one struct call; a local shard is mapped
 in memory and each payload is a view of the mapping (no copy at all), any other URL is read as a stream with one
 read per payload (benchmarks/bench_loader.py prints both readers' cost per sample; docs/shards.md has the figures):
-http(s) through nima_train/remote.py within ReadLimits, never through curl. No payload over max_member_bytes is
+http(s) through common/remote.py within ReadLimits, never through curl. No payload over max_member_bytes is
 read whole, whatever its header declares: it is passed over and its sample says why under `__skipped__`.
 It keeps webdataset's conventions:
 a sample is the run of consecutive members sharing a key (the path up to the first dot of the file name), each
@@ -30,8 +30,8 @@ from urllib.request import url2pathname
 
 import webdataset as wds
 
-from nima_train.regular_files import open_regular
-from nima_train.remote import BoundedStream, ReadLimits, is_remote, open_stream
+from common.regular_files import open_regular
+from common.remote import BoundedStream, ReadLimits, is_remote, open_stream
 
 BLOCK = 512
 DEFAULT_LIMITS = ReadLimits()
@@ -268,7 +268,7 @@ def local_file(url: str) -> str | None:
 
 
 def open_shard_stream(url: str, limits: ReadLimits = DEFAULT_LIMITS) -> BoundedStream:
-    """A shard that is not a local file, as a stream within limits: http(s) through nima_train/remote.py (read
+    """A shard that is not a local file, as a stream within limits: http(s) through common/remote.py (read
     timeout, deadline, stream cap; no subprocess), `pipe:` (allowed by the operator) through webdataset's gopen
     with the stream cap and the deadline checked per read."""
     if is_remote(url):

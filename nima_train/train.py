@@ -46,11 +46,14 @@ import torch
 import webdataset as wds
 from torch import nn
 
+from common.arguments import Parser, folder
+from common.atomic import write_atomic
+from common.regular_files import NotRegularFile
+from common.remote import RemoteError
 from nima_train import data
-from nima_train.arguments import Parser, folder, torch_device
-from nima_train.atomic import write_atomic
 from nima_train.calibration import MIN_CALIBRATION, Calibration, fit_calibration
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
+from nima_train.devices import torch_device
 from nima_train.distributed import (
     DistInfo,
     all_gather_strings,
@@ -65,8 +68,6 @@ from nima_train.losses import emd_loss, notebook_emd_loss
 from nima_train.metrics import compute_metrics
 from nima_train.model import NIMA, score_moments
 from nima_train.negatives import write_negatives_shard
-from nima_train.regular_files import NotRegularFile
-from nima_train.remote import RemoteError
 from nima_train.reporter import Reporter
 from nima_train.settings import PRINT_FREQ, TrainSettings, add_flags
 

@@ -1,4 +1,4 @@
-"""Resources bound once for the code location, with settings from the environment (DESIGN.md)."""
+"""Resources bound once for the code location, with settings from the environment (docs/contract.md, "Environment")."""
 
 from __future__ import annotations
 

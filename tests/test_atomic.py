@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from nima_train.atomic import atomic_path, publish, temp_path, write_atomic
+from common.atomic import atomic_path, publish, temp_path, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("assets", "pipelines", "ingest", "nima_train", "warehouse", "critic", "benchmarks")
+PACKAGES = ("assets", "pipelines", "cli", "ingest", "nima_train", "warehouse", "critic", "common", "benchmarks")
 
 
 def _renames(tree: ast.AST) -> list[int]:
@@ -57,9 +57,9 @@ def test_no_other_module_renames_a_file_into_place():
     offenders = []
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            if path == ROOT / "nima_train" / "atomic.py":
+            if path == ROOT / "common" / "atomic.py":
                 continue
             source = path.read_text()
             lines = source.splitlines()
             offenders += [f"{path.relative_to(ROOT)}:{n}: {lines[n - 1].strip()}" for n in _renames(ast.parse(source))]
-    assert not offenders, "use nima_train.atomic instead:\n" + "\n".join(offenders)
+    assert not offenders, "use common.atomic instead:\n" + "\n".join(offenders)

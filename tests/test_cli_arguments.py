@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli.main import VERBS, build_parser, main
 from nima_train import evaluate, train
-from pipelines.cli import VERBS, build_parser, main
 from tests.helpers.critic_models import picture, save_test_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_a_model_file_that_is_no_checkpoint_is_a_one_line_error(kind, places, tm
 def test_the_real_entry_point_prints_no_traceback_for_a_corrupt_model(places, tmp_path) -> None:
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "score", "images", "--model", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "cli", "score", "images", "--model", str(bad)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1

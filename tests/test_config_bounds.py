@@ -1,4 +1,4 @@
-"""Every numeric field of every config a step of the code location takes has a range (nima_train/bounds.py): a
+"""Every numeric field of every config a step of the code location takes has a range (common/bounds.py): a
 value below or above it is a config error before the step does any work, the command-line flag that sets the same
 number refuses exactly the same values, and docs/contract.md lists every range with its reason.
 
@@ -23,10 +23,10 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from cli.main import VERBS
+from common.arguments import Parser
+from common.bounds import WHY, Range
 from nima_train import train
-from nima_train.arguments import Parser
-from nima_train.bounds import WHY, Range
-from pipelines.cli import VERBS
 from pipelines.definitions import defs
 from pipelines.resources import build_resources
 
@@ -146,7 +146,7 @@ def test_the_code_location_has_configs_with_numbers_to_check():
 @pytest.mark.parametrize("field", ALL_FIELDS, ids=[f"{f.config.__name__}.{f.name}" for f in ALL_FIELDS])
 def test_every_numeric_config_field_refuses_values_outside_its_range(field: NumericField):
     rng = field.range()
-    assert rng is not None, f"{field.config.__name__}.{field.name} has no range: declare one (nima_train/bounds.py)"
+    assert rng is not None, f"{field.config.__name__}.{field.name} has no range: declare one (common/bounds.py)"
     assert rng.why, f"{field.config.__name__}.{field.name}: its range gives no reason"
     inside, outside = probes(rng)
     for value in inside:

@@ -1,5 +1,5 @@
 """A name from a config (or a record) that must stay inside a folder is resolved, links included, and refused in one
-line naming the value and the folder when it leaves it (nima_train/regular_files.under_root). The file it points at
+line naming the value and the folder when it leaves it (common/regular_files.under_root). The file it points at
 is never opened, so nothing of it reaches an error, a reject or the event log. Documented absolute sources (an
 archive anywhere) stay allowed but must be regular files."""
 
@@ -14,10 +14,10 @@ import dagster as dg
 import pytest
 
 from assets.ava import ava_images
+from common.regular_files import OutsideRoot, under_root
 from ingest.ava import AvaSettings, ListFileError, ingest_ava, read_id_list
 from ingest.paths import Paths
 from ingest.sample_data import SampleReport, write_sample_data
-from nima_train.regular_files import OutsideRoot, under_root
 from pipelines.resources import build_resources
 from warehouse.db import connect
 

@@ -71,7 +71,7 @@ def test_aesthetic_score_over_a_damaged_warehouse_exits_1_with_that_line_and_no_
                                                                                           tmp_path: Path):
     picture = tmp_path / "a.png"
     Image.new("RGB", (64, 64), (120, 30, 200)).save(picture)
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "score", str(picture)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli", "score", str(picture)], cwd=ROOT,
                           env={**os.environ, "AESTHETIC_HOME": str(damaged), "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stdout == ""

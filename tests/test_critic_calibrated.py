@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.main import main
 from critic.scoring import Critic
-from pipelines.cli import main
 from tests.helpers.critic_models import picture, register_model, save_test_checkpoint, stretching_calibration
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from cli.main import main
 from critic.filtering import FilterSettings, copy_kept, decide
 from critic.neardup import clusters, hamming, keep_best, near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, Score, ScoredItem, load_image
-from pipelines.cli import main
 from tests.helpers.critic_models import make_model, picture, register_model
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli.main import build_parser, build_server, main
 from critic.scoring import Critic, decode_image, load_image
 from nima_train.checkpoint import model_from_checkpoint
 from nima_train.transforms import eval_transform
-from pipelines.cli import build_parser, build_server, main
 from tests.helpers.critic_models import picture, png_bytes, save_test_checkpoint
 
 

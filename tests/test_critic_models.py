@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from critic.scoring import CheckpointMismatch, Critic
-from pipelines.cli import main
 from tests.helpers.critic_models import picture, register_model
 from warehouse.db import connect
 from warehouse.models import get_model

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from critic.scoring import Critic, expand_sources, load_image
-from pipelines.cli import main
 from tests.helpers.critic_models import picture, register_model
 from warehouse.db import connect
 from warehouse.models_lookup import resolve_model

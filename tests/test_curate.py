@@ -15,11 +15,11 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from cli.main import main
 from critic.curate import CurateSettings, curate, input_shards
 from critic.scoring import Critic
 from nima_train.data import ShardURLRefused
 from nima_train.tarstream import tar_samples
-from pipelines.cli import main
 from tests.helpers.critic_models import picture, register_model, stretching_calibration
 from tests.helpers.http import quiet_file_server, serving
 
@@ -268,11 +268,11 @@ def test_two_gloo_ranks_under_torchrun_match_one_process(corpus, tmp_path) -> No
     one, two = tmp_path / "one", tmp_path / "two"
     env = {**os.environ, "AESTHETIC_HOME": str(corpus["home"]), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     args = ["curate", *shards, "--workers", "1", "--device", "cpu", *LOOSE]
-    single = subprocess.run([sys.executable, "-m", "pipelines.cli", *args, "--out", str(one)], cwd=ROOT, env=env,
+    single = subprocess.run([sys.executable, "-m", "cli", *args, "--out", str(one)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                            "--nproc-per-node=2", "-m", "pipelines.cli", *args, "--out", str(two)],
+                            "--nproc-per-node=2", "-m", "cli", *args, "--out", str(two)],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ranks.returncode == 0, ranks.stderr[-3000:]
     per_rank = {}

@@ -48,7 +48,7 @@ def test_dagster_cli_lists_the_assets_of_the_module():
 
 
 def test_cli_offers_every_contract_verb():
-    from pipelines.cli import VERBS, build_parser
+    from cli.main import VERBS, build_parser
 
     assert {"sample-data", "score", "evolve", "serve", "filter", "curate"} <= set(VERBS)
     parser = build_parser()

@@ -14,8 +14,8 @@ import pytest
 from assets.ava import ava_archive, ava_images
 from assets.kuler import kuler_download
 from assets.sac import sac_download
+from cli.main import main
 from ingest.sample_data import SAC_DB_NAME, SampleReport
-from pipelines.cli import main
 from pipelines.resources import build_resources
 from tests.helpers.archives import photos, write_zip
 from tests.helpers.http import RangeServer, serving

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from cli.main import main
+from common.contact_sheet import CAPTION_H
 from critic.evolve import evolve
 from critic.scoring import Critic
-from nima_train.contact_sheet import CAPTION_H
-from pipelines.cli import main
 from tests.helpers.critic_models import make_model, register_model, stretching_calibration
 
 

@@ -24,6 +24,8 @@ import pytest
 
 from assets.ava import AvaConfig, ava_images
 from assets.shards import kuler_shards
+from cli.main import main
+from common.shard_format import INDEX_NAME
 from ingest.ava import AvaSettings, ingest_ava
 from ingest.crop_folder import lock_path
 from ingest.crops import sha256_file
@@ -32,8 +34,6 @@ from ingest.paths import NoSpaceLeft, Paths
 from ingest.sac import SacSettings, ingest_sac
 from ingest.sample_data import SampleReport
 from ingest.shards import ShardSettings, build_shards
-from nima_train.shard_format import INDEX_NAME
-from pipelines.cli import main
 from pipelines.resources import build_resources
 from tests.helpers.shards import add_images, materialize_shards
 from warehouse.db import connect

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.contact_sheet import CAPTION_H
 from ingest.crops import encode_jpeg
 from ingest.kuler import (
     COLOUR_TOLERANCE,
@@ -19,7 +20,6 @@ from ingest.kuler import (
     stripe_error,
     to_uint8,
 )
-from nima_train.contact_sheet import CAPTION_H
 
 THEME = np.array([[0.9, 0.1, 0.1], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.2, 0.6, 0.95], [0.55, 0.8, 0.3]])
 

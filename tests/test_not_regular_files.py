@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from common.regular_files import NotRegularFile, open_regular, read_regular_file
 from critic.scoring import Critic, UnreadableImage, expand_sources, load_image
 from ingest.ava import AvaSettings, ingest_ava
 from ingest.kuler import KulerFormatError, KulerSettings, load_mat, read_release
 from ingest.paths import Paths
 from ingest.sac import SacSettings, drop_databases, ingest_snapshot, read_snapshot
 from ingest.sample_data import SAC_DB_NAME, write_sample_data
-from nima_train.regular_files import NotRegularFile, open_regular, read_regular_file
 from tests.helpers.critic_models import make_model, picture, register_model
 from tests.helpers.special_files import KIND_WORDS, KINDS, plant
 from warehouse.db import connect
@@ -152,7 +152,7 @@ def test_aesthetic_score_on_a_fifo_skips_it_with_the_reason_and_returns(tmp_path
     where = {"fifo": tmp_path / "fifo.jpg", "socket": folder / "inner.jpg"}
     with plant(where) as planted:
         done = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", "score", str(planted.paths["fifo"]), str(folder), "--json"],
+            [sys.executable, "-m", "cli", "score", str(planted.paths["fifo"]), str(folder), "--json"],
             cwd=ROOT, env={**os.environ, "AESTHETIC_HOME": str(home), "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, timeout=300,
         )

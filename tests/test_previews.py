@@ -8,7 +8,7 @@ import io
 from PIL import Image
 
 from assets.metadata import image_uri, inline_images, markdown_image
-from nima_train.contact_sheet import CAPTION_H, MISSING, Cell, contact_sheet, open_cell, png_bytes
+from common.contact_sheet import CAPTION_H, MISSING, Cell, contact_sheet, open_cell, png_bytes
 
 
 def _png(colour: str, size: tuple[int, int] = (50, 40)) -> bytes:

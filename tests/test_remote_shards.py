@@ -1,6 +1,6 @@
 """Shards and indexes read over http(s) stay within ReadLimits whatever the server declares or does: a tar header
 declaring 8 GiB, a member over the cap, an index or a shard that never ends, a stall, a trickle. They are read by
-the project's own client (nima_train/remote.py), never through curl."""
+the project's own client (common/remote.py), never through curl."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.remote import ReadLimits, RemoteError
 from critic.curate import InputShard, input_shards, shard_identity
 from nima_train.data import load_index, make_dataset, resolve_shards
-from nima_train.remote import ReadLimits, RemoteError
 from nima_train.tarstream import TarFormatError, open_shard_stream, tar_members, tar_samples
 from tests.helpers.http import quiet_file_server, serving
 from tests.helpers.lying_http import ScriptedServer, endless, stall, trickle
@@ -204,7 +204,7 @@ def test_curate_decides_a_sample_with_a_member_over_the_cap_unreadable_naming_it
     import duckdb
     import webdataset as wds
 
-    from pipelines.cli import main
+    from cli.main import main
     from tests.helpers.critic_models import picture, register_model
 
     home = tmp_path / "home"

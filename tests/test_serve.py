@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cli.main import build_parser, build_server
 from critic.scoring import Critic, decode_image
 from critic.service import Limits, ScoringService, make_server
 from nima_train.model import NIMA
-from pipelines.cli import build_parser, build_server
 from tests.helpers.critic_models import (
     make_model,
     picture,

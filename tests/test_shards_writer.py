@@ -11,9 +11,9 @@ import pytest
 import webdataset as wds
 
 from assets.shards import ava_shards, sac_shards
+from common.tarwrite import FIXED_MTIME
 from ingest.crops import sha256_file
 from ingest.shard_writer import ShardLimits, ShardSample, sample_key, write_split
-from nima_train.tarwrite import FIXED_MTIME
 from tests.helpers.shards import SPLITS, add_images, files_bytes, materialization, materialize_shards
 from warehouse.db import connect
 from warehouse.shards import shard_rows

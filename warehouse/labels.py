@@ -1,4 +1,4 @@
-"""Vote histograms and the training targets derived from them (DESIGN.md, "Labels")."""
+"""Vote histograms and the training targets derived from them (docs/contract.md, "Labels")."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import pytest
 
 KINDS = ("fifo", "socket", "device")
 WATCHDOG_S = 60.0
-# The words NotRegularFile uses for each kind (nima_train/regular_files.py).
+# The words NotRegularFile uses for each kind (common/regular_files.py).
 KIND_WORDS = {"fifo": "FIFO", "socket": "socket", "device": "character device"}
 
 

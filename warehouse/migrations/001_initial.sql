@@ -1,4 +1,4 @@
--- The warehouse contract of shared/DESIGN.md. Paths are relative to $AESTHETIC_HOME unless absolute.
+-- The warehouse contract of docs/contract.md. Paths are relative to $AESTHETIC_HOME unless absolute.
 
 CREATE TABLE IF NOT EXISTS images (
     dataset     VARCHAR NOT NULL,

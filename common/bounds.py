@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nima_train.arguments import finite_float, int_range
+from common.arguments import finite_float, int_range
 
 _KEY = "range"
 RANGE = _KEY  # a settings field's metadata key for its Range

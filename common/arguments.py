@@ -114,14 +114,3 @@ def non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty value is not allowed")
     return text
-
-
-def torch_device(text: str) -> str:
-    """A torch device name: cpu, cuda, cuda:N, mps, ... (checked by torch, imported only here)."""
-    import torch
-
-    try:
-        torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:0)") from None
-    return text

@@ -1,4 +1,4 @@
-"""The `aesthetic` command line: one verb per job a user has (DESIGN.md, "CLI").
+"""The `aesthetic` command line: one verb per job a user has.
 
 Each verb parses its own arguments and calls plain functions; heavy imports
 (torch) happen only inside the verbs that need them.
@@ -11,8 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from critic.settings import MAX_HAMMING, MIN_SCORE, CurateSettings, EvolveSettings
-from nima_train.arguments import (
+from common.arguments import (
     Parser,
     finite_float,
     folder,
@@ -24,7 +23,8 @@ from nima_train.arguments import (
     seed_int,
     unit_float,
 )
-from nima_train.bounds import flag, flag_type
+from common.bounds import flag, flag_type
+from critic.settings import MAX_HAMMING, MIN_SCORE, CurateSettings, EvolveSettings
 from nima_train.settings import FORWARD_BATCH
 
 # Sides in pixels of the model input: beyond this a typo asks for gigabytes of memory.

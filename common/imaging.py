@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from nima_train.bounds import Range, bounded, check_ranges
-from nima_train.regular_files import open_regular
+from common.bounds import Range, bounded, check_ranges
+from common.regular_files import open_regular
 
 # Pillow's default bomb limit is ~89 Mpx; the largest real AVA photos are far below 50 Mpx.
 MAX_PIXELS = 64_000_000
