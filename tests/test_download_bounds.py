@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ingest.download import DownloadError, DownloadSettings, download, part_path
 from ingest.fetch import FetchFailure, HttpOptions, http_sources
 from tests.helpers.http import serving
 from tests.helpers.lying_http import IfRangeIgnoringServer, ScriptedServer, endless, trickle
+from tests.helpers.tmpfs import mounted_tmpfs
 
 BODY = os.urandom(3 * 2**20 + 12345)
 NAME = "AVA_dataset.zip"
@@ -34,16 +34,8 @@ def _download(url: str, dest: Path, **kw):
 @pytest.fixture
 def tmpfs_8m(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MiB tmpfs, unmounted afterwards; skipped where mounting is not allowed."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "8m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
 @pytest.mark.parametrize("fixed_etag", ["", '"one-etag-for-every-version"'], ids=["etag-changes", "size-changes"])

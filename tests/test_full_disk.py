@@ -36,6 +36,7 @@ from ingest.sample_data import SampleReport
 from ingest.shards import ShardSettings, build_shards
 from pipelines.resources import build_resources
 from tests.helpers.shards import add_images, materialize_shards
+from tests.helpers.tmpfs import mounted_tmpfs
 from warehouse.db import connect
 
 
@@ -248,16 +249,8 @@ def test_the_cli_reports_a_full_disk_in_one_line(tmp_path, disk, capsys, monkeyp
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 24 MiB tmpfs on tmp_path/disk, unmounted afterwards; skipped where mounting is not allowed."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "24m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
 def _fill(disk: Path, leave: int) -> Path:
