@@ -30,13 +30,11 @@ def critic_evolution(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     """A short genetic design run judged by the promoted model: strip of the best design per round."""
-    found = warehouse.model_for(storage.home_path, config.model, "the critic")
+    # Input size from the checkpoint's training args, like `aesthetic score|evolve|serve` without --image-size.
+    critic, found = warehouse.critic_for(storage.home_path, config.model, "the critic")
     # torch is imported here, in the step, never when the code location loads.
     from critic.evolve import evolve
-    from critic.scoring import Critic
 
-    # Input size from the checkpoint's training args, like `aesthetic score|evolve|serve` without --image-size.
-    critic = Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version)
     out = storage.reports_dir() / "critic" / found.version / f"{config.shape}-seed{config.seed}"
     result = evolve(critic, config.shape, config.rounds, config.batch, config.seed, out,
                     on_round=lambda r: context.log.info(r.message))

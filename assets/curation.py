@@ -49,11 +49,9 @@ def curated_corpus(
     refs = config.shards or default_shards(storage.shards_dir())
     if not refs:
         raise dg.Failure(description=f"no shards to curate: none under {storage.shards_dir()} and none configured")
-    found = warehouse.model_for(storage.home_path, config.model, "curation")
     # torch is imported here, in the step, never when the code location loads.
     from critic.curate import curate, describe_failures
     from critic.curation_report import write_report
-    from critic.scoring import Critic
     from nima_train.data import ShardURLRefused
 
     try:
@@ -61,8 +59,7 @@ def curated_corpus(
                                   config.batch_size, config.workers, config.allow_pipe)
     except ValueError as exc:
         raise dg.Failure(description=f"bad curation config: {exc}") from exc
-    critic = Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version,
-                                    batch_size=config.batch_size)
+    critic, found = warehouse.critic_for(storage.home_path, config.model, "curation", batch_size=config.batch_size)
     out = storage.home_path / "curation"
     started = time.monotonic()
     try:

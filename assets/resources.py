@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -12,7 +13,7 @@ import duckdb
 from common.bounds import Range, ranged_field
 from ingest.paths import NoSpaceLeft, Paths
 from warehouse.db import WarehouseUnreadable, connect
-from warehouse.models_lookup import ModelNotFound, ResolvedModel, resolve_model
+from warehouse.models_lookup import ModelNotFound, ResolvedModel
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -78,13 +79,14 @@ class WarehouseResource(dg.ConfigurableResource):
         except WarehouseUnreadable as exc:
             raise dg.Failure(description=str(exc)) from None
 
-    def model_for(self, home: Path, ref: str | None, who: str) -> ResolvedModel:
-        """The model `ref` names (an alias or a version; None: production) for the step `who`; a dg.Failure that
-        says what to do when there is no warehouse or no such model."""
+    def critic_for(self, home: Path, ref: str | None, who: str, **kwargs: Any) -> tuple[Any, ResolvedModel]:
+        """The verified critic `ref` names (an alias or a version; None: production) for the step `who`, and its
+        model (critic/models.py); a dg.Failure that says what to do when there is no warehouse or no such model."""
         if not Path(self.path).exists():
             raise dg.Failure(description=f"no warehouse at {self.path}: nothing has been trained yet")
-        with self.connect(read_only=True) as conn:
-            try:
-                return resolve_model(conn, home, ref)
-            except ModelNotFound as exc:
-                raise dg.Failure(description=f"{who} has no model to run: {exc}") from exc
+        from critic.models import load_critic  # torch: in the step, never when the code location loads
+
+        try:
+            return load_critic(lambda: self.connect(read_only=True), home, ref, **kwargs)
+        except ModelNotFound as exc:
+            raise dg.Failure(description=f"{who} has no model to run: {exc}") from exc

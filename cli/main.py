@@ -159,19 +159,17 @@ def _load_critic(model: str | None, **kwargs):
         except (NotACheckpoint, OSError) as exc:
             raise SystemExit(f"aesthetic: --model: {exc}") from None
 
+    from critic.models import load_critic
     from ingest.paths import Paths
     from warehouse.db import WarehouseUnreadable, connect
-    from warehouse.models_lookup import ModelNotFound, resolve_model
+    from warehouse.models_lookup import ModelNotFound
 
     paths = Paths.from_env()
     if not paths.warehouse.exists():
         raise SystemExit(f"aesthetic: no warehouse at {paths.warehouse}; set AESTHETIC_HOME, or pass --model "
                          "CHECKPOINT.pt")
     try:
-        with connect(paths.warehouse, read_only=True) as conn:
-            found = resolve_model(conn, paths.home, model)
-        return Critic.from_checkpoint(found.checkpoint, expected_sha256=found.sha256, version=found.version,
-                                      **kwargs)
+        return load_critic(lambda: connect(paths.warehouse, read_only=True), paths.home, model, **kwargs)[0]
     except (ModelNotFound, WarehouseUnreadable, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"aesthetic: {' '.join(str(exc).split())}") from None
 

@@ -42,7 +42,7 @@ from common.remote import ReadLimits
 from common.shard_format import INDEX_NAME
 from common.tarwrite import HashingWriter, escape_key, tar_member_info
 from critic.curate_output import MANIFEST_NAME, SHARDS_DIR, exclusive_output, owned_files, refuse_unowned
-from critic.neardup import best_of, clusters, near_duplicate_pairs, perceptual_hash
+from critic.neardup import near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, UnreadableImage, probe_image
 from critic.scoring import decode_image as decode_crop
 from critic.settings import CurateSettings
@@ -501,62 +501,69 @@ def _features(tables: Sequence[pa.Table], rows: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)[rows] if parts else np.zeros((0, 0), np.float16)
 
 
+@dataclass
+class _Decided:
+    decision: list[str]
+    reason: list[str | None]
+    duplicate_of: list[str | None]
+    n_pairs: int
+    groups: list[list[str]]  # near-duplicate groups by key, the kept one first
+
+
+def _decide_corpus(tables: Sequence[pa.Table], keys: list[str], values: np.ndarray, label: str,
+                   settings: CurateSettings) -> _Decided:
+    """Every sample's decision and reason, as critic/decision.py decides them on the readable samples."""
+    from critic import decision as deciding
+
+    errors = [e for t in tables for e in t.column("error").to_pylist()]
+    readable = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
+
+    def pairs_of(local: list[int]) -> np.ndarray:
+        rows = readable[np.asarray(local, dtype=np.int64)]
+        return near_duplicate_pairs(_features(tables, rows), _numbers(tables, "phash", np.uint64, 0)[rows],
+                                    settings.similarity, settings.max_hamming)
+
+    d = deciding.decide(values[readable], values[readable], deciding.Thresholds(settings.min_score),
+                        pairs_of=pairs_of if settings.dedupe else None)
+    out = _Decided(["unreadable"] * len(keys), list(errors), [None] * len(keys), d.n_pairs,
+                   [[keys[readable[m]] for m in g] for g in d.groups])
+    for local, i in enumerate(readable.tolist()):
+        w = int(readable[d.winner.get(local, local)])
+        if d.missed[local]:
+            out.decision[i], out.reason[i] = "low_score", f"{label} {values[i]:.2f} below {settings.min_score:g}"
+        elif w != i:
+            out.decision[i], out.duplicate_of[i] = "duplicate", keys[w]
+            out.reason[i] = f"near-duplicate of {keys[w]} ({label} {values[i]:.2f} <= {values[w]:.2f})"
+        else:
+            out.decision[i], out.reason[i] = "kept", f"{label} {values[i]:.2f}"
+    return out
+
+
 def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_version: str, calibrated: bool,
                   settings: CurateSettings) -> FilterOutcome:
-    """Decide every sample (kept, low_score, duplicate, unreadable), write the manifest and the kept shards."""
+    """Decide every sample (kept, low_score, duplicate, unreadable), write the manifest and the kept shards.
+    Thresholds and near-duplicate ranking use the calibrated mean when the model has a calibration."""
     out_dir = Path(out_dir)
     tables = _read_scores(out_dir, shards)
     keys = _corpus_keys(tables)
-    shard_of = [s.url for s, t in zip(shards, tables, strict=True) for _ in range(t.num_rows)]
-    errors = [e for t in tables for e in t.column("error").to_pylist()]
     score_col = "calibrated_mean" if calibrated else "mean"
-    values = _numbers(tables, score_col, np.float64, np.nan)
-    label = "calibrated mean" if calibrated else "mean"
-    decision: list[str] = [""] * len(keys)
-    reason: list[str | None] = [None] * len(keys)
-    duplicate_of: list[str | None] = [None] * len(keys)
-    passing = []
-    for i, err in enumerate(errors):
-        if err is not None:
-            decision[i], reason[i] = "unreadable", err
-        elif settings.min_score is not None and values[i] < settings.min_score:
-            decision[i], reason[i] = "low_score", f"{label} {values[i]:.2f} below {settings.min_score:g}"
-        else:
-            passing.append(i)
-    passing_rows = np.array(passing, dtype=np.int64)
-    groups_out: list[list[str]] = []
-    n_pairs = 0
-    if settings.dedupe and len(passing):
-        hashes = _numbers(tables, "phash", np.uint64, 0)[passing_rows]
-        pairs = near_duplicate_pairs(_features(tables, passing_rows), hashes,
-                                     settings.similarity, settings.max_hamming)
-        n_pairs = len(pairs)
-        groups = clusters(len(passing), pairs)
-        best = best_of(groups, values[passing_rows])
-        for local, winner in best.items():
-            if local != winner:
-                i, w = passing[local], passing[winner]
-                decision[i], duplicate_of[i] = "duplicate", keys[w]
-                reason[i] = f"near-duplicate of {keys[w]} ({label} {values[i]:.2f} <= {values[w]:.2f})"
-        groups_out = [[keys[passing[best[g[0]]]]] + [keys[passing[m]] for m in g if m != best[g[0]]]
-                      for g in groups if len(g) > 1]
-    for i in passing:
-        if not decision[i]:
-            decision[i], reason[i] = "kept", f"{label} {values[i]:.2f}"
+    d = _decide_corpus(tables, keys, _numbers(tables, score_col, np.float64, np.nan),
+                       "calibrated mean" if calibrated else "mean", settings)
     table = pa.table({
         "key": pa.array(keys, pa.string()),
-        "shard": pa.array(shard_of, pa.string()),
-        "decision": pa.array(decision, pa.string()),
-        "duplicate_of": pa.array(duplicate_of, pa.string()),
-        "reason": pa.array(reason, pa.string()),
+        "shard": pa.array([s.url for s, t in zip(shards, tables, strict=True) for _ in range(t.num_rows)],
+                          pa.string()),
+        "decision": pa.array(d.decision, pa.string()),
+        "duplicate_of": pa.array(d.duplicate_of, pa.string()),
+        "reason": pa.array(d.reason, pa.string()),
         "source_key": pa.array([k for t in tables for k in t.column("source_key").to_pylist()], pa.string()),
     })
     meta = {"format": FORMAT, "model": model_version, "min_score": settings.min_score, "score": score_col,
             "dedupe": settings.dedupe, "similarity": settings.similarity, "max_hamming": settings.max_hamming}
-    kept_by_shard = _kept_by_shard(tables, decision, keys)
+    kept_by_shard = _kept_by_shard(tables, d.decision, keys)
     manifest, written = _publish(out_dir, shards, table, meta, kept_by_shard, tables)
-    counts = {d: decision.count(d) for d in DECISIONS}
-    return FilterOutcome(counts, manifest, out_dir / SHARDS_DIR, n_pairs, groups_out, written)
+    counts = {k: d.decision.count(k) for k in DECISIONS}
+    return FilterOutcome(counts, manifest, out_dir / SHARDS_DIR, d.n_pairs, d.groups, written)
 
 
 def _kept_by_shard(tables: Sequence[pa.Table], decision: list[str], keys: list[str]) -> dict[int, dict[str, str]]:

@@ -8,7 +8,6 @@ default, `threshold_on="mean"` for the model's raw mean), a percentile among the
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,28 +51,33 @@ class FilterResult:
 
 
 def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResult:
-    """A decision with its reason for every item, in the items' order of first appearance."""
-    from critic.neardup import best_of, clusters
+    """A decision with its reason for every item, in the items' order of first appearance (critic/decision.py
+    decides; near-duplicates are ranked by the calibrated mean, which is the mean for a model without one)."""
+    from critic import decision
 
     result = FilterResult({i.source: ("skipped", i.error) for i in items if i.error})
     scored = [i for i in items if i.score]
-    passing = []
-    for i, why in zip(scored, threshold_failures(scored, settings), strict=True):
-        if why:
-            result.decisions[i.source] = ("dropped", "; ".join(why))
-        else:
-            passing.append(i)
-    kept = passing
-    if settings.dedupe and passing:
-        groups = clusters(len(passing), duplicate_pairs(passing, settings))
-        winners = best_of(groups, [i.score.mean for i in passing])
-        for k, winner in winners.items():
-            if k != winner:
-                result.decisions[passing[k].source] = ("dropped", f"near-duplicate of {passing[winner].source}")
-        kept = [i for k, i in enumerate(passing) if winners.get(k, k) == k]
-    for i in kept:
+    values = [settings.value(i.score) for i in scored]
+    d = decision.decide(values, [i.score.calibrated_mean for i in scored],
+                        decision.Thresholds(settings.min_score, settings.min_percentile, settings.top_fraction),
+                        [i.score.percentile for i in scored],
+                        (lambda rows: duplicate_pairs([scored[k] for k in rows], settings)) if settings.dedupe
+                        else None)
+    label = "" if settings.threshold_on == "calibrated_mean" else " (raw mean)"
+    reasons = {"min_score": lambda k: f"score {values[k]:.2f}{label} below {settings.min_score}",
+               "min_percentile": lambda k: f"percentile {scored[k].score.percentile:.1f} below "
+                                           f"{settings.min_percentile}",
+               "top_fraction": lambda k: f"not in the top {settings.top_fraction:g} (rank {d.rank[k]} of "
+                                         f"{len(scored)})"}
+    for k, missed in enumerate(d.missed):
+        if missed:
+            result.decisions[scored[k].source] = ("dropped", "; ".join(reasons[m](k) for m in missed))
+    for k, winner in d.winner.items():
+        if k != winner:
+            result.decisions[scored[k].source] = ("dropped", f"near-duplicate of {scored[winner].source}")
+    result.kept = [scored[k] for k in d.kept()]
+    for i in result.kept:
         result.decisions[i.source] = ("kept", f"score {settings.value(i.score):.2f}")
-    result.kept = kept
     return result
 
 
@@ -89,31 +93,6 @@ def duplicate_pairs(items: Sequence[ScoredItem], settings: FilterSettings):
     feats = np.stack([i.features.float().numpy() for i in items]) if by != "phash" else None
     hashes = [i.phash for i in items] if by != "features" else None
     return near_duplicate_pairs(feats, hashes, settings.similarity, None if by == "features" else settings.max_hamming)
-
-
-def threshold_failures(scored: Sequence[ScoredItem], settings: FilterSettings) -> list[list[str]]:
-    """For each scored item, the thresholds it misses (empty when it passes them all)."""
-    values = [settings.value(i.score) for i in scored]
-    label = "" if settings.threshold_on == "calibrated_mean" else " (raw mean)"
-    in_top: dict[int, int] = {}
-    if settings.top_fraction is not None:
-        keep = math.ceil(settings.top_fraction * len(scored))
-        ranked = sorted(range(len(scored)), key=lambda k: (-values[k], k))
-        in_top = {k: rank for rank, k in enumerate(ranked, 1)}
-    out = []
-    for k, item in enumerate(scored):
-        why = []
-        if settings.min_score is not None and values[k] < settings.min_score:
-            why.append(f"score {values[k]:.2f}{label} below {settings.min_score}")
-        if settings.min_percentile is not None:
-            if item.score.percentile is None:
-                raise ValueError("min_percentile needs a calibrated model (one trained with a validation split)")
-            if item.score.percentile < settings.min_percentile:
-                why.append(f"percentile {item.score.percentile:.1f} below {settings.min_percentile}")
-        if in_top and in_top[k] > keep:
-            why.append(f"not in the top {settings.top_fraction:g} (rank {in_top[k]} of {len(scored)})")
-        out.append(why)
-    return out
 
 
 def copy_kept(kept: Sequence[ScoredItem], dest: Path) -> dict[str, str]:

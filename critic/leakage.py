@@ -304,12 +304,9 @@ def load_critic(rule: LeakRule, connect: Callable[[], Any], home: str | Path) ->
     raises ModelNotFound or CheckpointMismatch rather than compare with another model."""
     if rule.signal != "features":
         return None
-    from critic.scoring import Critic
-    from warehouse.models_lookup import resolve_model
+    from critic.models import load_critic as load_model
 
-    with connect() as conn:
-        model = resolve_model(conn, home, rule.model)
-    return Critic.from_checkpoint(model.checkpoint, expected_sha256=rule.model_sha256, version=model.version)
+    return load_model(connect, home, rule.model, expected_sha256=rule.model_sha256)[0]
 
 
 def rule_and_model(dataset: str, pinned: str | None, connect: Callable[[], Any],

@@ -120,3 +120,38 @@ def test_decide_keeps_the_best_of_each_duplicate_group_above_the_threshold(tmp_p
         (tmp_path / name).write_bytes(name.encode())
     copied = copy_kept(result.kept, tmp_path / "out")
     assert sorted(Path(p).name for p in copied.values()) == ["b.png", "c.png"]
+
+
+def _flat_calibration():
+    """A calibration flat above a raw mean of 2: every picture of the test model (raw means about 5.4..5.9)
+    gets the same calibrated mean, 5.0, so near-duplicates tie on it and the earliest is kept."""
+    from nima_train.calibration import Calibration
+
+    return Calibration("linear", (1.0, 2.0), (4.0, 5.0), 1.0, 0.0, (1.0, 1.5, 2.0), "val", 3,
+                       {"folds": 5, "chosen": "linear", "reason": "a test's fixed map"})
+
+
+def test_filter_ranks_duplicates_by_the_calibrated_mean_when_the_model_has_one(case, capsys, monkeypatch) -> None:
+    # Two near-duplicate pictures, named so that the one with the higher raw mean comes second.
+    raw = _filter(case, capsys, monkeypatch, "--min-score", "0")
+    low, high = sorted(("a.png", "a_small.png"), key=lambda n: raw[n]["mean"])
+    assert raw[low]["mean"] < raw[high]["mean"]
+    folder = case["root"] / "pair"
+    folder.mkdir()
+    shutil.copy(case["folder"] / low, folder / "1.png")
+    shutil.copy(case["folder"] / high, folder / "2.png")
+    home = case["root"] / "calibrated-home"
+    home.mkdir()
+    register_model(home, calibration=_flat_calibration())
+    args = ["--min-score", "0", "--dedupe", "--dedupe-by", "phash"]
+
+    by_raw = _filter({**case, "folder": folder}, capsys, monkeypatch, *args)  # no calibration: the raw mean
+    assert by_raw["2.png"]["decision"] == "kept" and by_raw["1.png"]["decision"] == "dropped"
+
+    by_calibrated = _filter({**case, "folder": folder, "home": home}, capsys, monkeypatch, *args)
+    assert by_calibrated["1.png"]["calibrated_mean"] == by_calibrated["2.png"]["calibrated_mean"] == 5.0
+    assert by_calibrated["1.png"]["mean"] < by_calibrated["2.png"]["mean"]
+    # The raw-mean winner would be 2.png; the calibrated means tie, so the earlier one is kept.
+    assert by_calibrated["1.png"]["decision"] == "kept"
+    assert by_calibrated["2.png"] == {**by_calibrated["2.png"], "decision": "dropped",
+                                      "why": f"near-duplicate of {folder / '1.png'}"}
