@@ -5,19 +5,16 @@ tests and full_pipeline run on the drops already there.
 """
 # No `from __future__ import annotations`: Dagster resolves the config and resource annotations at runtime.
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 from pydantic import Field
 
 from assets.resources import StorageResource
 from common.bounds import config_field
-from ingest.archives import ArchiveError, place_ava_texts
-from ingest.download import (
-    DownloadError,
-    DownloadSettings,
-    check_drop_name,
-    download,
-    public_url,
-)
+from ingest.archives import ArchiveError
+from ingest.download import DownloadError, DownloadSettings, DropFile, download_drop, public_url
 
 # A download is I/O only and imports nothing heavy: pipelines/executor.py runs it in the run's own process beside
 # the one stage step it feeds (`--select group:ava` stays a run without step subprocesses).
@@ -63,24 +60,26 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
         context.log.info(f"{dataset}: no download URL configured; using the drop in {dest_dir} as it is")
         return dg.MaterializeResult(metadata={"status": "not configured", "files": 0,
                                               "drop": dg.MetadataValue.path(str(dest_dir))})
+    @contextmanager
+    def announce(settings: DownloadSettings) -> Iterator[None]:
+        context.log.info(f"{dataset}: {settings.filename} from {public_url(settings.url)}")
+        yield None
+
     reports, placed = [], []
     try:
-        for f in files:
-            settings = DownloadSettings(url=f.url, dest_dir=dest_dir, filename=f.filename, sha256=f.sha256,
-                                        size=f.size, max_bytes=config.max_bytes, token_env=config.token_env,
-                                        retries=config.retries, timeout_s=config.timeout_s,
-                                        deadline_s=config.deadline_s)
-            check_drop_name(dataset, settings.filename)
-            context.log.info(f"{dataset}: {settings.filename} from {public_url(f.url)}")
-            report = download(settings)
-            context.log.info(f"{dataset}: {settings.filename} {report.status} ({report.checked_by}); "
+        for done in download_drop(dataset, [DropFile(f.url, f.filename, f.sha256, f.size) for f in files],
+                                  storage.raw_path, announce, max_bytes=config.max_bytes,
+                                  token_env=config.token_env, retries=config.retries, timeout_s=config.timeout_s,
+                                  deadline_s=config.deadline_s):
+            report = done.report
+            context.log.info(f"{dataset}: {done.settings.filename} {report.status} ({report.checked_by}); "
                              f"{report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} MB/s, "
                              f"{report.resumes} resumes")
             reports.append(report)
-            if dataset == "ava" and settings.filename.lower().endswith(".zip"):
-                new, kept = place_ava_texts(settings.dest, dest_dir)
-                placed += new
-                context.log.info(f"ava: from {settings.filename} placed {new or 'nothing'}; kept {kept or 'nothing'}")
+            placed += done.placed
+            if dataset == "ava" and done.settings.filename.lower().endswith(".zip"):
+                context.log.info(f"ava: from {done.settings.filename} placed {done.placed or 'nothing'}; "
+                                 f"kept {done.kept or 'nothing'}")
     except (DownloadError, ArchiveError) as exc:
         raise dg.Failure(description=f"{dataset} download: {exc}") from None
     fetched = sum(r.bytes_fetched for r in reports)

@@ -7,9 +7,10 @@ Each verb parses its own arguments and calls plain functions; heavy imports
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from common.arguments import (
     Parser,
@@ -104,10 +105,8 @@ def _sha256_hex(text: str) -> str:
 def _download(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
-
-    from ingest.archives import ArchiveError, place_ava_texts
-    from ingest.download import DEFAULT_URLS, DownloadError, DownloadSettings, check_drop_name, download, public_url
+    from ingest.archives import ArchiveError
+    from ingest.download import DEFAULT_URLS, DownloadError, DropFile, download_drop
     from ingest.paths import Paths
 
     urls = args.url or ([DEFAULT_URLS[args.dataset]] if args.dataset in DEFAULT_URLS else [])
@@ -117,33 +116,39 @@ def _download(args: argparse.Namespace) -> int:
         raise SystemExit("aesthetic download: --sha256, --size and --filename go with a single --url")
     raw = Path(args.raw) if args.raw else Paths.from_env().raw
     extra = {"max_bytes": args.max_bytes} if args.max_bytes else {}
-    for url in urls:
-        try:
-            settings = DownloadSettings(url=url, dest_dir=raw / args.dataset, filename=args.filename,
-                                        sha256=args.sha256, size=args.size, token_env=args.token_env,
-                                        retries=args.retries, **extra)
-            check_drop_name(args.dataset, settings.filename)
-            print(f"{public_url(url)} -> {settings.dest}", file=sys.stderr)
-            with tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, disable=None,
-                      desc=settings.filename) as bar:
-                def progress(done: int, total: int | None, bar=bar) -> None:
-                    if total and bar.total != total:
-                        bar.total = total
-                    bar.update(done - bar.n)
-
-                report = download(settings, progress)
-            placed = (place_ava_texts(settings.dest, settings.dest_dir)[0]
-                      if args.dataset == "ava" and settings.filename.lower().endswith(".zip") else [])
-        except (DownloadError, ArchiveError) as exc:
-            raise SystemExit(f"aesthetic download: {exc}") from None
-        except KeyboardInterrupt:
-            raise SystemExit("aesthetic download: interrupted; what arrived is kept, rerun to resume") from None
-        print(f"{report.status}: {report.path} ({report.bytes} bytes, sha256 {report.sha256}, {report.checked_by});"
-              f" fetched {report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} MB/s, {report.resumes} resumes,"
-              f" {report.retries} retries")
-        if placed:
-            print(f"placed {', '.join(placed)} from {settings.filename} in {settings.dest_dir}")
+    files = [DropFile(url, args.filename, args.sha256, args.size) for url in urls]
+    try:
+        for done in download_drop(args.dataset, files, raw, _progress_bar, token_env=args.token_env,
+                                  retries=args.retries, **extra):
+            report = done.report
+            print(f"{report.status}: {report.path} ({report.bytes} bytes, sha256 {report.sha256}, "
+                  f"{report.checked_by}); fetched {report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} "
+                  f"MB/s, {report.resumes} resumes, {report.retries} retries")
+            if done.placed:
+                print(f"placed {', '.join(done.placed)} from {done.settings.filename} in {done.settings.dest_dir}")
+    except (DownloadError, ArchiveError) as exc:
+        raise SystemExit(f"aesthetic download: {exc}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("aesthetic download: interrupted; what arrived is kept, rerun to resume") from None
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(settings) -> Iterator:
+    """A progress bar on stderr for one file's download (none when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    from ingest.download import public_url
+
+    print(f"{public_url(settings.url)} -> {settings.dest}", file=sys.stderr)
+    with tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, disable=None,
+              desc=settings.filename) as bar:
+        def progress(done: int, total: int | None) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
 
 
 def _load_critic(model: str | None, **kwargs):

@@ -1,20 +1,24 @@
-"""HTTP(S) input within bounds: the client the downloader (ingest/download.py) and the shard reader share.
+"""HTTP(S) input within bounds: the one client of the downloader (ingest/download.py), the per-image fetcher
+(ingest/fetch.py) and the shard reader.
 
 `request` sends one request and follows redirects by hand: a token goes only to the first URL's origin, and https
 never redirects to plain http. A `Response` reads its body one receive at a time, waiting at most `timeout_s` for
 any byte and never past a `Deadline`. On top of that, what a reader of shards needs: `open_stream` (a shard body
 as a stream, at most `max_stream_bytes`) and `read_capped` (a whole small body such as an index.json, refused
 past its cap, before it is held). The bounds are `ReadLimits`, settings with defaults, never what the input
-declares.
+declares. `Retry` is the one retry policy: jittered exponential backoff for failures that may pass, within a
+number of retries and the caller's deadline.
 """
 
 from __future__ import annotations
 
 import http.client
+import random
 import socket
 import ssl
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -66,6 +70,39 @@ class Deadline:
 
     def error(self, what: str) -> RemoteError:
         return RemoteError(f"{what}: not done after deadline_s={self.seconds:g} s")
+
+
+class Retry:
+    """When to try again after a failure that may pass (RemoteError.retryable): after a wait of backoff_s, twice
+    as long each time (times 0.5..1.5 of jitter), at most `retries` times in a row without progress, and never when
+    the wait would pass the deadline. Progress (bytes received) resets the count and the wait, and the next try
+    starts at once."""
+
+    def __init__(self, retries: int, backoff_s: float, deadline: Deadline,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.retries, self.backoff_s, self.deadline, self.sleep = retries, backoff_s, deadline, sleep
+        self.delay = backoff_s
+        self.failures = 0  # in a row, without progress
+        self.tries = 1  # requests made so far
+
+    def again(self, progressed: bool = False) -> bool:
+        """After a failure: True once the wait before the next try is over, False when there is to be none
+        (`spent` says whether the retries ran out; otherwise the deadline is too near)."""
+        self.failures = 0 if progressed else self.failures + 1
+        wait = 0.0 if progressed else self.delay * (0.5 + random.random())
+        if self.spent or wait >= self.deadline.left():
+            return False
+        if wait:
+            self.sleep(wait)
+            self.delay *= 2
+        else:
+            self.delay = self.backoff_s
+        self.tries += 1
+        return True
+
+    @property
+    def spent(self) -> bool:
+        return self.failures > self.retries
 
 
 def public_url(url: str) -> str:

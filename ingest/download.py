@@ -1,6 +1,7 @@
 """Download one large raw file (an AVA archive, SAC's database or tarball, a Kuler .mat) into $AESTHETIC_RAW.
 
-`download(settings)` is the whole job as a plain function; the download assets and `aesthetic download` call it.
+`download(settings)` is the whole job for one file as a plain function; `download_drop` fetches a dataset's files
+into its drop, and the download assets and `aesthetic download` call it.
 
 - Resumable: the body goes to `.<name>.part` beside the destination, and a sidecar `.<name>.download.json` keeps
   the validator (ETag or Last-Modified) it came with. After a dropped connection, a retry or the next run asks
@@ -28,19 +29,20 @@ import errno
 import hashlib
 import json
 import os
-import random
 import shutil
 import stat
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from common.atomic import publish, write_atomic
 from common.bounds import Range, bounded, check_ranges
 from common.regular_files import NotRegularFile, file_kind, open_regular
-from common.remote import Deadline, RemoteError, Response, public_url, request
+from common.remote import Deadline, RemoteError, Response, Retry, public_url, request
 
 Progress = Callable[[int, int | None], None]  # (bytes in the file so far, total or None)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -533,26 +535,19 @@ def _fetch_all(s: DownloadSettings, token: str | None, body: _Body, validator: d
     """GETs until the body is complete: failures that may pass are retried with backoff while the retries without
     progress last, and all of it within deadline_s. A DownloadError removes the part unless it says to keep it."""
     deadline = Deadline(s.deadline_s)
-    failures, delay = 0, s.backoff_s
+    retry = Retry(s.retries, s.backoff_s, deadline, sleep)
     while True:
         before = body.size
         try:
             if _fetch_once(s, token, body, validator, report, progress, deadline):
                 return
         except _Retryable as exc:
-            failures = 0 if body.size > before else failures + 1
-            wait = delay * (0.5 + random.random()) if body.size == before else 0.0
-            if failures > s.retries or wait >= deadline.left():
-                why = (f"after {s.retries} retries without progress" if failures > s.retries
+            if not retry.again(progressed=body.size > before):
+                why = (f"after {s.retries} retries without progress" if retry.spent
                        else f"the next try would pass deadline_s={s.deadline_s:g} s")
                 raise DownloadError(f"{exc} ({why}; {body.size} bytes kept in {body.part.name}, rerun to resume)",
                                     keep_part=True) from None
             report.retries += 1
-            if wait:
-                sleep(wait)
-                delay *= 2
-            else:
-                delay = s.backoff_s
         except DownloadError as exc:
             if not exc.keep_part:
                 _discard(s.dest, body.part)
@@ -591,3 +586,49 @@ def check_drop_name(dataset: str, name: str) -> None:
         if name not in FILES_2014 + FILES_2011:
             raise DownloadError(f"Kuler download {name!r} must be named one of {', '.join(FILES_2014 + FILES_2011)}"
                                 f" (set filename)")
+
+
+@dataclass(frozen=True)
+class DropFile:
+    """One file of a drop: its URL and what is known of it (empty or 0: not checked, or the URL's name)."""
+
+    url: str
+    filename: str = ""
+    sha256: str = ""
+    size: int = 0
+
+
+@dataclass
+class DropDownload:
+    settings: DownloadSettings
+    report: DownloadReport
+    placed: list[str]  # AVA's ratings and lists copied out of a zip into the drop
+    kept: list[str]  # the same, already in the drop and left as they were
+
+
+Watch = Callable[[DownloadSettings], AbstractContextManager[Progress | None]]
+
+
+@contextmanager
+def _unwatched(_: DownloadSettings) -> Iterator[Progress | None]:
+    yield None
+
+
+def download_drop(dataset: str, files: Sequence[DropFile], raw_dir: Path, watch: Watch = _unwatched,
+                  **options: Any) -> Iterator[DropDownload]:
+    """Download a dataset's files into raw_dir/<dataset>/, one after another, each named as its stage reads it
+    (check_drop_name); AVA's texts are placed out of a downloaded zip. options go to DownloadSettings (max_bytes,
+    token_env, retries, timeout_s, deadline_s); watch(settings) is entered around each download and gives its
+    progress callback. Yields each file's outcome as it completes; raises DownloadError or ArchiveError."""
+    from ingest.archives import place_ava_texts
+
+    for f in files:
+        settings = DownloadSettings(url=f.url, dest_dir=Path(raw_dir) / dataset, filename=f.filename,
+                                    sha256=f.sha256, size=f.size, **options)
+        check_drop_name(dataset, settings.filename)
+        with watch(settings) as progress:
+            report = download(settings, progress)
+        placed: tuple[list[str], list[str]] = ([], [])
+        if dataset == "ava" and settings.filename.lower().endswith(".zip"):
+            placed = place_ava_texts(settings.dest, settings.dest_dir)
+        yield DropDownload(settings, report, *placed)

@@ -12,17 +12,13 @@ is what makes a second run over an unchanged archive cheap.
 
 from __future__ import annotations
 
-import http.client
 import os
 import posixpath
-import random
 import re
 import string
 import tarfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -32,7 +28,7 @@ from typing import Any
 from common.atomic import atomic_path
 from common.bounds import Range, bounded, check_ranges
 from common.regular_files import open_regular
-from common.remote import Deadline
+from common.remote import Deadline, RemoteError, Response, Retry, public_url, request
 
 ID_PLACEHOLDER = "{image_id}"
 
@@ -181,13 +177,6 @@ class HttpOptions:
         check_ranges(self)
 
 
-class _FetchError(Exception):
-    def __init__(self, reason: str, retryable: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-
-
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -229,51 +218,51 @@ def url_for(template: str, item_id: str, fields: Mapping[str, object] | None = N
 
 
 def _download(url: str, dest: Path, opts: HttpOptions, deadline: Deadline) -> None:
-    """One GET into dest (temporary name, renamed once complete); raises _FetchError. The deadline is checked as
-    each piece of the body arrives (read1: whatever one receive brings), so a trickle ends within timeout_s of it."""
-    timeout = min(opts.timeout_s, max(deadline.left(), 1e-3))
+    """One GET into dest (temporary name, renamed once complete) with common/remote.py's client: each read waits at
+    most timeout_s and never past the deadline. Raises RemoteError with the reason the rejects row keeps."""
+    shown = public_url(url)
+    r = request("GET", url, {"Accept-Encoding": "identity"}, None, min(opts.timeout_s, max(deadline.left(), 1e-3)))
     try:
-        with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=timeout) as resp:
-            declared = resp.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > opts.max_bytes:
-                raise _FetchError(f"too large: {url} declares {declared} bytes, cap {opts.max_bytes}", False)
+        if not 200 <= r.status < 300:  # a 404 will not heal by asking again; 5xx and 429 may
+            raise RemoteError(f"http {r.status}: {shown} {r.resp.reason}", r.status >= 500 or r.status == 429)
+        declared = r.header("Content-Length")
+        if declared.isdigit() and int(declared) > opts.max_bytes:
+            raise RemoteError(f"too large: {shown} declares {declared} bytes, cap {opts.max_bytes}")
+        with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
             received = 0
-            with open(tmp, "wb") as fh:
-                while block := resp.read1(1 << 16):
-                    if deadline.left() <= 0:
-                        raise _FetchError(f"too slow: {url} sent {received} bytes and was not done after "
-                                          f"deadline_s={opts.deadline_s:g} s", False)
-                    received += len(block)
-                    if received > opts.max_bytes:
-                        raise _FetchError(f"too large: {url} sent over {opts.max_bytes} bytes", False)
-                    fh.write(block)
-            if declared is not None and declared.isdigit() and received != int(declared):
-                raise _FetchError(f"incomplete: {url} sent {received} of {declared} bytes", True)
-    except urllib.error.HTTPError as exc:
-        retryable = exc.code >= 500 or exc.code == 429  # a 404 will not heal by asking again
-        raise _FetchError(f"http {exc.code}: {url} {exc.reason}", retryable) from exc
-    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-        detail = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise _FetchError(f"network: {url}: {type(exc).__name__}: {detail}", True) from exc
+            while block := _read(r, opts, deadline, received):
+                received += len(block)
+                if received > opts.max_bytes:
+                    raise RemoteError(f"too large: {shown} sent over {opts.max_bytes} bytes")
+                fh.write(block)
+            if declared.isdigit() and received != int(declared):
+                raise RemoteError(f"incomplete: {shown} sent {received} of {declared} bytes", retryable=True)
     finally:
-        tmp.unlink(missing_ok=True)
+        r.close()
+
+
+def _read(r: Response, opts: HttpOptions, deadline: Deadline, received: int) -> bytes:
+    """The next piece of the body; past the deadline, a reason that says how much came."""
+    try:
+        return r.read(1 << 16, opts.timeout_s, deadline)
+    except RemoteError as exc:
+        if exc.retryable or deadline.left() > 0:
+            raise
+        raise RemoteError(f"too slow: {public_url(r.url)} sent {received} bytes and was not done after "
+                          f"deadline_s={opts.deadline_s:g} s") from None
 
 
 def fetch_one(url: str, dest: Path, opts: HttpOptions, sleep: Callable[[float], None] = time.sleep) -> str | None:
-    """Download with retries and jittered exponential backoff; None on success, else the reason."""
-    delay, deadline = opts.backoff_s, Deadline(opts.deadline_s)
-    for attempt in range(opts.retries + 1):
+    """Download with common/remote.py's Retry (jittered exponential backoff, within retries and deadline_s); None
+    on success, else the reason."""
+    retry = Retry(opts.retries, opts.backoff_s, Deadline(opts.deadline_s), sleep)
+    while True:
         try:
-            _download(url, dest, opts, deadline)
+            _download(url, dest, opts, retry.deadline)
             return None
-        except _FetchError as exc:
-            wait = delay * (0.5 + random.random())
-            if not exc.retryable or attempt == opts.retries or wait >= deadline.left():
-                tries = f" (after {attempt + 1} tries)" if attempt else ""
-                return exc.reason + tries
-        sleep(wait)
-        delay *= 2
-    return None  # unreachable: the loop returns on its last attempt
+        except RemoteError as exc:
+            if not exc.retryable or not retry.again():
+                return str(exc) + (f" (after {retry.tries} tries)" if retry.tries > 1 else "")
 
 
 def _cached(item_id: str, key: str, path: Path) -> Source:
