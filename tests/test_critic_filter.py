@@ -155,3 +155,18 @@ def test_filter_ranks_duplicates_by_the_calibrated_mean_when_the_model_has_one(c
     assert by_calibrated["1.png"]["decision"] == "kept"
     assert by_calibrated["2.png"] == {**by_calibrated["2.png"], "decision": "dropped",
                                       "why": f"near-duplicate of {folder / '1.png'}"}
+
+
+def test_one_decision_ranks_duplicates_by_rank_by_and_ties_go_to_the_earliest() -> None:
+    from critic.decision import Thresholds
+    from critic.decision import decide as decide_rows
+
+    values = [6.0, 6.5, 7.0, 3.0]  # the thresholds compare these (e.g. the raw mean)
+    rank_by = [5.0, 5.0, 7.0, 3.0]  # near-duplicates are ranked by these (e.g. a calibration flat at 5.0)
+    d = decide_rows(values, rank_by, Thresholds(min_score=5.0), pairs_of=lambda rows: np.array([[0, 1]]))
+    assert d.missed == [[], [], [], ["min_score"]] and d.passing == [0, 1, 2]
+    assert d.winner == {0: 0, 1: 0} and d.groups == [[0, 1]] and d.kept() == [0, 2]
+    by_values = decide_rows(values, values, Thresholds(min_score=5.0), pairs_of=lambda rows: np.array([[0, 1]]))
+    assert by_values.kept() == [1, 2] and by_values.groups == [[1, 0]]
+    with pytest.raises(ValueError, match="min_percentile needs a calibrated model"):
+        decide_rows(values, values, Thresholds(min_percentile=50), [None] * 4)
