@@ -471,7 +471,7 @@ def test_an_output_folder_from_before_the_ownership_list_is_refused_with_one_lin
     assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[first]) == 0
     manifest = pq.read_table(out / "manifest.parquet")
     meta = json.loads(manifest.schema.metadata[b"curation"])
-    del meta["owns"]  # what curate wrote before the list existed
+    del meta["owns"]  # what curate wrote before 0.1's redesign
     pq.write_table(manifest.replace_schema_metadata({"curation": json.dumps(meta)}), out / "manifest.parquet")
     before = _bytes_of(sorted(p for p in out.rglob("*") if p.is_file() and p.name != "curate.lock"))
     second = _small_shard(tmp_path / "second.tar", range(102, 104), "s")
