@@ -17,15 +17,12 @@ def latest_data_version(instance: dg.DagsterInstance, asset: str) -> str | None:
 
     The shards' is a hash of their indexes (what the nightly schedule compares). Training and evaluation assets
     report the model version, read back from the warehouse, which is where "the current model" is read from
-    (warehouse/models_lookup.py), never from here. An older materialisation that reported its version only as
-    `version` metadata is read from there.
+    (warehouse/models_lookup.py), never from here.
     """
     materialization = _latest(instance, asset)
     if materialization is None:
         return None
     version = (materialization.tags or {}).get("dagster/data_version")
-    if version is None and "version" in materialization.metadata:
-        version = materialization.metadata["version"].value
     return str(version) if version else None
 
 

@@ -301,9 +301,9 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dedupe", action="store_true", help="keep only the best image of each near-duplicate group")
     p.add_argument("--dedupe-by", choices=("features", "phash", "both"), default="both",
                    help="features: cosine similarity of pooled features; phash: difference hash; both: both agree")
-    p.add_argument("--similarity", type=unit_float, default=0.95,
+    p.add_argument("--similarity", type=unit_float, default=CurateSettings.similarity,
                    help="cosine similarity (0..1) that makes a duplicate")
-    p.add_argument("--max-hamming", type=MAX_HAMMING.flag(), default=6,
+    p.add_argument("--max-hamming", type=MAX_HAMMING.flag(), default=CurateSettings.max_hamming,
                    help="dHash bits that may differ in a duplicate (0..64)")
     p.add_argument("--json", action="store_true")
     _model_arg(p)

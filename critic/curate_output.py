@@ -66,8 +66,8 @@ def output_lock(out_dir: Path) -> Iterator[None]:
 def owned_files(out_dir: Path) -> set[str]:
     """The names in out_dir/shards/ that curate wrote, from the manifest's metadata (none without a manifest).
 
-    OutputConflict when out_dir holds a manifest.parquet that curate did not write. A manifest from before the
-    list existed owns index.json and the tars its index lists with a curate fingerprint (what curate wrote then).
+    OutputConflict when out_dir holds a manifest.parquet that curate did not write, or one without the list (from
+    before 0.1's redesign: what it owns is not recorded, docs/operating.md).
     """
     manifest = out_dir / MANIFEST_NAME
     if not manifest.exists():
@@ -77,13 +77,10 @@ def owned_files(out_dir: Path) -> set[str]:
     except (OSError, KeyError, ValueError, pa.ArrowException):
         raise OutputConflict(f"{manifest} exists and was not written by curate (no curation metadata); move it "
                              f"away or choose another --out") from None
-    if "owns" in meta:
-        return set(meta["owns"])
-    try:
-        entries = json.loads((out_dir / SHARDS_DIR / INDEX_NAME).read_text())["shardlist"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
-    return {INDEX_NAME} | {e["url"] for e in entries if isinstance(e, dict) and "fingerprint" in e}
+    if "owns" not in meta:
+        raise OutputConflict(f"{manifest} was written by a curate from before 0.1's redesign and does not list the "
+                             f"files it owns; choose a new --out or remove {out_dir}")
+    return set(meta["owns"])
 
 
 def refuse_unowned(folder: Path, names: Iterable[str], owned: set[str]) -> None:

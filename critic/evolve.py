@@ -82,6 +82,15 @@ def _grid(cells: list[Cell], cols: int) -> Image.Image:
     return contact_sheet(cells, cols, THUMB, gap=2)
 
 
+@dataclass(frozen=True)
+class _Parent:
+    genome: Genome
+    image: Image.Image
+    mean: float
+    std: float
+    calibrated_mean: float
+
+
 def evolve(
     critic: Critic,
     shape: str,
@@ -94,61 +103,72 @@ def evolve(
     strength: float = 0.15,
     on_round: Callable[[RoundLog], None] | None = None,
 ) -> EvolutionResult:
-    EvolveSettings(rounds, batch, seed, size, rate, strength)  # ValueError for a number outside its range
+    settings = EvolveSettings(rounds, batch, seed, size, rate, strength)  # ValueError for a number out of range
     shape = canonical_shape(shape)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
 
-    parent: Genome = random_genome(shape, rng)
-    parent_img = render(parent, size)
-    first = critic.score_images([parent_img]).scores()[0]
-    parent_mean, parent_std, parent_calibrated = first.mean, first.std, first.calibrated_mean
-    result = EvolutionResult(shape, seed, parent_mean, parent_std, parent_calibrated)
-    strip = [Cell(parent_img, f"start {parent_mean:.2f}")]
+    genome: Genome = random_genome(shape, rng)
+    image = render(genome, size)
+    first = critic.score_images([image]).scores()[0]
+    parent = _Parent(genome, image, first.mean, first.std, first.calibrated_mean)
+    result = EvolutionResult(shape, seed, parent.mean, parent.std, parent.calibrated_mean)
+    strip = [Cell(parent.image, f"start {parent.mean:.2f}")]
 
     for r in range(1, rounds + 1):
-        variants = [mutate(parent, rng, rate, strength) for _ in range(batch)]
-        images = [render(g, size) for g in variants]
-        scores = critic.score_images(images).scores()
-        means, stds = [x.mean for x in scores], [x.std for x in scores]
-        # The calibration is strictly increasing, so the raw mean ranks the variants as the calibrated one would.
-        best = max(range(batch), key=lambda i: (means[i], -i))
-        improved = means[best] > parent_mean
-        if improved:
-            message = (f"round {r}: variant {best} scores {means[best]:.3f} (calibrated "
-                       f"{scores[best].calibrated_mean:.3f}), beating the parent's {parent_mean:.3f}")
-            parent, parent_img, parent_mean, parent_std = variants[best], images[best], means[best], stds[best]
-            parent_calibrated = scores[best].calibrated_mean
-        else:
-            message = (f"round {r}: stuck, the best variant scores {means[best]:.3f}, "
-                       f"not above the parent's {parent_mean:.3f}; the parent is kept")
-
-        tiles = [Cell(img, f"{m:.2f} \u00b1 {s:.2f}", (0, 170, 0) if improved and i == best else None)
-                 for i, (img, m, s) in enumerate(zip(images, means, stds, strict=True))]
-        sheet_path = out / f"round_{r:02d}.png"
-        _save_png(_grid(tiles, cols=min(8, batch)), sheet_path)
-        strip.append(Cell(parent_img, f"r{r} {parent_mean:.2f}" + ("" if improved else " =")))
-        log = RoundLog(r, parent_mean, means[best], stds[best], best, improved, means, stds,
-                       parent.as_dict(), sheet_path.name, message, parent_calibrated,
-                       scores[best].calibrated_mean, scores[best].percentile)
+        log, parent = _round(critic, parent, r, rng, settings, out)
+        strip.append(Cell(parent.image, f"r{r} {parent.mean:.2f}" + ("" if log.improved else " =")))
         result.rounds.append(log)
         if on_round:
             on_round(log)
 
     strip_path = out / "strip.png"
     _save_png(_grid(strip, cols=len(strip)), strip_path)
+    result.strip, result.log = str(strip_path), str(_write_log(out, critic, shape, settings, result))
+    return result
+
+
+def _round(critic: Critic, parent: _Parent, r: int, rng: random.Random, settings: EvolveSettings,
+           out: Path) -> tuple[RoundLog, _Parent]:
+    """One round: mutate, score, keep the best variant if it beats the parent; writes round_NN.png."""
+    batch = settings.batch
+    variants = [mutate(parent.genome, rng, settings.rate, settings.strength) for _ in range(batch)]
+    images = [render(g, settings.size) for g in variants]
+    scores = critic.score_images(images).scores()
+    means, stds = [x.mean for x in scores], [x.std for x in scores]
+    # The calibration is strictly increasing, so the raw mean ranks the variants as the calibrated one would.
+    best = max(range(batch), key=lambda i: (means[i], -i))
+    improved = means[best] > parent.mean
+    if improved:
+        message = (f"round {r}: variant {best} scores {means[best]:.3f} (calibrated "
+                   f"{scores[best].calibrated_mean:.3f}), beating the parent's {parent.mean:.3f}")
+        parent = _Parent(variants[best], images[best], means[best], stds[best], scores[best].calibrated_mean)
+    else:
+        message = (f"round {r}: stuck, the best variant scores {means[best]:.3f}, "
+                   f"not above the parent's {parent.mean:.3f}; the parent is kept")
+
+    tiles = [Cell(img, f"{m:.2f} \u00b1 {s:.2f}", (0, 170, 0) if improved and i == best else None)
+             for i, (img, m, s) in enumerate(zip(images, means, stds, strict=True))]
+    sheet_path = out / f"round_{r:02d}.png"
+    _save_png(_grid(tiles, cols=min(8, batch)), sheet_path)
+    log = RoundLog(r, parent.mean, means[best], stds[best], best, improved, means, stds,
+                   parent.genome.as_dict(), sheet_path.name, message, parent.calibrated_mean,
+                   scores[best].calibrated_mean, scores[best].percentile)
+    return log, parent
+
+
+def _write_log(out: Path, critic: Critic, shape: str, settings: EvolveSettings, result: EvolutionResult) -> Path:
     log_path = out / "log.json"
     payload = {
-        "shape": shape, "seed": seed, "rounds": rounds, "batch": batch, "size": size,
-        "rate": rate, "strength": strength, "model": critic.version,
+        "shape": shape, "seed": settings.seed, "rounds": settings.rounds, "batch": settings.batch,
+        "size": settings.size, "rate": settings.rate, "strength": settings.strength, "model": critic.version,
         "calibration": critic.calibration.describe() if critic.calibration else None,
         "initial": {"mean": result.initial_mean, "std": result.initial_std,
                     "calibrated_mean": result.initial_calibrated_mean},
         "best_mean": result.best_mean, "best_calibrated_mean": result.best_calibrated_mean,
         "stuck_rounds": result.stuck_rounds,
-        "strip": strip_path.name, "log": [vars(x) for x in result.rounds],
+        "strip": "strip.png", "log": [vars(x) for x in result.rounds],
     }
     write_atomic(log_path, json.dumps(payload, indent=2).encode())
-    result.strip, result.log = str(strip_path), str(log_path)
-    return result
+    return log_path

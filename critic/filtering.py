@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from critic.scoring import Score, ScoredItem
+from critic.settings import NEAR_DUPLICATE_HAMMING, NEAR_DUPLICATE_SIMILARITY
 
 THRESHOLD_FIELDS = ("calibrated_mean", "mean")
 DEDUPE_METHODS = ("features", "phash", "both")
@@ -27,8 +28,8 @@ class FilterSettings:
     top_fraction: float | None = None
     dedupe: bool = False
     dedupe_by: str = "both"  # "features", "phash" or "both" (duplicate_pairs below)
-    similarity: float = 0.95  # cosine similarity of pooled features that makes a duplicate
-    max_hamming: int = 6  # dHash bits (of 64) that may differ in a duplicate
+    similarity: float = NEAR_DUPLICATE_SIMILARITY  # cosine similarity of pooled features that makes a duplicate
+    max_hamming: int = NEAR_DUPLICATE_HAMMING  # dHash bits (of 64) that may differ in a duplicate
 
     def __post_init__(self) -> None:
         if self.threshold_on not in THRESHOLD_FIELDS:

@@ -37,11 +37,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from critic.neardup import cross_pairs, pair_similarity, perceptual_hash
+from critic.settings import NEAR_DUPLICATE_HAMMING, NEAR_DUPLICATE_SIMILARITY
 
 HELD_OUT = ("val", "test")
 SPLITS = ("train", *HELD_OUT)
-PHOTO_MAX_HAMMING = 6
-PHOTO_MIN_SIMILARITY = 0.95
+PHOTO_MAX_HAMMING = NEAR_DUPLICATE_HAMMING
+PHOTO_MIN_SIMILARITY = NEAR_DUPLICATE_SIMILARITY
 MODEL_MAX_HAMMING = 10  # the model's pairs: the hash still has to agree, loosely (docs/shards.md)
 KULER_MAX_LEVELS = 4.0
 KULER_STRIPES = 5  # ingest/kuler.py render_swatch: five equal vertical stripes

@@ -43,6 +43,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from critic.settings import NEAR_DUPLICATE_HAMMING as HAMMING
+from critic.settings import NEAR_DUPLICATE_SIMILARITY as SIMILAR
+
 HASH_BITS = 64
 EXACT_BELOW = 2000  # smaller inputs are searched exactly (IndexFlatIP), larger ones through IVF cells
 PCA_SAMPLE = 50_000
@@ -269,8 +272,8 @@ def _pairs_from(query: np.ndarray | None, qhashes: np.ndarray | None, base: np.n
 
 
 def near_duplicate_pairs(features: np.ndarray | None, phashes: np.ndarray | Sequence[int] | None = None,
-                         min_similarity: float = 0.95, max_hamming: int | None = 6, k: int | None = 16, seed: int = 0,
-                         nprobe: int = NPROBE, dim: int = 128, margin: float = MARGIN) -> np.ndarray:
+                         min_similarity: float = SIMILAR, max_hamming: int | None = HAMMING, k: int | None = 16,
+                         seed: int = 0, nprobe: int = NPROBE, dim: int = 128, margin: float = MARGIN) -> np.ndarray:
     """(m, 2) int64 array of near-duplicate index pairs (i < j), unique and sorted.
 
     A pair is two items among each other's k nearest neighbours in the index whose full-feature cosine is at
@@ -287,7 +290,7 @@ def near_duplicate_pairs(features: np.ndarray | None, phashes: np.ndarray | Sequ
 
 def cross_pairs(query_features: np.ndarray | None, query_hashes: np.ndarray | Sequence[int] | None,
                 base_features: np.ndarray | None, base_hashes: np.ndarray | Sequence[int] | None,
-                min_similarity: float = 0.95, max_hamming: int | None = 6, k: int | None = 16, seed: int = 0,
+                min_similarity: float = SIMILAR, max_hamming: int | None = HAMMING, k: int | None = 16, seed: int = 0,
                 nprobe: int = NPROBE, dim: int = 128, margin: float = MARGIN) -> np.ndarray:
     """(m, 2) int64 array of (query index, base index): the query items with a near-duplicate in base.
 

@@ -24,6 +24,7 @@ thread runs the critic on whatever images are waiting, so concurrent requests sh
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import math
@@ -503,71 +504,81 @@ def make_server(
     return ScoringService(critic, host, port, limits)
 
 
+# The OpenAPI 3.1 description served at GET /openapi.json, as data: openapi_schema fills in the one number that
+# depends on the limits (the most images a multipart request may carry).
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
+
+
+def _errors(*codes: int) -> dict:
+    return {str(c): {"description": HTTPStatus(c).phrase, "content": {"application/json": {"schema": _ERROR}}}
+            for c in codes}
+
+
+_SCORE_PATH = {"post": {
+    "summary": "Score one image (raw body) or several (multipart/form-data, one file per part)",
+    "requestBody": {"required": True, "content": {
+        "image/*": {"schema": _BINARY},
+        "application/octet-stream": {"schema": _BINARY},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "images": {"type": "array", "items": _BINARY, "maxItems": None}}}}}},  # maxItems: Limits.max_images
+    "responses": {
+        "200": {"description": "one result per image, in request order",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Scores"}}}},
+        **_errors(400, 404, 405, 408, 411, 413),
+        "503": {**_errors(503)["503"], "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+        "500": {"description": "unexpected failure, logged with its traceback",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Internal"}}}},
+    }}}
+_HEALTHZ_PATH = {"get": {"summary": "Model version, limits and input size", "responses": {"200": {
+    "description": "ready", "content": {"application/json": {"schema": {"type": "object", "properties": {
+        "status": {"const": "ok"}, "model": {"type": ["string", "null"]},
+        "calibration": {"type": ["string", "null"], "description": "e.g. 'isotonic calibration "
+                        "fitted on 2500 val samples'; null for a model without one"},
+        "limits": {"type": "object", "properties": {
+            f.name: {"type": "number" if f.type == "float" else "integer"} for f in fields(Limits)}},
+        "input": {"type": "object", "properties": {"image_size": {"type": "integer"},
+                                                   "resize": {"type": "integer"}}}}}}}}}}}
+_SCHEMAS = {
+    "Error": {"type": "object", "required": ["error", "message"],
+              "properties": {"error": {"type": "string", "description": "short kind, e.g. 'too large'"},
+                             "message": {"type": "string"}}},
+    "Internal": {"type": "object", "required": ["error", "detail"],
+                 "properties": {"error": {"const": "internal"}, "detail": {"type": "string"}}},
+    "Scores": {"type": "object", "required": ["model", "results"], "properties": {
+        "model": {"type": ["string", "null"]},
+        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Score"}}}},
+    "Score": {"type": "object", "required": ["name", "mean", "calibrated_mean", "percentile", "std", "histogram"],
+              # Fields the critic's Score gains appear here without a change to the service.
+              "additionalProperties": True, "properties": {
+                  "name": {"type": "string", "description": "multipart file name, or 'body'"},
+                  "mean": {"type": "number", "description": "mean of the model's own distribution"},
+                  "calibrated_mean": {"type": "number", "description": "on the human scale (the mean "
+                                      "itself for a model without calibration)"},
+                  "percentile": {"type": ["number", "null"], "description": "0..100: where the "
+                                 "mean falls among the validation split's; the full-range score to "
+                                 "threshold; null without a calibration"},
+                  "std": {"type": "number"},
+                  "histogram": {"type": "array", "items": {"type": "number"}, "minItems": 10,
+                                "maxItems": 10, "description": "probabilities of the scores 1..10"}}},
+}
+_OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "aesthetic critic", "version": "1",
+             "description": "NIMA aesthetic scores (1..10) for images. Limits: see GET /healthz."},
+    "paths": {
+        "/score": _SCORE_PATH,
+        "/healthz": _HEALTHZ_PATH,
+        "/openapi.json": {"get": {"summary": "This description", "responses": {"200": {"description": "OpenAPI"}}}},
+    },
+    "components": {"schemas": _SCHEMAS},
+}
 
 
 def openapi_schema(limits: Limits) -> dict:
     """The OpenAPI 3.1 description served at GET /openapi.json."""
-
-    def errors(*codes: int) -> dict:
-        return {str(c): {"description": HTTPStatus(c).phrase, "content": {"application/json": {"schema": _ERROR}}}
-                for c in codes}
-
-    binary = {"type": "string", "contentMediaType": "application/octet-stream"}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "aesthetic critic", "version": "1",
-                 "description": "NIMA aesthetic scores (1..10) for images. Limits: see GET /healthz."},
-        "paths": {
-            "/score": {"post": {
-                "summary": "Score one image (raw body) or several (multipart/form-data, one file per part)",
-                "requestBody": {"required": True, "content": {
-                    "image/*": {"schema": binary},
-                    "application/octet-stream": {"schema": binary},
-                    "multipart/form-data": {"schema": {"type": "object", "properties": {
-                        "images": {"type": "array", "items": binary, "maxItems": limits.max_images}}}}}},
-                "responses": {
-                    "200": {"description": "one result per image, in request order",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Scores"}}}},
-                    **errors(400, 404, 405, 408, 411, 413),
-                    "503": {**errors(503)["503"], "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
-                    "500": {"description": "unexpected failure, logged with its traceback",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Internal"}}}},
-                }}},
-            "/healthz": {"get": {"summary": "Model version, limits and input size", "responses": {"200": {
-                "description": "ready", "content": {"application/json": {"schema": {"type": "object", "properties": {
-                    "status": {"const": "ok"}, "model": {"type": ["string", "null"]},
-                    "calibration": {"type": ["string", "null"], "description": "e.g. 'isotonic calibration "
-                                    "fitted on 2500 val samples'; null for a model without one"},
-                    "limits": {"type": "object", "properties": {
-                        f.name: {"type": "number" if f.type == "float" else "integer"} for f in fields(Limits)}},
-                    "input": {"type": "object", "properties": {"image_size": {"type": "integer"},
-                                                               "resize": {"type": "integer"}}}}}}}}}}},
-            "/openapi.json": {"get": {"summary": "This description", "responses": {"200": {"description": "OpenAPI"}}}},
-        },
-        "components": {"schemas": {
-            "Error": {"type": "object", "required": ["error", "message"],
-                      "properties": {"error": {"type": "string", "description": "short kind, e.g. 'too large'"},
-                                     "message": {"type": "string"}}},
-            "Internal": {"type": "object", "required": ["error", "detail"],
-                         "properties": {"error": {"const": "internal"}, "detail": {"type": "string"}}},
-            "Scores": {"type": "object", "required": ["model", "results"], "properties": {
-                "model": {"type": ["string", "null"]},
-                "results": {"type": "array", "items": {"$ref": "#/components/schemas/Score"}}}},
-            "Score": {"type": "object", "required": ["name", "mean", "calibrated_mean", "percentile", "std",
-                                                     "histogram"],
-                      # Fields the critic's Score gains appear here without a change to the service.
-                      "additionalProperties": True, "properties": {
-                          "name": {"type": "string", "description": "multipart file name, or 'body'"},
-                          "mean": {"type": "number", "description": "mean of the model's own distribution"},
-                          "calibrated_mean": {"type": "number", "description": "on the human scale (the mean "
-                                              "itself for a model without calibration)"},
-                          "percentile": {"type": ["number", "null"], "description": "0..100: where the "
-                                         "mean falls among the validation split's; the full-range score to "
-                                         "threshold; null without a calibration"},
-                          "std": {"type": "number"},
-                          "histogram": {"type": "array", "items": {"type": "number"}, "minItems": 10,
-                                        "maxItems": 10, "description": "probabilities of the scores 1..10"}}},
-        }},
-    }
+    schema = copy.deepcopy(_OPENAPI)
+    multipart = schema["paths"]["/score"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    multipart["properties"]["images"]["maxItems"] = limits.max_images
+    return schema
 

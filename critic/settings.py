@@ -13,6 +13,11 @@ from nima_train.settings import FORWARD_BATCH, SEED
 MIN_SCORE = Range(0.0, 10.0, "the score scale is 1..10; 0 keeps every sample")
 SIMILARITY = Range(0.0, 1.0, "a cosine of pooled features; at 0 everything is a near-duplicate", lo_open=True)
 MAX_HAMMING = Range(0, 64, "bits of a 64-bit perceptual hash")
+# What makes two items near-duplicates unless a caller asks otherwise (critic/neardup.py): cosine of pooled
+# features at least NEAR_DUPLICATE_SIMILARITY and perceptual hashes at most NEAR_DUPLICATE_HAMMING bits apart.
+# Here, not in neardup.py, so that the command line reads them without loading numpy.
+NEAR_DUPLICATE_SIMILARITY = 0.95
+NEAR_DUPLICATE_HAMMING = 6
 # Rendered designs, px: the renderer draws the whole picture in memory, and past 4096 a typo asks for gigabytes.
 DESIGN_SIDE = Range(32, 4096, "rendered design side, px: past 4096 a render is gigabytes of pixels")
 
@@ -24,8 +29,8 @@ class CurateSettings:
     # On the calibrated mean when the model has a calibration, else the mean; None keeps every score.
     min_score: float | None = bounded(None, MIN_SCORE)
     dedupe: bool = True
-    similarity: float = bounded(0.95, SIMILARITY)  # cosine of pooled features that makes a near-duplicate
-    max_hamming: int = bounded(6, MAX_HAMMING)  # perceptual-hash bits (of 64) that may differ in a near-duplicate
+    similarity: float = bounded(NEAR_DUPLICATE_SIMILARITY, SIMILARITY)  # cosine of pooled features
+    max_hamming: int = bounded(NEAR_DUPLICATE_HAMMING, MAX_HAMMING)  # perceptual-hash bits (of 64) that may differ
     batch_size: int = bounded(64, FORWARD_BATCH)
     workers: int = bounded(4, Range(0, 64, "DataLoader processes decoding shards per rank, 0: in the scoring "
                                           "process"))

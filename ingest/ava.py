@@ -411,149 +411,185 @@ def ingest_ava(
 
 def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | None, log: Log) -> AvaReport:
     report = AvaReport()
-    ava_dir, out_dir = paths.raw / DATASET, paths.images_dir(DATASET)
-    to_stored, from_stored = paths.to_stored, paths.from_stored
+    ava_dir = paths.raw / DATASET
     parsed = parse_ava_txt(ava_dir / "AVA.txt")
     report.lines_read, report.blank_lines = parsed.lines_read, parsed.blank_lines
-    rejects = list(parsed.rejects)
-
     wanted, split_rejects = assign_splits(parsed.rows, opts, ava_dir)
-    rejects += split_rejects
     names, name_rejects = read_names(ava_dir)
     report.bad_name_lines = len(name_rejects)
     for r in name_rejects[:10]:
         log(f"ava: {r.reason}")
     report.tags, report.challenges = len(names["ava_tags"]), len(names["ava_challenges"])
-
     with connect() as conn:
-        states = wh.load_crop_state(conn)
-        stored_ids = wh.accepted_ids(conn)
+        known = _Known(wh.load_crop_state(conn), wh.accepted_ids(conn), spec_key(opts.spec), paths.from_stored)
 
-    skey = spec_key(opts.spec)
-    cropper = _Cropper(opts.spec, opts.workers)
-    if sum(1 for i in wanted if i not in states or states[i].spec != skey) >= INLINE_BELOW:
-        cropper.warm()  # crops certainly to do: workers start while the sources are listed
-    out_dir.mkdir(parents=True, exist_ok=True)
+    crops = _CropPipeline(paths, connect, opts, known, wanted, report, log)
+    crops.rejects += [*parsed.rejects, *split_rejects]
+    crops.run()
+    rejects, accepted = crops.rejects, crops.accepted
 
-    def up_to_date(src: Source) -> bool:
-        st = states.get(src.item_id)
-        # An archive member is matched by its name in the archive (src.state_key), or by the key a state written
-        # before member names were kept holds: the archive's path with the member.
-        if st is None or st.source_key not in (src.state_key, src.key) or (
-            st.source_size, st.source_mtime_ns, st.spec) != (src.size, src.mtime_ns, skey):
+    reasons = {r.item_id: r.reason for r in rejects}
+    guard_shrink("ava", len(known.stored_ids),
+                 lost_items(known.stored_ids, accepted, reasons, "gone: no longer in AVA.txt"), opts.allow_shrink)
+    _sync_warehouse(paths, connect, report, names, wanted, crops, rejects + name_rejects, batch)
+    _count_outcomes(report, accepted, rejects)
+    return report
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What the warehouse held before the run: each item's crop state and the accepted ids."""
+
+    states: dict[str, wh.CropState]
+    stored_ids: set[str]
+    spec: str  # spec_key of this run's crop settings
+    from_stored: Callable[[str], Path]
+
+    def up_to_date(self, src: Source) -> bool:
+        """Source (by its state key, size and mtime), settings and crop file all as the state recorded them."""
+        st = self.states.get(src.item_id)
+        if st is None or (st.source_key, st.source_size, st.source_mtime_ns, st.spec) != (
+                src.state_key, src.size, src.mtime_ns, self.spec):
             return False
         if st.outcome == "rejected":
             return True
-        if src.item_id not in stored_ids or not st.crop_path:
+        if src.item_id not in self.stored_ids or not st.crop_path:
             return False
         try:
-            crop = from_stored(st.crop_path).stat()
+            crop = self.from_stored(st.crop_path).stat()
         except OSError:
             return False
         return (crop.st_size, crop.st_mtime_ns) == (st.crop_size, st.crop_mtime_ns)
 
-    accepted: dict[str, tuple[str, tuple[int, ...]]] = {}
-    # Every crop is out_dir/<id>.jpg, a file this stage writes itself (never a link): its stored form is the
-    # folder's, resolved once, plus the name, where to_stored would resolve each path again.
-    stored_out_dir = to_stored(out_dir)
-    pending: list[tuple[CropJob, Source]] = []
 
-    # Batches sent to the workers and not yet written: at most one beside the one being filled.
-    in_flight: list[tuple[list[tuple[CropJob, Source]], Iterator[tuple[CropJob, CropResult | RejectedImage]]]] = []
-    # Accepted images whose source turned bad: recorded only once the shrink guard has let the run go on.
-    demoted: list[wh.CropState] = []
+_Outcomes = Iterator[tuple[CropJob, CropResult | RejectedImage]]
 
-    def record(batch: list[tuple[CropJob, Source]],
-               outcomes: Iterator[tuple[CropJob, CropResult | RejectedImage]]) -> None:
+
+class _CropPipeline:
+    """Acquire each wanted item, crop what changed in batches, and write each batch's outcomes to the warehouse in
+    one transaction. One batch is with the workers while the next is filled (at most one in flight beside it)."""
+
+    def __init__(self, paths: Paths, connect: Connect, opts: AvaSettings, known: _Known,
+                 wanted: dict[str, tuple[str, AvaRow]], report: AvaReport, log: Log) -> None:
+        self.paths, self.connect, self.opts, self.known, self.wanted = paths, connect, opts, known, wanted
+        self.report, self.log = report, log
+        self.out_dir = paths.images_dir(DATASET)
+        # Every crop is out_dir/<id>.jpg, a file this stage writes itself (never a link): its stored form is the
+        # folder's, resolved once, plus the name, where to_stored would resolve each path again.
+        self.stored_out_dir = paths.to_stored(self.out_dir)
+        self.cropper = _Cropper(opts.spec, opts.workers)
+        self.accepted: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.rejects: list[wh.RejectRow] = []
+        # Accepted images whose source turned bad: recorded only once the shrink guard has let the run go on.
+        self.demoted: list[wh.CropState] = []
+        self.pending: list[tuple[CropJob, Source]] = []
+        self.in_flight: list[tuple[list[tuple[CropJob, Source]], _Outcomes]] = []
+
+    def run(self) -> None:
+        states, wanted = self.known.states, self.wanted
+        if sum(1 for i in wanted if i not in states or states[i].spec != self.known.spec) >= INLINE_BELOW:
+            self.cropper.warm()  # crops certainly to do: workers start while the sources are listed
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for item in acquire(self.paths, self.opts, sorted(wanted, key=int),
+                                lambda s: not self.known.up_to_date(s), lambda image_id: wanted[image_id][1].fields()):
+                self._take(item)
+            self._flush(final=True)
+        finally:
+            self.cropper.close()
+        self.report.crop_seconds = self.cropper.seconds
+
+    def _take(self, item: Source | FetchFailure) -> None:
+        if isinstance(item, FetchFailure):
+            self.rejects.append(wh.RejectRow(item.item_id, "fetch", item.reason))
+            return
+        split, row = self.wanted[item.item_id]
+        if self.known.up_to_date(item):
+            self.report.up_to_date += 1
+            st = self.known.states[item.item_id]
+            if st.outcome == "ok":
+                self.accepted[item.item_id] = (split, row.counts)
+            else:
+                self.rejects.append(wh.RejectRow(item.item_id, "image", st.reason or "rejected: earlier run"))
+            return
+        source = item.data if item.data is not None else item.ref if item.ref is not None else item.path
+        if source is None:  # an archive member skipped as unchanged whose crop changed meanwhile
+            self.rejects.append(wh.RejectRow(item.item_id, "fetch", "changed: crop changed during the run; rerun"))
+            return
+        self.pending.append((CropJob(item.item_id, source, str(self.out_dir / f"{item.item_id}.jpg")), item))
+        if len(self.pending) >= self.opts.batch_size:
+            self._flush()
+
+    def _flush(self, final: bool = False) -> None:
+        """Send the pending batch to the workers, then write what they finished before it."""
+        if self.pending:
+            self.in_flight.append((list(self.pending), self.cropper.submit([job for job, _ in self.pending])))
+            self.pending.clear()
+        while len(self.in_flight) > (0 if final else 1):
+            self._record(*self.in_flight.pop(0))
+
+    def _record(self, batch: list[tuple[CropJob, Source]], outcomes: _Outcomes) -> None:
         """Collect one batch's outcomes and write them to the warehouse in one transaction."""
         sources = {job.item_id: src for job, src in batch}
         images, counts, new_states, dropped = [], [], [], []
         for job, outcome in outcomes:
             src = sources[job.item_id]
-            split, row = wanted[job.item_id]
-            signature = (src.state_key, src.size, src.mtime_ns, skey)
+            split, row = self.wanted[job.item_id]
+            signature = (src.state_key, src.size, src.mtime_ns, self.known.spec)
             if isinstance(outcome, CropResult):
-                stored = f"{stored_out_dir}/{os.path.basename(outcome.path)}"
-                source_path = to_stored(Path(src.path)) if opts.acquisition == "directory" else src.key
+                stored = f"{self.stored_out_dir}/{os.path.basename(outcome.path)}"
+                source_path = (self.paths.to_stored(Path(src.path)) if self.opts.acquisition == "directory"
+                               else src.key)
                 images.append(ImageRow(job.item_id, split, source_path, stored, outcome.width, outcome.height,
                                        outcome.sha256))
                 counts.append((job.item_id, row.counts))
                 new_states.append(wh.CropState(job.item_id, *signature, "ok", None, stored, outcome.file_size,
                                                outcome.file_mtime_ns))
-                accepted[job.item_id] = (split, row.counts)
-            else:
-                reason = str(outcome)
-                rejects.append(wh.RejectRow(job.item_id, "image", reason))
-                state = wh.CropState(job.item_id, *signature, "rejected", reason)
-                if job.item_id in stored_ids:
-                    demoted.append(state)  # its row and crop go with sync_accepted's prune, after the guard
-                    continue
-                new_states.append(state)
-                dropped.append(job.item_id)
-                Path(job.dest).unlink(missing_ok=True)  # an older crop of a source that is now bad
-        cropper.collected()
-        with connect() as conn:
-            report.images_written += wh.write_crop_batch(conn, images, counts, new_states, dropped)
-        report.cropped += len(batch)
-        log(f"ava: {report.cropped} cropped ({report.up_to_date} up to date), "
-            f"{report.cropped / max(cropper.seconds, 1e-9):.0f} images/s")
-
-    def flush(final: bool = False) -> None:
-        """Send the pending batch to the workers, then write what they finished before it."""
-        if pending:
-            in_flight.append((list(pending), cropper.submit([job for job, _ in pending])))
-            pending.clear()
-        while len(in_flight) > (0 if final else 1):
-            record(*in_flight.pop(0))
-
-    try:
-        for item in acquire(paths, opts, sorted(wanted, key=int), lambda s: not up_to_date(s),
-                            lambda image_id: wanted[image_id][1].fields()):
-            if isinstance(item, FetchFailure):
-                rejects.append(wh.RejectRow(item.item_id, "fetch", item.reason))
+                self.accepted[job.item_id] = (split, row.counts)
                 continue
-            split, row = wanted[item.item_id]
-            if up_to_date(item):
-                report.up_to_date += 1
-                st = states[item.item_id]
-                if st.outcome == "ok":
-                    accepted[item.item_id] = (split, row.counts)
-                else:
-                    rejects.append(wh.RejectRow(item.item_id, "image", st.reason or "rejected: earlier run"))
+            reason = str(outcome)
+            self.rejects.append(wh.RejectRow(job.item_id, "image", reason))
+            state = wh.CropState(job.item_id, *signature, "rejected", reason)
+            if job.item_id in self.known.stored_ids:
+                self.demoted.append(state)  # its row and crop go with sync_accepted's prune, after the guard
                 continue
-            source = item.data if item.data is not None else item.ref if item.ref is not None else item.path
-            if source is None:  # an archive member skipped as unchanged whose crop changed meanwhile
-                rejects.append(wh.RejectRow(item.item_id, "fetch", "changed: crop changed during the run; rerun"))
-                continue
-            pending.append((CropJob(item.item_id, source, str(out_dir / f"{item.item_id}.jpg")), item))
-            if len(pending) >= opts.batch_size:
-                flush()
-        flush(final=True)
-    finally:
-        cropper.close()
-    report.crop_seconds = cropper.seconds
+            new_states.append(state)
+            dropped.append(job.item_id)
+            Path(job.dest).unlink(missing_ok=True)  # an older crop of a source that is now bad
+        self.cropper.collected()
+        with self.connect() as conn:
+            self.report.images_written += wh.write_crop_batch(conn, images, counts, new_states, dropped)
+        self.report.cropped += len(batch)
+        self.log(f"ava: {self.report.cropped} cropped ({self.report.up_to_date} up to date), "
+                 f"{self.report.cropped / max(self.cropper.seconds, 1e-9):.0f} images/s")
 
-    reasons = {r.item_id: r.reason for r in rejects}
-    guard_shrink("ava", len(stored_ids), lost_items(stored_ids, accepted, reasons, "gone: no longer in AVA.txt"),
-                 opts.allow_shrink)
+
+def _sync_warehouse(paths: Paths, connect: Connect, report: AvaReport, names: dict[str, list],
+                    wanted: dict[str, tuple[str, AvaRow]], crops: _CropPipeline, rejects: list[wh.RejectRow],
+                    batch: str | None) -> None:
+    """After the shrink guard: names, metadata, demoted crops, accepted rows and rejects; then remove the crops
+    of items that left."""
     with connect() as conn:
         for table, rows in names.items():
             wh.sync_names(conn, table, rows)
         wh.sync_image_meta(conn, [(r.image_id, r.line, r.tag1, r.tag2, r.challenge_id) for _, r in wanted.values()])
-        if demoted:
-            wh.write_crop_batch(conn, [], [], demoted, [])
-        sync = wh.sync_accepted(conn, accepted)
+        if crops.demoted:
+            wh.write_crop_batch(conn, [], [], crops.demoted, [])
+        sync = wh.sync_accepted(conn, crops.accepted)
         wh.forget_crop_state(conn, wanted)
-        report.rejects_written, report.rejects_deleted = wh.sync_rejects(conn, rejects + name_rejects, batch)
+        report.rejects_written, report.rejects_deleted = wh.sync_rejects(conn, rejects, batch)
         report.preview = wh.preview_rows(conn, 8)
-    report.preview_png = preview_grid([(f"{image_id}  mean {mean:.2f}", from_stored(path))
+    report.preview_png = preview_grid([(f"{image_id}  mean {mean:.2f}", paths.from_stored(path))
                                        for image_id, path, mean in report.preview])
     report.histograms_changed = sync.histograms_changed
     for stored in sync.pruned_paths:  # crops of items that left the drop or lost their source
-        path = from_stored(stored)
-        if path.parent.resolve() == out_dir.resolve():
+        path = paths.from_stored(stored)
+        if path.parent.resolve() == crops.out_dir.resolve():
             path.unlink(missing_ok=True)
 
+
+def _count_outcomes(report: AvaReport, accepted: dict[str, tuple[str, tuple[int, ...]]],
+                    rejects: list[wh.RejectRow]) -> None:
     report.accepted = len(accepted)
     report.rejected = len(rejects)
     report.rejected_by_reason = dict(
@@ -565,7 +601,6 @@ def _ingest_ava(paths: Paths, connect: Connect, opts: AvaSettings, batch: str | 
             f"AVA accounting broken: {report.accepted} accepted + {report.rejected} rejected"
             f" != {report.lines_read} lines read"
         )
-    return report
 
 
 def preview_grid(items: list[tuple[str, Path]], thumb: int = 112, cols: int = 4) -> bytes:

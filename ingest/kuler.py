@@ -607,6 +607,46 @@ def _ingest_kuler(paths: Paths, connect: Connect, settings: KulerSettings, batch
     guard_shrink(DATASET, len(before), lost, settings.allow_shrink)  # before any swatch is written
 
     images_dir = paths.images_dir(DATASET)
+    image_rows, kuler_rows, qualities, written = _swatch_rows(paths, themes, labels, settings, images_dir)
+
+    rejects = [*reading.rating_rejects, *labels.rejects]
+    with connect() as conn:
+        sync = sync_kuler(conn, image_rows, labels.counts, kuler_rows, rejects, STAGE, settings.temperature, batch)
+
+    # Swatches of themes that left the source or are now rejected: images/kuler/ belongs to this stage.
+    removed = [f for f in images_dir.glob("*.jpg") if f.stem not in labels.counts]
+    for f in removed:
+        f.unlink()
+
+    means = {i: float(np.dot(c, np.arange(1, 11)) / sum(c)) for i, c in labels.counts.items()}
+    png, preview = _write_preview(paths, themes, means)
+    return KulerReport(
+        release=settings.release,
+        sources=reading.sources,
+        themes_read=len(themes),
+        themes_accepted=len(labels.counts),
+        themes_rejected=len(labels.rejects),
+        ratings_read=reading.ratings_read,
+        ratings_kept=reading.ratings_kept,
+        ratings_rejected=reading.ratings_read - reading.ratings_kept,
+        swatches_written=written,
+        swatches_unchanged=len(image_rows) - written,
+        swatches_removed=len(removed),
+        splits=dict(Counter(r.split for r in image_rows)),
+        rejects_by_reason=dict(Counter(_kind(r.reason) for r in rejects)),
+        mean_score=float(np.mean(list(means.values()))) if means else float("nan"),
+        jpeg_quality=dict(qualities),
+        sync=sync,
+        preview_png=png,
+        preview_path=str(preview),
+        labels=_label_description(settings, reading),
+    )
+
+
+def _swatch_rows(paths: Paths, themes: Themes, labels: Labels, settings: KulerSettings,
+                 images_dir: Path) -> tuple[list[ImageRow], list[KulerTheme], Counter, int]:
+    """Write each accepted theme's swatch (when changed) and build its images and kuler_themes rows; also the
+    JPEG qualities used and how many swatches were written."""
     image_rows, kuler_rows, qualities = [], [], Counter()
     written = 0
     for image_id, dest, digest, quality, did_write in _write_swatches(
@@ -637,41 +677,15 @@ def _ingest_kuler(paths: Paths, connect: Connect, settings: KulerSettings, batch
                 temperature=float(settings.temperature),
             )
         )
+    return image_rows, kuler_rows, qualities, written
 
-    rejects = [*reading.rating_rejects, *labels.rejects]
-    with connect() as conn:
-        sync = sync_kuler(conn, image_rows, labels.counts, kuler_rows, rejects, STAGE, settings.temperature, batch)
 
-    # Swatches of themes that left the source or are now rejected: images/kuler/ belongs to this stage.
-    removed = [f for f in images_dir.glob("*.jpg") if f.stem not in labels.counts]
-    for f in removed:
-        f.unlink()
-
-    means = {i: float(np.dot(c, np.arange(1, 11)) / sum(c)) for i, c in labels.counts.items()}
+def _write_preview(paths: Paths, themes: Themes, means: dict[str, float]) -> tuple[bytes, Path]:
+    """The contact sheet of swatches by mean score, written to reports/kuler/preview.png."""
     png = preview_grid(_preview_tiles(themes, means))
     preview = paths.reports_dir() / DATASET / "preview.png"
     write_atomic(preview, png)
-    return KulerReport(
-        release=settings.release,
-        sources=reading.sources,
-        themes_read=len(themes),
-        themes_accepted=len(labels.counts),
-        themes_rejected=len(labels.rejects),
-        ratings_read=reading.ratings_read,
-        ratings_kept=reading.ratings_kept,
-        ratings_rejected=reading.ratings_read - reading.ratings_kept,
-        swatches_written=written,
-        swatches_unchanged=len(image_rows) - written,
-        swatches_removed=len(removed),
-        splits=dict(Counter(r.split for r in image_rows)),
-        rejects_by_reason=dict(Counter(_kind(r.reason) for r in rejects)),
-        mean_score=float(np.mean(list(means.values()))) if means else float("nan"),
-        jpeg_quality=dict(qualities),
-        sync=sync,
-        preview_png=png,
-        preview_path=str(preview),
-        labels=_label_description(settings, reading),
-    )
+    return png, preview
 
 
 def _label_description(settings: KulerSettings, reading: Reading) -> str:

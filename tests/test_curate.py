@@ -462,22 +462,22 @@ def test_a_second_run_on_a_locked_output_folder_fails_at_once_naming_the_holder(
     assert _webdataset_keys(out / "shards") == {"v95", "v96"}
 
 
-def test_a_manifest_from_before_the_ownership_list_owns_the_tars_its_index_lists(corpus, monkeypatch,
-                                                                                 tmp_path) -> None:
+def test_an_output_folder_from_before_the_ownership_list_is_refused_with_one_line_and_left_as_it_was(
+        corpus, monkeypatch, tmp_path) -> None:
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"
     first = _small_shard(tmp_path / "first.tar", range(100, 102), "f")
     assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[first]) == 0
-    (old_tar,) = sorted((out / "shards").glob("*.tar"))
     manifest = pq.read_table(out / "manifest.parquet")
     meta = json.loads(manifest.schema.metadata[b"curation"])
-    del meta["owns"]  # what curate wrote before the list existed
+    del meta["owns"]  # what curate wrote before 0.1's redesign
     pq.write_table(manifest.replace_schema_metadata({"curation": json.dumps(meta)}), out / "manifest.parquet")
-    foreign = _write_tar(out / "shards" / "theirs.tar", [{"__key__": "t", "txt": b"not ours"}])
+    before = _bytes_of(sorted(p for p in out.rglob("*") if p.is_file() and p.name != "curate.lock"))
     second = _small_shard(tmp_path / "second.tar", range(102, 104), "s")
-    assert _run(corpus, monkeypatch, out, "--no-dedupe", shards=[second]) == 0
-    assert not old_tar.exists() and foreign.exists()
-    assert _webdataset_keys(out / "shards") == {"s102", "s103", "t"}
-    index = json.loads((out / "shards" / "index.json").read_text())
-    assert [e["nsamples"] for e in index["shardlist"]] == [2] and index["shardlist"][0]["url"] != "theirs.tar"
+    with pytest.raises(SystemExit) as refused:
+        _run(corpus, monkeypatch, out, "--no-dedupe", shards=[second])
+    message = str(refused.value)
+    assert message.startswith("aesthetic curate: ") and "\n" not in message
+    assert str(out / "manifest.parquet") in message and "choose a new --out or remove" in message
+    assert _bytes_of(sorted(p for p in out.rglob("*") if p.is_file() and p.name != "curate.lock")) == before

@@ -1,10 +1,9 @@
 """One spec per training run (nima_train/settings.TrainSettings): the command line, the training assets' config, the
 run key and the model card all take its fields and defaults from it, and docs/training.md shows the table it
-generates. Also: no function in nima_train/ over 60 lines, and no head-only phase on random weights unless asked."""
+generates. Also: no head-only phase on random weights unless asked (tests/test_layout.py keeps functions short)."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 from pathlib import Path
@@ -22,7 +21,6 @@ from tests.helpers.tiny_training import tiny_args, write_tiny_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- train-spec:start -->", "<!-- train-spec:end -->"
-MAX_LINES = 60
 
 
 def _flags() -> dict[str, object]:
@@ -123,21 +121,6 @@ def test_training_docs_show_the_table_the_spec_generates():
     assert START in text and END in text, f"docs/training.md lacks the {START} ... {END} section"
     listed = text.split(START, 1)[1].split(END, 1)[0].strip()
     assert listed == markdown_table(), "docs/training.md's spec table differs from the code; now:\n" + markdown_table()
-
-
-def _long_functions() -> list[str]:
-    found = []
-    for path in sorted((ROOT / "nima_train").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                lines = node.end_lineno - node.lineno + 1
-                if lines > MAX_LINES:
-                    found.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
-    return found
-
-
-def test_no_function_in_nima_train_is_longer_than_60_lines():
-    assert _long_functions() == []
 
 
 def test_without_pretrained_weights_no_head_only_phase_runs_unless_asked_and_then_with_a_warning(tmp_path, capsys):
