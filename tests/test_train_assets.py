@@ -160,22 +160,19 @@ def test_promotion_gate_blocks_a_model_whose_calibrated_mae_is_worse_by_more_tha
         assert compare_with_production(conn, "cccccccccccc", "kuler", "test", 0.02, mae_margin=0.05).passed
 
 
-def test_promotion_gate_compares_raw_mae_when_production_has_no_calibration(tmp_path):
+@pytest.mark.parametrize("production, candidate", [
+    # Promoted before calibrations existed: the candidate's calibrated 0.3 would pass against production's raw 0.7.
+    ({"mae_mean": 0.70}, {"mae_mean": 0.90, "mae_mean_calibrated": 0.30}),
+    # Production's calibration predates cross-validation: its calibrated MAE may be worse than its raw one.
+    ({"cross_validated": False, "mae_mean": 0.70, "mae_mean_calibrated": 0.90},
+     {"mae_mean": 0.80, "mae_mean_calibrated": 0.72}),
+], ids=["no calibration", "not cross-validated"])
+def test_promotion_gate_compares_raw_mae_unless_both_calibrations_were_cross_validated(tmp_path, production,
+                                                                                      candidate):
     with connect(tmp_path / "w.duckdb") as conn:
-        _model(conn, "aaaaaaaaaaaa", 0.60, mae_mean=0.70)  # promoted before calibrations existed
+        _model(conn, "aaaaaaaaaaaa", 0.60, **production)
         set_alias(conn, "aaaaaaaaaaaa")
-        # Its calibrated MAE (0.3) would pass against production's raw 0.7; its own raw MAE does not.
-        _model(conn, "bbbbbbbbbbbb", 0.60, mae_mean=0.90, mae_mean_calibrated=0.30)
-        check = compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02, mae_margin=0.05)
-        assert not check.passed and check.metadata["mae_compared"].value == "mae_mean"
-
-
-def test_promotion_gate_compares_raw_mae_when_a_calibration_was_not_chosen_by_cross_validation(tmp_path):
-    with connect(tmp_path / "w.duckdb") as conn:
-        # Production's calibration predates cross-validation: its calibrated MAE may be worse than its raw one.
-        _model(conn, "aaaaaaaaaaaa", 0.60, cross_validated=False, mae_mean=0.70, mae_mean_calibrated=0.90)
-        set_alias(conn, "aaaaaaaaaaaa")
-        _model(conn, "bbbbbbbbbbbb", 0.60, mae_mean=0.80, mae_mean_calibrated=0.72)
+        _model(conn, "bbbbbbbbbbbb", 0.60, **candidate)
         check = compare_with_production(conn, "bbbbbbbbbbbb", "kuler", "test", 0.02, mae_margin=0.05)
         assert not check.passed and check.metadata["mae_compared"].value == "mae_mean"
 
