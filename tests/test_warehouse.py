@@ -112,6 +112,33 @@ def test_processes_writing_at_once_wait_for_the_lock_instead_of_failing(tmp_path
         assert conn.execute("SELECT count(DISTINCT item_id) FROM rejects").fetchone()[0] == 100
 
 
+def _open_new_warehouses(paths: list[str], barrier, failures) -> None:
+    for path in paths:
+        barrier.wait()  # every process opens the same missing file at once
+        try:
+            with connect(path) as conn:
+                conn.execute("SELECT count(*) FROM images").fetchone()
+        except Exception as exc:  # noqa: BLE001 - what failed is the finding
+            failures.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_processes_creating_the_same_new_warehouse_at_once_all_open_a_whole_database(tmp_path):
+    # CI saw one of four steps fail with "not a valid DuckDB database file" while another created the file.
+    paths = [str(tmp_path / f"w{i}.duckdb") for i in range(10)]
+    ctx = mp.get_context("spawn")
+    barrier, failures = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_new_warehouses, args=(paths, barrier, failures)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    found = []
+    while not failures.empty():
+        found.append(failures.get())
+    assert not found and [p.exitcode for p in procs] == [0] * 4, found
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"w{i}.duckdb" for i in range(10))  # no temporaries
+
+
 def test_several_writing_assets_run_at_once_under_the_multiprocess_executor(tmp_path, monkeypatch):
     from tests.helpers import writer_assets
 

@@ -9,7 +9,9 @@ opening it retries with backoff while another process holds the file lock.
 from __future__ import annotations
 
 import functools
+import os
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +50,26 @@ def _is_damage(exc: Exception, path: Path) -> bool:
         path.name in text or "Corrupt database file" in text)
 
 
+def _create_whole(path: Path) -> None:
+    """Create a missing warehouse under a private name and link it into place, so the path only ever holds a
+    whole database. Several steps that open a new warehouse at once would otherwise race DuckDB's own creation:
+    one could read the file while another is still writing its header, and fail with "not a valid DuckDB
+    database file" (seen under the multiprocess executor)."""
+    if path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.creating")
+    try:
+        duckdb.connect(str(tmp)).close()
+        os.link(tmp, path)  # atomic, and refuses to replace: the first creator wins, the others use its file
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links on this filesystem: DuckDB creates the file itself, as it would anyway
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+
 def open_connection(
     path: str | Path, read_only: bool = False, timeout_s: float = 300.0
 ) -> duckdb.DuckDBPyConnection:
@@ -55,6 +77,7 @@ def open_connection(
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _create_whole(path)
     deadline = time.monotonic() + timeout_s
     delay = 0.02
     while True:
