@@ -88,6 +88,18 @@ def bounded(default: Any, rng: Range, help: str = "") -> Any:  # noqa: A002 (arg
     return dataclasses.field(default=default, metadata={_KEY: rng, HELP: help})
 
 
+def setting(default: Any, help: str) -> Any:  # noqa: A002 (argparse's word)
+    """A dataclass field with no range, and what it is (the config field's description, the flag's help)."""
+    return dataclasses.field(default=default, metadata={HELP: help})
+
+
+def bounded_like(cls: type, name: str, help: str) -> Any:  # noqa: A002
+    """A field with the default and range of cls.name: a flat setting that feeds that part of a nested object
+    (AvaSettings.crop_size is CropSpec.size), so its range stays written once, on the part."""
+    found = _field(cls, name)
+    return bounded(found.default, found.metadata[_KEY], help)
+
+
 def _field(cls: type, name: str) -> dataclasses.Field:
     found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
     if found is None or _KEY not in found.metadata:
@@ -113,8 +125,11 @@ def flag_type(cls: type, name: str) -> Callable[[str], int | float]:
 
 
 def flag(cls: type, name: str) -> dict[str, Any]:
-    """add_argument's type and default for the flag that sets cls.name: `p.add_argument("--x", **flag(S, "x"))`."""
-    return {"type": flag_type(cls, name), "default": _field(cls, name).default}
+    """add_argument's type, default and help for the flag that sets cls.name: `p.add_argument("--x", **flag(S,
+    "x"))`; the help is the setting's own (the config field's description) with its range."""
+    found = _field(cls, name)
+    rng, text = found.metadata[_KEY], found.metadata.get(HELP, "")
+    return {"type": rng.flag(), "default": found.default, "help": f"{text} ({rng})" if text else str(rng)}
 
 
 _FROM_SETTINGS = object()

@@ -151,10 +151,6 @@ def field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainSettings)
 
 
-def field_help(name: str) -> str:
-    return {f.name: f.metadata[HELP] for f in dataclasses.fields(TrainSettings)}[name]
-
-
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
@@ -195,7 +191,7 @@ def markdown_table() -> str:
 class EvalSettings:
     """What `python -m nima_train.evaluate` takes besides its checkpoint, data and device."""
 
-    batch_size: int = bounded(64, FORWARD_BATCH)
+    batch_size: int = bounded(64, FORWARD_BATCH, "test images per forward pass")
 
     def __post_init__(self) -> None:
         check_ranges(self)
