@@ -124,12 +124,18 @@ def flag_type(cls: type, name: str) -> Callable[[str], int | float]:
     return range_of(cls, name).flag()
 
 
-def flag(cls: type, name: str) -> dict[str, Any]:
+def help_of(cls: type, name: str) -> str:
+    """What the setting cls.name is, as its field's metadata says (the config field's description)."""
+    return {f.name: f.metadata.get(HELP, "") for f in dataclasses.fields(cls)}[name]
+
+
+def flag(cls: type, name: str, note: str = "") -> dict[str, Any]:
     """add_argument's type, default and help for the flag that sets cls.name: `p.add_argument("--x", **flag(S,
-    "x"))`; the help is the setting's own (the config field's description) with its range."""
+    "x"))`; the help is the setting's own (the config field's description) with its range, and the note."""
     found = _field(cls, name)
-    rng, text = found.metadata[_KEY], found.metadata.get(HELP, "")
-    return {"type": rng.flag(), "default": found.default, "help": f"{text} ({rng})" if text else str(rng)}
+    rng = found.metadata[_KEY]
+    text = "; ".join(t for t in (found.metadata.get(HELP, ""), str(rng), note) if t)
+    return {"type": rng.flag(), "default": found.default, "help": text}
 
 
 _FROM_SETTINGS = object()

@@ -18,6 +18,11 @@ MAX_HAMMING = Range(0, 64, "bits of a 64-bit perceptual hash")
 # Here, not in neardup.py, so that the command line reads them without loading numpy.
 NEAR_DUPLICATE_SIMILARITY = 0.95
 NEAR_DUPLICATE_HAMMING = 6
+# `aesthetic filter` (critic/filtering.py): what its thresholds compare and take, and how it finds duplicates.
+THRESHOLD_FIELDS = ("calibrated_mean", "mean")
+DEDUPE_METHODS = ("features", "phash", "both")
+PERCENTILE = Range(0.0, 100.0, "a percentile of the model's validation split")
+TOP_FRACTION = Range(0.0, 1.0, "a share of the images being filtered; 0 keeps none", lo_open=True)
 # Rendered designs, px: the renderer draws the whole picture in memory, and past 4096 a typo asks for gigabytes.
 DESIGN_SIDE = Range(32, 4096, "rendered design side, px: past 4096 a render is gigabytes of pixels")
 
