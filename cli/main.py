@@ -31,6 +31,8 @@ from critic.settings import (
     NEAR_DUPLICATE_HAMMING,
     NEAR_DUPLICATE_SIMILARITY,
     PERCENTILE,
+    SERVE_HOST,
+    SERVE_PORT,
     THRESHOLD_FIELDS,
     TOP_FRACTION,
     CurateSettings,
@@ -85,12 +87,12 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 def _download_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", choices=("ava", "sac", "kuler"), help="where the files go: $AESTHETIC_RAW/DATASET/")
-    p.add_argument("--url", action="append", default=[],
-                   help="https URL of a file (repeat for several: SAC's database and tarball, Kuler's .mat files); "
-                        "default for ava: the Hugging Face copy of AVA_dataset.zip")
     from ingest.download import DownloadSettings
 
+    p.add_argument("dataset", choices=("ava", "sac", "kuler"), help="where the files go: $AESTHETIC_RAW/DATASET/")
+    p.add_argument("--url", action="append", default=[],
+                   help=help_of(DownloadSettings, "url") + "; repeat for several (SAC's database and tarball, "
+                        "Kuler's .mat files); default for ava: the Hugging Face copy of AVA_dataset.zip")
     p.add_argument("--sha256", type=_sha256_hex, default="",
                    help=help_of(DownloadSettings, "sha256") + " (one --url only)")
     p.add_argument("--size", **flag(DownloadSettings, "size", "one --url only"))
@@ -454,8 +456,8 @@ def _evolve(args: argparse.Namespace) -> int:
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
     # Defaults live in critic.service.Limits; not imported here, so `aesthetic --help` stays free of torch.
-    p.add_argument("--host", type=non_empty, default="127.0.0.1")
-    p.add_argument("--port", type=int_range(0, 65535), default=8080, help="0..65535 (0: any free port)")
+    p.add_argument("--host", type=non_empty, default=SERVE_HOST)
+    p.add_argument("--port", type=int_range(0, 65535), default=SERVE_PORT, help="0..65535 (0: any free port)")
     p.add_argument("--max-bytes", type=positive_int, help="largest request body accepted (default 20 MiB)")
     p.add_argument("--max-images", type=positive_int, help="most images in one request (default 32)")
     p.add_argument("--max-pixels", type=positive_int, help="most pixels in one image (default 40 million)")

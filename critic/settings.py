@@ -18,6 +18,9 @@ MAX_HAMMING = Range(0, 64, "bits of a 64-bit perceptual hash")
 # Here, not in neardup.py, so that the command line reads them without loading numpy.
 NEAR_DUPLICATE_SIMILARITY = 0.95
 NEAR_DUPLICATE_HAMMING = 6
+# Where `aesthetic serve` listens unless told (critic/service.py).
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 8080
 # `aesthetic filter` (critic/filtering.py): what its thresholds compare and take, and how it finds duplicates.
 THRESHOLD_FIELDS = ("calibrated_mean", "mean")
 DEDUPE_METHODS = ("features", "phash", "both")

@@ -30,6 +30,7 @@ from PIL import Image
 from common.atomic import write_atomic
 from common.bounds import Range, bounded, check_ranges, setting
 from common.contact_sheet import Cell, contact_sheet, png_bytes
+from common.imaging import STORED_CROP
 from common.regular_files import NotRegularFile, read_regular_file
 from ingest.crop_folder import crop_folder
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
@@ -418,7 +419,7 @@ def stripe_centres(size: int) -> list[int]:
     return [(b[i] + b[i + 1]) // 2 for i in range(N_COLOURS)]
 
 
-def render_swatch(colours: np.ndarray, size: int = 256) -> Image.Image:
+def render_swatch(colours: np.ndarray, size: int = STORED_CROP) -> Image.Image:
     """A size x size RGB image of five equal vertical stripes in theme order, exact colours."""
     levels = to_uint8(colours).reshape(N_COLOURS, 3)
     b = stripe_bounds(size)
@@ -435,7 +436,7 @@ def stripe_error(encoded: bytes, colours: np.ndarray) -> int:
     return int(np.abs(centres - to_uint8(colours).reshape(N_COLOURS, 3).astype(np.int16)).max())
 
 
-def encode_swatch(colours: np.ndarray, size: int = 256) -> tuple[bytes, int]:
+def encode_swatch(colours: np.ndarray, size: int = STORED_CROP) -> tuple[bytes, int]:
     """JPEG bytes (and the quality used) whose stripe centres keep their colour within COLOUR_TOLERANCE.
 
     q95 without chroma subsampling meets it for swatches of 96 px and more; narrower stripes ring more,
@@ -467,9 +468,9 @@ class KulerSettings:
     release: str = setting("2014", "2014: themeData.mat + allMTurkRatings.mat; 2011: one file, mean ratings only")
     file_2011: str = setting("mturkData.mat", "the 2011 file under raw/kuler/: kulerData.mat or mturkData.mat")
     mapping: str = setting("high_spread", "stars r -> score 2r-1 (high_spread) or r+2 (low_spread)")
-    swatch_size: int = bounded(256, Range(20, 1024, "side of the square swatch, px: under 20 px the five stripes "
-                                                    "blur together, over 1024 px it is megabytes for a model "
-                                                    "that reads 224"),
+    swatch_size: int = bounded(STORED_CROP, Range(20, 1024, "side of the square swatch, px: under 20 px the five "
+                                                            "stripes blur together, over 1024 px it is megabytes for "
+                                                            "a model that reads 224"),
                                "side of the square swatch, px")
     softmax_temperature: float = bounded(1.0, SOFTMAX_TEMPERATURE, "T of histograms.p_softmax = softmax(counts / T)")
     spread_2011: str = setting("two_bin", "2011 only: two_bin (100 pseudo-votes on the two bins around the mean) or "
