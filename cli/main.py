@@ -23,7 +23,7 @@ from common.arguments import (
     seed_int,
     unit_float,
 )
-from common.bounds import flag, help_of
+from common.bounds import flag, help_of, settings_from
 from critic.settings import (
     DEDUPE_METHODS,
     MAX_HAMMING,
@@ -388,15 +388,13 @@ CURATE_BARRIER_S = 24 * 3600
 def _curate(args: argparse.Namespace) -> int:
     import torch
 
-    from critic.curate import CurateSettings, curate, describe_failures
+    from critic.curate import curate, describe_failures
     from critic.curate_output import OutputConflict
     from nima_train.data import ShardURLRefused
     from nima_train.distributed import cleanup_distributed, init_distributed
 
     try:
-        settings = CurateSettings(min_score=args.min_score, dedupe=args.dedupe, similarity=args.similarity,
-                                  max_hamming=args.max_hamming, batch_size=args.batch_size, workers=args.workers,
-                                  allow_pipe=args.allow_pipe)
+        settings = settings_from(CurateSettings, vars(args))
     except ValueError as exc:
         raise SystemExit(f"aesthetic curate: {exc}") from None
     device_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

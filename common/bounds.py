@@ -1,11 +1,12 @@
 """A numeric setting's range, written once beside the setting and read wherever a value for it arrives.
 
-A settings dataclass declares the field as `bounded(default, Range(lo, hi, why))` and calls `check_ranges(self)`
-in its __post_init__. The Dagster config field that feeds it is `config_field(Settings, "name", ...)`: pydantic's
-ge/le (gt/lt), so the run config is refused before the step does any work. The command-line flag is
-`flag_type(Settings, "name")`: argparse refuses the value while parsing. A range with no command-line twin (a
-Dagster-only knob) is declared on its config with `ranged_field(default, Range(...))`. docs/contract.md lists
-every range with its reason; tests/test_config_bounds.py checks that table against the code.
+A settings dataclass declares the field as `bounded(default, Range(lo, hi, why), help)` (a text field as
+`setting(default, help)`) and calls `check_ranges(self)` in its __post_init__. The Dagster config generated from
+the settings (assets/settings_config.py) gives each field pydantic's ge/le (gt/lt) through `ranged_field`, so the
+run config is refused before the step does any work. The command-line flag is `flag(Settings, "name")`: argparse
+refuses the value while parsing, and the help is the field's. A range with no settings twin (a Dagster-only knob)
+is declared on its config with `ranged_field(default, Range(...))`. docs/contract.md lists every range with its
+reason; tests/test_config_bounds.py checks that table against the code.
 
 Nothing here imports torch or Dagster; pydantic only when a config field is built.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,9 +120,10 @@ def check_ranges(settings: Any) -> None:
             f.metadata[_KEY].check(f.name, value)
 
 
-def flag_type(cls: type, name: str) -> Callable[[str], int | float]:
-    """The argparse type of the command-line flag that sets cls.name."""
-    return range_of(cls, name).flag()
+def settings_from(cls: type, values: Mapping[str, Any]) -> Any:
+    """The settings dataclass from a mapping holding (some of) its fields: an argparse namespace's vars, a config's
+    dump; other keys are ignored, missing fields keep their defaults."""
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 def help_of(cls: type, name: str) -> str:
@@ -138,18 +140,9 @@ def flag(cls: type, name: str, note: str = "") -> dict[str, Any]:
     return {"type": rng.flag(), "default": found.default, "help": text}
 
 
-_FROM_SETTINGS = object()
-
-
 def ranged_field(default: Any, rng: Range, description: str = "") -> Any:
     """A Dagster (pydantic) config field holding values within rng; its description ends with the range."""
     from pydantic import Field
 
     text = f"{description}; {rng}: {rng.why}" if description else f"{rng}: {rng.why}"
     return Field(default, description=text, json_schema_extra={WHY: rng.why}, **rng.pydantic())
-
-
-def config_field(cls: type, name: str, description: str = "", default: Any = _FROM_SETTINGS) -> Any:
-    """The config field that feeds cls.name: its range, and its default unless another is given."""
-    f = _field(cls, name)
-    return ranged_field(f.default if default is _FROM_SETTINGS else default, f.metadata[_KEY], description)
