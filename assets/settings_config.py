@@ -3,8 +3,8 @@ with the same name, type, default, range (common/bounds.py) and description (the
 declared once, where the stage reads it, and a field added to the settings appears in the config without an edit
 here or in the asset.
 
-    class KulerConfig(settings_config(KulerSettings)):
-        \"\"\"What the asset's config is.\"\"\"
+    class KulerConfig(settings_config(KulerSettings, "kuler")):  # "kuler": what a Failure line starts with
+        ...
 
 An asset subclasses the generated class to add what is not the stage's (which model, which shards) and names the
 settings fields the step supplies itself (`exclude`: SAC's snapshots are the run's partitions). `settings()`
