@@ -1,88 +1,22 @@
 """Asset group `ava` (docs/ava.md): AVA.txt + photos -> images, histograms, rejects and crops."""
 # No `from __future__ import annotations`: Dagster resolves the config and resource annotations at runtime.
 
-from pathlib import Path
-
 import dagster as dg
-from pydantic import Field
 
 from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
+from assets.settings_config import settings_config
 from common.atomic import write_atomic
-from common.bounds import config_field
 from common.regular_files import OutsideRoot
-from ingest.archives import ArchiveError, ParquetColumns
-from ingest.ava import (
-    ACQUISITIONS,
-    ARCHIVE_ACQUISITIONS,
-    DEFAULT_TEST_LIST,
-    AvaReport,
-    AvaSettings,
-    ListFileError,
-    ingest_ava,
-)
-from ingest.crops import CropSpec
-from ingest.fetch import HttpOptions
+from ingest.archives import ArchiveError
+from ingest.ava import AvaReport, AvaSettings, ListFileError, ingest_ava
 from ingest.shrink_guard import ShrinkRefused
 
 
-class AvaConfig(dg.Config):
-    """How AVA photos are acquired and cropped, and which official list pair sets the splits."""
-
-    acquisition: str = Field("directory", description=f"one of {ACQUISITIONS}")
-    source: str = Field(
-        "",
-        description="directory: folder of <id>.jpg (default $AESTHETIC_RAW/ava/images); tar, zip, 7z: the archive"
-        " (7z: x.7z or its first volume x.7z.001), parquet: a file or a folder of shards; a bare file name is"
-        " looked up in $AESTHETIC_RAW/ava/ (where ava_archive puts it); http: URL template with {image_id} and"
-        " any AVA.txt column, e.g. {challenge_id}",
-    )
-    parquet_id_column: str = Field("image_id", description="parquet: column with the AVA id (or a file name);"
-                                   " struct fields as image.path")
-    parquet_image_column: str = Field("image", description="parquet: column with the encoded image bytes, or a"
-                                      " struct with a `bytes` field (Hugging Face's Image)")
-    crop_size: int = config_field(CropSpec, "size", "side of the square crop, px")
-    crop_mode: str = Field("center", description="center: centred square; squash: whole frame resized")
-    min_side: int = config_field(CropSpec, "min_side", "sources whose short side is under this are rejected")
-    test_list: str = Field(DEFAULT_TEST_LIST, description="file under ava/aesthetics_image_lists/ naming test ids")
-    train_list: str = Field("", description="e.g. animal_train.jpgl; empty: every id not in test_list is train/val")
-    http_concurrency: int = config_field(HttpOptions, "concurrency", "http: requests in flight")
-    http_timeout_s: float = config_field(HttpOptions, "timeout_s", "http: seconds one request may stall")
-    http_retries: int = config_field(HttpOptions, "retries", "http: further tries after a failure that may pass")
-    max_bytes: int = config_field(HttpOptions, "max_bytes", "largest source file accepted from an archive or http")
-    workers: int = config_field(AvaSettings, "workers", "crop processes; 0 = all cores")
-    allow_shrink: bool = Field(False, description="let this run reject more than half of the accepted images"
-                               " (a drop that really shrank); off, such a run stops before deleting anything")
-
-    def settings(self) -> AvaSettings:
-        if self.acquisition not in ACQUISITIONS:
-            raise dg.Failure(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
-        if self.acquisition != "directory" and not self.source:
-            raise dg.Failure(f"acquisition {self.acquisition!r} needs `source` (archive path or URL template)")
-        try:
-            return self._settings()
-        except ValueError as exc:  # a malformed URL template, a bad option: one line, not a traceback
-            raise dg.Failure(description=f"ava: {exc}") from None
-
-    def _settings(self) -> AvaSettings:
-        return AvaSettings(
-            acquisition=self.acquisition,
-            images_dir=_path(self.source) if self.acquisition == "directory" and self.source else None,
-            archive=_path(self.source) if self.acquisition in ARCHIVE_ACQUISITIONS else None,
-            url_template=self.source if self.acquisition == "http" else "",
-            http=HttpOptions(self.http_concurrency, self.http_timeout_s, self.http_retries, max_bytes=self.max_bytes),
-            parquet=ParquetColumns(self.parquet_id_column, self.parquet_image_column),
-            spec=CropSpec(size=self.crop_size, mode=self.crop_mode, min_side=self.min_side),
-            test_list=self.test_list,
-            train_list=self.train_list,
-            workers=self.workers,
-            allow_shrink=self.allow_shrink,
-        )
-
-
-def _path(text: str) -> Path:
-    return Path(text).expanduser()
+class AvaConfig(settings_config(AvaSettings, "ava", exclude=("val_fraction", "batch_size"))):
+    """How AVA photos are acquired and cropped, and which official list pair sets the splits: AvaSettings'
+    fields (ingest/ava.py), but the split rule and the batch size, which are the stage's own."""
 
 
 def _metadata(report: AvaReport, preview: dg.MetadataValue, preview_path: str) -> dict:

@@ -13,17 +13,21 @@ from nima_train.chain import ChainModel
 from warehouse.models import eval_report, get_model
 from warehouse.models_lookup import PRODUCTION, current_model, promoted_version
 
+# How much worse than production a candidate may be and still be promoted (PromotionConfig's defaults).
+SRCC_MARGIN, MAE_MARGIN = 0.02, 0.05
+
 
 class PromotionConfig(dg.Config):
-    margin: float = ranged_field(0.02, Range(0.0, 1.0, "SRCC is at most 1: a margin of 1 promotes any model"),
+    margin: float = ranged_field(SRCC_MARGIN, Range(0.0, 1.0, "SRCC is at most 1: a margin of 1 promotes any model"),
                                  "how much lower SRCC (of the mean score) than production still gets promoted")
-    mae_margin: float = ranged_field(0.05, Range(0.0, 9.0, "scores lie within 1..10, so no MAE exceeds 9"),
+    mae_margin: float = ranged_field(MAE_MARGIN, Range(0.0, 9.0, "scores lie within 1..10, so no MAE exceeds 9"),
                                      "how much higher calibrated MAE (score units) than production still gets "
                                      "promoted")
 
 
 def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None, dataset: str, split: str,
-                            margin: float, mae_margin: float = 0.05, alias: str = PRODUCTION) -> dg.AssetCheckResult:
+                            margin: float, mae_margin: float = MAE_MARGIN,
+                            alias: str = PRODUCTION) -> dg.AssetCheckResult:
     """Pass when model `version` (the one just evaluated) scores within `margin` SRCC of the model `alias` names
     on the same split, and its calibrated MAE is within `mae_margin` of production's (raw MAE against raw MAE
     when either has no calibrated one)."""

@@ -4,20 +4,22 @@
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from common.bounds import config_field
+from assets.settings_config import settings_config
 from critic.settings import EvolveSettings
 from warehouse.models_lookup import PRODUCTION
 
 
-class CriticEvolutionConfig(dg.Config):
-    model: str = PRODUCTION  # an alias or a version from the `models` table
-    shape: str = "heart"  # heart, star, kite (trapezoid) or landscape
-    rounds: int = config_field(EvolveSettings, "rounds", "rounds of mutation and scoring", 4)
-    batch: int = config_field(EvolveSettings, "batch", "variants mutated from the parent each round", 8)
-    seed: int = config_field(EvolveSettings, "seed", "seeds the first design and every mutation")
+class CriticEvolutionConfig(settings_config(EvolveSettings, "critic", exclude=("size", "rate", "strength"),
+                                            rounds=4, batch=8)):
+    """EvolveSettings' rounds, batch and seed (critic/settings.py; a short run: 4 rounds of 8), and what is not the
+    loop's numbers: which model judges, which shape. The render size and mutation rates keep their defaults."""
+
+    model: str = Field(PRODUCTION, description="an alias or a version from the `models` table")
+    shape: str = Field("heart", description="heart, star, kite (trapezoid) or landscape")
 
 
 # production_model (group evaluation) sets the 'production' alias after the blocking accuracy check passed:
@@ -36,8 +38,9 @@ def critic_evolution(
     from critic.evolve import evolve
 
     out = storage.reports_dir() / "critic" / found.version / f"{config.shape}-seed{config.seed}"
-    result = evolve(critic, config.shape, config.rounds, config.batch, config.seed, out,
-                    on_round=lambda r: context.log.info(r.message))
+    numbers = config.settings()
+    result = evolve(critic, config.shape, numbers.rounds, numbers.batch, numbers.seed, out, numbers.size,
+                    numbers.rate, numbers.strength, on_round=lambda r: context.log.info(r.message))
     return dg.MaterializeResult(metadata={
         "model": f"{found.name} {found.version}" + (f" ({found.alias})" if found.alias else ""),
         "initial_mean": result.initial_mean,

@@ -8,28 +8,23 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from common.bounds import config_field
+from assets.settings_config import settings_config
 from common.shard_format import INDEX_NAME
 from critic.settings import CurateSettings
 from warehouse.models_lookup import PRODUCTION
 
 
-class CurationConfig(dg.Config):
-    # Shard URLs, split folders or index.json files (local or http); empty: every split under shards/.
-    shards: list[str] = []
-    allow_pipe: bool = False  # pipe: URLs run a shell command: only when the operator says so
-    model: str = PRODUCTION  # an alias or a version from the `models` table
-    min_score: float | None = config_field(CurateSettings, "min_score", "on the calibrated mean when the model "
-                                                                        "has a calibration, else the mean")
-    dedupe: bool = True
-    similarity: float = config_field(CurateSettings, "similarity", "cosine of pooled features that makes a "
-                                                                   "near-duplicate")
-    max_hamming: int = config_field(CurateSettings, "max_hamming", "perceptual-hash bits that may differ")
-    workers: int = config_field(CurateSettings, "workers", "DataLoader processes decoding shards", 2)
-    batch_size: int = config_field(CurateSettings, "batch_size", "samples per forward pass")
+class CurationConfig(settings_config(CurateSettings, "curation", workers=2)):
+    """CurateSettings' fields (critic/settings.py; two loader workers beside the run's other steps, where the
+    command line takes four), and what is not the curation's: which shards, which model."""
+
+    shards: list[str] = Field([], description="shard URLs, split folders or index.json files (local or http); "
+                                              "empty: every split under shards/")
+    model: str = Field(PRODUCTION, description="an alias or a version from the `models` table")
 
 
 def default_shards(shards_root: Path) -> list[str]:
@@ -54,11 +49,7 @@ def curated_corpus(
     from critic.curation_report import write_report
     from nima_train.data import ShardURLRefused
 
-    try:
-        settings = CurateSettings(config.min_score, config.dedupe, config.similarity, config.max_hamming,
-                                  config.batch_size, config.workers, config.allow_pipe)
-    except ValueError as exc:
-        raise dg.Failure(description=f"bad curation config: {exc}") from exc
+    settings = config.settings()
     critic, found = warehouse.critic_for(storage.home_path, config.model, "curation", batch_size=config.batch_size)
     out = storage.home_path / "curation"
     started = time.monotonic()

@@ -7,48 +7,40 @@ tests and full_pipeline run on the drops already there.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from assets.resources import StorageResource
-from common.bounds import config_field
+from assets.settings_config import settings_config
 from ingest.archives import ArchiveError
-from ingest.download import DownloadError, DownloadSettings, DropFile, download_drop, public_url
+from ingest.download import DROP_OPTIONS, DownloadError, DownloadSettings, DropFile, download_drop, public_url
 
 # A download is I/O only and imports nothing heavy: pipelines/executor.py runs it in the run's own process beside
 # the one stage step it feeds (`--select group:ava` stays a run without step subprocesses).
 LIGHT = {"aesthetic/step": "light"}
 
 
-class DownloadFile(dg.Config):
-    url: str = Field(description="https URL (a Hugging Face resolve/ URL works as is)")
-    sha256: str = Field("", description="expected SHA-256 (hex); empty: computed and recorded")
-    size: int = config_field(DownloadSettings, "size", "expected bytes; 0: not checked")
-    filename: str = Field("", description="name under the drop folder; empty: the URL's last path part")
+class DownloadFile(settings_config(DropFile, "download")):
+    """One more file of the drop: DropFile's fields (ingest/download.py)."""
 
 
-class DownloadConfig(dg.Config):
+class DownloadConfig(settings_config(DownloadSettings, "download", exclude=("dest_dir", "backoff_s", "reserve_bytes"),
+                                     url="")):
     """What to fetch: `url` (with `sha256`, `size`) for one file, `files` for more (SAC's database and tarball,
-    Kuler's two .mat files, 7z volumes). Nothing configured: nothing is fetched."""
+    Kuler's two .mat files, 7z volumes). Nothing configured: nothing is fetched. DownloadSettings' fields
+    (ingest/download.py) but where the file goes, which is the dataset's drop."""
 
-    url: str = Field("", description="https URL of the file; empty: nothing to download")
-    sha256: str = ""
-    size: int = config_field(DownloadSettings, "size", "expected bytes; 0: not checked")
-    filename: str = ""
     files: list[DownloadFile] = Field(default_factory=list, description="further files: url, sha256, size, filename")
-    max_bytes: int = config_field(DownloadSettings, "max_bytes", "largest body accepted, per file")
-    token_env: str = Field("", description="environment variable with a bearer token; empty: HF_TOKEN for "
-                                           "huggingface.co URLs, none elsewhere")
-    retries: int = config_field(DownloadSettings, "retries", "further tries without progress after a failure "
-                                                            "that may pass")
-    timeout_s: float = config_field(DownloadSettings, "timeout_s", "seconds a connection may stall")
-    deadline_s: float = config_field(DownloadSettings, "deadline_s", "the longest one file's download may take in a "
-                                     "run (every try); a part left by it is resumed by the next run")
 
-    def wanted(self) -> list[DownloadFile]:
-        first = [DownloadFile(url=self.url, sha256=self.sha256, size=self.size, filename=self.filename)]
-        return (first if self.url else []) + list(self.files)
+    def wanted(self) -> list[DropFile]:
+        first = [DropFile(self.url, self.filename, self.sha256, self.size)] if self.url else []
+        return first + [f.settings() for f in self.files]
+
+    def options(self) -> dict[str, Any]:
+        """What every file's download takes besides the file: max_bytes, token_env, retries, timeouts."""
+        return {n: getattr(self, n) for n in DROP_OPTIONS if n in type(self).model_fields}
 
 
 def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storage: StorageResource,
@@ -67,10 +59,7 @@ def fetch_drop(context: dg.AssetExecutionContext, config: DownloadConfig, storag
 
     reports, placed = [], []
     try:
-        for done in download_drop(dataset, [DropFile(f.url, f.filename, f.sha256, f.size) for f in files],
-                                  storage.raw_path, announce, max_bytes=config.max_bytes,
-                                  token_env=config.token_env, retries=config.retries, timeout_s=config.timeout_s,
-                                  deadline_s=config.deadline_s):
+        for done in download_drop(dataset, files, storage.raw_path, announce, **config.options()):
             report = done.report
             context.log.info(f"{dataset}: {done.settings.filename} {report.status} ({report.checked_by}); "
                              f"{report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} MB/s, "

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from pydantic import Field
 
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
-from common.bounds import config_field
+from assets.settings_config import settings_config
 from nima_train.chain import ChainModel
 from nima_train.runs import CODE_VERSION
 from nima_train.settings import EvalSettings
@@ -22,10 +23,12 @@ from warehouse.models import ModelRow, eval_report, record_eval_report, set_alia
 from warehouse.models_lookup import current_model, promoted_version
 
 
-class EvalConfig(dg.Config):
-    batch_size: int = config_field(EvalSettings, "batch_size", "test images per forward pass")
-    device: str = "cpu"
-    allow_pipe: bool = False  # `pipe:` URLs in the test shards' index may run shell commands
+class EvalConfig(settings_config(EvalSettings, "evaluation")):
+    """EvalSettings' fields (nima_train/settings.py) and where the run goes."""
+
+    device: str = Field("cpu", description="where the model runs: cpu, cuda, cuda:N")
+    allow_pipe: bool = Field(False, description="let `pipe:` URLs in the test shards' index run (they run shell "
+                                                "commands)")
 
 
 def model_to_evaluate(conn: duckdb.DuckDBPyConnection, name: str) -> ModelRow:

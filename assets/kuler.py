@@ -10,37 +10,14 @@ import dagster as dg
 from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from common.bounds import config_field
+from assets.settings_config import settings_config
 from ingest.kuler import KulerSettings, ingest_kuler
 from ingest.shrink_guard import ShrinkRefused
 
 
-class KulerConfig(dg.Config):
-    """Which release to read and how to turn its ratings into labels and swatches."""
-
-    release: str = "2014"  # "2014": themeData.mat + allMTurkRatings.mat; "2011": one file, mean ratings only
-    file_2011: str = "mturkData.mat"  # the 2011 file under raw/kuler/: kulerData.mat or mturkData.mat
-    mapping: str = "high_spread"  # stars r -> score 2r-1 ("high_spread") or r+2 ("low_spread")
-    swatch_size: int = config_field(KulerSettings, "swatch_size", "side of the square swatch, px")
-    softmax_temperature: float = config_field(KulerSettings, "temperature",
-                                              "T of histograms.p_softmax = softmax(counts / T)")
-    # 2011 only: "two_bin" (100 pseudo-votes on the two bins around the mean) or "normal" (a discretised normal
-    # of std_2011 stars around it; None estimates it from 2014 ratings in the drop, else 1.0: docs/kuler.md).
-    spread_2011: str = "two_bin"
-    std_2011: float | None = config_field(KulerSettings, "std_2011", "2011, normal: the spread in stars")
-    allow_shrink: bool = False  # let a run reject more than half of the accepted themes (ingest/shrink_guard.py)
-
-    def settings(self) -> KulerSettings:
-        return KulerSettings(
-            release=self.release,
-            file_2011=self.file_2011,
-            mapping=self.mapping,
-            swatch_size=self.swatch_size,
-            temperature=self.softmax_temperature,
-            spread_2011=self.spread_2011,
-            std_2011=self.std_2011,
-            allow_shrink=self.allow_shrink,
-        )
+class KulerConfig(settings_config(KulerSettings, "kuler")):
+    """Which release to read and how to turn its ratings into labels and swatches: KulerSettings' fields
+    (ingest/kuler.py)."""
 
 
 @dg.asset(group_name="kuler", kinds={"duckdb", "jpeg"}, deps=["kuler_download"])

@@ -15,8 +15,7 @@ import dagster as dg
 from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
-from common.bounds import config_field
-from ingest.crops import CropSpec
+from assets.settings_config import settings_config
 from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
 from ingest.shrink_guard import ShrinkRefused
 from ingest.sqlite_files import whole_by_header
@@ -28,17 +27,9 @@ __all__ = ["INBOX", "inbox_files", "read_snapshot", "whole_by_header", "sac_snap
 sac_snapshot_partitions = dg.DynamicPartitionsDefinition(name="sac_snapshots")
 
 
-class SacConfig(dg.Config):
-    temperature: float = config_field(SacSettings, "temperature", "p_softmax temperature; 1 reproduces the "
-                                                                  "original notebook's target")
-    crop_size: int = config_field(CropSpec, "size", "side of the square crop, px")
-    crop_mode: str = "center"  # or "squash"
-    workers: int = config_field(SacSettings, "workers", "crop processes; 0 = one per CPU core")
-    allow_shrink: bool = False  # let a run reject more than half of the accepted images (ingest/shrink_guard.py)
-
-    def settings(self, snapshots: list[str] | None = None) -> SacSettings:
-        return SacSettings(self.temperature, CropSpec(size=self.crop_size, mode=self.crop_mode), self.workers,
-                           tuple(snapshots or ()), self.allow_shrink)
+class SacConfig(settings_config(SacSettings, "sac", exclude=("snapshots",))):
+    """How SAC's ratings become targets and its images crops: SacSettings' fields (ingest/sac.py) but the
+    snapshots, which are the run's partitions."""
 
 
 @contextmanager
@@ -97,8 +88,8 @@ def sac_snapshots(
     (keys are listed under the asset's Partitions tab), or a backfill of job `sac_backfill` in the UI.
     """
     with storage.full_disk_as_failure(), _shrink_as_failure():
-        report = ingest_sac(storage.paths(), warehouse.connect, config.settings(list(context.partition_keys)),
-                            context.run.run_id, context.log.info)
+        settings = config.settings(snapshots=tuple(context.partition_keys))
+        report = ingest_sac(storage.paths(), warehouse.connect, settings, context.run.run_id, context.log.info)
     return dg.MaterializeResult(metadata=_metadata(report))
 
 

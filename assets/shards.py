@@ -14,22 +14,21 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import StorageResource, WarehouseResource
-from common.bounds import config_field
-from ingest.shard_writer import ShardLimits
+from assets.settings_config import settings_config
 from ingest.shards import ShardSettings, build_shards
 
 
-class ShardsConfig(dg.Config):
-    target: str = "p_normalized"  # or "p_softmax" to reproduce the original notebook's labels
-    max_samples_per_shard: int = config_field(ShardLimits, "max_samples", "samples per tar")
-    max_bytes_per_shard: int = config_field(ShardLimits, "max_bytes", "bytes per tar")
-    # Leave out (as rejects) train samples that are near-duplicates of val/test ones; off, the leakage check
-    # on this asset blocks training instead.
-    drop_cross_split_duplicates: bool = True
-    # Empty: near-duplicates are found by the perceptual hash alone (Kuler: by palette), whatever is promoted.
+class ShardsConfig(settings_config(ShardSettings, "shards", exclude=("dataset",))):
+    """ShardSettings' fields (ingest/shards.py) but the dataset, which is the asset's; and the leak rule, which
+    is the critic's (critic/leakage.py)."""
+
+    drop_cross_split_duplicates: bool = Field(True, description="leave out (as rejects) train samples that are "
+                                              "near-duplicates of val/test ones; off, the leakage check on this "
+                                              "asset blocks training instead")
     leak_model: str = Field("", description="a model version (or an alias, resolved when the run starts) whose "
                                             "features widen the photos' near-duplicate search; recorded with the "
-                                            "shards and used by their check. Empty: the perceptual hash alone")
+                                            "shards and used by their check. Empty: the perceptual hash alone "
+                                            "(Kuler: by palette), whatever is promoted")
 
 
 def _materialize(
@@ -40,8 +39,7 @@ def _materialize(
     dataset: str,
 ) -> dg.MaterializeResult:
     started = time.monotonic()
-    limits = ShardLimits(config.max_samples_per_shard, config.max_bytes_per_shard)
-    settings = ShardSettings(dataset, config.target, limits)
+    settings = config.settings(dataset=dataset)
     from critic.leakage import leak_finder, load_critic, record_rule, shards_rule  # torch stays out of the location
 
     rule = shards_rule(dataset, config.leak_model or None, warehouse.connect, storage.home_path)

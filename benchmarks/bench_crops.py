@@ -228,7 +228,7 @@ def _ingest_seconds(root: Path, raw: Path, mode: str, source: Path | None, worke
     if fresh:
         shutil.rmtree(home, ignore_errors=True)
     acquisition = {"folder": "directory", "tar.gz": "tar"}.get(mode, mode)
-    settings = AvaSettings(acquisition=acquisition, archive=source, workers=workers)
+    settings = AvaSettings(acquisition=acquisition, source=str(source or ""), workers=workers)
     os.sync()  # no writeback of the previous run's crops inside this measurement
     t0 = time.perf_counter()
     report = ingest_ava(Paths(home, raw), lambda: connect(home / "warehouse.duckdb"), settings)

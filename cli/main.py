@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 from common.arguments import (
     Parser,
-    finite_float,
     folder,
     int_range,
     non_empty,
@@ -24,8 +23,21 @@ from common.arguments import (
     seed_int,
     unit_float,
 )
-from common.bounds import flag, flag_type
-from critic.settings import MAX_HAMMING, MIN_SCORE, CurateSettings, EvolveSettings
+from common.bounds import flag, help_of, settings_from
+from critic.settings import (
+    DEDUPE_METHODS,
+    MAX_HAMMING,
+    MIN_SCORE,
+    NEAR_DUPLICATE_HAMMING,
+    NEAR_DUPLICATE_SIMILARITY,
+    PERCENTILE,
+    SERVE_HOST,
+    SERVE_PORT,
+    THRESHOLD_FIELDS,
+    TOP_FRACTION,
+    CurateSettings,
+    EvolveSettings,
+)
 from nima_train.settings import FORWARD_BATCH
 
 # Sides in pixels of the model input: beyond this a typo asks for gigabytes of memory.
@@ -75,29 +87,30 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 def _download_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", choices=("ava", "sac", "kuler"), help="where the files go: $AESTHETIC_RAW/DATASET/")
-    p.add_argument("--url", action="append", default=[],
-                   help="https URL of a file (repeat for several: SAC's database and tarball, Kuler's .mat files); "
-                        "default for ava: the Hugging Face copy of AVA_dataset.zip")
-    p.add_argument("--sha256", type=_sha256_hex, default="", help="expected SHA-256, 64 hex digits (one --url only)")
     from ingest.download import DownloadSettings
 
-    p.add_argument("--size", **flag(DownloadSettings, "size"), help="expected size in bytes (one --url only)")
-    p.add_argument("--filename", default="", help="file name in the drop folder (one --url only)")
-    p.add_argument("--max-bytes", type=flag_type(DownloadSettings, "max_bytes"), default=None,
-                   help="refuse a larger body (default 64 GiB, at most 1 TiB)")
-    p.add_argument("--token-env", default="",
-                   help="environment variable with a bearer token (default: HF_TOKEN for huggingface.co only)")
-    p.add_argument("--retries", **flag(DownloadSettings, "retries"),
-                   help="further tries without progress after a failure, 0..100")
+    p.add_argument("dataset", choices=("ava", "sac", "kuler"), help="where the files go: $AESTHETIC_RAW/DATASET/")
+    p.add_argument("--url", action="append", default=[],
+                   help=help_of(DownloadSettings, "url") + "; repeat for several (SAC's database and tarball, "
+                        "Kuler's .mat files); default for ava: the Hugging Face copy of AVA_dataset.zip")
+    p.add_argument("--sha256", type=_sha256_hex, default="",
+                   help=help_of(DownloadSettings, "sha256") + " (one --url only)")
+    p.add_argument("--size", **flag(DownloadSettings, "size", "one --url only"))
+    p.add_argument("--filename", default="", help=help_of(DownloadSettings, "filename") + " (one --url only)")
+    p.add_argument("--max-bytes", **flag(DownloadSettings, "max_bytes"))
+    p.add_argument("--token-env", default="", help=help_of(DownloadSettings, "token_env"))
+    p.add_argument("--retries", **flag(DownloadSettings, "retries"))
     p.add_argument("--raw", type=folder, default=None, help="raw drops folder (default $AESTHETIC_RAW)")
 
 
 def _sha256_hex(text: str) -> str:
-    """--sha256: 64 hex digits, or empty (the default: nothing to check against)."""
-    if text and len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-256 (64 hex digits)")
-    return text.lower()
+    """--sha256: 64 hex digits, or empty (the default: nothing to check against); the download's own check."""
+    from ingest.download import DownloadError, expected_sha256
+
+    try:
+        return expected_sha256(text)
+    except DownloadError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @verb("download", "download a dataset's raw files into $AESTHETIC_RAW (resumes, verifies, never fetches twice)",
@@ -115,11 +128,10 @@ def _download(args: argparse.Namespace) -> int:
     if len(urls) > 1 and (args.sha256 or args.size or args.filename):
         raise SystemExit("aesthetic download: --sha256, --size and --filename go with a single --url")
     raw = Path(args.raw) if args.raw else Paths.from_env().raw
-    extra = {"max_bytes": args.max_bytes} if args.max_bytes else {}
     files = [DropFile(url, args.filename, args.sha256, args.size) for url in urls]
     try:
         for done in download_drop(args.dataset, files, raw, _progress_bar, token_env=args.token_env,
-                                  retries=args.retries, **extra):
+                                  retries=args.retries, max_bytes=args.max_bytes):
             report = done.report
             print(f"{report.status}: {report.path} ({report.bytes} bytes, sha256 {report.sha256}, "
                   f"{report.checked_by}); fetched {report.bytes_fetched / 1e6:.1f} MB at {report.mb_per_s:.1f} "
@@ -289,21 +301,21 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
     p.add_argument("--min-score", type=MIN_SCORE.flag(), default=None,
                    help="keep images scoring at least this (0..10; the calibrated mean unless --threshold-on mean)")
-    p.add_argument("--threshold-on", choices=("calibrated_mean", "mean"), default="calibrated_mean",
+    p.add_argument("--threshold-on", choices=THRESHOLD_FIELDS, default=THRESHOLD_FIELDS[0],
                    help="the score --min-score and --top-fraction compare (a model without calibration: the mean)")
-    p.add_argument("--min-percentile", type=finite_float(0, 100), default=None,
+    p.add_argument("--min-percentile", type=PERCENTILE.flag(), default=None,
                    help="keep images at or above this percentile of the model's validation split (0..100): the"
                    " full-range score to threshold, the same share on every model")
-    p.add_argument("--top-fraction", type=finite_float(0, 1, lo_open=True), default=None,
+    p.add_argument("--top-fraction", type=TOP_FRACTION.flag(), default=None,
                    help="keep the best F (0 < F <= 1) of the images being filtered (by rank; for a share of the"
                    " validation split's standard use --min-percentile)")
     p.add_argument("--copy-to", type=folder, default=None, help="copy the kept files into this folder")
     p.add_argument("--dedupe", action="store_true", help="keep only the best image of each near-duplicate group")
-    p.add_argument("--dedupe-by", choices=("features", "phash", "both"), default="both",
+    p.add_argument("--dedupe-by", choices=DEDUPE_METHODS, default=DEDUPE_METHODS[-1],
                    help="features: cosine similarity of pooled features; phash: difference hash; both: both agree")
-    p.add_argument("--similarity", type=unit_float, default=CurateSettings.similarity,
+    p.add_argument("--similarity", type=unit_float, default=NEAR_DUPLICATE_SIMILARITY,
                    help="cosine similarity (0..1) that makes a duplicate")
-    p.add_argument("--max-hamming", type=MAX_HAMMING.flag(), default=CurateSettings.max_hamming,
+    p.add_argument("--max-hamming", type=MAX_HAMMING.flag(), default=NEAR_DUPLICATE_HAMMING,
                    help="dHash bits that may differ in a duplicate (0..64)")
     p.add_argument("--json", action="store_true")
     _model_arg(p)
@@ -355,18 +367,14 @@ def _curate_args(p: argparse.ArgumentParser) -> None:
                    help="WebDataset shards: .tar files or http(s) URLs, split folders or index.json files (local or "
                         "http), pipe: commands with --allow-pipe")
     p.add_argument("--out", type=folder, required=True, help="output folder: scores/, manifest.parquet, shards/")
-    p.add_argument("--min-score", **flag(CurateSettings, "min_score"),
-                   help="keep samples scoring at least this (0..10; the calibrated mean when the model has one)")
-    p.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep only the best sample of each near-duplicate cluster (default: on)")
-    p.add_argument("--similarity", **flag(CurateSettings, "similarity"),
-                   help="cosine similarity of pooled features that makes a near-duplicate")
-    p.add_argument("--max-hamming", **flag(CurateSettings, "max_hamming"),
-                   help="perceptual-hash bits (of 64) that may differ")
-    p.add_argument("--allow-pipe", action="store_true", help="allow pipe: shard URLs (they run a shell command)")
+    p.add_argument("--min-score", **flag(CurateSettings, "min_score"))
+    p.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=CurateSettings.dedupe,
+                   help=help_of(CurateSettings, "dedupe") + " (default: on)")
+    p.add_argument("--similarity", **flag(CurateSettings, "similarity"))
+    p.add_argument("--max-hamming", **flag(CurateSettings, "max_hamming"))
+    p.add_argument("--allow-pipe", action="store_true", help=help_of(CurateSettings, "allow_pipe"))
     p.add_argument("--batch-size", **flag(CurateSettings, "batch_size"))
-    p.add_argument("--workers", **flag(CurateSettings, "workers"),
-                   help="DataLoader workers decoding shards, per process, 0..64")
+    p.add_argument("--workers", **flag(CurateSettings, "workers"))
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     _model_arg(p)
 
@@ -380,15 +388,13 @@ CURATE_BARRIER_S = 24 * 3600
 def _curate(args: argparse.Namespace) -> int:
     import torch
 
-    from critic.curate import CurateSettings, curate, describe_failures
+    from critic.curate import curate, describe_failures
     from critic.curate_output import OutputConflict
     from nima_train.data import ShardURLRefused
     from nima_train.distributed import cleanup_distributed, init_distributed
 
     try:
-        settings = CurateSettings(min_score=args.min_score, dedupe=args.dedupe, similarity=args.similarity,
-                                  max_hamming=args.max_hamming, batch_size=args.batch_size, workers=args.workers,
-                                  allow_pipe=args.allow_pipe)
+        settings = settings_from(CurateSettings, vars(args))
     except ValueError as exc:
         raise SystemExit(f"aesthetic curate: {exc}") from None
     device_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -422,15 +428,13 @@ def _curate(args: argparse.Namespace) -> int:
 
 def _evolve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", default="heart", choices=("heart", "star", "kite", "trapezoid", "landscape"))
-    p.add_argument("--rounds", **flag(EvolveSettings, "rounds"), help="1..1000")
-    p.add_argument("--batch", **flag(EvolveSettings, "batch"), help="variants mutated from the parent each round, "
-                                                                    "1..1024")
+    p.add_argument("--rounds", **flag(EvolveSettings, "rounds"))
+    p.add_argument("--batch", **flag(EvolveSettings, "batch"))
     p.add_argument("--seed", **flag(EvolveSettings, "seed"))
     p.add_argument("--out", type=folder, required=True, help="folder for the contact sheets, strip.png and log.json")
-    p.add_argument("--size", **flag(EvolveSettings, "size"), help="rendered design size in pixels, 32..4096")
-    p.add_argument("--rate", **flag(EvolveSettings, "rate"), help="probability (0..1) that a gene mutates")
-    p.add_argument("--strength", **flag(EvolveSettings, "strength"),
-                   help="mutation noise as a fraction (0..1) of a gene's range")
+    p.add_argument("--size", **flag(EvolveSettings, "size"))
+    p.add_argument("--rate", **flag(EvolveSettings, "rate"))
+    p.add_argument("--strength", **flag(EvolveSettings, "strength"))
     _model_arg(p)
 
 
@@ -450,8 +454,8 @@ def _evolve(args: argparse.Namespace) -> int:
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
     # Defaults live in critic.service.Limits; not imported here, so `aesthetic --help` stays free of torch.
-    p.add_argument("--host", type=non_empty, default="127.0.0.1")
-    p.add_argument("--port", type=int_range(0, 65535), default=8080, help="0..65535 (0: any free port)")
+    p.add_argument("--host", type=non_empty, default=SERVE_HOST)
+    p.add_argument("--port", type=int_range(0, 65535), default=SERVE_PORT, help="0..65535 (0: any free port)")
     p.add_argument("--max-bytes", type=positive_int, help="largest request body accepted (default 20 MiB)")
     p.add_argument("--max-images", type=positive_int, help="most images in one request (default 32)")
     p.add_argument("--max-pixels", type=positive_int, help="most pixels in one image (default 40 million)")

@@ -1,11 +1,12 @@
 """A numeric setting's range, written once beside the setting and read wherever a value for it arrives.
 
-A settings dataclass declares the field as `bounded(default, Range(lo, hi, why))` and calls `check_ranges(self)`
-in its __post_init__. The Dagster config field that feeds it is `config_field(Settings, "name", ...)`: pydantic's
-ge/le (gt/lt), so the run config is refused before the step does any work. The command-line flag is
-`flag_type(Settings, "name")`: argparse refuses the value while parsing. A range with no command-line twin (a
-Dagster-only knob) is declared on its config with `ranged_field(default, Range(...))`. docs/contract.md lists
-every range with its reason; tests/test_config_bounds.py checks that table against the code.
+A settings dataclass declares the field as `bounded(default, Range(lo, hi, why), help)` (a text field as
+`setting(default, help)`) and calls `check_ranges(self)` in its __post_init__. The Dagster config generated from
+the settings (assets/settings_config.py) gives each field pydantic's ge/le (gt/lt) through `ranged_field`, so the
+run config is refused before the step does any work. The command-line flag is `flag(Settings, "name")`: argparse
+refuses the value while parsing, and the help is the field's. A range with no settings twin (a Dagster-only knob)
+is declared on its config with `ranged_field(default, Range(...))`. docs/contract.md lists every range with its
+reason; tests/test_config_bounds.py checks that table against the code.
 
 Nothing here imports torch or Dagster; pydantic only when a config field is built.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,18 @@ def bounded(default: Any, rng: Range, help: str = "") -> Any:  # noqa: A002 (arg
     return dataclasses.field(default=default, metadata={_KEY: rng, HELP: help})
 
 
+def setting(default: Any, help: str) -> Any:  # noqa: A002 (argparse's word)
+    """A dataclass field with no range, and what it is (the config field's description, the flag's help)."""
+    return dataclasses.field(default=default, metadata={HELP: help})
+
+
+def bounded_like(cls: type, name: str, help: str) -> Any:  # noqa: A002
+    """A field with the default and range of cls.name: a flat setting that feeds that part of a nested object
+    (AvaSettings.crop_size is CropSpec.size), so its range stays written once, on the part."""
+    found = _field(cls, name)
+    return bounded(found.default, found.metadata[_KEY], help)
+
+
 def _field(cls: type, name: str) -> dataclasses.Field:
     found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
     if found is None or _KEY not in found.metadata:
@@ -107,17 +120,24 @@ def check_ranges(settings: Any) -> None:
             f.metadata[_KEY].check(f.name, value)
 
 
-def flag_type(cls: type, name: str) -> Callable[[str], int | float]:
-    """The argparse type of the command-line flag that sets cls.name."""
-    return range_of(cls, name).flag()
+def settings_from(cls: type, values: Mapping[str, Any]) -> Any:
+    """The settings dataclass from a mapping holding (some of) its fields: an argparse namespace's vars, a config's
+    dump; other keys are ignored, missing fields keep their defaults."""
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
-def flag(cls: type, name: str) -> dict[str, Any]:
-    """add_argument's type and default for the flag that sets cls.name: `p.add_argument("--x", **flag(S, "x"))`."""
-    return {"type": flag_type(cls, name), "default": _field(cls, name).default}
+def help_of(cls: type, name: str) -> str:
+    """What the setting cls.name is, as its field's metadata says (the config field's description)."""
+    return {f.name: f.metadata.get(HELP, "") for f in dataclasses.fields(cls)}[name]
 
 
-_FROM_SETTINGS = object()
+def flag(cls: type, name: str, note: str = "") -> dict[str, Any]:
+    """add_argument's type, default and help for the flag that sets cls.name: `p.add_argument("--x", **flag(S,
+    "x"))`; the help is the setting's own (the config field's description) with its range, and the note."""
+    found = _field(cls, name)
+    rng = found.metadata[_KEY]
+    text = "; ".join(t for t in (found.metadata.get(HELP, ""), str(rng), note) if t)
+    return {"type": rng.flag(), "default": found.default, "help": text}
 
 
 def ranged_field(default: Any, rng: Range, description: str = "") -> Any:
@@ -126,9 +146,3 @@ def ranged_field(default: Any, rng: Range, description: str = "") -> Any:
 
     text = f"{description}; {rng}: {rng.why}" if description else f"{rng}: {rng.why}"
     return Field(default, description=text, json_schema_extra={WHY: rng.why}, **rng.pydantic())
-
-
-def config_field(cls: type, name: str, description: str = "", default: Any = _FROM_SETTINGS) -> Any:
-    """The config field that feeds cls.name: its range, and its default unless another is given."""
-    f = _field(cls, name)
-    return ranged_field(f.default if default is _FROM_SETTINGS else default, f.metadata[_KEY], description)

@@ -32,9 +32,13 @@ class RejectedImage(Exception):
     """A source image that cannot become a crop; str(exc) is the reason."""
 
 
+# The square every dataset stage stores and the models train on (cut to their input, 224 by default, from it).
+STORED_CROP = 256
+
+
 @dataclass(frozen=True)
 class CropSpec:
-    size: int = bounded(256, Range(32, 1024, "side of the stored square crop: under 32 px no model input fits, "
+    size: int = bounded(STORED_CROP, Range(32, 1024, "side of the stored square crop: under 32 px no model input fits, "
                                              "over 1024 px each crop is megabytes for a model that reads 224"))
     mode: str = "center"  # "center": centred square crop; "squash": resize the whole frame
     min_side: int = bounded(32, Range(1, 8192, "sources whose short side is under this are rejected: over 8192 "

@@ -37,7 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 
 from common.atomic import atomic_path, write_atomic
-from common.imaging import MAX_PIXELS, sha256_file
+from common.imaging import MAX_PIXELS, STORED_CROP, sha256_file
 from common.remote import ReadLimits
 from common.shard_format import INDEX_NAME
 from common.tarwrite import HashingWriter, escape_key, tar_member_info
@@ -54,7 +54,6 @@ from nima_train.transforms import center_crop, normalize
 FORMAT = 1
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 DECISIONS = ("kept", "low_score", "duplicate", "unreadable")
-STORED_CROP = 256  # the square the dataset stages store and the model was trained on
 
 
 @dataclass(frozen=True)

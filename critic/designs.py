@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
+from critic.settings import EvolveSettings
+
 SHAPES = ("heart", "star", "kite", "landscape")
 SHAPE_ALIASES = {"trapezoid": "kite"}
 N_OUTLINE = 4  # shape parameters, each in [0, 1]; what they mean depends on the shape
@@ -190,7 +192,7 @@ def _spirograph(g: Genome, half: float) -> list[tuple[float, float]]:
     return pts
 
 
-def render(g: Genome, size: int = 256, supersample: int = 3) -> Image.Image:
+def render(g: Genome, size: int = EvolveSettings.size, supersample: int = 3) -> Image.Image:
     """The design as an RGB image of size x size, anti-aliased by supersampling."""
     side = size * supersample
     half = side / 2

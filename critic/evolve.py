@@ -98,9 +98,9 @@ def evolve(
     batch: int,
     seed: int,
     out: str | Path,
-    size: int = 256,
-    rate: float = 0.3,
-    strength: float = 0.15,
+    size: int = EvolveSettings.size,
+    rate: float = EvolveSettings.rate,
+    strength: float = EvolveSettings.strength,
     on_round: Callable[[RoundLog], None] | None = None,
 ) -> EvolutionResult:
     settings = EvolveSettings(rounds, batch, seed, size, rate, strength)  # ValueError for a number out of range

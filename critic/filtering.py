@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from critic.scoring import Score, ScoredItem
-from critic.settings import NEAR_DUPLICATE_HAMMING, NEAR_DUPLICATE_SIMILARITY
-
-THRESHOLD_FIELDS = ("calibrated_mean", "mean")
-DEDUPE_METHODS = ("features", "phash", "both")
+from critic.settings import (
+    DEDUPE_METHODS,
+    NEAR_DUPLICATE_HAMMING,
+    NEAR_DUPLICATE_SIMILARITY,
+    PERCENTILE,
+    THRESHOLD_FIELDS,
+    TOP_FRACTION,
+)
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,10 @@ class FilterSettings:
     def __post_init__(self) -> None:
         if self.threshold_on not in THRESHOLD_FIELDS:
             raise ValueError(f"threshold_on must be one of {', '.join(THRESHOLD_FIELDS)}, got {self.threshold_on!r}")
-        if self.min_percentile is not None and not 0 <= self.min_percentile <= 100:
-            raise ValueError(f"min_percentile must be within 0..100, got {self.min_percentile}")
-        if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
-            raise ValueError(f"top_fraction must be within (0, 1], got {self.top_fraction}")
+        if self.min_percentile is not None:
+            PERCENTILE.check("min_percentile", self.min_percentile)
+        if self.top_fraction is not None:
+            TOP_FRACTION.check("top_fraction", self.top_fraction)
         if self.dedupe_by not in DEDUPE_METHODS:
             raise ValueError(f"dedupe_by must be one of {', '.join(DEDUPE_METHODS)}, got {self.dedupe_by!r}")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from common.imaging import CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
+from common.imaging import STORED_CROP, CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
 from common.regular_files import NotRegularFile, read_regular_file
 from critic.neardup import perceptual_hash
 from nima_train.calibration import Calibration
@@ -33,8 +33,10 @@ from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_st
 from nima_train.model import NIMA, score_moments
 from nima_train.transforms import eval_transform
 
+# The model input of a checkpoint that does not record its own (the ImageNet backbones' 224 px).
+INPUT_SIZE = 224
 # The stored-crop size the model was trained on; small inputs are still scored (min_side 8).
-DECODE_SPEC = CropSpec(size=256, mode="center", min_side=8)
+DECODE_SPEC = CropSpec(size=STORED_CROP, mode="center", min_side=8)
 
 
 class UnreadableImage(ValueError):
@@ -186,7 +188,7 @@ def expand_sources(args: Iterable[str]) -> list[Path]:
 class Critic:
     """A NIMA in eval mode plus its preprocessing; thread-safe (one forward at a time)."""
 
-    def __init__(self, model: NIMA, image_size: int = 224, batch_size: int = 32,
+    def __init__(self, model: NIMA, image_size: int = INPUT_SIZE, batch_size: int = 32,
                  device: str | torch.device = "cpu", version: str | None = None,
                  resize: int | None = None, calibration: Calibration | None = None) -> None:
         if batch_size < 1:
@@ -197,7 +199,7 @@ class Critic:
         self.model = model.eval().to(self.device)
         self.image_size = image_size
         # Without a trained resize, keep the stored-crop ratio (256 for a 224 input) at any input size.
-        self.resize = resize or round(image_size * 256 / 224)
+        self.resize = resize or round(image_size * STORED_CROP / INPUT_SIZE)
         self.batch_size = batch_size
         self.version = version
         self.calibration = calibration
@@ -226,8 +228,8 @@ class Critic:
         state = load_checkpoint(path)
         if image_size is None:
             trained_with = state.get("args") or {}
-            image_size = int(trained_with.get("crop") or 224)
-            resize = resize or int(trained_with.get("resize") or 256)
+            image_size = int(trained_with.get("crop") or INPUT_SIZE)
+            resize = resize or int(trained_with.get("resize") or STORED_CROP)
         return cls(model_from_state(state, path), image_size=image_size, resize=resize,
                    calibration=calibration_of(state), **kwargs)
 

@@ -47,6 +47,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from critic.scoring import Critic, Score, UnreadableImage, decode_image, probe_image
+from critic.settings import SERVE_HOST, SERVE_PORT
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +443,7 @@ class ScoringService:
     in a background thread, as the tests do. Both release the socket, the decode pool and the batcher.
     """
 
-    def __init__(self, critic: Critic, host: str = "127.0.0.1", port: int = 8080,
+    def __init__(self, critic: Critic, host: str = SERVE_HOST, port: int = SERVE_PORT,
                  limits: Limits | None = None) -> None:
         self.critic, self.limits = critic, limits or Limits()
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -498,7 +499,7 @@ class ScoringService:
 
 
 def make_server(
-    critic: Critic, host: str = "127.0.0.1", port: int = 8080, limits: Limits | None = None
+    critic: Critic, host: str = SERVE_HOST, port: int = SERVE_PORT, limits: Limits | None = None
 ) -> ScoringService:
     """A bound service (see its server_address); serve_forever(), or start()/stop() in a background thread."""
     return ScoringService(critic, host, port, limits)

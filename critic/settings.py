@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.bounds import Range, bounded, check_ranges
+from common.bounds import Range, bounded, check_ranges, setting
 from nima_train.settings import FORWARD_BATCH, SEED
 
 MIN_SCORE = Range(0.0, 10.0, "the score scale is 1..10; 0 keeps every sample")
@@ -18,6 +18,14 @@ MAX_HAMMING = Range(0, 64, "bits of a 64-bit perceptual hash")
 # Here, not in neardup.py, so that the command line reads them without loading numpy.
 NEAR_DUPLICATE_SIMILARITY = 0.95
 NEAR_DUPLICATE_HAMMING = 6
+# Where `aesthetic serve` listens unless told (critic/service.py).
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 8080
+# `aesthetic filter` (critic/filtering.py): what its thresholds compare and take, and how it finds duplicates.
+THRESHOLD_FIELDS = ("calibrated_mean", "mean")
+DEDUPE_METHODS = ("features", "phash", "both")
+PERCENTILE = Range(0.0, 100.0, "a percentile of the model's validation split")
+TOP_FRACTION = Range(0.0, 1.0, "a share of the images being filtered; 0 keeps none", lo_open=True)
 # Rendered designs, px: the renderer draws the whole picture in memory, and past 4096 a typo asks for gigabytes.
 DESIGN_SIDE = Range(32, 4096, "rendered design side, px: past 4096 a render is gigabytes of pixels")
 
@@ -26,15 +34,18 @@ DESIGN_SIDE = Range(32, 4096, "rendered design side, px: past 4096 a render is g
 class CurateSettings:
     """`aesthetic curate` and the `curated_corpus` asset (critic/curate.py)."""
 
-    # On the calibrated mean when the model has a calibration, else the mean; None keeps every score.
-    min_score: float | None = bounded(None, MIN_SCORE)
-    dedupe: bool = True
-    similarity: float = bounded(NEAR_DUPLICATE_SIMILARITY, SIMILARITY)  # cosine of pooled features
-    max_hamming: int = bounded(NEAR_DUPLICATE_HAMMING, MAX_HAMMING)  # perceptual-hash bits (of 64) that may differ
-    batch_size: int = bounded(64, FORWARD_BATCH)
+    min_score: float | None = bounded(None, MIN_SCORE, "keep samples scoring at least this (on the calibrated mean "
+                                                       "when the model has a calibration, else the mean); unset: "
+                                                       "every score")
+    dedupe: bool = setting(True, "keep only the best sample of each near-duplicate cluster")
+    similarity: float = bounded(NEAR_DUPLICATE_SIMILARITY, SIMILARITY, "cosine of pooled features that makes a "
+                                                                       "near-duplicate")
+    max_hamming: int = bounded(NEAR_DUPLICATE_HAMMING, MAX_HAMMING, "perceptual-hash bits (of 64) that may differ")
     workers: int = bounded(4, Range(0, 64, "DataLoader processes decoding shards per rank, 0: in the scoring "
-                                          "process"))
-    allow_pipe: bool = False
+                                          "process"),
+                           "DataLoader processes decoding shards, per process")
+    batch_size: int = bounded(64, FORWARD_BATCH, "samples per forward pass")
+    allow_pipe: bool = setting(False, "allow pipe: shard URLs (they run a shell command)")
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -44,12 +55,15 @@ class CurateSettings:
 class EvolveSettings:
     """The numbers of the design loop (critic/evolve.py): `aesthetic evolve` and the `critic_evolution` asset."""
 
-    rounds: int = bounded(10, Range(1, 1000, "rounds, each scoring `batch` renders"))
-    batch: int = bounded(32, FORWARD_BATCH)  # variants mutated from the parent each round
-    seed: int = bounded(0, SEED)
-    size: int = bounded(256, DESIGN_SIDE)
-    rate: float = bounded(0.3, Range(0.0, 1.0, "the probability that a gene mutates"))
-    strength: float = bounded(0.15, Range(0.0, 1.0, "mutation noise as a fraction of a gene's range"))
+    rounds: int = bounded(10, Range(1, 1000, "rounds, each scoring `batch` renders"), "rounds of mutation and "
+                                                                                      "scoring")
+    batch: int = bounded(32, FORWARD_BATCH, "variants mutated from the parent each round")
+    seed: int = bounded(0, SEED, "seeds the first design and every mutation")
+    size: int = bounded(256, DESIGN_SIDE, "rendered design side, px")
+    rate: float = bounded(0.3, Range(0.0, 1.0, "the probability that a gene mutates"), "the probability that a gene "
+                                                                                       "mutates")
+    strength: float = bounded(0.15, Range(0.0, 1.0, "mutation noise as a fraction of a gene's range"),
+                              "mutation noise as a fraction of a gene's range")
 
     def __post_init__(self) -> None:
         check_ranges(self)

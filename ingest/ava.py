@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.bounds import Range, bounded, check_ranges
+from common.bounds import Range, bounded, bounded_like, check_ranges, setting
 from common.contact_sheet import contact_sheet, open_cell, png_bytes
 from common.regular_files import NotRegularFile, OutsideRoot, read_regular_file, under_root
 from ingest.archives import ParquetColumns, parquet_sources, seven_zip_sources, zip_sources
@@ -235,35 +235,74 @@ def split_for(
 @dataclass(frozen=True)
 class AvaSettings:
     """How photos are acquired and cropped, and which list pair sets the splits. The drop itself is
-    $AESTHETIC_RAW/ava (AVA.txt, tags.txt, challenges.txt, aesthetics_image_lists/, images/)."""
+    $AESTHETIC_RAW/ava (AVA.txt, tags.txt, challenges.txt, aesthetics_image_lists/, images/). Flat, with the
+    names the run config and docs/contract.md use; the parts the stage hands on (`spec`, `http`, `parquet`, the
+    source as a folder, archive or template) are composed from them."""
 
-    acquisition: str = "directory"
-    images_dir: Path | None = None  # directory mode; default $AESTHETIC_RAW/ava/images
-    archive: Path | None = None  # tar, zip, parquet (a file or a folder of shards) and 7z (a file or volume .001)
-    url_template: str = ""  # http mode, e.g. https://host/ava/{image_id}.jpg; kept under $AESTHETIC_HOME/downloads
-    parquet: ParquetColumns = ParquetColumns()  # parquet mode: the id and image-bytes columns
-    http: HttpOptions = HttpOptions()
-    spec: CropSpec = CropSpec()
-    test_list: str = DEFAULT_TEST_LIST
-    train_list: str = ""  # empty: every id not in the test list is train/val
+    acquisition: str = setting("directory", f"one of {ACQUISITIONS}")
+    source: str = setting("", "directory: folder of <id>.jpg (default $AESTHETIC_RAW/ava/images); tar, zip, 7z: the "
+                              "archive (7z: x.7z or its first volume x.7z.001), parquet: a file or a folder of shards; "
+                              "a bare file name is looked up in $AESTHETIC_RAW/ava/ (where ava_archive puts it); "
+                              "http: URL template with {image_id} and any AVA.txt column, e.g. {challenge_id}")
+    parquet_id_column: str = setting(ParquetColumns.id, "parquet: column with the AVA id (or a file name); struct "
+                                                        "fields as image.path")
+    parquet_image_column: str = setting(ParquetColumns.image, "parquet: column with the encoded image bytes, or a "
+                                                              "struct with a `bytes` field (Hugging Face's Image)")
+    crop_size: int = bounded_like(CropSpec, "size", "side of the square crop, px")
+    crop_mode: str = setting(CropSpec.mode, "center: centred square; squash: whole frame resized")
+    min_side: int = bounded_like(CropSpec, "min_side", "sources whose short side is under this are rejected")
+    test_list: str = setting(DEFAULT_TEST_LIST, "file under ava/aesthetics_image_lists/ naming test ids")
+    train_list: str = setting("", "e.g. animal_train.jpgl; empty: every id not in test_list is train/val")
+    http_concurrency: int = bounded_like(HttpOptions, "concurrency", "http: requests in flight")
+    http_timeout_s: float = bounded_like(HttpOptions, "timeout_s", "http: seconds one request may stall")
+    http_retries: int = bounded_like(HttpOptions, "retries", "http: further tries after a failure that may pass")
+    max_bytes: int = bounded_like(HttpOptions, "max_bytes", "largest source file accepted from an archive or http")
+    workers: int = bounded(0, CROP_WORKERS, "crop processes; 0 = all cores")
+    allow_shrink: bool = setting(False, "let this run reject more than half of the accepted images (a drop that "
+                                        "really shrank); off, such a run stops before deleting anything")
+    # Not in the run config (assets/ava.py): the split rule and the memory of one batch are the stage's own.
     val_fraction: float = bounded(VAL_FRACTION, Range(0.0, 1.0, "a share of the train ids", hi_open=True))
-    workers: int = bounded(0, CROP_WORKERS)
     batch_size: int = bounded(2048, Range(1, 65536, "items cropped and written to the warehouse together: their "
                                                     "sources and crops are held at once"))
-    allow_shrink: bool = False  # let one run reject more than half of the accepted images (ingest/shrink_guard.py)
 
     def __post_init__(self) -> None:
         if self.acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
-        if self.acquisition in ARCHIVE_ACQUISITIONS and not self.archive:
-            raise ValueError(f"acquisition {self.acquisition!r} needs an archive path")
-        if self.acquisition == "http" and not self.url_template:
-            raise ValueError("acquisition 'http' needs a url_template")
+        if self.acquisition != "directory" and not self.source:
+            raise ValueError(f"acquisition {self.acquisition!r} needs `source` (archive path or URL template)")
         if self.acquisition == "http":
             unknown = [n for n in template_fields(self.url_template) if n not in TEMPLATE_FIELDS]
             if unknown:
                 raise ValueError(f"URL template names {{{unknown[0]}}}; it may name {', '.join(TEMPLATE_FIELDS)}")
         check_ranges(self)
+        _ = self.spec  # CropSpec refuses a crop_mode it does not know
+
+    @property
+    def images_dir(self) -> Path | None:
+        """directory mode: the folder of photos; None: $AESTHETIC_RAW/ava/images."""
+        return Path(self.source).expanduser() if self.acquisition == "directory" and self.source else None
+
+    @property
+    def archive(self) -> Path | None:
+        """tar, zip, parquet (a file or a folder of shards) and 7z (a file or volume .001)."""
+        return Path(self.source).expanduser() if self.acquisition in ARCHIVE_ACQUISITIONS else None
+
+    @property
+    def url_template(self) -> str:
+        """http mode, e.g. https://host/ava/{image_id}.jpg; fetched files are kept under $AESTHETIC_HOME/downloads."""
+        return str(self.source) if self.acquisition == "http" else ""
+
+    @property
+    def http(self) -> HttpOptions:
+        return HttpOptions(self.http_concurrency, self.http_timeout_s, self.http_retries, max_bytes=self.max_bytes)
+
+    @property
+    def parquet(self) -> ParquetColumns:
+        return ParquetColumns(self.parquet_id_column, self.parquet_image_column)
+
+    @property
+    def spec(self) -> CropSpec:
+        return CropSpec(size=self.crop_size, mode=self.crop_mode, min_side=self.min_side)
 
 
 def spec_key(spec: CropSpec) -> str:

@@ -35,12 +35,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from common.atomic import publish, write_atomic
-from common.bounds import Range, bounded, check_ranges
+from common.bounds import Range, bounded, bounded_like, check_ranges, help_of, setting
 from common.regular_files import NotRegularFile, file_kind, open_regular
 from common.remote import Deadline, RemoteError, Response, Retry, public_url, request
 
@@ -61,31 +61,48 @@ class DownloadError(Exception):
         self.keep_part = keep_part
 
 
+def expected_sha256(text: str) -> str:
+    """An expected SHA-256 as given (64 hex digits, either case, or empty: nothing to check), lower-cased;
+    DownloadError otherwise. The one check the config and `aesthetic download --sha256` share."""
+    digest = text.strip().lower()
+    if digest and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
+        raise DownloadError(f"{text[:80]!r} is not a SHA-256 (64 hex digits)")
+    return digest
+
+
 @dataclass(frozen=True)
 class DownloadSettings:
-    url: str
-    dest_dir: Path
-    filename: str = ""  # default: the URL path's last component
-    sha256: str = ""  # expected, hex; checked after the body arrives
-    size: int = bounded(0, Range(0, MAX_BYTES_CAP, "expected bytes, 0: not known; never above the largest cap"))
+    """One file's download. The `*_download` assets' config (assets/downloads.py) is generated from these fields,
+    and `aesthetic download` takes its flags' types, defaults and help from them."""
+
+    url: str = setting(MISSING, "https URL of the file (a Hugging Face resolve/ URL works as is)")
+    dest_dir: Path = setting(MISSING, "the folder the file goes into")
+    filename: str = setting("", "name under the drop folder; empty: the URL's last path part")
+    sha256: str = setting("", "expected SHA-256 (hex), checked after the body arrives; empty: computed and recorded")
+    size: int = bounded(0, Range(0, MAX_BYTES_CAP, "expected bytes, 0: not known; never above the largest cap"),
+                        "expected bytes; 0: not checked")
     max_bytes: int = bounded(DEFAULT_MAX_BYTES, Range(1, MAX_BYTES_CAP, "largest body accepted, per file: 1 TiB is "
-                                                                       "thirty times the largest AVA copy"))
-    token_env: str = ""  # environment variable holding a bearer token; "" : HF_TOKEN for huggingface.co URLs
+                                                                       "thirty times the largest AVA copy"),
+                             "largest body accepted, per file")
+    token_env: str = setting("", "environment variable with a bearer token; empty: HF_TOKEN for huggingface.co "
+                                 "URLs, none elsewhere")
+    retries: int = bounded(5, Range(0, 100, "each retry waits twice as long as the one before"),
+                           "further tries without progress after a failure that may pass")
     timeout_s: float = bounded(60.0, Range(0.0, 3600.0, "seconds a connection may stall; an hour means it is gone",
-                                           lo_open=True))
-    # Further tries without progress, for failures that may pass.
-    retries: int = bounded(5, Range(0, 100, "each retry waits twice as long as the one before"))
-    backoff_s: float = bounded(2.0, Range(0.0, 600.0, "first wait, doubling each retry, with jitter", lo_open=True))
-    reserve_bytes: int = bounded(256 * 2**20, Range(0, 2**50, "left free on the disk beyond the body"))
-    # The whole download (every try) in one call; a part left by it is resumed by a later call.
+                                           lo_open=True),
+                               "seconds a connection may stall")
+    backoff_s: float = bounded(2.0, Range(0.0, 600.0, "first wait, doubling each retry, with jitter", lo_open=True),
+                               "seconds before the first retry")
+    reserve_bytes: int = bounded(256 * 2**20, Range(0, 2**50, "left free on the disk beyond the body"),
+                                 "bytes left free on the disk beyond the body")
     deadline_s: float = bounded(86400.0, Range(0.0, 30 * 86400.0, "a whole archive at a slow link still ends "
-                                                                  "within a month", lo_open=True))
+                                                                  "within a month", lo_open=True),
+                                "the longest one file's download may take in a run (every try); a part left by it "
+                                "is resumed by the next run")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dest_dir", Path(self.dest_dir))
-        object.__setattr__(self, "sha256", self.sha256.strip().lower())
-        if self.sha256 and (len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256)):
-            raise DownloadError(f"expected sha256 must be 64 hex digits, got {self.sha256[:80]!r}")
+        object.__setattr__(self, "sha256", expected_sha256(self.sha256))
         try:
             check_ranges(self)
         except ValueError as exc:
@@ -590,12 +607,18 @@ def check_drop_name(dataset: str, name: str) -> None:
 
 @dataclass(frozen=True)
 class DropFile:
-    """One file of a drop: its URL and what is known of it (empty or 0: not checked, or the URL's name)."""
+    """One file of a drop: its URL and what is known of it (empty or 0: not checked, or the URL's name); the
+    fields are DownloadSettings' own."""
 
-    url: str
-    filename: str = ""
-    sha256: str = ""
-    size: int = 0
+    url: str = setting(MISSING, help_of(DownloadSettings, "url"))
+    filename: str = setting(DownloadSettings.filename, help_of(DownloadSettings, "filename"))
+    sha256: str = setting(DownloadSettings.sha256, help_of(DownloadSettings, "sha256"))
+    size: int = bounded_like(DownloadSettings, "size", help_of(DownloadSettings, "size"))
+
+
+# The options download_drop hands to every file's DownloadSettings: its fields but the file's own and where it goes.
+DROP_OPTIONS = tuple(f.name for f in fields(DownloadSettings) if f.name not in {*DropFile.__dataclass_fields__,
+                                                                                   "dest_dir"})
 
 
 @dataclass

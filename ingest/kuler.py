@@ -28,8 +28,9 @@ import numpy as np
 from PIL import Image
 
 from common.atomic import write_atomic
-from common.bounds import Range, bounded, check_ranges
+from common.bounds import Range, bounded, check_ranges, setting
 from common.contact_sheet import Cell, contact_sheet, png_bytes
+from common.imaging import STORED_CROP
 from common.regular_files import NotRegularFile, read_regular_file
 from ingest.crop_folder import crop_folder
 from ingest.crops import encode_jpeg, sha256_bytes, sha256_file
@@ -418,7 +419,7 @@ def stripe_centres(size: int) -> list[int]:
     return [(b[i] + b[i + 1]) // 2 for i in range(N_COLOURS)]
 
 
-def render_swatch(colours: np.ndarray, size: int = 256) -> Image.Image:
+def render_swatch(colours: np.ndarray, size: int = STORED_CROP) -> Image.Image:
     """A size x size RGB image of five equal vertical stripes in theme order, exact colours."""
     levels = to_uint8(colours).reshape(N_COLOURS, 3)
     b = stripe_bounds(size)
@@ -435,7 +436,7 @@ def stripe_error(encoded: bytes, colours: np.ndarray) -> int:
     return int(np.abs(centres - to_uint8(colours).reshape(N_COLOURS, 3).astype(np.int16)).max())
 
 
-def encode_swatch(colours: np.ndarray, size: int = 256) -> tuple[bytes, int]:
+def encode_swatch(colours: np.ndarray, size: int = STORED_CROP) -> tuple[bytes, int]:
     """JPEG bytes (and the quality used) whose stripe centres keep their colour within COLOUR_TOLERANCE.
 
     q95 without chroma subsampling meets it for swatches of 96 px and more; narrower stripes ring more,
@@ -462,18 +463,24 @@ def preview_grid(tiles: list[tuple[str, np.ndarray, float]], columns: int = 6, t
 
 @dataclass(frozen=True)
 class KulerSettings:
-    release: str = "2014"
-    file_2011: str = "mturkData.mat"
-    mapping: str = "high_spread"
-    swatch_size: int = bounded(256, Range(20, 1024, "side of the square swatch, px: under 20 px the five stripes "
-                                                    "blur together, over 1024 px it is megabytes for a model "
-                                                    "that reads 224"))
-    temperature: float = bounded(1.0, SOFTMAX_TEMPERATURE)
-    spread_2011: str = "two_bin"  # how 2011 pseudo-votes spread: SPREADS_2011
-    # Stars; None: estimated from 2014 ratings in the drop, else DEFAULT_STD_2011.
+    """Which release to read and how to turn its ratings into labels and swatches."""
+
+    release: str = setting("2014", "2014: themeData.mat + allMTurkRatings.mat; 2011: one file, mean ratings only")
+    file_2011: str = setting("mturkData.mat", "the 2011 file under raw/kuler/: kulerData.mat or mturkData.mat")
+    mapping: str = setting("high_spread", "stars r -> score 2r-1 (high_spread) or r+2 (low_spread)")
+    swatch_size: int = bounded(STORED_CROP, Range(20, 1024, "side of the square swatch, px: under 20 px the five "
+                                                            "stripes blur together, over 1024 px it is megabytes for "
+                                                            "a model that reads 224"),
+                               "side of the square swatch, px")
+    softmax_temperature: float = bounded(1.0, SOFTMAX_TEMPERATURE, "T of histograms.p_softmax = softmax(counts / T)")
+    spread_2011: str = setting("two_bin", "2011 only: two_bin (100 pseudo-votes on the two bins around the mean) or "
+                                          "normal (a discretised normal of std_2011 stars around it)")
     std_2011: float | None = bounded(None, Range(0.0, 4.0, "stars lie within 1..5, so no spread exceeds 4",
-                                                 lo_open=True))
-    allow_shrink: bool = False  # let one run reject more than half of the accepted themes (ingest/shrink_guard.py)
+                                                 lo_open=True),
+                                     "2011, normal: the spread in stars; unset: estimated from 2014 ratings in the "
+                                     "drop, else DEFAULT_STD_2011 (docs/kuler.md)")
+    allow_shrink: bool = setting(False, "let a run reject more than half of the accepted themes "
+                                        "(ingest/shrink_guard.py)")
 
     def __post_init__(self) -> None:
         if self.spread_2011 not in SPREADS_2011:
@@ -611,7 +618,8 @@ def _ingest_kuler(paths: Paths, connect: Connect, settings: KulerSettings, batch
 
     rejects = [*reading.rating_rejects, *labels.rejects]
     with connect() as conn:
-        sync = sync_kuler(conn, image_rows, labels.counts, kuler_rows, rejects, STAGE, settings.temperature, batch)
+        sync = sync_kuler(conn, image_rows, labels.counts, kuler_rows, rejects, STAGE, settings.softmax_temperature,
+                          batch)
 
     # Swatches of themes that left the source or are now rejected: images/kuler/ belongs to this stage.
     removed = [f for f in images_dir.glob("*.jpg") if f.stem not in labels.counts]
@@ -674,7 +682,7 @@ def _swatch_rows(paths: Paths, themes: Themes, labels: Labels, settings: KulerSe
                 release=settings.release,
                 colours=[float(v) for v in themes.colours[i].reshape(-1)],
                 mapping=settings.mapping,
-                temperature=float(settings.temperature),
+                temperature=float(settings.softmax_temperature),
             )
         )
     return image_rows, kuler_rows, qualities, written

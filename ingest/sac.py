@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 import duckdb
 
 from common.atomic import atomic_path
-from common.bounds import bounded, check_ranges
+from common.bounds import bounded, bounded_like, check_ranges, setting
 from common.regular_files import NotRegularFile, OutsideRoot, open_regular, under_root
 from ingest.crop_folder import crop_folder
 from ingest.crops import CROP_WORKERS, CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
@@ -278,15 +278,25 @@ def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class SacSettings:
-    # p_softmax temperature; 1 reproduces the original notebook's target
-    temperature: float = bounded(1.0, SOFTMAX_TEMPERATURE)
-    spec: CropSpec = field(default_factory=CropSpec)
-    workers: int = bounded(0, CROP_WORKERS)
-    snapshots: tuple[str, ...] = ()  # inbox snapshot keys (partitions); empty: the drop's own sac/*.sqlite
-    allow_shrink: bool = False  # let one snapshot reject more than half of the accepted images (shrink_guard.py)
+    """How SAC's ratings become targets and its images crops; which snapshots to merge."""
+
+    temperature: float = bounded(1.0, SOFTMAX_TEMPERATURE, "p_softmax temperature; 1 reproduces the original "
+                                                           "notebook's target")
+    crop_size: int = bounded_like(CropSpec, "size", "side of the square crop, px")
+    crop_mode: str = setting(CropSpec.mode, "center: centred square; squash: whole frame resized")
+    workers: int = bounded(0, CROP_WORKERS, "crop processes; 0 = one per CPU core")
+    allow_shrink: bool = setting(False, "let a run reject more than half of the accepted images "
+                                        "(ingest/shrink_guard.py)")
+    # The run's partitions (assets/sac.py supplies them, never the run config); empty: the drop's own sac/*.sqlite.
+    snapshots: tuple[str, ...] = setting((), "inbox snapshot keys to merge")
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        _ = self.spec  # CropSpec refuses a crop_mode it does not know
+
+    @property
+    def spec(self) -> CropSpec:
+        return CropSpec(size=self.crop_size, mode=self.crop_mode)
 
 
 @dataclass

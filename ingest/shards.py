@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.bounds import bounded_like, check_ranges, setting
 from ingest.paths import Connect, Log, Paths, no_log
 from ingest.shard_writer import ShardLimits, ShardSample, SplitResult, write_split
 from warehouse.db import transaction
@@ -28,9 +29,21 @@ LeakFinder = Callable[[Mapping[str, Sequence[ShardSample]]], Mapping[str, str]]
 
 @dataclass(frozen=True)
 class ShardSettings:
-    dataset: str
-    target: str = "p_normalized"  # or "p_softmax" (the original notebook's labels); checked by the query
-    limits: ShardLimits = field(default_factory=ShardLimits)
+    """Which dataset, which label, and how big a tar may grow."""
+
+    dataset: str  # supplied by the asset (one per dataset), never by the run config
+    # Checked by the query that reads it (warehouse/shards.py).
+    target: str = setting("p_normalized", "the label each sample carries: p_normalized, or p_softmax to "
+                                          "reproduce the original notebook's labels")
+    max_samples_per_shard: int = bounded_like(ShardLimits, "max_samples", "samples per tar")
+    max_bytes_per_shard: int = bounded_like(ShardLimits, "max_bytes", "bytes per tar")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    @property
+    def limits(self) -> ShardLimits:
+        return ShardLimits(self.max_samples_per_shard, self.max_bytes_per_shard)
 
 
 @dataclass

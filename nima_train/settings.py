@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.arguments import MAX_SEED, existing_file
-from common.bounds import HELP, RANGE, Range, bounded, check_ranges
+from common.bounds import HELP, RANGE, Range, bounded, check_ranges, settings_from
 
 # Images in one forward pass: past 1024 a typo asks for gigabytes of memory.
 FORWARD_BATCH = Range(1, 1024, "images in one forward pass: more asks for gigabytes of memory")
@@ -116,7 +116,7 @@ class TrainSettings:
     def from_mapping(cls, values: typing.Mapping[str, Any]) -> TrainSettings:
         """The spec from a mapping holding its fields (an argparse namespace's vars, a config's dump); other keys
         are ignored."""
-        return cls(**{name: values[name] for name in field_names() if name in values})
+        return settings_from(cls, values)
 
     def resolved(self) -> TrainSettings:
         """The spec with the unset rates set to the optimiser's (OPTIMISER_RATES)."""
@@ -149,10 +149,6 @@ def field_names() -> list[str]:
 def field_types() -> dict[str, Any]:
     """Each spec field's type (real types, not the strings `from __future__ import annotations` leaves)."""
     return typing.get_type_hints(TrainSettings)
-
-
-def field_help(name: str) -> str:
-    return {f.name: f.metadata[HELP] for f in dataclasses.fields(TrainSettings)}[name]
 
 
 def _flag(name: str) -> str:
@@ -195,7 +191,7 @@ def markdown_table() -> str:
 class EvalSettings:
     """What `python -m nima_train.evaluate` takes besides its checkpoint, data and device."""
 
-    batch_size: int = bounded(64, FORWARD_BATCH)
+    batch_size: int = bounded(64, FORWARD_BATCH, "test images per forward pass")
 
     def __post_init__(self) -> None:
         check_ranges(self)

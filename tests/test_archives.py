@@ -93,7 +93,7 @@ def test_each_archive_gives_the_crops_and_rejects_of_the_folder_and_reruns_witho
     source = pack(mode, photos(raw / "ava" / "images"), tmp_path / "archives")
     folder_home, archive_home = tmp_path / "folder", tmp_path / "archive"
     run(folder_home, raw, workers=1)
-    report = run(archive_home, raw, acquisition=acquisition(mode), archive=source, workers=1)
+    report = run(archive_home, raw, acquisition=acquisition(mode), source=source, workers=1)
     assert crops(archive_home) == crops(folder_home) and crops(folder_home)
     assert reject_kinds(archive_home) == reject_kinds(folder_home)
     assert report.accepted + report.rejected == report.lines_read
@@ -102,7 +102,7 @@ def test_each_archive_gives_the_crops_and_rejects_of_the_folder_and_reruns_witho
     source_path = query(archive_home, "SELECT source_path FROM images LIMIT 1")[0][0]
     assert source_path.startswith(str(source if mode != "7z-split" else source.with_suffix("")))
     before = state_tables(archive_home)
-    again = run(archive_home, raw, acquisition=acquisition(mode), archive=source, workers=1)
+    again = run(archive_home, raw, acquisition=acquisition(mode), source=source, workers=1)
     assert again.cropped == 0 and again.images_written == 0 and again.up_to_date == report.cropped
     assert state_tables(archive_home) == before
 
@@ -134,11 +134,11 @@ def test_workers_read_members_themselves_in_parallel(tmp_path, mode):
     source = pack(mode, files, tmp_path / "archives")
     archives._WORKER_ZIPS.clear()
     archives._WORKER_GROUP.clear()
-    report = run(tmp_path / "home", raw, acquisition=mode, archive=source, workers=2, batch_size=40, spec=_small())
+    report = run(tmp_path / "home", raw, acquisition=mode, source=source, workers=2, batch_size=40, crop_size=32)
     assert (report.accepted, report.rejected, report.cropped) == (80, 0, 80)
     # This process listed the archive but read no member: the workers opened it and read them.
     assert not archives._WORKER_ZIPS and not archives._WORKER_GROUP
-    direct = run(tmp_path / "folder", raw, images_dir=tmp_path / "photos", workers=1, spec=_small())
+    direct = run(tmp_path / "folder", raw, source=tmp_path / "photos", workers=1, crop_size=32)
     assert direct.accepted == 80 and crops(tmp_path / "home") == crops(tmp_path / "folder")
 
 
@@ -154,11 +154,11 @@ def _repacked_with_one_change(mode: str, raw: Path, tmp_path: Path, changed: str
 def test_a_new_archive_version_decodes_only_the_members_whose_bytes_changed(raw, tmp_path, mode):
     home = tmp_path / "home"
     first = pack(mode, [p for p in photos(raw / "ava" / "images")], tmp_path / "v1")
-    run(home, raw, acquisition=acquisition(mode), archive=first, workers=1)
+    run(home, raw, acquisition=acquisition(mode), source=first, workers=1)
     sha_before = dict(query(home, "SELECT image_id, sha256 FROM images"))
     changed = sorted(sha_before)[3]
     second = _repacked_with_one_change(mode, raw, tmp_path, changed)
-    report = run(home, raw, acquisition=acquisition(mode), archive=second, workers=1)
+    report = run(home, raw, acquisition=acquisition(mode), source=second, workers=1)
     assert report.cropped == 1
     sha_after = dict(query(home, "SELECT image_id, sha256 FROM images"))
     assert sha_after[changed] != sha_before[changed]
@@ -169,10 +169,10 @@ def test_a_new_archive_version_decodes_only_the_members_whose_bytes_changed(raw,
 def test_crop_state_keyed_by_archive_path_from_before_the_redesign_is_cropped_again(raw, tmp_path):
     home = tmp_path / "home"
     archive = pack("tar", photos(raw / "ava" / "images"), tmp_path / "a")
-    first = run(home, raw, acquisition="tar", archive=archive, workers=1)
+    first = run(home, raw, acquisition="tar", source=archive, workers=1)
     with connect(home / "warehouse.duckdb") as conn:  # the key form written before 0.1's redesign
         conn.execute("UPDATE ava_crop_state SET source_key = ? || '::' || substr(source_key, 6)", [str(archive)])
-    assert run(home, raw, acquisition="tar", archive=archive, workers=1).cropped == first.cropped > 0
+    assert run(home, raw, acquisition="tar", source=archive, workers=1).cropped == first.cropped > 0
 
 
 def _zip_with(members: dict[str, bytes], dest: Path, links: dict[str, str] | None = None) -> Path:
@@ -222,16 +222,10 @@ def test_a_corrupt_zip_member_is_an_image_reject_and_the_others_are_cropped(tmp_
     start = info.header_offset + 30 + len(info.filename)  # the local header is 30 bytes plus the name
     data[start + info.compress_size // 2] ^= 0xFF
     archive.write_bytes(bytes(data))
-    report = run(tmp_path / "home", raw, acquisition="zip", archive=archive, workers=1, spec=_small())
+    report = run(tmp_path / "home", raw, acquisition="zip", source=archive, workers=1, crop_size=32)
     (reason,) = query(tmp_path / "home", "SELECT reason FROM rejects WHERE item_id = '2'")[0]
     assert reason.startswith("corrupt member: ") and "2.jpg" in reason
     assert report.accepted == 2 and report.rejected == 1
-
-
-def _small():
-    from ingest.crops import CropSpec
-
-    return CropSpec(size=32)
 
 
 def test_parquet_columns_are_configurable_and_a_wrong_one_is_one_clear_error(tmp_path):
@@ -316,14 +310,14 @@ def test_an_archive_that_is_a_fifo_or_missing_fails_in_one_line_without_blocking
     fifo = tmp_path / f"a.{mode}"
     os.mkfifo(fifo)
     with pytest.raises(ArchiveError, match=r"not a regular file: .* is a FIFO"):
-        run(tmp_path / "home", raw, acquisition=mode, archive=fifo)
+        run(tmp_path / "home", raw, acquisition=mode, source=fifo)
     with pytest.raises(ArchiveError, match="not found"):
-        run(tmp_path / "home", raw, acquisition=mode, archive=tmp_path / f"none.{mode}")
+        run(tmp_path / "home", raw, acquisition=mode, source=tmp_path / f"none.{mode}")
 
 
 def test_a_bare_archive_name_is_looked_up_in_the_ava_drop(raw, tmp_path):
     pack("zip", photos(raw / "ava" / "images"), raw / "ava", name="AVA_dataset")
-    report = run(tmp_path / "home", raw, acquisition="zip", archive=Path("AVA_dataset.zip"), workers=1)
+    report = run(tmp_path / "home", raw, acquisition="zip", source=Path("AVA_dataset.zip"), workers=1)
     assert report.accepted > 0
 
 
@@ -345,7 +339,7 @@ def test_no_shell_subprocess_or_pipe_is_involved_in_any_archive_mode(raw, tmp_pa
         source = pack(mode, files, tmp_path / mode)
         watching[0] = True
         try:
-            report = run(tmp_path / f"home_{mode}", raw, acquisition=acquisition(mode), archive=source, workers=1)
+            report = run(tmp_path / f"home_{mode}", raw, acquisition=acquisition(mode), source=source, workers=1)
         finally:
             watching[0] = False
         assert report.accepted > 0

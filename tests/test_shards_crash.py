@@ -28,11 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITER = """
 import functools, sys
 from ingest.paths import Paths
-from ingest.shard_writer import ShardLimits
 from ingest.shards import ShardSettings, build_shards
 from warehouse.db import connect
 paths = Paths(sys.argv[1], sys.argv[1] + "/raw")
-settings = ShardSettings("kuler", limits=ShardLimits(max_samples=4))
+settings = ShardSettings("kuler", max_samples_per_shard=4)
 build_shards(paths, functools.partial(connect, paths.warehouse), settings)
 """
 

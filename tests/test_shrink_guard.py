@@ -91,12 +91,12 @@ def id_column(kind: str, files: list[Path]):
 def test_a_float_or_list_parquet_id_column_over_accepted_images_is_refused_and_nothing_is_lost(raw, tmp_path, kind):
     files, home = photos(raw / "ava" / "images"), tmp_path / "home"
     archive = write_parquet_ids(tmp_path / "ava.parquet", files, id_column("int64", files))
-    first = run_ava(home, raw, acquisition="parquet", archive=archive)
+    first = run_ava(home, raw, acquisition="parquet", source=archive)
     assert first.accepted >= 20
     before = state(home)
     write_parquet_ids(archive, files, id_column(kind, files))
     with pytest.raises(ArchiveError) as info:
-        run_ava(home, raw, acquisition="parquet", archive=archive)
+        run_ava(home, raw, acquisition="parquet", source=archive)
     assert str(info.value) == (f"{archive}: id column 'image_id' has Arrow type {kind}; it must hold integers or "
                                "strings (123, or a file name such as 123.jpg): cast it, or set parquet_id_column")
     assert state(home) == before
@@ -109,7 +109,7 @@ def test_a_wrong_id_column_in_a_later_shard_is_refused_before_any_crop_is_made(r
     write_parquet_ids(shards / "a.parquet", files[:10], id_column("int64", files[:10]))
     write_parquet_ids(shards / "b.parquet", files[10:], id_column("double", files[10:]))
     with pytest.raises(ArchiveError, match=r"b\.parquet: id column 'image_id' has Arrow type double"):
-        run_ava(home, raw, acquisition="parquet", archive=shards)
+        run_ava(home, raw, acquisition="parquet", source=shards)
     assert not list((home / "images").rglob("*.jpg")) and accepted(home, "ava") == 0
 
 

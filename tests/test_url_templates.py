@@ -37,7 +37,7 @@ def test_url_for_refuses_what_is_not_a_plain_column(template, problem):
 
 def test_settings_name_the_columns_a_template_may_use():
     with pytest.raises(ValueError, match=r"names \{votes\}; it may name index, image_id, c1, .*challenge_id"):
-        AvaSettings(acquisition="http", url_template="https://h/{votes}/{image_id}.jpg")
+        AvaSettings(acquisition="http", source="https://h/{votes}/{image_id}.jpg")
 
 
 def test_http_acquisition_follows_a_challenge_id_layout(sample_raw: SampleReport, tmp_path: Path):
@@ -55,7 +55,7 @@ def test_http_acquisition_follows_a_challenge_id_layout(sample_raw: SampleReport
     home = tmp_path / "home"
     with serving(quiet_file_server(site)) as srv:
         template = f"http://127.0.0.1:{srv.server_address[1]}/{{challenge_range}}/{{challenge_id}}/{{image_id}}.jpg"
-        settings = AvaSettings(acquisition="http", url_template=template, workers=1)
+        settings = AvaSettings(acquisition="http", source=template, workers=1)
         by_http = ingest_ava(Paths(home, raw), lambda: connect(home / "warehouse.duckdb"), settings)
     folder_home = tmp_path / "folder"
     by_folder = ingest_ava(Paths(folder_home, raw), lambda: connect(folder_home / "warehouse.duckdb"),
