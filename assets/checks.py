@@ -3,15 +3,18 @@
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 
 from assets.resources import StorageResource, WarehouseResource
 from common.bounds import Range, ranged_field
 from nima_train.chain import ChainModel
 from warehouse.models import eval_report, get_model
 from warehouse.models_lookup import PRODUCTION, current_model, promoted_version
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 class PromotionConfig(dg.Config):
@@ -22,7 +25,7 @@ class PromotionConfig(dg.Config):
                                      "promoted")
 
 
-def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None, dataset: str, split: str,
+def compare_with_production(conn: "duckdb.DuckDBPyConnection", version: str | None, dataset: str, split: str,
                             margin: float, mae_margin: float = 0.05, alias: str = PRODUCTION) -> dg.AssetCheckResult:
     """Pass when model `version` (the one just evaluated) scores within `margin` SRCC of the model `alias` names
     on the same split, and its calibrated MAE is within `mae_margin` of production's (raw MAE against raw MAE
@@ -84,7 +87,7 @@ def mae_to_compare(candidate: dict, production: dict,
     return key, candidate.get(key), production.get(key)
 
 
-def calibration_cross_validated(conn: duckdb.DuckDBPyConnection, version: str) -> bool:
+def calibration_cross_validated(conn: "duckdb.DuckDBPyConnection", version: str) -> bool:
     """Whether the model card of `version` records a calibration whose method cross-validation chose."""
     row = get_model(conn, version)
     fitted = (row.config.get("calibration") or {}) if row else {}

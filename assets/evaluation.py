@@ -7,9 +7,9 @@ $AESTHETIC_HOME/reports/<version>/<dataset>-test/ (report.md, metrics.json, PNG 
 
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 
 from assets.metadata import inline_images
 from assets.resources import StorageResource, WarehouseResource
@@ -21,6 +21,9 @@ from warehouse.db import transaction
 from warehouse.models import ModelRow, eval_report, record_eval_report, set_alias
 from warehouse.models_lookup import current_model, promoted_version
 
+if TYPE_CHECKING:
+    import duckdb
+
 
 class EvalConfig(dg.Config):
     batch_size: int = config_field(EvalSettings, "batch_size", "test images per forward pass")
@@ -28,7 +31,7 @@ class EvalConfig(dg.Config):
     allow_pipe: bool = False  # `pipe:` URLs in the test shards' index may run shell commands
 
 
-def model_to_evaluate(conn: duckdb.DuckDBPyConnection, name: str) -> ModelRow:
+def model_to_evaluate(conn: "duckdb.DuckDBPyConnection", name: str) -> ModelRow:
     """The current version of `name` (its alias in the warehouse)."""
     model = current_model(conn, name)
     if model is None:
@@ -82,7 +85,7 @@ def evaluation_asset(model: ChainModel) -> dg.AssetsDefinition:
     return evaluate
 
 
-def promote(conn: duckdb.DuckDBPyConnection, model: ChainModel) -> str:
+def promote(conn: "duckdb.DuckDBPyConnection", model: ChainModel) -> str:
     """Point the row's promotion alias at the current version of its model, which must have been evaluated on the
     row's test split (a version made current since, never evaluated, is refused); return that version."""
     current = current_model(conn, model.name)
