@@ -340,7 +340,6 @@ def _ingest_sac(paths: Paths, connect: Connect, settings: SacSettings, log: Log)
 def ingest_snapshot(paths: Paths, connect: Connect, settings: SacSettings, snapshot: Snapshot) -> IngestReport:
     """Merge one snapshot into the warehouse (steps in the module docstring); safe to re-run."""
     import duckdb
-
     t0 = time.perf_counter()
     sources, images_dir, to_stored = ImageSources(paths.raw / DATASET), paths.images_dir(DATASET), paths.to_stored
     spec, workers = settings.spec, settings.workers or os.cpu_count()
