@@ -3,15 +3,18 @@
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 
 from assets.resources import StorageResource, WarehouseResource
 from common.bounds import Range, ranged_field
 from nima_train.chain import ChainModel
 from warehouse.models import eval_report, get_model
 from warehouse.models_lookup import PRODUCTION, current_model, promoted_version
+
+if TYPE_CHECKING:
+    import duckdb
 
 # How much worse than production a candidate may be and still be promoted (PromotionConfig's defaults).
 SRCC_MARGIN, MAE_MARGIN = 0.02, 0.05
@@ -25,7 +28,7 @@ class PromotionConfig(dg.Config):
                                      "promoted")
 
 
-def compare_with_production(conn: duckdb.DuckDBPyConnection, version: str | None, dataset: str, split: str,
+def compare_with_production(conn: "duckdb.DuckDBPyConnection", version: str | None, dataset: str, split: str,
                             margin: float, mae_margin: float = MAE_MARGIN,
                             alias: str = PRODUCTION) -> dg.AssetCheckResult:
     """Pass when model `version` (the one just evaluated) scores within `margin` SRCC of the model `alias` names
@@ -88,7 +91,7 @@ def mae_to_compare(candidate: dict, production: dict,
     return key, candidate.get(key), production.get(key)
 
 
-def calibration_cross_validated(conn: duckdb.DuckDBPyConnection, version: str) -> bool:
+def calibration_cross_validated(conn: "duckdb.DuckDBPyConnection", version: str) -> bool:
     """Whether the model card of `version` records a calibration whose method cross-validation chose."""
     row = get_model(conn, version)
     fitted = (row.config.get("calibration") or {}) if row else {}

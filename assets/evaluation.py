@@ -7,9 +7,9 @@ $AESTHETIC_HOME/reports/<version>/<dataset>-test/ (report.md, metrics.json, PNG 
 
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 from pydantic import Field
 
 from assets.metadata import inline_images
@@ -22,6 +22,9 @@ from warehouse.db import transaction
 from warehouse.models import ModelRow, eval_report, record_eval_report, set_alias
 from warehouse.models_lookup import current_model, promoted_version
 
+if TYPE_CHECKING:
+    import duckdb
+
 
 class EvalConfig(settings_config(EvalSettings, "evaluation")):
     """EvalSettings' fields (nima_train/settings.py) and where the run goes."""
@@ -31,7 +34,7 @@ class EvalConfig(settings_config(EvalSettings, "evaluation")):
                                                 "commands)")
 
 
-def model_to_evaluate(conn: duckdb.DuckDBPyConnection, name: str) -> ModelRow:
+def model_to_evaluate(conn: "duckdb.DuckDBPyConnection", name: str) -> ModelRow:
     """The current version of `name` (its alias in the warehouse)."""
     model = current_model(conn, name)
     if model is None:
@@ -85,7 +88,7 @@ def evaluation_asset(model: ChainModel) -> dg.AssetsDefinition:
     return evaluate
 
 
-def promote(conn: duckdb.DuckDBPyConnection, model: ChainModel) -> str:
+def promote(conn: "duckdb.DuckDBPyConnection", model: ChainModel) -> str:
     """Point the row's promotion alias at the current version of its model, which must have been evaluated on the
     row's test split (a version made current since, never evaluated, is refused); return that version."""
     current = current_model(conn, model.name)

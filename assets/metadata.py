@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import dagster as dg
-from PIL import Image
 
 _MIME = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 
@@ -32,6 +31,8 @@ def markdown_image(image: bytes | Path | None, alt: str, max_width: int = 1024,
     An image wider than max_width, or in another format, is sent as a JPEG of at most that width: metadata is
     stored in every materialisation event.
     """
+    from PIL import Image
+
     if image is None or image == b"":
         return dg.MetadataValue.md(empty)
     data = image.read_bytes() if isinstance(image, Path) else image

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import duckdb
 
 from common.bounds import Range, ranged_field
 from ingest.paths import NoSpaceLeft, Paths
 from warehouse.db import WarehouseUnreadable, connect
 from warehouse.models_lookup import ModelNotFound, ResolvedModel
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 class StorageResource(dg.ConfigurableResource):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"dagster": "import dagster", "pipelines.definitions": "import pipelines.definitions"}
-HEAVY = ("torch", "torchvision", "scipy", "matplotlib", "pandas")
+HEAVY = ("torch", "torchvision", "scipy", "matplotlib", "pandas", "duckdb", "pyarrow", "PIL", "numpy")
 
 
 def import_seconds(statement: str) -> tuple[float, list[str]]:

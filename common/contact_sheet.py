@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+if TYPE_CHECKING:
+    from PIL import Image
 
 CAPTION_H = 18
 MISSING = (200, 0, 0)  # outline drawn where a cell's image could not be read
@@ -22,6 +24,8 @@ class Cell:
 def contact_sheet(cells: Sequence[Cell], columns: int, thumb: int, gap: int = 6,
                   background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Cells left to right, top to bottom, each resized to thumb x thumb with its caption underneath."""
+    from PIL import Image, ImageDraw, ImageFont
+
     columns = max(1, min(columns, len(cells)))
     rows = max(1, -(-len(cells) // columns))
     cell_w, cell_h = thumb + gap, thumb + CAPTION_H + gap
@@ -42,6 +46,8 @@ def contact_sheet(cells: Sequence[Cell], columns: int, thumb: int, gap: int = 6,
 
 def open_cell(path, caption: str) -> Cell:
     """A cell showing the image file at path, or the unreadable outline."""
+    from PIL import Image
+
     try:
         with Image.open(path) as img:  # Pillow keeps multi-frame files open after load(): close it here
             return Cell(img.convert("RGB"), caption)

@@ -13,11 +13,13 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image, ImageOps
+from typing import TYPE_CHECKING
 
 from common.bounds import Range, bounded, check_ranges
 from common.regular_files import open_regular
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Pillow's default bomb limit is ~89 Mpx; the largest real AVA photos are far below 50 Mpx.
 MAX_PIXELS = 64_000_000
@@ -52,6 +54,8 @@ class CropSpec:
 
 
 def _open_verified(data: bytes, label: str) -> Image.Image:
+    from PIL import Image
+
     if not data:
         raise RejectedImage("empty: file has 0 bytes")
     try:
@@ -72,6 +76,8 @@ def _open_verified(data: bytes, label: str) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
+    from PIL import Image
+
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale to 8 bits rather than clipping at 255.
         img = img.point(lambda v: v / 256).convert("L")
@@ -105,6 +111,8 @@ def draft_for_crop(img: Image.Image, spec: CropSpec) -> None:
 
 def crop_image(data: bytes, spec: CropSpec, label: str = "image") -> tuple[Image.Image, tuple[int, int]]:
     """Decode, orient, convert and crop; returns the square RGB crop and the source size."""
+    from PIL import Image, ImageOps
+
     img = _open_verified(data, label)
     source_size = _oriented_size(img)
     if min(source_size) < spec.min_side:

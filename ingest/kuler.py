@@ -22,10 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from common.atomic import write_atomic
 from common.bounds import Range, bounded, check_ranges, setting
@@ -40,6 +37,10 @@ from ingest.shrink_guard import guard_shrink, lost_items
 from ingest.splits import three_way_split
 from warehouse.kuler import KulerTheme, SyncStats, sync_kuler
 from warehouse.records import ImageRow, Reject, accepted_ids
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 DATASET = "kuler"
 STAGE = "ratings"
@@ -147,6 +148,8 @@ def _field(struct: Any, path: Path, name: str, parent: str) -> Any:
 
 def _numeric(value: Any, path: Path, var: str) -> np.ndarray:
     """A real-valued numeric array (int or float, not bool, complex, text or cells)."""
+    import numpy as np
+
     arr = np.asarray(value)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise KulerFormatError(f"{path}: {var} has dtype {arr.dtype}, expected a real numeric array")
@@ -155,6 +158,8 @@ def _numeric(value: Any, path: Path, var: str) -> np.ndarray:
 
 def _colours(value: Any, path: Path, var: str, n_expected: int | None, layout: str) -> np.ndarray:
     """(N, 5, 3) colours from an N x 15 ('flat') or N x 5 x 3 ('cube') array, checked to lie in 0..1."""
+    import numpy as np
+
     arr = _numeric(value, path, var)
     # squeeze_me drops the leading axis of a one-theme file: put it back.
     if layout == "flat" and arr.ndim == 1 and arr.size == 3 * N_COLOURS:
@@ -185,6 +190,8 @@ def _colours(value: Any, path: Path, var: str, n_expected: int | None, layout: s
 
 def _ids(value: Any, path: Path, var: str) -> np.ndarray:
     """Theme ids as int64: they load as float64 or int32 depending on who wrote the file."""
+    import numpy as np
+
     arr = np.atleast_1d(_numeric(value, path, var))
     if arr.ndim != 1:
         raise KulerFormatError(f"{path}: {var} has shape {arr.shape}, expected (N,)")
@@ -194,6 +201,8 @@ def _ids(value: Any, path: Path, var: str) -> np.ndarray:
 
 
 def _names(value: Any, path: Path, var: str, n: int) -> list[str]:
+    import numpy as np
+
     if isinstance(value, str):  # squeeze_me turned a one-theme cell array into its string
         value = [value]
     arr = np.asarray(value, dtype=object)
@@ -219,6 +228,8 @@ def read_themes_2014(path: str | Path) -> Themes:
 
 def read_release_2011(path: str | Path) -> tuple[Themes, np.ndarray]:
     """kulerData.mat / mturkData.mat: data (N x 5 x 3), targets (N mean ratings), ids, names."""
+    import numpy as np
+
     path = Path(path)
     mat = load_mat(path)
     ids = _ids(_variable(mat, path, "ids"), path, "ids")
@@ -231,6 +242,8 @@ def read_release_2011(path: str | Path) -> tuple[Themes, np.ndarray]:
 
 
 def _fmt(value: float) -> str:
+    import numpy as np
+
     return str(int(value)) if np.isfinite(value) and value == int(value) else f"{value:g}"
 
 
@@ -241,6 +254,8 @@ def read_ratings_2014(path: str | Path, n_themes: int) -> RatingTally:
     second and later ones get their 1-based position in testRatings appended (`rating:<user>:<row>:<pos>`)
     so that each keeps its own rejects row.
     """
+    import numpy as np
+
     path = Path(path)
     arr = _numeric(_variable(load_mat(path), path, "testRatings"), path, "testRatings")
     if arr.ndim == 1 and arr.size == 3:  # squeeze_me turned a single rating into a vector
@@ -284,6 +299,8 @@ def _scores(mapping: str) -> tuple[int, ...]:
 
 def counts_from_stars(stars: np.ndarray, mapping: str) -> np.ndarray:
     """(N, 5) star counts -> (N, 10) score counts: star r lands in bin score(r) (1-based)."""
+    import numpy as np
+
     out = np.zeros((stars.shape[0], 10), dtype=np.int64)
     for r, score in enumerate(_scores(mapping)):
         out[:, score - 1] = stars[:, r]
@@ -303,6 +320,8 @@ def counts_from_mean(mean_rating: float, mapping: str, votes: int = PSEUDO_VOTES
     The weights are the linear-interpolation ones, so the histogram's mean is the mapped mean (to within
     1/votes after rounding) and its spread is the smallest a histogram with that mean can have.
     """
+    import numpy as np
+
     m = mapped_score(mean_rating, mapping)
     lo = int(np.floor(m))
     hi_votes = int(round((m - lo) * votes))
@@ -321,6 +340,7 @@ def counts_from_mean_normal(mean_rating: float, mapping: str, std_stars: float,
     The normal's centre is moved until the discretised histogram's mean is the mapped mean, and the votes
     are rounded so that it stays within 1/votes of it.
     """
+    import numpy as np
     from scipy.special import ndtr
 
     scores = _scores(mapping)
@@ -364,6 +384,8 @@ def counts_from_mean_normal(mean_rating: float, mapping: str, std_stars: float,
 def rating_std_2014(tally: RatingTally, min_ratings: int = MIN_RATINGS_FOR_STD) -> float | None:
     """The median per-theme standard deviation of valid 2014 star ratings (themes with at least
     `min_ratings`); None when no theme has that many."""
+    import numpy as np
+
     stars = tally.stars.astype(np.float64)
     n = stars.sum(axis=1)
     rated = n >= min_ratings
@@ -391,6 +413,8 @@ def labels_2011(targets: np.ndarray, mapping: str, spread: str = "two_bin", std_
                 ) -> Labels:
     """Pseudo-histograms from mean ratings (two bins, or a normal of std_stars); a mean outside 1..5 (or NaN)
     rejects its theme."""
+    import numpy as np
+
     accepted, rejects = {}, []
     for i, t in enumerate(targets):
         if np.isfinite(t) and RATING_MIN <= t <= RATING_MAX:
@@ -406,6 +430,8 @@ def labels_2011(targets: np.ndarray, mapping: str, spread: str = "two_bin", std_
 
 def to_uint8(colours: np.ndarray) -> np.ndarray:
     """0..1 colours -> 0..255 levels, rounded to nearest."""
+    import numpy as np
+
     return np.rint(np.asarray(colours, dtype=np.float64) * 255).astype(np.uint8)
 
 
@@ -421,6 +447,9 @@ def stripe_centres(size: int) -> list[int]:
 
 def render_swatch(colours: np.ndarray, size: int = STORED_CROP) -> Image.Image:
     """A size x size RGB image of five equal vertical stripes in theme order, exact colours."""
+    import numpy as np
+    from PIL import Image
+
     levels = to_uint8(colours).reshape(N_COLOURS, 3)
     b = stripe_bounds(size)
     row = np.repeat(levels, np.diff(b), axis=0)  # one scan line, (size, 3)
@@ -429,6 +458,9 @@ def render_swatch(colours: np.ndarray, size: int = STORED_CROP) -> Image.Image:
 
 def stripe_error(encoded: bytes, colours: np.ndarray) -> int:
     """Largest per-channel difference between each decoded stripe centre and its theme colour."""
+    import numpy as np
+    from PIL import Image
+
     img = Image.open(io.BytesIO(encoded)).convert("RGB")
     arr = np.asarray(img, dtype=np.int16)
     y = img.height // 2
@@ -604,6 +636,8 @@ def ingest_kuler(
 
 def _ingest_kuler(paths: Paths, connect: Connect, settings: KulerSettings, batch: str | None,
                   log: Log) -> KulerReport:
+    import numpy as np
+
     reading = read_release(paths.raw / DATASET, settings)
     themes, labels = reading.themes, reading.labels
     log(f"{len(themes)} themes, {reading.ratings_read} ratings read from {', '.join(reading.sources)}")

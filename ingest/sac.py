@@ -30,8 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path, PurePosixPath
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from common.atomic import atomic_path
 from common.bounds import bounded, bounded_like, check_ranges, setting
@@ -63,6 +62,9 @@ from warehouse.sac import (
     stage_snapshot,
     with_snapshot,
 )
+
+if TYPE_CHECKING:
+    import duckdb
 
 # Where the public tarball keeps the database and the images.
 TAR_PREFIX = "home/jdp/simulacra-aesthetic-captions/"
@@ -347,6 +349,7 @@ def _ingest_sac(paths: Paths, connect: Connect, settings: SacSettings, log: Log)
 
 def ingest_snapshot(paths: Paths, connect: Connect, settings: SacSettings, snapshot: Snapshot) -> IngestReport:
     """Merge one snapshot into the warehouse (steps in the module docstring); safe to re-run."""
+    import duckdb
     t0 = time.perf_counter()
     sources, images_dir, to_stored = ImageSources(paths.raw / DATASET), paths.images_dir(DATASET), paths.to_stored
     spec, workers = settings.spec, settings.workers or os.cpu_count()

@@ -28,6 +28,7 @@ consistent index (plus temp files, which the next run deletes).
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -37,15 +38,16 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from common.atomic import atomic_path, publish, remove_stale_temps, temp_path, write_atomic
 from common.bounds import Range, bounded, check_ranges
 from common.shard_format import INDEX_NAME
 from common.tarwrite import HashingWriter, escape_key, tar_member_info
 from ingest.splits import hash_fraction
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_SAMPLES = 5000
@@ -209,18 +211,23 @@ def fingerprint(entries: Iterable[tuple[str, str, bytes]]) -> str:
 
 
 
-_SIDECAR_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("dataset", pa.string()),
-        ("image_id", pa.string()),
-        ("split", pa.string()),
-        ("counts", pa.list_(pa.int32())),
-        ("target", pa.list_(pa.float64())),
-        ("mean", pa.float64()),
-        ("std", pa.float64()),
-    ]
-)
+@functools.cache
+def _sidecar_schema() -> pa.Schema:
+    """Built on first use, so importing this module (the code location does) does not import pyarrow."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("key", pa.string()),
+            ("dataset", pa.string()),
+            ("image_id", pa.string()),
+            ("split", pa.string()),
+            ("counts", pa.list_(pa.int32())),
+            ("target", pa.list_(pa.float64())),
+            ("mean", pa.float64()),
+            ("std", pa.float64()),
+        ]
+    )
 
 
 def _sidecar_path(tar_path: Path) -> Path:
@@ -229,6 +236,9 @@ def _sidecar_path(tar_path: Path) -> Path:
 
 def read_sidecar_meta(tar_path: Path) -> dict | None:
     """The shard facts stored in a sidecar's schema metadata, or None when missing or unreadable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = _sidecar_path(tar_path)
     if not path.exists():
         return None
@@ -240,6 +250,9 @@ def read_sidecar_meta(tar_path: Path) -> dict | None:
 
 
 def _write_sidecar(tar_path: Path, samples: Sequence[ShardSample], info: ShardInfo) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     meta = {
         "format": FORMAT_VERSION,
         "tar": tar_path.name,
@@ -259,7 +272,7 @@ def _write_sidecar(tar_path: Path, samples: Sequence[ShardSample], info: ShardIn
             "mean": [float(s.mean) for s in samples],
             "std": [float(s.std) for s in samples],
         },
-        schema=_SIDECAR_SCHEMA.with_metadata({"shard": json.dumps(meta, sort_keys=True)}),
+        schema=_sidecar_schema().with_metadata({"shard": json.dumps(meta, sort_keys=True)}),
     )
     with atomic_path(_sidecar_path(tar_path), fsync=True) as tmp:
         pq.write_table(table, tmp, compression="zstd")

@@ -81,9 +81,9 @@ def test_no_contract_group_holds_a_partitioned_asset():
 
 
 def test_loading_the_code_location_imports_no_heavy_library():
-    """Every step process and sensor tick imports the code location: torch, torchvision and scipy are imported
-    inside the steps that use them, never by `import pipelines.definitions`."""
-    heavy = ("torch", "torchvision", "scipy", "matplotlib", "pandas", "webdataset")
+    """Every step process and sensor tick imports the code location: torch, torchvision, scipy, DuckDB, pyarrow,
+    Pillow and numpy are imported inside the steps that use them, never by `import pipelines.definitions`."""
+    heavy = ("torch", "torchvision", "scipy", "matplotlib", "pandas", "webdataset", "duckdb", "pyarrow", "PIL", "numpy")
     probe = (
         "import sys, pipelines.definitions; "
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))"

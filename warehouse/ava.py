@@ -7,17 +7,20 @@ only the difference.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
-
-import duckdb
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from warehouse import records
 from warehouse.db import transaction
 from warehouse.labels import merge_staged_histograms, stage_counts
 from warehouse.records import ImageRow, upsert_images
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
 
 DATASET = "ava"
 # The rejects stages this stage owns and keeps in step with the current drop; later stages own theirs.
@@ -44,11 +47,18 @@ _STATE_COLUMNS = (
 )
 
 
-_STATE_TYPES = {
-    "image_id": pa.string(), "source_key": pa.string(), "source_size": pa.int64(), "source_mtime_ns": pa.int64(),
-    "spec": pa.string(), "outcome": pa.string(), "reason": pa.string(), "crop_path": pa.string(),
-    "crop_size": pa.int64(), "crop_mtime_ns": pa.int64(),
-}
+@functools.cache
+def _state_types() -> dict[str, pa.DataType]:
+    """Built on first use, so importing this module (the code location does) does not import pyarrow."""
+    import pyarrow as pa
+
+    return {
+        "image_id": pa.string(), "source_key": pa.string(), "source_size": pa.int64(), "source_mtime_ns": pa.int64(),
+        "spec": pa.string(), "outcome": pa.string(), "reason": pa.string(), "crop_path": pa.string(),
+        "crop_size": pa.int64(), "crop_mtime_ns": pa.int64(),
+    }
+
+
 _META_INTS = ("line", "tag1", "tag2", "challenge_id")
 
 
@@ -64,6 +74,8 @@ def accepted_ids(conn: duckdb.DuckDBPyConnection) -> set[str]:
 @contextmanager
 def _registered(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, pa.Array]) -> Iterator[None]:
     """An Arrow table visible to SQL as `name` for the block: joins, not per-row list scans."""
+    import pyarrow as pa
+
     conn.register(name, pa.table(columns))
     try:
         yield
@@ -72,6 +84,8 @@ def _registered(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, p
 
 
 def _ids(ids: Iterable[str]) -> dict[str, pa.Array]:
+    import pyarrow as pa
+
     return {"image_id": pa.array(list(ids), pa.string())}
 
 
@@ -90,6 +104,8 @@ def sync_names(conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[tuple
 
 def sync_image_meta(conn: duckdb.DuckDBPyConnection, rows: Sequence[tuple[str, int, int, int, int]]) -> int:
     """ava_image_meta := rows of (image_id, line, tag1, tag2, challenge_id); returns rows written or deleted."""
+    import pyarrow as pa
+
     columns = {
         "image_id": pa.array([r[0] for r in rows], pa.string()),
         **{name: pa.array([r[k] for r in rows], pa.int32()) for k, name in enumerate(_META_INTS, start=1)},
@@ -152,6 +168,8 @@ def write_crop_batch(
     """One batch of crop outcomes, all or nothing: images + histograms of the accepted, the crop
     state of every item worked on, and no images/histograms rows left for items now rejected.
     Returns how many images rows were written."""
+    import pyarrow as pa
+
     with transaction(conn):
         changed = _changed_images(conn, images) if images else []
         upsert_images(conn, DATASET, changed)
@@ -163,7 +181,7 @@ def write_crop_batch(
             rows = [astuple(s) for s in states]
             columns = {
                 name: pa.array([r[k] for r in rows], kind)
-                for k, (name, kind) in enumerate(_STATE_TYPES.items())
+                for k, (name, kind) in enumerate(_state_types().items())
             }
             with _registered(conn, "_state_arrow", columns):
                 conn.execute(
@@ -184,6 +202,8 @@ def sync_accepted(conn: duckdb.DuckDBPyConnection, accepted: dict[str, tuple[str
     """After all batches: splits and counts of images not re-cropped follow AVA.txt and the lists;
     images/histograms of items no longer accepted are removed (their crop paths returned), and so
     is the crop state of items no longer in the drop at all."""
+    import pyarrow as pa
+
     ids = list(accepted)
     columns = {**_ids(ids), "split": pa.array([accepted[i][0] for i in ids], pa.string())}
     with _registered(conn, "_accepted_arrow", columns), transaction(conn):
@@ -216,6 +236,8 @@ class RejectRow:
 def sync_rejects(conn: duckdb.DuckDBPyConnection, rejects: Sequence[RejectRow], batch: str | None) -> tuple[int, int]:
     """The AVA rejects of this stage's stages := rejects. Rows whose reason is unchanged keep their
     rejected_at and batch; returns (written, deleted)."""
+    import pyarrow as pa
+
     bad = [r.stage for r in rejects if r.stage not in STAGES]
     if bad:
         raise ValueError(f"stages {sorted(set(bad))} are not AVA ingest stages {STAGES}")

@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 # Fragments of the messages DuckDB raises when another process holds the file.
 _LOCK_MESSAGES = ("Could not set lock on file", "Conflicting lock is held")
@@ -55,6 +57,8 @@ def _create_whole(path: Path) -> None:
     whole database. Several steps that open a new warehouse at once would otherwise race DuckDB's own creation:
     one could read the file while another is still writing its header, and fail with "not a valid DuckDB
     database file" (seen under the multiprocess executor)."""
+    import duckdb
+
     if path.exists():
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.creating")
@@ -74,6 +78,8 @@ def open_connection(
     path: str | Path, read_only: bool = False, timeout_s: float = 300.0
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting (jittered exponential backoff) while another process holds it."""
+    import duckdb
+
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +108,8 @@ def connect(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection, migrated when writable, always closed. A damaged file, found when opening it or
     by a later query, raises WarehouseUnreadable (one line) instead of DuckDB's error."""
+    import duckdb
+
     conn = open_connection(path, read_only=read_only, timeout_s=timeout_s)
     try:
         if not read_only:

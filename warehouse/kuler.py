@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import duckdb
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from warehouse.db import transaction
 from warehouse.labels import upsert_histograms
 from warehouse.records import ImageRow, Reject, record_rejects, upsert_images
+
+if TYPE_CHECKING:
+    import duckdb
 
 DATASET = "kuler"
 
@@ -70,6 +71,8 @@ def existing_rejects(conn: duckdb.DuckDBPyConnection, stage: str) -> dict[str, s
 
 
 def upsert_themes(conn: duckdb.DuckDBPyConnection, themes: Sequence[KulerTheme]) -> int:
+    import pyarrow as pa
+
     if not themes:
         return 0
     table = pa.table(

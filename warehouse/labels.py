@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import duckdb
-import pyarrow as pa
+if TYPE_CHECKING:
+    import duckdb
 
 N_BINS = 10
 _HISTOGRAMS_SQL = (resources.files("warehouse") / "histograms.sql").read_text()
@@ -14,6 +15,8 @@ _HISTOGRAMS_SQL = (resources.files("warehouse") / "histograms.sql").read_text()
 
 def stage_counts(conn: duckdb.DuckDBPyConnection, rows: Iterable[tuple[str, Sequence[int]]]) -> int:
     """Put (image_id, counts) pairs into the temp table staged_counts; returns how many."""
+    import pyarrow as pa
+
     ids, counts = [], []
     for image_id, c in rows:
         if len(c) != N_BINS:

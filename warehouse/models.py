@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from warehouse.db import transaction
+
+if TYPE_CHECKING:
+    import duckdb
 
 METRIC_COLUMNS = ("n", "binary_accuracy", "exact_accuracy", "lcc_mean", "srcc_mean", "lcc_std", "srcc_std",
                   "emd_r1", "emd_r2", "mae_mean", "rmse_mean", "spread_ratio")

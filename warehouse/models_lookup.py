@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from warehouse.models import ModelRow, get_model, set_alias
+
+if TYPE_CHECKING:
+    import duckdb
 
 PRODUCTION = "production"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import duckdb
-import pyarrow as pa
+if TYPE_CHECKING:
+    import duckdb
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Reject:
 
 
 def upsert_images(conn: duckdb.DuckDBPyConnection, dataset: str, rows: Sequence[ImageRow]) -> int:
+    import pyarrow as pa
+
     if not rows:
         return 0
     table = pa.table(
@@ -76,6 +79,8 @@ def count_images(conn: duckdb.DuckDBPyConnection, dataset: str) -> int:
 def record_rejects(
     conn: duckdb.DuckDBPyConnection, dataset: str, stage: str, rejects: Iterable[Reject], batch: str | None
 ) -> int:
+    import pyarrow as pa
+
     rejects = list(rejects)
     if not rejects:
         return 0

@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
-
-import duckdb
+from typing import TYPE_CHECKING, TypeVar
 
 from warehouse.labels import merge_staged_histograms
 from warehouse.records import Reject, record_rejects
+
+if TYPE_CHECKING:
+    import duckdb
 
 DATASET = "sac"
 SOURCE_ALIAS = "sac_src"
@@ -41,6 +42,8 @@ class SqliteExtensionUnavailable(RuntimeError):
 
 def load_sqlite_extension(conn: duckdb.DuckDBPyConnection, extension: str = "sqlite_scanner") -> None:
     """Load DuckDB's sqlite extension from the pinned PyPI wheel (no network; `INSTALL sqlite` needs one)."""
+    import duckdb
+
     try:
         from duckdb_extensions import import_extension
 
@@ -88,6 +91,8 @@ def with_snapshot(
     dynamically typed and one 'seven' in an INTEGER column aborts a typed scan: then work runs again
     (it must roll back its own transaction on error) with every column read as text, where such
     values become rejects."""
+    import duckdb
+
     try:
         with attach_snapshot(conn, path, all_varchar=False):
             return work(conn)
@@ -137,6 +142,8 @@ def create_snapshot_views(conn: duckdb.DuckDBPyConnection, after_rowid: int | No
 
 def max_rowid(conn: duckdb.DuckDBPyConnection, table: str) -> int | None:
     """The largest rowid of an attached snapshot table (None: empty, or a table without rowids)."""
+    import duckdb
+
     assert table in _SPREAD_COLUMNS
     try:
         row = conn.execute(f"SELECT * FROM sqlite_query('{SOURCE_ALIAS}', 'SELECT max(rowid) FROM {table}')").fetchone()

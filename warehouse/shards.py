@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import duckdb
-import pyarrow as pa
+if TYPE_CHECKING:
+    import duckdb
 
 TARGETS = ("p_normalized", "p_softmax")
 
@@ -63,6 +64,8 @@ def labelled_images(
 
 def replace_shards(conn: duckdb.DuckDBPyConnection, dataset: str, split: str, rows: Sequence[ShardRow]) -> int:
     """Make the shards table hold exactly `rows` for dataset/split; call inside warehouse.db.transaction."""
+    import pyarrow as pa
+
     table = pa.table(
         {
             "path": pa.array([r.path for r in rows], pa.string()),
