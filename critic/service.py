@@ -33,9 +33,11 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from http import HTTPStatus
+from typing import Any
 
 import h11
 import uvicorn
@@ -199,6 +201,63 @@ async def _read_body(request: Request, length: int) -> bytes:
     return bytes(body)
 
 
+async def refused_large_head(scope, receive, send) -> bool:
+    """Answer 431 (and True) for a request head over HEAD_MAX_BYTES. h11 bounds a head that arrives in pieces;
+    one that arrives whole in a single read is measured here."""
+    if scope["type"] == "http" and len(scope["raw_path"]) + len(scope["query_string"]) + sum(
+            len(k) + len(v) + 4 for k, v in scope["headers"]) > HEAD_MAX_BYTES:
+        answer = _json(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {
+            "error": "head too large", "message": f"request line and headers over {HEAD_MAX_BYTES} bytes"}, True)
+        await answer(scope, receive, send)
+        return True
+    return False
+
+
+def declared_length(request: Request, max_bytes: int) -> int:
+    """The body's Content-Length, checked against max_bytes before a byte of the body is read."""
+    value = request.headers.get("content-length")
+    if value is None or "transfer-encoding" in request.headers:  # the size must be known before reading
+        raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "length required",
+                         "send a Content-Length header and no Transfer-Encoding")
+    try:
+        n = int(value)
+        if n < 0:
+            raise ValueError(n)
+    except ValueError:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad length", f"Content-Length {value!r}") from None
+    if n > max_bytes:
+        raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too large", f"body of {n} bytes, limit {max_bytes}")
+    return n
+
+
+def check_capacity(in_flight: int, limits: Limits) -> None:
+    if in_flight >= limits.max_in_flight:
+        raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, "busy",
+                         f"{in_flight} requests are being worked on, limit {limits.max_in_flight}; "
+                         "retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == HTTPStatus.NOT_FOUND:
+        kind, message = "not found", f"no route {request.method} {request.url.path}"
+    elif exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        kind = "method not allowed"
+        message = f"{request.method} {request.url.path} not allowed; use {(exc.headers or {}).get('Allow')}"
+    else:
+        kind, message = HTTPStatus(exc.status_code).phrase.lower(), str(exc.detail)
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    return _json(exc.status_code, {"error": kind, "message": message}, has_body, exc.headers)
+
+
+async def _crash(request: Request, exc: Exception) -> JSONResponse:
+    return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal",
+                                                    "detail": f"{type(exc).__name__}: {exc}"}, True)
+
+
+# Starlette's exception handlers of every app on this stack: every answer is JSON.
+EXCEPTION_HANDLERS = {HTTPException: _http_error, Exception: _crash}
+
+
 class ScoringApp:
     """The ASGI app: Starlette routes over the critic, a micro-batcher, a decode pool and an in-flight count."""
 
@@ -210,17 +269,11 @@ class ScoringApp:
         self.routes = Starlette(
             routes=[Route("/score", self.score, methods=["POST"]), Route("/healthz", self.healthz, methods=["GET"]),
                     Route("/openapi.json", self.openapi, methods=["GET"])],
-            exception_handlers={HTTPException: self._http_error, Exception: self._crash})
+            exception_handlers=EXCEPTION_HANDLERS)
 
     async def __call__(self, scope, receive, send) -> None:
-        # h11 bounds a head that arrives in pieces; one that arrives whole in a single read is measured here.
-        if scope["type"] == "http" and len(scope["raw_path"]) + len(scope["query_string"]) + sum(
-                len(k) + len(v) + 4 for k, v in scope["headers"]) > HEAD_MAX_BYTES:
-            answer = _json(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {
-                "error": "head too large", "message": f"request line and headers over {HEAD_MAX_BYTES} bytes"}, True)
-            await answer(scope, receive, send)
-            return
-        await self.routes(scope, receive, send)
+        if not await refused_large_head(scope, receive, send):
+            await self.routes(scope, receive, send)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -244,12 +297,12 @@ class ScoringApp:
         try:
             # Everything decidable from the headers is answered before the first receive(), which is what
             # makes uvicorn send `100 Continue`.
-            length = self._declared_length(request)
-            self._check_capacity()
+            length = declared_length(request, self.limits.max_bytes)
+            check_capacity(self.in_flight, self.limits)
             try:
                 async with window:
                     body = await _read_body(request, length)
-                    self._check_capacity()  # again: the slots may have filled while this body arrived
+                    check_capacity(self.in_flight, self.limits)  # again: slots may have filled during the body
                     self.in_flight += 1
                     try:
                         payload = await self._score(body, request.headers.get("content-type", ""))
@@ -270,28 +323,6 @@ class ScoringApp:
             log.exception("POST %s failed", request.url.path)
             return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal",
                                                             "detail": f"{type(exc).__name__}: {exc}"}, body is None)
-
-    def _declared_length(self, request: Request) -> int:
-        value = request.headers.get("content-length")
-        if value is None or "transfer-encoding" in request.headers:  # the size must be known before reading
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "length required",
-                             "send a Content-Length header and no Transfer-Encoding")
-        try:
-            n = int(value)
-            if n < 0:
-                raise ValueError(n)
-        except ValueError:
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad length", f"Content-Length {value!r}") from None
-        if n > self.limits.max_bytes:
-            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too large",
-                             f"body of {n} bytes, limit {self.limits.max_bytes}")
-        return n
-
-    def _check_capacity(self) -> None:
-        if self.in_flight >= self.limits.max_in_flight:
-            raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, "busy",
-                             f"{self.in_flight} requests are being scored, limit {self.limits.max_in_flight}; "
-                             "retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
 
     async def _score(self, body: bytes, content_type: str) -> dict:
         if content_type.lower().startswith("multipart/"):
@@ -329,22 +360,6 @@ class ScoringApp:
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too many pixels",
                              f"{len(parts)} images would decode to {total} pixels, "
                              f"limit {self.limits.max_request_pixels} per request")
-
-    async def _http_error(self, request: Request, exc: HTTPException) -> JSONResponse:
-        if exc.status_code == HTTPStatus.NOT_FOUND:
-            kind, message = "not found", f"no route {request.method} {request.url.path}"
-        elif exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
-            kind = "method not allowed"
-            message = f"{request.method} {request.url.path} not allowed; use {(exc.headers or {}).get('Allow')}"
-        else:
-            kind, message = HTTPStatus(exc.status_code).phrase.lower(), str(exc.detail)
-        has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-        return _json(exc.status_code, {"error": kind, "message": message}, has_body, exc.headers)
-
-    async def _crash(self, request: Request, exc: Exception) -> JSONResponse:
-        return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal",
-                                                        "detail": f"{type(exc).__name__}: {exc}"}, True)
-
 
 class _GuardedH11(H11Protocol):
     """uvicorn's h11 protocol plus what it lacks against hostile clients.
@@ -435,21 +450,23 @@ def _protocol_for(limits: Limits) -> type[_GuardedH11]:
     return type("GuardedH11", (_GuardedH11,), {"deadline_s": limits.deadline_s})
 
 
-class ScoringService:
-    """The scoring app on uvicorn, on a socket bound at construction (port 0 picks a free one).
+class HttpService:
+    """An ASGI app on uvicorn with the guarded protocol, on a socket bound at construction (port 0 picks a free
+    one): the stack of `aesthetic serve` and `aesthetic studio`. make_app gets the limits and returns the app,
+    which must have close().
 
     serve_forever() runs it in the calling thread until Ctrl-C; start()/stop(), or `with service:`, run it
-    in a background thread, as the tests do. Both release the socket, the decode pool and the batcher.
+    in a background thread, as the tests do. Both release the socket and close the app.
     """
 
-    def __init__(self, critic: Critic, host: str = "127.0.0.1", port: int = 8080,
+    def __init__(self, make_app: Callable[[Limits], Any], host: str = "127.0.0.1", port: int = 8080,
                  limits: Limits | None = None) -> None:
-        self.critic, self.limits = critic, limits or Limits()
+        self.limits = limits or Limits()
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.socket = socket.create_server((host, port), family=family, backlog=BACKLOG)
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
         try:
-            self.app = ScoringApp(critic, self.limits)
+            self.app = make_app(self.limits)
         except BaseException:
             self.socket.close()
             raise
@@ -468,14 +485,14 @@ class ScoringService:
         finally:
             self.close()
 
-    def start(self) -> ScoringService:
+    def start(self) -> HttpService:
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
                                         name="critic-uvicorn", daemon=True)
         self._thread.start()
         while not self.server.started:
             if not self._thread.is_alive():
                 self.close()
-                raise RuntimeError("the scoring server stopped while starting (see the log)")
+                raise RuntimeError("the server stopped while starting (see the log)")
             time.sleep(0.01)
         return self
 
@@ -490,11 +507,20 @@ class ScoringService:
         self.socket.close()
         self.app.close()
 
-    def __enter__(self) -> ScoringService:
+    def __enter__(self) -> HttpService:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class ScoringService(HttpService):
+    """The scoring app (the critic, its batcher and decode pool) on the guarded stack."""
+
+    def __init__(self, critic: Critic, host: str = "127.0.0.1", port: int = 8080,
+                 limits: Limits | None = None) -> None:
+        self.critic = critic
+        super().__init__(lambda limits: ScoringApp(critic, limits), host, port, limits)
 
 
 def make_server(
