@@ -40,17 +40,21 @@ def _quantiles(times: list[float]) -> str:
     return f"p50 {statistics.median(times) * 1000:.0f} ms, p95 {q[18] * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
 
 
-def bench_rounds(critic: Critic, rounds: int, batch: int, size: int) -> list[float]:
-    """Render + score, as critic/studio.py's _round does (without the files)."""
+def bench_rounds(critic: Critic, rounds: int, batch: int, size: int) -> dict[str, list[float]]:
+    """Render + score, as critic/studio.py's _round does (without the files), and the two parts."""
     rng = random.Random(0)
     parent = random_genome("heart", rng)
-    times = []
+    times: dict[str, list[float]] = {"round": [], "render": [], "score": []}
     for r in range(rounds + 1):
         t0 = time.perf_counter()
         images = [render(mutate(parent, rng), size) for _ in range(batch)]
+        t1 = time.perf_counter()
         critic.score_images(images).scores()
+        t2 = time.perf_counter()
         if r:  # the first is a warm-up (oneDNN picks its kernels)
-            times.append(time.perf_counter() - t0)
+            times["round"].append(t2 - t0)
+            times["render"].append(t1 - t0)
+            times["score"].append(t2 - t1)
     return times
 
 
@@ -101,7 +105,8 @@ def main() -> int:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs, "
           f"{torch.get_num_threads()} torch threads; model input {critic.image_size} px, designs {args.size} px")
     rounds = bench_rounds(critic, args.rounds, args.batch, args.size)
-    print(f"round (render + score {args.batch}), {len(rounds)} rounds: {_quantiles(rounds)}")
+    print(f"round (render + score {args.batch}), {len(rounds['round'])} rounds: {_quantiles(rounds['round'])}")
+    print(f"  of which render {_quantiles(rounds['render'])}; score {_quantiles(rounds['score'])}")
     picks = bench_picks(critic, args.rounds, args.size)
     print(f"POST /pick (a round + PNGs + state, over HTTP), {len(picks)} rounds: {_quantiles(picks)}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from common.agreement import agreement
 from common.atomic import atomic_path
+from ingest.sac_schema import SAC_SCHEMA
 
 PICKS_TABLE = "studio_picks"
 PICKS_SCHEMA = (f"CREATE TABLE {PICKS_TABLE} (sid INTEGER, iid INTEGER, round INTEGER, critic_iid INTEGER, "
@@ -28,8 +29,6 @@ def write_studio_snapshot(raw: Path, name: str, generations: Sequence[tuple], im
                           files: dict[str, Path]) -> str:
     """Write the snapshot `<name>.sqlite` into raw/sac/inbox/ (rows in SAC's column order; files: SAC path ->
     PNG) and return its path. Idempotent by name: a snapshot already in the inbox is left as it is."""
-    from ingest.sample_data import SAC_SCHEMA  # numpy and Pillow: not for the code location, which reads only
-
     sac = Path(raw) / "sac"
     dest = sac / "inbox" / f"{name}.sqlite"
     if dest.exists():
@@ -56,13 +55,22 @@ def write_studio_snapshot(raw: Path, name: str, generations: Sequence[tuple], im
 
 def studio_summary(path: Path) -> dict | None:
     """The critic-agreement figures (common/agreement.py) of a studio snapshot's picks, with the ratings it
-    carries; None for a snapshot that is not the studio's (no studio_picks table)."""
-    con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    carries; None for a snapshot that is not the studio's (no studio_picks table) or whose table cannot be read.
+    Only metadata: the ratings themselves were ingested by then, so a damaged table is reported, not fatal."""
     try:
-        if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [PICKS_TABLE]).fetchone():
-            return None
-        ranks = [r[0] for r in con.execute(f"SELECT critic_rank FROM {PICKS_TABLE} ORDER BY round, iid")]
-        rated = con.execute("SELECT count(*) FROM ratings").fetchone()[0]
-    finally:
-        con.close()
-    return {"ratings": rated, **agreement(ranks)}
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                               [PICKS_TABLE]).fetchone():
+                return None
+            # A rank that is not a positive integer is no rank: left out, and counted.
+            rows = con.execute(f"SELECT critic_rank, typeof(critic_rank) = 'integer' AND critic_rank >= 1 "
+                               f"FROM {PICKS_TABLE} ORDER BY round, iid").fetchall()
+            rated = con.execute("SELECT count(*) FROM ratings").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    figures = agreement([rank for rank, ok in rows if ok])
+    return {"ratings": rated, **figures, **({"bad_ranks": len(rows) - figures["picks"]}
+                                            if len(rows) > figures["picks"] else {})}

@@ -274,3 +274,17 @@ def test_the_studio_binds_to_127_0_0_1_by_default_and_publish_runs_from_the_comm
     assert f"session {body['session']}: 1 ratings -> " in out.out
     assert (tmp_path / "raw" / "sac" / "inbox" / f"studio-{body['session']}-1.sqlite").is_file()
     assert main(["studio", "publish"]) == 0 and "nothing to publish" in capsys.readouterr().err
+
+
+def test_the_agreement_summary_skips_public_snapshots_and_ranks_that_are_not_ranks(tmp_path) -> None:
+    from ingest.sac_studio import write_studio_snapshot
+    from ingest.sac_schema import SAC_SCHEMA
+
+    public = tmp_path / "public.sqlite"
+    with closing(sqlite3.connect(public)) as con:
+        con.executescript(SAC_SCHEMA)
+    assert studio_summary(public) is None
+    path = Path(write_studio_snapshot(tmp_path, "studio-9-1", [], [], [], [(1, 2, 8, 1)],
+                                      [(1, 2, 1, 3, 4), (1, 5, 2, 6, "x"), (1, 7, 3, 8, 0), (1, 9, 4, 8, 1)], {}))
+    assert studio_summary(path) == {"ratings": 1, "picks": 2, "agreed": 1, "agreement": 0.5, "pick_ranks": [4, 1],
+                                    "mean_pick_rank": 2.5, "median_pick_rank": 2.5, "bad_ranks": 2}
