@@ -277,8 +277,8 @@ def test_the_studio_binds_to_127_0_0_1_by_default_and_publish_runs_from_the_comm
 
 
 def test_the_agreement_summary_skips_public_snapshots_and_ranks_that_are_not_ranks(tmp_path) -> None:
-    from ingest.sac_studio import write_studio_snapshot
     from ingest.sac_schema import SAC_SCHEMA
+    from ingest.sac_studio import write_studio_snapshot
 
     public = tmp_path / "public.sqlite"
     with closing(sqlite3.connect(public)) as con:
