@@ -16,6 +16,7 @@ from assets.downloads import LIGHT, DownloadConfig, fetch_drop
 from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from assets.settings_config import settings_config
+from common.agreement import agreement
 from ingest.sac import INBOX, SacReport, SacSettings, inbox_files, ingest_sac, mean_score_plot_png, read_snapshot
 from ingest.shrink_guard import ShrinkRefused
 from ingest.sqlite_files import whole_by_header
@@ -70,7 +71,21 @@ def _metadata(sac: SacReport) -> dict:
         "sac_histograms_total": len(means),
         "mean_score_distribution": markdown_image(mean_score_plot_png(means), "SAC mean scores"),
         "seconds": round(sum(r.seconds for r in reports), 2),
+        **_studio_metadata(reports),
     }
+
+
+def _studio_metadata(reports: list) -> dict:
+    """For studio snapshots (docs/critic.md): how often the person's picks agreed with the critic, and the rank
+    the critic gave them, per snapshot and over the run; nothing for other snapshots."""
+    studio = {r.snapshot: r.studio for r in reports if r.studio is not None}
+    if not studio:
+        return {}
+    overall = agreement([rank for s in studio.values() for rank in s["pick_ranks"]])
+    return {"studio": dg.MetadataValue.json(studio), "studio_picks": overall["picks"],
+            "studio_agreed": overall["agreed"],
+            "studio_agreement": dg.MetadataValue.float(overall["agreement"] if overall["picks"] else float("nan")),
+            "studio_mean_pick_rank": dg.MetadataValue.float(overall["mean_pick_rank"] or float("nan"))}
 
 
 @dg.asset(

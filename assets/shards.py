@@ -88,7 +88,9 @@ def ava_shards(
     return _materialize(context, config, storage, warehouse, "ava")
 
 
-@dg.asset(group_name="shards", deps=["sac_images"])
+# sac_snapshots too: the sac_backfill run that ingests a snapshot rebuilds these shards after it, so the next
+# nightly retraining sees their new data version and trains on the new ratings.
+@dg.asset(group_name="shards", deps=["sac_images", "sac_snapshots"])
 def sac_shards(
     context: dg.AssetExecutionContext, config: ShardsConfig, storage: StorageResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

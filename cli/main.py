@@ -297,18 +297,24 @@ def _score(args: argparse.Namespace) -> int:
     return 0 if scored or not items else 1
 
 
-def _filter_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
-    p.add_argument("--min-score", type=MIN_SCORE.flag(), default=None,
-                   help="keep images scoring at least this (0..10; the calibrated mean unless --threshold-on mean)")
-    p.add_argument("--threshold-on", choices=THRESHOLD_FIELDS, default=THRESHOLD_FIELDS[0],
-                   help="the score --min-score and --top-fraction compare (a model without calibration: the mean)")
+def _threshold_args(p: argparse.ArgumentParser, min_score: float | None = None) -> None:
+    """The filter decision's thresholds (critic/decision.py), for `filter` and the studio's cruft mark."""
+    p.add_argument("--min-score", type=MIN_SCORE.flag(), default=min_score,
+                   help="keep images scoring at least this (0..10; the calibrated mean unless --threshold-on mean)"
+                   + (f" (default {min_score:g})" if min_score is not None else ""))
     p.add_argument("--min-percentile", type=PERCENTILE.flag(), default=None,
                    help="keep images at or above this percentile of the model's validation split (0..100): the"
                    " full-range score to threshold, the same share on every model")
     p.add_argument("--top-fraction", type=TOP_FRACTION.flag(), default=None,
                    help="keep the best F (0 < F <= 1) of the images being filtered (by rank; for a share of the"
                    " validation split's standard use --min-percentile)")
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
+    _threshold_args(p)
+    p.add_argument("--threshold-on", choices=THRESHOLD_FIELDS, default=THRESHOLD_FIELDS[0],
+                   help="the score --min-score and --top-fraction compare (a model without calibration: the mean)")
     p.add_argument("--copy-to", type=folder, default=None, help="copy the kept files into this folder")
     p.add_argument("--dedupe", action="store_true", help="keep only the best image of each near-duplicate group")
     p.add_argument("--dedupe-by", choices=DEDUPE_METHODS, default=DEDUPE_METHODS[-1],
@@ -453,9 +459,15 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    # Defaults live in critic.service.Limits; not imported here, so `aesthetic --help` stays free of torch.
     p.add_argument("--host", type=non_empty, default=SERVE_HOST)
     p.add_argument("--port", type=int_range(0, 65535), default=SERVE_PORT, help="0..65535 (0: any free port)")
+    _limit_args(p)
+    _model_arg(p)
+
+
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    """The request limits of `serve` and `studio`."""
+    # Defaults live in critic.service.Limits; not imported here, so `aesthetic --help` stays free of torch.
     p.add_argument("--max-bytes", type=positive_int, help="largest request body accepted (default 20 MiB)")
     p.add_argument("--max-images", type=positive_int, help="most images in one request (default 32)")
     p.add_argument("--max-pixels", type=positive_int, help="most pixels in one image (default 40 million)")
@@ -468,20 +480,25 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="requests decoding or scoring at once; more get 503 with Retry-After (default 16)")
     p.add_argument("--decode-workers", type=positive_int, help="threads decoding images (default 2)")
     p.add_argument("--max-connections", type=positive_int, help="open connections; more get 503 (default 64)")
-    _model_arg(p)
+
+
+def _limits(args: argparse.Namespace):
+    from dataclasses import fields
+
+    from critic.service import Limits
+
+    given = {f.name: getattr(args, f.name) for f in fields(Limits) if getattr(args, f.name, None) is not None}
+    try:
+        return Limits(**given)
+    except ValueError as exc:
+        raise SystemExit(f"aesthetic: {exc}") from None
 
 
 def build_server(args: argparse.Namespace):
     """The bound (not yet serving) ScoringService that `aesthetic serve` runs, from its parsed arguments."""
-    from dataclasses import fields
+    from critic.service import make_server
 
-    from critic.service import Limits, make_server
-
-    given = {f.name: getattr(args, f.name) for f in fields(Limits) if getattr(args, f.name, None) is not None}
-    try:
-        limits = Limits(**given)
-    except ValueError as exc:
-        raise SystemExit(f"aesthetic: {exc}") from None
+    limits = _limits(args)
     critic = _load_critic(args.model, **_input_kwargs(args))
     try:
         return make_server(critic, args.host, args.port, limits)
@@ -500,6 +517,81 @@ def _serve(args: argparse.Namespace) -> int:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _studio_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=("serve", "publish"), default="serve",
+                   help="serve (default): the page; publish: every session's unpublished ratings as SAC snapshots")
+    p.add_argument("--shape", default="heart", choices=("heart", "star", "kite", "trapezoid", "landscape"),
+                   help="the shape a new session starts with (the page may choose another)")
+    p.add_argument("--host", type=non_empty, default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int_range(0, 65535), default=8090, help="0..65535 (0: any free port)")
+    p.add_argument("--size", **flag(EvolveSettings, "size"), help="rendered design size in pixels, 32..4096")
+    p.add_argument("--rate", **flag(EvolveSettings, "rate"), help="probability (0..1) that a gene mutates")
+    p.add_argument("--strength", **flag(EvolveSettings, "strength"),
+                   help="mutation noise as a fraction (0..1) of a gene's range")
+    # The cruft mark: what `aesthetic filter` with these thresholds would drop.
+    _threshold_args(p, min_score=5.0)
+    _limit_args(p)
+    _model_arg(p)
+
+
+def _studio_publisher(raw):
+    from ingest.sac_studio import write_studio_snapshot
+
+    return lambda rows, name: write_studio_snapshot(raw, name, **vars(rows))
+
+
+def build_studio(args: argparse.Namespace):
+    """The bound (not yet serving) StudioService that `aesthetic studio` runs, from its parsed arguments."""
+    from critic.decision import Thresholds
+    from critic.studio import Studio
+    from critic.studio_app import StudioService
+    from ingest.paths import Paths
+
+    limits, paths = _limits(args), Paths.from_env()
+    critic = _load_critic(args.model, **_input_kwargs(args))
+    if args.min_percentile is not None and critic.calibration is None:
+        raise SystemExit(f"aesthetic studio: model {critic.version} has no calibration, so no percentiles: "
+                         "use --min-score or --top-fraction")
+    thresholds = Thresholds(args.min_score, args.min_percentile, args.top_fraction)
+    settings = EvolveSettings(size=args.size, rate=args.rate, strength=args.strength)
+    studio = Studio(critic, paths.home / "studio", settings, thresholds, args.shape)
+    try:
+        return StudioService(studio, _studio_publisher(paths.raw), args.host, args.port, limits)
+    except OSError as exc:
+        raise SystemExit(f"aesthetic: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+@verb("studio", "a web page for evolving designs with the critic and a person; `studio publish` sends the "
+      "ratings to the SAC inbox", _studio_args)
+def _studio(args: argparse.Namespace) -> int:
+    if args.action == "publish":
+        return _studio_publish()
+    server = build_studio(args)
+    host, port = server.server_address
+    shown = f"[{host}]" if ":" in host else host
+    scope = "this machine only" if host in ("127.0.0.1", "::1", "localhost") else "every machine that can reach it"
+    print(f"studio on http://{shown}:{port}/ (listening on {host}: {scope}), model {server.studio.critic.version},"
+          f" sessions in {server.studio.root}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _studio_publish() -> int:
+    from critic.studio import Studio
+    from ingest.paths import Paths
+
+    paths = Paths.from_env()
+    done = Studio(None, paths.home / "studio").publish_all(_studio_publisher(paths.raw))
+    for d in done:
+        print(f"session {d['session']}: {d['ratings']} ratings -> {d['snapshot']}")
+    print(f"{len(done)} snapshots published" if done else "nothing to publish", file=sys.stderr)
     return 0
 
 

@@ -33,9 +33,11 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from http import HTTPStatus
+from typing import Any
 
 import h11
 import uvicorn
@@ -55,7 +57,7 @@ HEAD_MAX_BYTES = 16 * 1024  # request line + headers; h11 refuses more (answered
 KEEP_ALIVE_S = 5  # an idle connection (before its first byte, or between requests) is closed after this
 BACKLOG = 128  # connections the kernel queues before the server accepts them
 RETRY_AFTER_S = 1
-_HEAD_STARTED = "aesthetic.head_started"  # scope extension: loop time of the request's first byte
+HEAD_STARTED = "aesthetic.head_started"  # scope extension: loop time of the request's first byte
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,11 @@ class BadRequest(Exception):
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
 
     def response(self, close: bool) -> JSONResponse:
-        return _json(self.status, {"error": self.kind, "message": self.message}, close, self.headers)
+        return json_response(self.status, {"error": self.kind, "message": self.message}, close, self.headers)
 
 
-def _json(status: int, payload: dict, close: bool = False, headers: dict[str, str] | None = None) -> JSONResponse:
+def json_response(status: int, payload: dict, close: bool = False,
+                  headers: dict[str, str] | None = None) -> JSONResponse:
     """close: an answer given before the request body was read must end the connection (the body is not drained)."""
     return JSONResponse(payload, status_code=int(status), headers={**(headers or {}), **({"Connection": "close"}
                                                                                           if close else {})})
@@ -190,7 +193,7 @@ def _unreadable(name: str, exc: UnreadableImage) -> BadRequest:
     return BadRequest(status, exc.kind, f"{name}: {exc}")
 
 
-async def _read_body(request: Request, length: int) -> bytes:
+async def read_body(request: Request, length: int) -> bytes:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -198,6 +201,63 @@ async def _read_body(request: Request, length: int) -> bytes:
         raise BadRequest(HTTPStatus.BAD_REQUEST, "short body",
                          f"the body ended after {len(body)} of the {length} bytes its Content-Length announced")
     return bytes(body)
+
+
+async def refused_large_head(scope, receive, send) -> bool:
+    """Answer 431 (and True) for a request head over HEAD_MAX_BYTES. h11 bounds a head that arrives in pieces;
+    one that arrives whole in a single read is measured here."""
+    if scope["type"] == "http" and len(scope["raw_path"]) + len(scope["query_string"]) + sum(
+            len(k) + len(v) + 4 for k, v in scope["headers"]) > HEAD_MAX_BYTES:
+        answer = json_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {
+            "error": "head too large", "message": f"request line and headers over {HEAD_MAX_BYTES} bytes"}, True)
+        await answer(scope, receive, send)
+        return True
+    return False
+
+
+def declared_length(request: Request, max_bytes: int) -> int:
+    """The body's Content-Length, checked against max_bytes before a byte of the body is read."""
+    value = request.headers.get("content-length")
+    if value is None or "transfer-encoding" in request.headers:  # the size must be known before reading
+        raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "length required",
+                         "send a Content-Length header and no Transfer-Encoding")
+    try:
+        n = int(value)
+        if n < 0:
+            raise ValueError(n)
+    except ValueError:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad length", f"Content-Length {value!r}") from None
+    if n > max_bytes:
+        raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too large", f"body of {n} bytes, limit {max_bytes}")
+    return n
+
+
+def check_capacity(in_flight: int, limits: Limits) -> None:
+    if in_flight >= limits.max_in_flight:
+        raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, "busy",
+                         f"{in_flight} requests are being worked on, limit {limits.max_in_flight}; "
+                         "retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == HTTPStatus.NOT_FOUND:
+        kind, message = "not found", f"no route {request.method} {request.url.path}"
+    elif exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        kind = "method not allowed"
+        message = f"{request.method} {request.url.path} not allowed; use {(exc.headers or {}).get('Allow')}"
+    else:
+        kind, message = HTTPStatus(exc.status_code).phrase.lower(), str(exc.detail)
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    return json_response(exc.status_code, {"error": kind, "message": message}, has_body, exc.headers)
+
+
+async def _crash(request: Request, exc: Exception) -> JSONResponse:
+    return json_response(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal",
+                                                    "detail": f"{type(exc).__name__}: {exc}"}, True)
+
+
+# Starlette's exception handlers of every app on this stack: every answer is JSON.
+EXCEPTION_HANDLERS = {HTTPException: _http_error, Exception: _crash}
 
 
 class ScoringApp:
@@ -211,17 +271,11 @@ class ScoringApp:
         self.routes = Starlette(
             routes=[Route("/score", self.score, methods=["POST"]), Route("/healthz", self.healthz, methods=["GET"]),
                     Route("/openapi.json", self.openapi, methods=["GET"])],
-            exception_handlers={HTTPException: self._http_error, Exception: self._crash})
+            exception_handlers=EXCEPTION_HANDLERS)
 
     async def __call__(self, scope, receive, send) -> None:
-        # h11 bounds a head that arrives in pieces; one that arrives whole in a single read is measured here.
-        if scope["type"] == "http" and len(scope["raw_path"]) + len(scope["query_string"]) + sum(
-                len(k) + len(v) + 4 for k, v in scope["headers"]) > HEAD_MAX_BYTES:
-            answer = _json(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {
-                "error": "head too large", "message": f"request line and headers over {HEAD_MAX_BYTES} bytes"}, True)
-            await answer(scope, receive, send)
-            return
-        await self.routes(scope, receive, send)
+        if not await refused_large_head(scope, receive, send):
+            await self.routes(scope, receive, send)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -230,27 +284,27 @@ class ScoringApp:
     async def healthz(self, request: Request) -> JSONResponse:
         critic = self.critic
         calibration = critic.calibration.describe() if critic.calibration else None
-        return _json(HTTPStatus.OK, {"status": "ok", "model": critic.version, "calibration": calibration,
+        return json_response(HTTPStatus.OK, {"status": "ok", "model": critic.version, "calibration": calibration,
                                      "limits": asdict(self.limits),
                                      "input": {"image_size": critic.image_size, "resize": critic.resize}})
 
     async def openapi(self, request: Request) -> JSONResponse:
-        return _json(HTTPStatus.OK, openapi_schema(self.limits))
+        return json_response(HTTPStatus.OK, openapi_schema(self.limits))
 
     async def score(self, request: Request) -> JSONResponse:
         loop = asyncio.get_running_loop()
-        started = request.scope.get("extensions", {}).get(_HEAD_STARTED) or loop.time()
+        started = request.scope.get("extensions", {}).get(HEAD_STARTED) or loop.time()
         window = asyncio.timeout_at(started + self.limits.deadline_s)
         body: bytes | None = None
         try:
             # Everything decidable from the headers is answered before the first receive(), which is what
             # makes uvicorn send `100 Continue`.
-            length = self._declared_length(request)
-            self._check_capacity()
+            length = declared_length(request, self.limits.max_bytes)
+            check_capacity(self.in_flight, self.limits)
             try:
                 async with window:
-                    body = await _read_body(request, length)
-                    self._check_capacity()  # again: the slots may have filled while this body arrived
+                    body = await read_body(request, length)
+                    check_capacity(self.in_flight, self.limits)  # again: slots may have filled during the body
                     self.in_flight += 1
                     try:
                         payload = await self._score(body, request.headers.get("content-type", ""))
@@ -262,37 +316,15 @@ class ScoringApp:
                 what = "answered" if body is not None else "received"
                 raise BadRequest(HTTPStatus.REQUEST_TIMEOUT, "timeout",
                                  f"request not {what} within its {self.limits.deadline_s:g} s deadline") from None
-            return _json(HTTPStatus.OK, payload)
+            return json_response(HTTPStatus.OK, payload)
         except BadRequest as exc:
             return exc.response(close=body is None)
         except ClientDisconnect:  # nobody to answer; uvicorn drops whatever is sent
-            return _json(HTTPStatus.BAD_REQUEST, {"error": "disconnected", "message": "client went away"}, True)
+            return json_response(HTTPStatus.BAD_REQUEST, {"error": "disconnected", "message": "client went away"}, True)
         except Exception as exc:  # noqa: BLE001 - any fault gets an answer; the traceback goes to the log
             log.exception("POST %s failed", request.url.path)
-            return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal",
+            return json_response(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal",
                                                             "detail": f"{type(exc).__name__}: {exc}"}, body is None)
-
-    def _declared_length(self, request: Request) -> int:
-        value = request.headers.get("content-length")
-        if value is None or "transfer-encoding" in request.headers:  # the size must be known before reading
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "length required",
-                             "send a Content-Length header and no Transfer-Encoding")
-        try:
-            n = int(value)
-            if n < 0:
-                raise ValueError(n)
-        except ValueError:
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad length", f"Content-Length {value!r}") from None
-        if n > self.limits.max_bytes:
-            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too large",
-                             f"body of {n} bytes, limit {self.limits.max_bytes}")
-        return n
-
-    def _check_capacity(self) -> None:
-        if self.in_flight >= self.limits.max_in_flight:
-            raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, "busy",
-                             f"{self.in_flight} requests are being scored, limit {self.limits.max_in_flight}; "
-                             "retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
 
     async def _score(self, body: bytes, content_type: str) -> dict:
         if content_type.lower().startswith("multipart/"):
@@ -331,22 +363,6 @@ class ScoringApp:
                              f"{len(parts)} images would decode to {total} pixels, "
                              f"limit {self.limits.max_request_pixels} per request")
 
-    async def _http_error(self, request: Request, exc: HTTPException) -> JSONResponse:
-        if exc.status_code == HTTPStatus.NOT_FOUND:
-            kind, message = "not found", f"no route {request.method} {request.url.path}"
-        elif exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
-            kind = "method not allowed"
-            message = f"{request.method} {request.url.path} not allowed; use {(exc.headers or {}).get('Allow')}"
-        else:
-            kind, message = HTTPStatus(exc.status_code).phrase.lower(), str(exc.detail)
-        has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-        return _json(exc.status_code, {"error": kind, "message": message}, has_body, exc.headers)
-
-    async def _crash(self, request: Request, exc: Exception) -> JSONResponse:
-        return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal",
-                                                        "detail": f"{type(exc).__name__}: {exc}"}, True)
-
-
 class _GuardedH11(H11Protocol):
     """uvicorn's h11 protocol plus what it lacks against hostile clients.
 
@@ -368,7 +384,7 @@ class _GuardedH11(H11Protocol):
         app = self.app
 
         async def stamped(scope, receive, send) -> None:
-            scope["extensions"] = {**(scope.get("extensions") or {}), _HEAD_STARTED: self._head_started}
+            scope["extensions"] = {**(scope.get("extensions") or {}), HEAD_STARTED: self._head_started}
             await app(scope, receive, send)
 
         self.app = stamped
@@ -436,21 +452,23 @@ def _protocol_for(limits: Limits) -> type[_GuardedH11]:
     return type("GuardedH11", (_GuardedH11,), {"deadline_s": limits.deadline_s})
 
 
-class ScoringService:
-    """The scoring app on uvicorn, on a socket bound at construction (port 0 picks a free one).
+class HttpService:
+    """An ASGI app on uvicorn with the guarded protocol, on a socket bound at construction (port 0 picks a free
+    one): the stack of `aesthetic serve` and `aesthetic studio`. make_app gets the limits and returns the app,
+    which must have close().
 
     serve_forever() runs it in the calling thread until Ctrl-C; start()/stop(), or `with service:`, run it
-    in a background thread, as the tests do. Both release the socket, the decode pool and the batcher.
+    in a background thread, as the tests do. Both release the socket and close the app.
     """
 
-    def __init__(self, critic: Critic, host: str = SERVE_HOST, port: int = SERVE_PORT,
+    def __init__(self, make_app: Callable[[Limits], Any], host: str = SERVE_HOST, port: int = SERVE_PORT,
                  limits: Limits | None = None) -> None:
-        self.critic, self.limits = critic, limits or Limits()
+        self.limits = limits or Limits()
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.socket = socket.create_server((host, port), family=family, backlog=BACKLOG)
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
         try:
-            self.app = ScoringApp(critic, self.limits)
+            self.app = make_app(self.limits)
         except BaseException:
             self.socket.close()
             raise
@@ -469,14 +487,14 @@ class ScoringService:
         finally:
             self.close()
 
-    def start(self) -> ScoringService:
+    def start(self) -> HttpService:
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
                                         name="critic-uvicorn", daemon=True)
         self._thread.start()
         while not self.server.started:
             if not self._thread.is_alive():
                 self.close()
-                raise RuntimeError("the scoring server stopped while starting (see the log)")
+                raise RuntimeError("the server stopped while starting (see the log)")
             time.sleep(0.01)
         return self
 
@@ -491,11 +509,20 @@ class ScoringService:
         self.socket.close()
         self.app.close()
 
-    def __enter__(self) -> ScoringService:
+    def __enter__(self) -> HttpService:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class ScoringService(HttpService):
+    """The scoring app (the critic, its batcher and decode pool) on the guarded stack."""
+
+    def __init__(self, critic: Critic, host: str = SERVE_HOST, port: int = SERVE_PORT,
+                 limits: Limits | None = None) -> None:
+        self.critic = critic
+        super().__init__(lambda limits: ScoringApp(critic, limits), host, port, limits)
 
 
 def make_server(
@@ -511,7 +538,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 _BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
 
 
-def _errors(*codes: int) -> dict:
+def error_responses(*codes: int) -> dict:
     return {str(c): {"description": HTTPStatus(c).phrase, "content": {"application/json": {"schema": _ERROR}}}
             for c in codes}
 
@@ -526,8 +553,8 @@ _SCORE_PATH = {"post": {
     "responses": {
         "200": {"description": "one result per image, in request order",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Scores"}}}},
-        **_errors(400, 404, 405, 408, 411, 413),
-        "503": {**_errors(503)["503"], "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+        **error_responses(400, 404, 405, 408, 411, 413),
+        "503": {**error_responses(503)["503"], "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
         "500": {"description": "unexpected failure, logged with its traceback",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Internal"}}}},
     }}}
@@ -540,7 +567,7 @@ _HEALTHZ_PATH = {"get": {"summary": "Model version, limits and input size", "res
             f.name: {"type": "number" if f.type == "float" else "integer"} for f in fields(Limits)}},
         "input": {"type": "object", "properties": {"image_size": {"type": "integer"},
                                                    "resize": {"type": "integer"}}}}}}}}}}}
-_SCHEMAS = {
+OPENAPI_SCHEMAS = {
     "Error": {"type": "object", "required": ["error", "message"],
               "properties": {"error": {"type": "string", "description": "short kind, e.g. 'too large'"},
                              "message": {"type": "string"}}},
@@ -572,7 +599,7 @@ _OPENAPI = {
         "/healthz": _HEALTHZ_PATH,
         "/openapi.json": {"get": {"summary": "This description", "responses": {"200": {"description": "OpenAPI"}}}},
     },
-    "components": {"schemas": _SCHEMAS},
+    "components": {"schemas": OPENAPI_SCHEMAS},
 }
 
 

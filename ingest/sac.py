@@ -39,6 +39,7 @@ from ingest.crop_folder import crop_folder
 from ingest.crops import CROP_WORKERS, CropJob, CropResult, CropSpec, RejectedImage, crop_many, sha256_file
 from ingest.labels import SOFTMAX_TEMPERATURE
 from ingest.paths import Connect, Log, Paths, no_log
+from ingest.sac_studio import studio_summary
 from ingest.shrink_guard import guard_shrink
 from ingest.splits import three_way_split
 from ingest.sqlite_files import SqliteFileError, check_sqlite_file
@@ -234,6 +235,7 @@ class IngestReport:
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)  # where the seconds went
+    studio: dict | None = None  # a studio snapshot's picks against the critic (ingest/sac_studio.py); else None
 
     @property
     def histograms_updated(self) -> int:
@@ -331,6 +333,7 @@ def _ingest_sac(paths: Paths, connect: Connect, settings: SacSettings, log: Log)
         try:
             snapshot = item if isinstance(item, Snapshot) else read_snapshot(item)
             report = ingest_snapshot(paths, connect, settings, snapshot)
+            report.studio = studio_summary(snapshot.path)
         except (SqliteFileError, NotRegularFile) as exc:
             if len(snapshots) == 1:
                 raise

@@ -22,6 +22,7 @@ from ingest.ava import VAL_FRACTION as AVA_VAL_FRACTION
 from ingest.ava import VAL_SALT as AVA_VAL_SALT
 from ingest.kuler import SPLIT_SALT as KULER_SPLIT_SALT
 from ingest.sac import SPLIT_SALT as SAC_SPLIT_SALT
+from ingest.sac_schema import SAC_SCHEMA
 from ingest.splits import hash_fraction, three_way_split
 
 SAC_DB_NAME = "sac_public_2022_06_29.sqlite"
@@ -215,14 +216,6 @@ def _plant_ava_leaks(images: Path, ids: list[int], test_ids: set[int], report: S
         report.duplicate("ava", copy, orig, orig_split)
 
 
-SAC_SCHEMA = """
-CREATE TABLE generations (id INTEGER PRIMARY KEY, sid INTEGER, method TEXT, prompt TEXT, verified INTEGER);
-CREATE TABLE images (id INTEGER PRIMARY KEY, gid INTEGER, idx INTEGER);
-CREATE TABLE paths (iid INTEGER PRIMARY KEY, path TEXT);
-CREATE TABLE ratings (sid INTEGER, iid INTEGER, rating INTEGER, verified INTEGER);
-CREATE TABLE survey (id INTEGER PRIMARY KEY, qid INTEGER, rating INTEGER);
-CREATE TABLE upscales (iid INTEGER, method TEXT);
-"""
 _PROMPT_WORDS = ["a lighthouse", "an astronaut", "a forest", "a cat", "the sea", "a city", "a dragon", "a garden"]
 _STYLES = ["oil painting", "trending on artstation", "watercolor", "by Greg Rutkowski", "8k photo", "pastel"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import time
 import urllib.request
@@ -18,7 +17,8 @@ from PIL import Image
 
 from ingest.sample_data import write_sac_db, write_sample_data
 from pipelines.instance import prepare_instance
-from tests.helpers.dagster_services import ROOT, dagster_services
+from tests.helpers.browser import SCREENSHOTS, chromium, wait_for_text
+from tests.helpers.dagster_services import dagster_services
 from warehouse.db import connect
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,6 @@ REPOSITORY = "__repository__"
 # Short training so the module stays within a few minutes on 2 CPU cores.
 FAST_TRAINING = {"epochs_full": 1, "batch_size": 16}
 RUN_CONFIG = {"ops": {name: {"config": FAST_TRAINING} for name in ("nima_ava", "nima_sac", "nima_color")}}
-SCREENSHOTS = Path(os.environ.get("AESTHETIC_SCREENSHOTS") or ROOT / ".aesthetic" / "screenshots")
 
 
 def graphql(port: int, query: str, variables: dict) -> dict:
@@ -93,34 +92,6 @@ def test_full_graph_launched_through_graphql_succeeds_and_fills_the_warehouse(de
     assert reports >= 3
 
 
-def _chromium(download_dir: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.fail("Chromium and chromedriver are required (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,1000",
-                 f"--user-data-dir={download_dir / 'profile'}"]:
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver_path), options=options)
-
-
-def _wait_for_text(driver, texts: list[str], timeout_s: float = 60) -> str:
-    deadline = time.monotonic() + timeout_s
-    body = ""
-    while time.monotonic() < deadline:
-        body = driver.find_element("tag name", "body").text
-        if all(t in body for t in texts):
-            return body
-        time.sleep(1)
-    raise AssertionError(f"{[t for t in texts if t not in body]} not on the page; it shows:\n{body[:2000]}")
-
-
 def _dismiss_welcome_dialog(driver) -> None:
     """A fresh instance greets the first visit with a newsletter dialog; a user clicks Skip."""
     for button in driver.find_elements("tag name", "button"):
@@ -140,18 +111,18 @@ def test_browser_shows_the_asset_graph_and_the_evaluation_metrics(deployment, tm
         "evaluation": ["eval_nima_ava", "eval_nima_sac", "eval_nima_color", "production_model"],
         "critic": ["critic_evolution"],
     }
-    driver = _chromium(tmp_path)
+    driver = chromium(tmp_path)
     try:
         driver.get(f"{base}/asset-groups")
-        _wait_for_text(driver, ["Global asset lineage", *groups])
+        wait_for_text(driver, ["Global asset lineage", *groups])
         _dismiss_welcome_dialog(driver)
         driver.save_screenshot(str(SCREENSHOTS / "global-lineage.png"))
         for group, names in groups.items():
             driver.get(f"{base}/locations/{LOCATION}/asset-groups/{group}")
-            _wait_for_text(driver, names)
+            wait_for_text(driver, names)
             driver.save_screenshot(str(SCREENSHOTS / f"group-{group}.png"))
         driver.get(f"{base}/assets/eval_nima_ava")
-        body = _wait_for_text(driver, ["eval_nima_ava", "srcc_mean", "lcc_mean", "binary_accuracy", "emd_r1"])
+        body = wait_for_text(driver, ["eval_nima_ava", "srcc_mean", "lcc_mean", "binary_accuracy", "emd_r1"])
         driver.save_screenshot(str(SCREENSHOTS / "eval-nima-ava.png"))
         assert "Latest materialization" in body
     finally:
@@ -242,7 +213,7 @@ def test_a_snapshot_dropped_in_the_inbox_is_run_by_the_sensor_and_changes_only_t
     started = graphql(port, START_SENSOR, {"selector": selector})["startSensor"]
     assert started["__typename"] == "Sensor", started
 
-    deadline, runs = time.monotonic() + 300, []
+    deadline, runs = time.monotonic() + 600, []  # the run rebuilds the SAC shards too
     while time.monotonic() < deadline:
         runs = graphql(port, RUNS, {"job": "sac_backfill"})["runsOrError"]["results"]
         if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):

@@ -105,3 +105,51 @@ def test_definitions_keep_full_pipeline_unpartitioned_and_add_the_backfill_job_a
     backfill = defs.resolve_job_def("sac_backfill")
     assert backfill.partitions_def == sac_snapshot_partitions
     assert defs.resolve_sensor_def("sac_inbox_sensor").job_name == "sac_backfill"
+
+
+def _studio_snapshot(raw: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A studio snapshot as `aesthetic studio` publishes it: two rated designs of one session, one of them the
+    person's pick, which the critic had ranked 5th."""
+    import numpy as np
+    from PIL import Image
+
+    from ingest.sac_studio import write_studio_snapshot
+
+    gid, sid = 10**12 + 10**6, 10**12 + 1
+    iids = [gid + 1000 + 3, gid + 1000 + 9]
+    files = {}
+    for k, iid in enumerate(iids):
+        files[f"studio/1/{iid}.png"] = tmp_path / f"{iid}.png"
+        pixels = np.random.default_rng(k).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        Image.fromarray(pixels).resize((256, 256)).save(files[f"studio/1/{iid}.png"])
+    path = write_studio_snapshot(
+        raw, "studio-1-1", generations=[(gid, sid, "aesthetic studio", "studio session 1: heart", 1)],
+        images=[(i, gid, i - gid) for i in iids], paths=[(i, f"studio/1/{i}.png") for i in iids],
+        ratings=[(sid, iids[0], 9, 1), (sid, iids[1], 8, 1)], picks=[(sid, iids[1], 1, iids[0], 5)], files=files)
+    return Path(path), [str(i) for i in iids]
+
+
+def test_sac_backfill_of_a_studio_snapshot_rebuilds_the_sac_shards_and_reports_the_picks(raw: Path, tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    from pipelines.definitions import build_definitions
+
+    home = tmp_path / "home"
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([sac_images], resources=build_resources(home, raw), instance=instance).success
+    snapshot, iids = _studio_snapshot(raw, tmp_path)
+    key = read_snapshot(snapshot).key
+    instance.add_dynamic_partitions(sac_snapshot_partitions.name, [key])
+
+    job = build_definitions(home=home, raw=raw).resolve_job_def("sac_backfill")
+    result = job.execute_in_process(partition_key=key, instance=instance)
+    assert result.success
+    assert len(result.asset_materializations_for_node("sac_shards")) == 1, "the shards are rebuilt in the same run"
+    meta = result.asset_materializations_for_node("sac_snapshots")[0].metadata
+    assert meta["studio"].value == {key: {"ratings": 2, "picks": 1, "agreed": 0, "agreement": 0.0, "pick_ranks": [5],
+                                          "mean_pick_rank": 5.0, "median_pick_rank": 5}}
+    assert (meta["studio_picks"].value, meta["studio_agreed"].value) == (1, 0)
+    assert meta["studio_agreement"].value == 0.0 and meta["studio_mean_pick_rank"].value == 5.0
+    in_shards = {i for f in (home / "shards" / "sac").glob("*/*.parquet")
+                 for i in pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()}
+    assert set(iids) <= in_shards, "the shards the next nightly retraining reads hold the studio's ratings"

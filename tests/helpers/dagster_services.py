@@ -87,3 +87,22 @@ def dagster_services(env: dict[str, str], logs: Path, daemon: bool = True) -> It
                                          logs / "daemon.log"))
         wait_for_http(f"http://127.0.0.1:{port}/server_info", 180, web, web_log)
         yield port
+
+
+
+def start_sensor(env: dict[str, str], name: str) -> subprocess.Popen:
+    """`dagster sensor start NAME` in the background: it loads the code location (tens of seconds on two busy
+    cores), which a test can overlap with other work before it waits for the process."""
+    prepare_instance(env["DAGSTER_HOME"])
+    return subprocess.Popen([str(BIN / "dagster"), "sensor", "start", name, "-w", "workspace.yaml"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@contextmanager
+def dagster_daemon(env: dict[str, str], logs: Path) -> Iterator[subprocess.Popen]:
+    """dagster-daemon alone over workspace.yaml (sensors, schedules, run launches): no webserver where a test
+    needs none."""
+    prepare_instance(env["DAGSTER_HOME"])
+    logs.mkdir(parents=True, exist_ok=True)
+    with _process([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, logs / "daemon.log") as proc:
+        yield proc
