@@ -83,7 +83,7 @@ def _read(path: Path, rows_of: Mapping[str, str], log: Log) -> dict[str, np.ndar
                 raise ValueError(f"column {name!r} not sorted and unique")
         return columns
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        log(f"leak cache {path} unreadable ({exc}): rebuilt")
+        log(f"leak cache {path} unreadable ({type(exc).__name__}: {str(exc)[:100]}): rebuilt")
         return None
 
 
@@ -110,8 +110,8 @@ class SignatureCache:
     def _path(self, kind: str) -> Path:
         return self.root / f"{kind}.npz"
 
-    def _table(self, kind: str) -> dict[str, np.ndarray] | None:
-        return _read(self._path(kind), {"ok": "sha", "value": "sha"}, self.log)
+    def _table(self, kind: str, log: Log | None = None) -> dict[str, np.ndarray] | None:
+        return _read(self._path(kind), {"ok": "sha", "value": "sha"}, log or self.log)
 
     def lookup(self, kind: str, shas: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(found, ok, value) for each of shas: ok and value are read only where found (None when no table)."""
@@ -129,7 +129,7 @@ class SignatureCache:
             return
         path = self._path(kind)
         with _locked(path):
-            old = self._table(kind)
+            old = self._table(kind, lambda _: None)  # its lookup has reported a bad file already
             if old is not None:
                 new = ~positions(old["sha"], shas)[0]
                 if old["value"].shape[1:] == value.shape[1:]:  # another width: a different model, start over

@@ -328,12 +328,12 @@ def _signature_table(crops: _Crops, rule: LeakRule, critic: Any, cache: Signatur
                      ) -> tuple[np.ndarray, np.ndarray, Signatures, dict[str, int]]:
     """(ok, gone, signatures, work) for every row of crops.shas: read from the cache where it has them, else
     computed (each missing crop decoded once, whatever the rule compares) and added to it. gone: not readable."""
-    if rule.signal == "features" and critic is None:
-        raise ValueError("the 'features' rule needs a model (critic)")
     n, kinds = len(crops.shas), _cache_kinds(rule)
     wants = (rule.signal != "palette", rule.signal != "dhash")
     cached = [_lookup(cache, kind, crops.shas) for kind in kinds]
     need = [np.full(n, want) & ~c[0] for want, c in zip(wants, cached, strict=True)]
+    if rule.signal == "features" and critic is None and need[1].any():
+        raise ValueError("the 'features' rule needs a model (critic) for features not in the cache")
     todo = np.flatnonzero(need[0] | need[1])
     read = [_read_source(crops.source[i]) for i in todo]
     ok_new, hashes_new, vectors_new = compute_signatures([d for d, _ in read], need[0][todo], need[1][todo],
