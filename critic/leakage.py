@@ -325,9 +325,10 @@ def _column(cached: tuple[np.ndarray, np.ndarray, np.ndarray | None], rows: np.n
 
 
 def _signature_table(crops: _Crops, rule: LeakRule, critic: Any, cache: SignatureCache | None
-                     ) -> tuple[np.ndarray, np.ndarray, Signatures, dict[str, int]]:
-    """(ok, gone, signatures, work) for every row of crops.shas: read from the cache where it has them, else
-    computed (each missing crop decoded once, whatever the rule compares) and added to it. gone: not readable."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Signatures, dict[str, int]]:
+    """(ok, gone, untrusted, signatures, work) for every row of crops.shas: read from the cache where it has
+    them, else computed (each missing crop decoded once, whatever the rule compares) and added to it. gone: files
+    not readable; untrusted: files whose bytes are not those of the recorded sha (computed, never cached)."""
     n, kinds = len(crops.shas), _cache_kinds(rule)
     wants = (rule.signal != "palette", rule.signal != "dhash")
     cached = [_lookup(cache, kind, crops.shas) for kind in kinds]
@@ -339,8 +340,9 @@ def _signature_table(crops: _Crops, rule: LeakRule, critic: Any, cache: Signatur
     ok_new, hashes_new, vectors_new = compute_signatures([d for d, _ in read], need[0][todo], need[1][todo],
                                                          rule.signal, critic)
     trusted = np.array([t for _, t in read], bool)
-    gone = np.zeros(n, bool)
+    gone, untrusted = np.zeros(n, bool), np.zeros(n, bool)
     gone[todo] = [d is None for d, _ in read]
+    untrusted[todo] = ~trusted
     ok, values = ~gone, []
     for w, new in enumerate((hashes_new, vectors_new)):
         if not wants[w]:
@@ -354,7 +356,7 @@ def _signature_table(crops: _Crops, rule: LeakRule, critic: Any, cache: Signatur
         if cache is not None and kinds[w] is not None:
             cache.store(kinds[w], crops.shas[fresh], ok_w[fresh], value[fresh])
     work = {"signatures_computed": int(len(todo) - gone.sum()), "signatures_cached": int(n - len(todo))}
-    return ok, gone, Signatures([], values[0], values[1], []), work
+    return ok, gone, untrusted, Signatures([], values[0], values[1], []), work
 
 
 def _subset(sigs: Signatures, rows: np.ndarray) -> Signatures:
@@ -392,6 +394,16 @@ def _search(sigs: Signatures, query: np.ndarray, train: np.ndarray, shas: np.nda
     return PairState(text, q_shas, t_shas, *(np.concatenate(x) for x in (qi, tj, dist, cos))), compared
 
 
+def _forget(state: PairState, shas: np.ndarray) -> PairState:
+    """The state without these (sorted) shas and their pairs: the next search takes them as new."""
+    if len(shas) == 0:
+        return state
+    keep_q, keep_t = ~positions(shas, state.query)[0], ~positions(shas, state.train)[0]
+    pair = keep_q[state.qi] & keep_t[state.tj]
+    return PairState(state.rule, state.query[keep_q], state.train[keep_t], (np.cumsum(keep_q) - 1)[state.qi[pair]],
+                     (np.cumsum(keep_t) - 1)[state.tj[pair]], state.distance[pair], state.cosine[pair])
+
+
 def find_leaks(items: Items, rule: LeakRule, critic: Any = None, cache: str | Path | None = None,
                dataset: str | None = None, log: Callable[[str], None] | None = None) -> LeakReport:
     """Every (val or test item, train item) pair that the rule calls near-duplicates, sorted.
@@ -401,14 +413,14 @@ def find_leaks(items: Items, rule: LeakRule, critic: Any = None, cache: str | Pa
     dataset under this rule, comparing only the pairs it had not."""
     store = None if cache is None else SignatureCache(cache, log) if log else SignatureCache(cache)
     crops = _crops(items)
-    ok, gone, sigs, work = _signature_table(crops, rule, critic, store)
+    ok, gone, untrusted, sigs, work = _signature_table(crops, rule, critic, store)
     rows = {split: np.unique([r for _, r in crops.keys[split]]).astype(np.int64) for split in SPLITS}
     query = np.union1d(rows["val"], rows["test"]).astype(np.int64)
     query, train = query[ok[query]], rows["train"][ok[rows["train"]]]
     last = load_pairs(cache, dataset, rule.as_dict(), store.log) if store and dataset else None
     state, work["pairs_compared"] = _search(sigs, query, train, crops.shas, rule, last)
     if store and dataset:
-        save_pairs(cache, dataset, state)
+        save_pairs(cache, dataset, _forget(state, crops.shas[untrusted]))
     return _report(crops, ok, gone, state, rule, work)
 
 

@@ -80,6 +80,18 @@ def test_a_changed_crop_is_hashed_again_and_searched_against_the_unchanged_train
     assert len(hash_calls) == 1 and report.work["pairs_compared"] == 4  # 4 query contents x the new train item
 
 
+def test_a_crop_file_whose_bytes_are_not_its_recorded_sha_is_searched_but_never_cached(tmp_path, hash_calls):
+    crop = tmp_path / "train.png"
+    crop.write_bytes(_png(1))
+    items = {"train": [("train_1", CropFile(str(crop), content_sha(b"what the warehouse recorded")))],
+             "val": [("val_1", _png(1))], "test": []}
+    first = find_leaks(items, DHASH, cache=tmp_path / "cache", dataset="ava")
+    assert [(x.held_out_key, x.train_key) for x in first.leaks] == [("val_1", "train_1")] and len(hash_calls) == 2
+    again = find_leaks(items, DHASH, cache=tmp_path / "cache", dataset="ava")
+    assert len(hash_calls) == 3 and again.work["pairs_compared"] == 1  # read, hashed and searched again
+    assert [x.as_dict() for x in again.leaks] == [x.as_dict() for x in first.leaks]
+
+
 def test_features_are_cached_per_model_version_and_the_hash_is_not_recomputed(tmp_path, hash_calls):
     from critic.scoring import Critic
     from tests.helpers.critic_models import save_test_checkpoint
