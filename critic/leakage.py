@@ -5,7 +5,9 @@ left out of the train shards), and by the blocking asset checks on the shards as
 (what training will read). Both call `find_leaks` with the same rule: the shards asset records the rule it used
 next to the shards (`record_rule`, shards/<dataset>/leak_rule.json) and the check reads it (`recorded_rule`).
 Every match is listed (not each held-out item's nearest k) and a pair's verdict depends on its two items alone,
-so the check over the train items a drop left finds no pair.
+so the check over the train items a drop left finds no pair. Both share a cache under $AESTHETIC_HOME
+(critic/leak_cache.py): signatures by the crop's content hash, and the last search's pairs, so a pass compares
+only the pairs it has not compared before (new held-out items against all train, the others against new train).
 
 What makes two items near-duplicates (docs/shards.md, "Cross-split near-duplicates", has the measurements):
 - photos (AVA, SAC), by default: the perceptual hash alone (critic.neardup's 64-bit dHash), Hamming distance at
@@ -31,7 +33,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -246,8 +248,7 @@ class LeakReport:
         return dict(sorted(best.items()))
 
 
-@dataclass(frozen=True)
-class CropFile:
+class CropFile(NamedTuple):
     """A crop known by the sha256 its bytes had when recorded (the warehouse's): read only when the cache does
     not hold its signature. If the bytes read do not match, the signature is used but not cached under it."""
 
@@ -257,27 +258,31 @@ class CropFile:
 
 @dataclass
 class _Crops:
-    """The items of every split by content hash: `shas` sorted and unique, `source` each one's bytes or file,
-    `keys` per split (key, row in shas). Files that cannot be read are left out (the shard writer rejects them)."""
+    """The items of every split by content hash: `shas` sorted and unique, `source` each one's bytes or file;
+    per split the items' keys and their rows in shas (arrays: a corpus has hundreds of thousands)."""
 
     shas: np.ndarray
     source: list[bytes | CropFile]
-    keys: dict[str, list[tuple[str, int]]]
+    keys: dict[str, np.ndarray]
+    rows: dict[str, np.ndarray]
 
 
 def _crops(items: Items) -> _Crops:
-    per_split: dict[str, list[tuple[str, str]]] = {}
-    source: dict[str, bytes | CropFile] = {}
+    keys: dict[str, list[str]] = {}
+    shas: list[str] = []
+    sources: list[bytes | CropFile] = []
     for split in SPLITS:
-        per_split[split] = []
+        keys[split] = []
         for key, data in items.get(split, ()):
-            sha = data.sha256 if isinstance(data, CropFile) else content_sha(data)
-            source.setdefault(sha, data)
-            per_split[split].append((key, sha))
-    shas = as_shas(sorted(source))
-    row = {sha.decode(): i for i, sha in enumerate(shas)}
-    return _Crops(shas, [source[s.decode()] for s in shas],
-                  {split: [(k, row[sha]) for k, sha in keys] for split, keys in per_split.items()})
+            keys[split].append(key)
+            sources.append(data)
+            shas.append(data.sha256 if isinstance(data, CropFile) else content_sha(data))
+    unique, first, inverse = np.unique(as_shas(shas), return_index=True, return_inverse=True)
+    bounds = np.cumsum([0] + [len(keys[split]) for split in SPLITS])
+    return _Crops(unique, [sources[i] for i in first.tolist()],
+                  {split: np.array(keys[split], dtype=object) for split in SPLITS},
+                  {split: inverse.reshape(-1)[bounds[i] : bounds[i + 1]].astype(np.int64)
+                   for i, split in enumerate(SPLITS)})
 
 
 def _read_source(src: bytes | CropFile) -> tuple[bytes | None, bool]:
@@ -414,7 +419,7 @@ def find_leaks(items: Items, rule: LeakRule, critic: Any = None, cache: str | Pa
     store = None if cache is None else SignatureCache(cache, log) if log else SignatureCache(cache)
     crops = _crops(items)
     ok, gone, untrusted, sigs, work = _signature_table(crops, rule, critic, store)
-    rows = {split: np.unique([r for _, r in crops.keys[split]]).astype(np.int64) for split in SPLITS}
+    rows = {split: np.unique(crops.rows[split]) for split in SPLITS}
     query = np.union1d(rows["val"], rows["test"]).astype(np.int64)
     query, train = query[ok[query]], rows["train"][ok[rows["train"]]]
     last = load_pairs(cache, dataset, rule.as_dict(), store.log) if store and dataset else None
@@ -424,25 +429,33 @@ def find_leaks(items: Items, rule: LeakRule, critic: Any = None, cache: str | Pa
     return _report(crops, ok, gone, state, rule, work)
 
 
+def _keys_of(crops: _Crops, split: str, rows: np.ndarray) -> dict[int, list[str]]:
+    """The split's keys whose crop is one of these rows, by row."""
+    mine = np.isin(crops.rows[split], rows)
+    out: dict[int, list[str]] = {}
+    for key, row in zip(crops.keys[split][mine].tolist(), crops.rows[split][mine].tolist(), strict=True):
+        out.setdefault(row, []).append(key)
+    return out
+
+
 def _report(crops: _Crops, ok: np.ndarray, gone: np.ndarray, state: PairState, rule: LeakRule,
             work: dict[str, int]) -> LeakReport:
     """The sha pairs as pairs of keys: every held-out key with the query sha against every train key."""
     unit = "levels RMS" if rule.signal == "palette" else "dHash bits"
-    by_row: dict[str, dict[int, list[str]]] = {split: {} for split in SPLITS}
-    for split in SPLITS:
-        for key, r in crops.keys[split]:
-            by_row[split].setdefault(r, []).append(key)
-    q_rows = positions(crops.shas, state.query)[1]
-    t_rows = positions(crops.shas, state.train)[1]
+    q_rows = positions(crops.shas, state.query)[1][state.qi]
+    t_rows = positions(crops.shas, state.train)[1][state.tj]
+    held = {split: _keys_of(crops, split, q_rows) for split in HELD_OUT}
+    train = _keys_of(crops, "train", t_rows)
     leaks = []
-    for qi, tj, d, c in zip(state.qi, state.tj, state.distance, state.cosine, strict=True):
+    for q, t, d, c in zip(q_rows.tolist(), t_rows.tolist(), state.distance.tolist(), state.cosine.tolist(),
+                          strict=True):
         cosine = None if np.isnan(c) else float(c)
         for split in HELD_OUT:
-            for held in by_row[split].get(int(q_rows[qi]), ()):
-                leaks += [Leak(held, split, t, float(d), unit, cosine) for t in by_row["train"][int(t_rows[tj])]]
+            leaks += [Leak(h, split, k, float(d), unit, cosine) for h in held[split].get(q, ()) for k in train[t]]
     leaks.sort(key=lambda x: (x.held_out_split, x.held_out_key, x.train_key))
-    counts = {s: sum(not gone[r] for _, r in crops.keys[s]) for s in SPLITS}
-    unreadable = sorted(k for s in SPLITS for k, r in crops.keys[s] if not ok[r] and not gone[r])
+    counts = {s: int((~gone[crops.rows[s]]).sum()) for s in SPLITS}
+    bad = ~ok & ~gone
+    unreadable = sorted(k for s in SPLITS for k in crops.keys[s][bad[crops.rows[s]]].tolist())
     return LeakReport(rule, leaks, counts, unreadable, work)
 
 
