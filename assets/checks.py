@@ -142,6 +142,7 @@ def leakage_result(report, max_pairs: int, model_version: str | None = None,
         "leaks": dg.MetadataValue.json([leak.as_dict() for leak in leaks]),
         "unreadable": dg.MetadataValue.json(report.unreadable),
         **({"seconds": round(seconds, 2)} if seconds is not None else {}),
+        "leak_search": dg.MetadataValue.json(report.work),
     }
     by_split = {split: sum(leak.held_out_split == split for leak in leaks) for split in ("val", "test")}
     summary = f"{len(leaks)} near-duplicate pairs across splits (val: {by_split['val']}, test: {by_split['test']})"
@@ -169,6 +170,7 @@ def _no_cross_split_duplicates(dataset: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=f"{dataset}_shards", name="no_cross_split_duplicates", blocking=True,
                     description=f"no {dataset} val or test sample has a near-duplicate in the train shards")
     def check(config: LeakageConfig, storage: StorageResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        from critic.leak_cache import cache_dir
         from critic.leakage import shard_leaks  # the model's torch stays out of the code location
 
         started = time.monotonic()
@@ -177,7 +179,7 @@ def _no_cross_split_duplicates(dataset: str) -> dg.AssetChecksDefinition:
         except (ValueError, LookupError, RuntimeError, OSError) as exc:  # RuntimeError: CheckpointMismatch
             return dg.AssetCheckResult(passed=False, description=(
                 f"cannot apply the leak rule of the {dataset} shards: {exc}; materialise {dataset}_shards again"))
-        report = shard_leaks(storage.shards_dir(), dataset, rule, critic)
+        report = shard_leaks(storage.shards_dir(), dataset, rule, critic, cache_dir(storage.home_path))
         return leakage_result(report, config.max_pairs, rule.model, time.monotonic() - started, source)
 
     return check

@@ -40,14 +40,19 @@ def _materialize(
 ) -> dg.MaterializeResult:
     started = time.monotonic()
     settings = config.settings(dataset=dataset)
+    from critic.leak_cache import cache_dir
     from critic.leakage import leak_finder, load_critic, record_rule, shards_rule  # torch stays out of the location
 
     rule = shards_rule(dataset, config.leak_model or None, warehouse.connect, storage.home_path)
     if config.leak_model and rule.model is None:
         context.log.info(f"{dataset}: leak_model {config.leak_model} not used: {rule.describe()} decides alone")
     finder, leak_meta = None, {"cross_split_duplicates": "kept (drop_cross_split_duplicates is off)"}
+    searched: dict = {}
     if config.drop_cross_split_duplicates:
-        finder = leak_finder(rule, load_critic(rule, warehouse.connect, storage.home_path))
+        # the signature and pair cache the blocking check reads too (critic/leak_cache.py)
+        finder = leak_finder(rule, load_critic(rule, warehouse.connect, storage.home_path),
+                             on_report=lambda report: searched.update(report.work),
+                             cache=cache_dir(storage.home_path), dataset=dataset)
         leak_meta = {"cross_split_duplicates": rule.describe()}
     with storage.full_disk_as_failure():
         # Recorded before the shards are written, so the check tests them under the rule of the last run that
@@ -76,6 +81,7 @@ def _materialize(
             "leak_rule": dg.MetadataValue.json(rule.as_dict()),
             "cross_split_duplicates_dropped": len(built.dropped_leaks),
             "dropped_train_samples": dg.MetadataValue.json(built.dropped_leaks),
+            "leak_search": dg.MetadataValue.json(searched),
         },
     )
 

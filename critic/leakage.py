@@ -5,7 +5,9 @@ left out of the train shards), and by the blocking asset checks on the shards as
 (what training will read). Both call `find_leaks` with the same rule: the shards asset records the rule it used
 next to the shards (`record_rule`, shards/<dataset>/leak_rule.json) and the check reads it (`recorded_rule`).
 Every match is listed (not each held-out item's nearest k) and a pair's verdict depends on its two items alone,
-so the check over the train items a drop left finds no pair.
+so the check over the train items a drop left finds no pair. Both share a cache under $AESTHETIC_HOME
+(critic/leak_cache.py): signatures by the crop's content hash, and the last search's pairs, so a pass compares
+only the pairs it has not compared before (new held-out items against all train, the others against new train).
 
 What makes two items near-duplicates (docs/shards.md, "Cross-split near-duplicates", has the measurements):
 - photos (AVA, SAC), by default: the perceptual hash alone (critic.neardup's 64-bit dHash), Hamming distance at
@@ -29,13 +31,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from critic.leak_cache import PairState, SignatureCache, as_shas, content_sha, load_pairs, positions, save_pairs
 from critic.neardup import cross_pairs, pair_similarity, perceptual_hash
 from critic.settings import NEAR_DUPLICATE_HAMMING, NEAR_DUPLICATE_SIMILARITY
 
@@ -159,38 +162,47 @@ def _decode(data: bytes | memoryview) -> Image.Image:
     return img
 
 
-def signatures(items: Iterable[tuple[str, bytes]], rule: LeakRule, critic: Any = None) -> Signatures:
-    """What the rule compares, for each decodable item (the others are listed as unreadable)."""
-    if rule.signal == "features" and critic is None:
-        raise ValueError("the 'features' rule needs a model (critic)")
-    keys, hashes, vectors, unreadable, pending = [], [], [], [], []
+def compute_signatures(datas: Sequence[bytes | None], want_hash: np.ndarray, want_vector: np.ndarray,
+                       signal: str, critic: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(ok, hashes, vectors) aligned with datas: ok where the bytes decode (None: not read, not ok); a row's dHash
+    is computed where want_hash, its palette ('palette') or model features ('features') where want_vector;
+    rows not computed are zeros. Each image is decoded once, whatever is asked of it."""
+    n = len(datas)
+    ok, hashes, vectors = np.zeros(n, bool), np.zeros(n, np.uint64), None
+    pending: list[tuple[int, Image.Image]] = []
+
+    def put(rows: list[int], values: np.ndarray) -> None:
+        nonlocal vectors
+        if vectors is None:
+            vectors = np.zeros((n, values.shape[1]), np.float32)
+        vectors[rows] = values
 
     def flush() -> None:
         if pending:
-            vectors.append(critic.score_images(pending).features.numpy().astype(np.float32))
+            put([i for i, _ in pending],
+                critic.score_images([im for _, im in pending]).features.numpy().astype(np.float32))
             pending.clear()
 
-    for key, data in items:
+    for i, data in enumerate(datas):
         try:
-            img = _decode(data)
+            img = _decode(data) if data is not None else None
         except (OSError, UnidentifiedImageError, ValueError):
-            unreadable.append(key)
+            img = None
+        if img is None:
             continue
-        keys.append(key)
-        if rule.signal == "palette":
-            vectors.append(palette(img)[None])
-            continue
-        hashes.append(perceptual_hash(img))
-        if rule.signal == "features":
-            pending.append(img.convert("RGB"))
+        ok[i] = True
+        if want_hash[i]:
+            hashes[i] = perceptual_hash(img)
+        if want_vector[i] and signal == "palette":
+            put([i], palette(img)[None])
+        elif want_vector[i] and signal == "features":
+            pending.append((i, img.convert("RGB")))
             if len(pending) >= BATCH:
                 flush()
     flush()
-    stacked = np.concatenate(vectors) if vectors else None
-    if rule.signal == "palette" and stacked is None:
-        stacked = np.zeros((0, 3 * KULER_STRIPES), np.float32)
-    return Signatures(keys, np.asarray(hashes, dtype=np.uint64) if rule.signal != "palette" else None,
-                      stacked, unreadable)
+    if vectors is None and signal in ("palette", "features") and want_vector.any():
+        vectors = np.zeros((n, 3 * KULER_STRIPES), np.float32)  # nothing decoded: the width is never read
+    return ok, hashes, vectors
 
 
 def _pairs(held: Signatures, train: Signatures, rule: LeakRule) -> list[tuple[int, int, float, float | None]]:
@@ -224,6 +236,9 @@ class LeakReport:
     leaks: list[Leak]
     counts: dict[str, int]  # items read per split
     unreadable: list[str]
+    # what this pass cost: signatures computed and read from the cache, and pairs compared (the rest of the
+    # pairs the last search of the same dataset and rule had compared already)
+    work: dict[str, int] = field(default_factory=dict)
 
     def closest_per_train(self) -> dict[str, Leak]:
         """Each leaking train key's closest held-out match (test before val, then key, on ties)."""
@@ -233,35 +248,226 @@ class LeakReport:
         return dict(sorted(best.items()))
 
 
-def find_leaks(items: Items, rule: LeakRule, critic: Any = None) -> LeakReport:
-    """Every (val or test item, train item) pair that the rule calls near-duplicates, sorted."""
-    sigs = {split: signatures(items.get(split, ()), rule, critic) for split in SPLITS}
-    leaks = []
-    for split in HELD_OUT:
-        unit = "levels RMS" if rule.signal == "palette" else "dHash bits"
-        for i, j, distance, cosine in _pairs(sigs[split], sigs["train"], rule):
-            leaks.append(Leak(sigs[split].keys[i], split, sigs["train"].keys[j], distance, unit, cosine))
-    leaks.sort(key=lambda x: (x.held_out_split, x.held_out_key, x.train_key))
-    return LeakReport(rule, leaks, {s: len(sigs[s].keys) + len(sigs[s].unreadable) for s in SPLITS},
-                      sorted(k for s in SPLITS for k in sigs[s].unreadable))
+class CropFile(NamedTuple):
+    """A crop known by the sha256 its bytes had when recorded (the warehouse's): read only when the cache does
+    not hold its signature. If the bytes read do not match, the signature is used but not cached under it."""
+
+    path: str
+    sha256: str
 
 
-def _crop_bytes(samples: Iterable[Any]) -> Iterator[tuple[str, bytes]]:
-    """(key, bytes) of shard samples' crop files; a missing one is skipped here (the shard writer rejects it)."""
-    for s in samples:
-        try:
-            yield s.key, Path(s.path).read_bytes()
-        except OSError:
+@dataclass
+class _Crops:
+    """The items of every split by content hash: `shas` sorted and unique, `source` each one's bytes or file;
+    per split the items' keys and their rows in shas (arrays: a corpus has hundreds of thousands)."""
+
+    shas: np.ndarray
+    source: list[bytes | CropFile]
+    keys: dict[str, np.ndarray]
+    rows: dict[str, np.ndarray]
+
+
+def _crops(items: Items) -> _Crops:
+    keys: dict[str, list[str]] = {}
+    shas: list[str] = []
+    sources: list[bytes | CropFile] = []
+    for split in SPLITS:
+        keys[split] = []
+        for key, data in items.get(split, ()):
+            keys[split].append(key)
+            sources.append(data)
+            shas.append(data.sha256 if isinstance(data, CropFile) else content_sha(data))
+    unique, first, inverse = np.unique(as_shas(shas), return_index=True, return_inverse=True)
+    bounds = np.cumsum([0] + [len(keys[split]) for split in SPLITS])
+    return _Crops(unique, [sources[i] for i in first.tolist()],
+                  {split: np.array(keys[split], dtype=object) for split in SPLITS},
+                  {split: inverse.reshape(-1)[bounds[i] : bounds[i + 1]].astype(np.int64)
+                   for i, split in enumerate(SPLITS)})
+
+
+def _read_source(src: bytes | CropFile) -> tuple[bytes | None, bool]:
+    """(bytes, whether they are what the content hash names): a file is read; None when it cannot be."""
+    if not isinstance(src, CropFile):
+        return src, True
+    try:
+        data = Path(src.path).read_bytes()
+    except OSError:
+        return None, False
+    return data, content_sha(data) == src.sha256
+
+
+def _cache_kinds(rule: LeakRule) -> tuple[str | None, str | None]:
+    """The cache tables of the rule's hash and vector (None where the rule has none, or a model pinned by no
+    version, whose features have nothing to be keyed by)."""
+    if rule.signal == "palette":
+        return None, "palette"
+    if rule.signal == "features":
+        return "dhash", f"features-{rule.model}-{(rule.model_sha256 or '')[:16]}" if rule.model else None
+    return "dhash", None
+
+
+def _lookup(cache: SignatureCache | None, kind: str | None, shas: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(found, ok, value) of each sha in the kind's cache table; nothing found without a cache or a kind."""
+    if cache is None or kind is None:
+        return np.zeros(len(shas), bool), np.zeros(len(shas), bool), None
+    found, ok, value = cache.lookup(kind, shas)
+    return found, (ok if ok is not None else found) & found, value
+
+
+def _column(cached: tuple[np.ndarray, np.ndarray, np.ndarray | None], rows: np.ndarray, ok_new: np.ndarray,
+            new: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The cached (ok, value) column with the computed rows put in."""
+    _, ok, value = cached
+    ok = ok.copy()
+    ok[rows] = ok_new
+    if value is None:
+        shape = (len(ok), *(new.shape[1:] if new is not None else ()))
+        value = np.zeros(shape, new.dtype if new is not None else np.uint64)
+    if len(rows):
+        value[rows] = new
+    return ok, value
+
+
+def _signature_table(crops: _Crops, rule: LeakRule, critic: Any, cache: SignatureCache | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Signatures, dict[str, int]]:
+    """(ok, gone, untrusted, signatures, work) for every row of crops.shas: read from the cache where it has
+    them, else computed (each missing crop decoded once, whatever the rule compares) and added to it. gone: files
+    not readable; untrusted: files whose bytes are not those of the recorded sha (computed, never cached)."""
+    n, kinds = len(crops.shas), _cache_kinds(rule)
+    wants = (rule.signal != "palette", rule.signal != "dhash")
+    cached = [_lookup(cache, kind, crops.shas) for kind in kinds]
+    need = [np.full(n, want) & ~c[0] for want, c in zip(wants, cached, strict=True)]
+    if rule.signal == "features" and critic is None and need[1].any():
+        raise ValueError("the 'features' rule needs a model (critic) for features not in the cache")
+    todo = np.flatnonzero(need[0] | need[1])
+    read = [_read_source(crops.source[i]) for i in todo]
+    ok_new, hashes_new, vectors_new = compute_signatures([d for d, _ in read], need[0][todo], need[1][todo],
+                                                         rule.signal, critic)
+    trusted = np.array([t for _, t in read], bool)
+    gone, untrusted = np.zeros(n, bool), np.zeros(n, bool)
+    gone[todo] = [d is None for d, _ in read]
+    untrusted[todo] = ~trusted
+    ok, values = ~gone, []
+    for w, new in enumerate((hashes_new, vectors_new)):
+        if not wants[w]:
+            values.append(None)
             continue
+        sel = need[w][todo]
+        ok_w, value = _column(cached[w], todo[sel], ok_new[sel], new[sel] if new is not None else None)
+        ok &= ok_w
+        values.append(value)
+        fresh = todo[sel & trusted]
+        if cache is not None and kinds[w] is not None:
+            cache.store(kinds[w], crops.shas[fresh], ok_w[fresh], value[fresh])
+    work = {"signatures_computed": int(len(todo) - gone.sum()), "signatures_cached": int(n - len(todo))}
+    return ok, gone, untrusted, Signatures([], values[0], values[1], []), work
+
+
+def _subset(sigs: Signatures, rows: np.ndarray) -> Signatures:
+    return Signatures([str(r) for r in rows], None if sigs.hashes is None else sigs.hashes[rows],
+                      None if sigs.vectors is None else sigs.vectors[rows], [])
+
+
+def _search(sigs: Signatures, query: np.ndarray, train: np.ndarray, shas: np.ndarray, rule: LeakRule,
+            last: PairState | None) -> tuple[PairState, int]:
+    """Every (query row, train row) match, as a PairState over their shas, and the number of pairs compared.
+
+    The train rows are searched once for all held-out rows. What `last` compared is not compared again: its
+    pairs among rows still here are kept, the new query rows are searched against every train row, and the query
+    rows it had against the new train rows only. Since a pair's verdict depends on its two items alone, the
+    result is what one search of every pair gives."""
+    text = json.dumps(rule.as_dict(), sort_keys=True)
+    last = last if last is not None and last.rule == text else PairState.empty(text)
+    q_shas, t_shas = shas[query], shas[train]
+    q_old, t_old = positions(last.query, q_shas)[0], positions(last.train, t_shas)[0]
+    in_q, q_row = positions(q_shas, last.query[last.qi])
+    in_t, t_row = positions(t_shas, last.train[last.tj])
+    keep = in_q & in_t
+    qi, tj, dist, cos = [q_row[keep]], [t_row[keep]], [last.distance[keep]], [last.cosine[keep]]
+    compared = 0
+    for q_sel, t_sel in ((np.flatnonzero(~q_old), np.arange(len(train))),
+                         (np.flatnonzero(q_old), np.flatnonzero(~t_old))):
+        if len(q_sel) == 0 or len(t_sel) == 0:
+            continue
+        compared += len(q_sel) * len(t_sel)
+        found = _pairs(_subset(sigs, query[q_sel]), _subset(sigs, train[t_sel]), rule)
+        qi.append(q_sel[[i for i, _, _, _ in found]].astype(np.int64))
+        tj.append(t_sel[[j for _, j, _, _ in found]].astype(np.int64))
+        dist.append(np.array([d for _, _, d, _ in found], float))
+        cos.append(np.array([np.nan if c is None else c for _, _, _, c in found], float))
+    return PairState(text, q_shas, t_shas, *(np.concatenate(x) for x in (qi, tj, dist, cos))), compared
+
+
+def _forget(state: PairState, shas: np.ndarray) -> PairState:
+    """The state without these (sorted) shas and their pairs: the next search takes them as new."""
+    if len(shas) == 0:
+        return state
+    keep_q, keep_t = ~positions(shas, state.query)[0], ~positions(shas, state.train)[0]
+    pair = keep_q[state.qi] & keep_t[state.tj]
+    return PairState(state.rule, state.query[keep_q], state.train[keep_t], (np.cumsum(keep_q) - 1)[state.qi[pair]],
+                     (np.cumsum(keep_t) - 1)[state.tj[pair]], state.distance[pair], state.cosine[pair])
+
+
+def find_leaks(items: Items, rule: LeakRule, critic: Any = None, cache: str | Path | None = None,
+               dataset: str | None = None, log: Callable[[str], None] | None = None) -> LeakReport:
+    """Every (val or test item, train item) pair that the rule calls near-duplicates, sorted.
+
+    Items are (key, bytes) or (key, CropFile). With `cache` (a folder: leak_cache.cache_dir(home)) signatures
+    are kept there by content hash, and with `dataset` as well the search resumes from the last one of that
+    dataset under this rule, comparing only the pairs it had not."""
+    store = None if cache is None else SignatureCache(cache, log) if log else SignatureCache(cache)
+    crops = _crops(items)
+    ok, gone, untrusted, sigs, work = _signature_table(crops, rule, critic, store)
+    rows = {split: np.unique(crops.rows[split]) for split in SPLITS}
+    query = np.union1d(rows["val"], rows["test"]).astype(np.int64)
+    query, train = query[ok[query]], rows["train"][ok[rows["train"]]]
+    last = load_pairs(cache, dataset, rule.as_dict(), store.log) if store and dataset else None
+    state, work["pairs_compared"] = _search(sigs, query, train, crops.shas, rule, last)
+    if store and dataset:
+        save_pairs(cache, dataset, _forget(state, crops.shas[untrusted]))
+    return _report(crops, ok, gone, state, rule, work)
+
+
+def _keys_of(crops: _Crops, split: str, rows: np.ndarray) -> dict[int, list[str]]:
+    """The split's keys whose crop is one of these rows, by row."""
+    mine = np.isin(crops.rows[split], rows)
+    out: dict[int, list[str]] = {}
+    for key, row in zip(crops.keys[split][mine].tolist(), crops.rows[split][mine].tolist(), strict=True):
+        out.setdefault(row, []).append(key)
+    return out
+
+
+def _report(crops: _Crops, ok: np.ndarray, gone: np.ndarray, state: PairState, rule: LeakRule,
+            work: dict[str, int]) -> LeakReport:
+    """The sha pairs as pairs of keys: every held-out key with the query sha against every train key."""
+    unit = "levels RMS" if rule.signal == "palette" else "dHash bits"
+    q_rows = positions(crops.shas, state.query)[1][state.qi]
+    t_rows = positions(crops.shas, state.train)[1][state.tj]
+    held = {split: _keys_of(crops, split, q_rows) for split in HELD_OUT}
+    train = _keys_of(crops, "train", t_rows)
+    leaks = []
+    for q, t, d, c in zip(q_rows.tolist(), t_rows.tolist(), state.distance.tolist(), state.cosine.tolist(),
+                          strict=True):
+        cosine = None if np.isnan(c) else float(c)
+        for split in HELD_OUT:
+            leaks += [Leak(h, split, k, float(d), unit, cosine) for h in held[split].get(q, ()) for k in train[t]]
+    leaks.sort(key=lambda x: (x.held_out_split, x.held_out_key, x.train_key))
+    counts = {s: int((~gone[crops.rows[s]]).sum()) for s in SPLITS}
+    bad = ~ok & ~gone
+    unreadable = sorted(k for s in SPLITS for k in crops.keys[s][bad[crops.rows[s]]].tolist())
+    return LeakReport(rule, leaks, counts, unreadable, work)
 
 
 def leak_finder(rule: LeakRule, critic: Any = None,
-                on_report: Callable[[LeakReport], None] | None = None
-                ) -> Callable[[Mapping[str, Sequence[Any]]], dict[str, str]]:
-    """ingest.shards.LeakFinder: given each split's ShardSamples, train image_id -> reject reason."""
+                on_report: Callable[[LeakReport], None] | None = None, cache: str | Path | None = None,
+                dataset: str | None = None) -> Callable[[Mapping[str, Sequence[Any]]], dict[str, str]]:
+    """ingest.shards.LeakFinder: given each split's ShardSamples, train image_id -> reject reason. A crop is
+    read only when the cache lacks the signature of the sha256 the warehouse recorded for it."""
 
     def find(samples: Mapping[str, Sequence[Any]]) -> dict[str, str]:
-        report = find_leaks({split: _crop_bytes(samples.get(split, ())) for split in SPLITS}, rule, critic)
+        items = {split: [(s.key, CropFile(s.path, s.sha256)) for s in samples.get(split, ())] for split in SPLITS}
+        report = find_leaks(items, rule, critic, cache, dataset)
         if on_report:
             on_report(report)
         ids = {s.key: s.image_id for s in samples.get("train", ())}
@@ -282,9 +488,12 @@ def shard_items(shards_root: str | Path, dataset: str, split: str) -> Iterator[t
         yield sample["__key__"], sample.get("jpg", b"")
 
 
-def shard_leaks(shards_root: str | Path, dataset: str, rule: LeakRule, critic: Any = None) -> LeakReport:
-    """find_leaks over the dataset's written shards: what the training run would actually read."""
-    return find_leaks({split: shard_items(shards_root, dataset, split) for split in SPLITS}, rule, critic)
+def shard_leaks(shards_root: str | Path, dataset: str, rule: LeakRule, critic: Any = None,
+                cache: str | Path | None = None) -> LeakReport:
+    """find_leaks over the dataset's written shards: what the training run would actually read (each crop's
+    bytes hashed to find its cached signature; decoded only when there is none)."""
+    return find_leaks({split: shard_items(shards_root, dataset, split) for split in SPLITS}, rule, critic, cache,
+                      dataset)
 
 
 def shards_rule(dataset: str, pinned: str | None, connect: Callable[[], Any], home: str | Path) -> LeakRule:
