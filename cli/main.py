@@ -33,6 +33,7 @@ from critic.settings import (
     PERCENTILE,
     SERVE_HOST,
     SERVE_PORT,
+    STUDIO_PORT,
     THRESHOLD_FIELDS,
     TOP_FRACTION,
     CurateSettings,
@@ -525,13 +526,11 @@ def _studio_args(p: argparse.ArgumentParser) -> None:
                    help="serve (default): the page; publish: every session's unpublished ratings as SAC snapshots")
     p.add_argument("--shape", default="heart", choices=("heart", "star", "kite", "trapezoid", "landscape"),
                    help="the shape a new session starts with (the page may choose another)")
-    p.add_argument("--host", type=non_empty, default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int_range(0, 65535), default=8090, help="0..65535 (0: any free port)")
-    p.add_argument("--size", **flag(EvolveSettings, "size"), help="rendered design size in pixels, 32..4096")
-    p.add_argument("--rate", **flag(EvolveSettings, "rate"), help="probability (0..1) that a gene mutates")
-    p.add_argument("--strength", **flag(EvolveSettings, "strength"),
-                   help="mutation noise as a fraction (0..1) of a gene's range")
+    p.add_argument("--host", type=non_empty, default=SERVE_HOST,
+                   help=f"address to listen on (default {SERVE_HOST}: this machine only)")
+    p.add_argument("--port", type=int_range(0, 65535), default=STUDIO_PORT, help="0..65535 (0: any free port)")
+    for name in ("size", "rate", "strength"):
+        p.add_argument(f"--{name}", **flag(EvolveSettings, name))
     # The cruft mark: what `aesthetic filter` with these thresholds would drop.
     _threshold_args(p, min_score=5.0)
     _limit_args(p)

@@ -21,6 +21,7 @@ NEAR_DUPLICATE_HAMMING = 6
 # Where `aesthetic serve` listens unless told (critic/service.py).
 SERVE_HOST = "127.0.0.1"
 SERVE_PORT = 8080
+STUDIO_PORT = 8090  # beside serve's, so both run on one machine
 # `aesthetic filter` (critic/filtering.py): what its thresholds compare and take, and how it finds duplicates.
 THRESHOLD_FIELDS = ("calibrated_mean", "mean")
 DEDUPE_METHODS = ("features", "phash", "both")

@@ -47,6 +47,7 @@ from critic.service import (
     read_body,
     refused_large_head,
 )
+from critic.settings import SERVE_HOST, STUDIO_PORT
 from critic.studio import Publisher, Studio, StudioError
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def _json_object(body: bytes) -> dict:
 class StudioService(HttpService):
     """The studio on the guarded stack, bound at construction (see HttpService)."""
 
-    def __init__(self, studio: Studio, publish: Publisher, host: str = "127.0.0.1", port: int = 8090,
+    def __init__(self, studio: Studio, publish: Publisher, host: str = SERVE_HOST, port: int = STUDIO_PORT,
                  limits: Limits | None = None) -> None:
         self.studio = studio
         # The socket is bound before the app is made, so a port of 0 is known by then.
