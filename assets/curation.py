@@ -13,7 +13,7 @@ from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from common.bounds import config_field
 from common.shard_format import INDEX_NAME
-from critic.settings import CurateSettings
+from critic.settings import BackendSettings, CurateSettings
 from warehouse.models_lookup import PRODUCTION
 
 
@@ -30,6 +30,9 @@ class CurationConfig(dg.Config):
     max_hamming: int = config_field(CurateSettings, "max_hamming", "perceptual-hash bits that may differ")
     workers: int = config_field(CurateSettings, "workers", "DataLoader processes decoding shards", 2)
     batch_size: int = config_field(CurateSettings, "batch_size", "samples per forward pass")
+    backend: str = "auto"  # auto, torch or onnxruntime (critic/backends.py)
+    threads: int | None = config_field(BackendSettings, "threads", "threads of the model's forward; unset: the "
+                                                                   "cores this process may use minus `workers`")
 
 
 def default_shards(shards_root: Path) -> list[str]:
@@ -57,9 +60,12 @@ def curated_corpus(
     try:
         settings = CurateSettings(config.min_score, config.dedupe, config.similarity, config.max_hamming,
                                   config.batch_size, config.workers, config.allow_pipe)
+        chosen = BackendSettings(config.backend, config.threads)
     except ValueError as exc:
         raise dg.Failure(description=f"bad curation config: {exc}") from exc
-    critic, found = warehouse.critic_for(storage.home_path, config.model, "curation", batch_size=config.batch_size)
+    critic, found = warehouse.critic_for(storage.home_path, config.model, "curation", batch_size=config.batch_size,
+                                         backend=chosen.backend, threads=chosen.resolved_threads(config.workers),
+                                         report=context.log.warning)
     out = storage.home_path / "curation"
     started = time.monotonic()
     try:
@@ -85,6 +91,7 @@ def curated_corpus(
         "shards_scored": len(result.scored),
         "shards_skipped": len(result.skipped),
         "samples_per_s": round(n / max(seconds, 1e-9), 1),
+        "backend": f"{critic.backend.name}, {critic.backend.threads} threads",
         "score_histogram": dg.MetadataValue.json({"counts": report.score_histogram[0],
                                                   "edges": report.score_histogram[1]}),
         "histogram": markdown_image(report.histogram, "score histogram"),

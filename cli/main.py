@@ -25,7 +25,17 @@ from common.arguments import (
     unit_float,
 )
 from common.bounds import flag, flag_type
-from critic.settings import MAX_HAMMING, MIN_SCORE, CurateSettings, EvolveSettings
+from critic.settings import (
+    BACKENDS,
+    EXPORTERS,
+    MAX_HAMMING,
+    MIN_SCORE,
+    OPSET,
+    BackendSettings,
+    CurateSettings,
+    EvolveSettings,
+    ExportSettings,
+)
 from nima_train.settings import FORWARD_BATCH
 
 # Sides in pixels of the model input: beyond this a typo asks for gigabytes of memory.
@@ -151,18 +161,13 @@ def _progress_bar(settings) -> Iterator:
         yield progress
 
 
-def _load_critic(model: str | None, **kwargs):
-    """The critic for --model: a checkpoint file, a version or alias in the warehouse, or 'production'."""
+def _load_critic(model: str | None, backend: str = "auto", threads: int | None = None, **kwargs):
+    """The critic for --model: a checkpoint file, an exported .onnx file, a version or alias in the warehouse, or
+    'production'; scored by the --backend asked (critic/backends.py)."""
     from pathlib import Path
 
-    from critic.scoring import Critic
-    from nima_train.checkpoint import NotACheckpoint
-
     if model and Path(model).is_file():
-        try:
-            return Critic.from_checkpoint(model, version=Path(model).parent.name or model, **kwargs)
-        except (NotACheckpoint, OSError) as exc:
-            raise SystemExit(f"aesthetic: --model: {exc}") from None
+        return _critic_of_file(Path(model), backend, threads, **kwargs)
 
     from critic.models import load_critic
     from ingest.paths import Paths
@@ -174,9 +179,35 @@ def _load_critic(model: str | None, **kwargs):
         raise SystemExit(f"aesthetic: no warehouse at {paths.warehouse}; set AESTHETIC_HOME, or pass --model "
                          "CHECKPOINT.pt")
     try:
-        return load_critic(lambda: connect(paths.warehouse, read_only=True), paths.home, model, **kwargs)[0]
+        return load_critic(lambda: connect(paths.warehouse, read_only=True), paths.home, model, backend=backend,
+                           threads=threads, **kwargs)[0]
     except (ModelNotFound, WarehouseUnreadable, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"aesthetic: {' '.join(str(exc).split())}") from None
+
+
+def _critic_of_file(path, backend: str, threads: int | None, **kwargs):
+    """A checkpoint file runs on torch; an exported .onnx file (with its sidecar) on onnxruntime."""
+    from critic.scoring import Critic
+    from nima_train.checkpoint import NotACheckpoint
+
+    if path.suffix.lower() == ".onnx":
+        from critic.onnx_export import ExportInvalid, open_export
+
+        if backend == "torch" or kwargs.get("device", "cpu") != "cpu":
+            raise SystemExit(f"aesthetic: --model {path} is an ONNX export: it runs on the CPU with --backend "
+                             "onnxruntime or auto")
+        try:
+            return open_export(path, threads=threads, batch_size=kwargs.get("batch_size", 32),
+                               image_size=kwargs.get("image_size"), resize=kwargs.get("resize"))
+        except ExportInvalid as exc:
+            raise SystemExit(f"aesthetic: --model: {exc}") from None
+    if backend == "onnxruntime":
+        raise SystemExit(f"aesthetic: --backend onnxruntime scores an ONNX export: pass its .onnx file or a model "
+                         f"version whose export is recorded, not the checkpoint {path}")
+    try:
+        return Critic.from_checkpoint(path, version=path.parent.name or str(path), threads=threads, **kwargs)
+    except (NotACheckpoint, OSError) as exc:
+        raise SystemExit(f"aesthetic: --model: {exc}") from None
 
 
 def model_ref(text: str) -> str:
@@ -204,8 +235,18 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
                    help="short side before the centre crop (default: the checkpoint's, or 256/224 of --image-size)")
 
 
-def _input_kwargs(args: argparse.Namespace) -> dict:
-    return {"image_size": args.image_size, "resize": args.resize}
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs the model: onnxruntime (the model's recorded ONNX export, on the CPU), torch, or "
+                        "auto: onnxruntime on the CPU when the model has an export, torch otherwise (default)")
+    p.add_argument("--threads", **flag(BackendSettings, "threads"),
+                   help="threads of the model's forward, 1..256 (default: the cores this process may use minus its "
+                        "decode workers)")
+
+
+def _input_kwargs(args: argparse.Namespace, decode_workers: int = 0) -> dict:
+    """What --model's critic is loaded with: input size, backend and threads (critic/backends.py)."""
+    threads = BackendSettings(args.backend, args.threads).resolved_threads(decode_workers)
+    return {"image_size": args.image_size, "resize": args.resize, "backend": args.backend, "threads": threads}
 
 
 def _sources(patterns: Sequence[str]) -> list:
@@ -397,7 +438,8 @@ def _curate(args: argparse.Namespace) -> int:
     info = init_distributed(device_type, timeout_s=CURATE_BARRIER_S)
     try:
         device = f"cuda:{info.local_rank}" if device_type == "cuda" else "cpu"
-        critic = _load_critic(args.model, batch_size=args.batch_size, device=device, **_input_kwargs(args))
+        critic = _load_critic(args.model, batch_size=args.batch_size, device=device,
+                              **_input_kwargs(args, settings.workers))
         try:
             result = curate(critic, args.shards, args.out, settings, info)
         except (ShardURLRefused, OutputConflict) as exc:
@@ -478,7 +520,7 @@ def build_server(args: argparse.Namespace):
         limits = Limits(**given)
     except ValueError as exc:
         raise SystemExit(f"aesthetic: {exc}") from None
-    critic = _load_critic(args.model, **_input_kwargs(args))
+    critic = _load_critic(args.model, **_input_kwargs(args, limits.decode_workers))
     try:
         return make_server(critic, args.host, args.port, limits)
     except OSError as exc:
@@ -496,6 +538,39 @@ def _serve(args: argparse.Namespace) -> int:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=non_empty, metavar="MODEL_REF", help="model version or alias from the warehouse")
+    p.add_argument("--format", choices=("onnx",), required=True, help="onnx: scored by `--backend onnxruntime`")
+    p.add_argument("--out", required=True, help="the file to write (its sidecar goes beside it as FILE.json)")
+    p.add_argument("--opset", **flag(ExportSettings, "opset"), help=f"ONNX opset, {OPSET}")
+    p.add_argument("--exporter", choices=EXPORTERS, default=ExportSettings.exporter,
+                   help="PyTorch's TorchScript-based exporter (the default: 5-8x faster to export, outputs equal) or "
+                        "its torch.export-based one (dynamo)")
+
+
+@verb("export", "export a model version to ONNX with its sidecar (identity, calibration, hash) and record it in "
+      "the warehouse's `exports`", _export_args)
+def _export(args: argparse.Namespace) -> int:
+    from critic.onnx_export import ExportRefused, export_version
+    from ingest.paths import Paths
+    from warehouse.db import WarehouseUnreadable, connect
+    from warehouse.models_lookup import ModelNotFound
+
+    paths = Paths.from_env()
+    if not paths.warehouse.exists():
+        raise SystemExit(f"aesthetic export: no warehouse at {paths.warehouse}; set AESTHETIC_HOME")
+    try:
+        done = export_version(lambda read_only=False: connect(paths.warehouse, read_only=read_only), paths.home,
+                              args.model, args.out, args.opset, args.exporter)
+    except (ModelNotFound, WarehouseUnreadable, FileNotFoundError, ExportRefused, ValueError, RuntimeError) as exc:
+        raise SystemExit(f"aesthetic export: {' '.join(str(exc).split())}") from None
+    model = done.sidecar["model"]
+    print(f"exported model {model['version']} ({model['backbone']}, {model['image_size']} px) to {done.path} "
+          f"(sha256 {done.sha256[:12]}..., opset {done.opset}, {done.exporter} exporter), sidecar "
+          f"{done.path}.json; recorded in exports")
     return 0
 
 

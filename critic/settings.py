@@ -5,6 +5,7 @@ once. critic/curate.py and critic/evolve.py, which import torch, take these obje
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from common.bounds import Range, bounded, check_ranges
@@ -18,6 +19,17 @@ MAX_HAMMING = Range(0, 64, "bits of a 64-bit perceptual hash")
 # Here, not in neardup.py, so that the command line reads them without loading numpy.
 NEAR_DUPLICATE_SIMILARITY = 0.95
 NEAR_DUPLICATE_HAMMING = 6
+# Which engine runs the model's forward (critic/backends.py): auto is ONNX Runtime on the CPU when the model
+# version has a recorded export, PyTorch otherwise and on CUDA.
+BACKENDS = ("auto", "torch", "onnxruntime")
+THREADS = Range(1, 256, "threads of the model's forward; more than the machine's cores only fight over them")
+# ONNX export (critic/onnx_export.py): PyTorch's exporters write opsets 13..23 for these backbones. The
+# TorchScript-based one is the default here: it exports a MobileNetV2 NIMA 5-8x faster than the torch.export-based
+# one ("dynamo", which needs onnxscript; 2.9 s against 23 s on 2 cores) and both graphs score alike (the export's
+# probe check holds them to the checkpoint either way).
+OPSET = Range(13, 23, "ONNX opsets the exporters write and ONNX Runtime runs for these backbones")
+DEFAULT_OPSET = 18
+EXPORTERS = ("dynamo", "torchscript")
 # Rendered designs, px: the renderer draws the whole picture in memory, and past 4096 a typo asks for gigabytes.
 DESIGN_SIDE = Range(32, 4096, "rendered design side, px: past 4096 a render is gigabytes of pixels")
 
@@ -52,4 +64,40 @@ class EvolveSettings:
     strength: float = bounded(0.15, Range(0.0, 1.0, "mutation noise as a fraction of a gene's range"))
 
     def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """The scoring backend and its threads: every scoring verb's --backend/--threads and the critic and curation
+    assets' config."""
+
+    backend: str = "auto"
+    threads: int | None = bounded(None, THREADS)  # None: default_threads(the caller's decode workers)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        check_ranges(self)
+
+    def resolved_threads(self, decode_workers: int = 0) -> int:
+        return self.threads or default_threads(decode_workers)
+
+
+def default_threads(decode_workers: int = 0) -> int:
+    """The cores this process may use (its affinity, which a container or taskset narrows) minus the workers
+    that decode beside the forward, at least 1: the two never oversubscribe the cores."""
+    return max(1, len(os.sched_getaffinity(0)) - decode_workers)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """`aesthetic export` and the `critic_onnx` asset (critic/onnx_export.py)."""
+
+    opset: int = bounded(DEFAULT_OPSET, OPSET)
+    exporter: str = "torchscript"
+
+    def __post_init__(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {self.exporter!r}")
         check_ranges(self)
