@@ -83,7 +83,8 @@ def critic_onnx(
     if config.exporter not in EXPORTERS:
         raise dg.Failure(description=f"exporter must be one of {', '.join(EXPORTERS)}, got {config.exporter!r}")
     # torch and onnx are imported here, in the step, never when the code location loads.
-    from critic.onnx_export import ExportRefused, export_version
+    from critic.exports import export_version
+    from critic.onnx_export import ExportRefused
     from warehouse.models_lookup import ModelNotFound, resolve_model
 
     with warehouse.connect(read_only=True) as conn:

@@ -554,7 +554,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 @verb("export", "export a model version to ONNX with its sidecar (identity, calibration, hash) and record it in "
       "the warehouse's `exports`", _export_args)
 def _export(args: argparse.Namespace) -> int:
-    from critic.onnx_export import ExportRefused, export_version
+    from critic.exports import export_version
+    from critic.onnx_export import ExportRefused
     from ingest.paths import Paths
     from warehouse.db import WarehouseUnreadable, connect
     from warehouse.models_lookup import ModelNotFound

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,6 @@ from critic.backends import OrtBackend
 from critic.scoring import Critic
 from nima_train.calibration import Calibration
 from nima_train.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
-from warehouse.exports import ExportRow, record_export
 from warehouse.models_lookup import ResolvedModel
 
 SIDECAR_FORMAT = 1
@@ -217,29 +214,3 @@ def open_export(path: str | Path, expected_sha256: str | None = None, checkpoint
     calibration = Calibration.from_dict(card["calibration"]) if card.get("calibration") else None
     return Critic(backend, image_size=int(info["image_size"]), resize=int(info["resize"]), batch_size=batch_size,
                   version=info["version"], calibration=calibration)
-
-
-def export_version(connect: Callable[..., AbstractContextManager[Any]], home: str | Path, ref: str | None,
-                   out: str | Path, opset: int, exporter: str) -> Exported:
-    """Export the model ref names (verified checkpoint) to out and record it in `exports`; a refusal is recorded
-    too (so that `--backend auto` can say why it runs torch) and raised. connect(read_only=...) is the
-    warehouse's. ModelNotFound, CheckpointMismatch, ExportRefused: one line each."""
-    from critic.models import load_critic
-
-    critic, model = load_critic(lambda: connect(read_only=True), home, ref, backend="torch")
-    try:
-        done = export_onnx(critic, model, out, opset, exporter)
-    except ExportRefused as exc:
-        with connect() as conn:
-            record_export(conn, ExportRow(model.version, "onnx", None, None, opset, exporter, str(exc)))
-        raise
-    with connect() as conn:
-        record_export(conn, ExportRow(model.version, "onnx", _stored(done.path, home), done.sha256, opset, exporter,
-                                      None))
-    return done
-
-
-def _stored(path: Path, home: str | Path) -> str:
-    """Relative to $AESTHETIC_HOME when inside it (as `models` keeps checkpoints), else absolute."""
-    path, home = path.resolve(), Path(home).resolve()
-    return str(path.relative_to(home)) if path.is_relative_to(home) else str(path)

@@ -20,8 +20,9 @@ from cli.main import main
 from common.imaging import sha256_file
 from critic.backends import BackendUnavailable
 from critic.curate import CurateSettings, curate
+from critic.exports import export_version
 from critic.models import load_critic
-from critic.onnx_export import ExportRefused, export_onnx, export_version
+from critic.onnx_export import ExportRefused, export_onnx
 from critic.scoring import Critic
 from critic.settings import default_threads
 from nima_train.checkpoint import save_checkpoint
