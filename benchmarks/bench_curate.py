@@ -100,13 +100,15 @@ def peak_rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def make_critics(blobs: list[bytes], args: argparse.Namespace, folder: Path) -> dict[str, Critic]:
+def make_critics(blobs: list[bytes], args: argparse.Namespace, folder: Path, onnx: bool = True) -> dict[str, Critic]:
     torch.manual_seed(0)
     model = NIMA("mobilenet_v2", weights="none")
     probe = Critic(model, image_size=args.image_size)
     recalibrate_batchnorm(model, probe.preprocess([decode_crop_pil(b) for b in blobs[:32]]))
     torch_critic = Critic(model, image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                           version="bench", threads=args.threads)
+    if not onnx:
+        return {"torch": torch_critic}
     out = folder / "bench.onnx"
     export_onnx(torch_critic, ResolvedModel("bench", "bench", folder / "none.pt", "0" * 64, None), out, 18,
                 "torchscript")
@@ -144,7 +146,7 @@ def main() -> None:
         blobs = write_shards(folder, args.shards, args.per_shard)
         if args.child:  # one backend's curate in this fresh process: its seconds and peak RSS
             critics = ({"onnxruntime": open_export(args.onnx, threads=args.threads, batch_size=args.batch_size)}
-                       if args.child == "onnxruntime" else make_critics(blobs, args, Path(tmp)))
+                       if args.child == "onnxruntime" else make_critics(blobs, args, Path(tmp), onnx=False))
             seconds = curate_scoring(critics[args.child], folder, Path(tmp) / "out", args.batch_size, args.workers)
             print(json.dumps({"seconds": seconds, "rss_mb": peak_rss_mb()}))
             return
