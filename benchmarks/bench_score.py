@@ -53,13 +53,16 @@ def designs(n: int) -> list:
     return [render(random_genome(SHAPES[i % len(SHAPES)], rng), 256) for i in range(n)]
 
 
-def critics(backbone: str, image_size: int, batch: int, threads: int, folder: Path) -> dict[str, Critic]:
-    """The torch critic of a BN-calibrated NIMA and the onnxruntime critic of its export."""
+def critics(backbone: str, image_size: int, batch: int, threads: int, folder: Path,
+            onnx: bool = True) -> dict[str, Critic]:
+    """The torch critic of a BN-calibrated NIMA and (onnx) the onnxruntime critic of its export."""
     torch.manual_seed(0)
     model = NIMA(backbone, weights="none")
     probe = Critic(model, image_size=image_size)
     recalibrate_batchnorm(model, probe.preprocess(designs(16)))
     torch_critic = Critic(model, image_size=image_size, batch_size=batch, version="bench", threads=threads)
+    if not onnx:
+        return {"torch": torch_critic}
     out = folder / f"{backbone}.onnx"
     export_onnx(torch_critic, ResolvedModel("bench", backbone, folder / "none.pt", "0" * 64, None), out, 18,
                 "torchscript")
@@ -129,7 +132,8 @@ def serve_child(backend: str, args: argparse.Namespace) -> None:
         if backend == "onnxruntime":
             critic = open_export(args.onnx, threads=args.threads, batch_size=32)
         else:
-            critic = critics(args.backbones.split(",")[0], args.image_size, 32, args.threads, Path(tmp))[backend]
+            critic = critics(args.backbones.split(",")[0], args.image_size, 32, args.threads, Path(tmp),
+                             onnx=False)[backend]
         pngs = []
         for d in designs(32):
             buf = io.BytesIO()
