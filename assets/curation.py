@@ -14,13 +14,14 @@ from assets.metadata import markdown_image
 from assets.resources import StorageResource, WarehouseResource
 from assets.settings_config import settings_config
 from common.shard_format import INDEX_NAME
-from critic.settings import CurateSettings
+from critic.settings import BackendSettings, CurateSettings
 from warehouse.models_lookup import PRODUCTION
 
 
-class CurationConfig(settings_config(CurateSettings, "curation", workers=2)):
+class CurationConfig(settings_config(CurateSettings, "curation", also=(BackendSettings,), workers=2)):
     """CurateSettings' fields (critic/settings.py; two loader workers beside the run's other steps, where the
-    command line takes four), and what is not the curation's: which shards, which model."""
+    command line takes four), BackendSettings' backend and threads (unset: the cores this process may use minus
+    `workers`), and what is not the curation's: which shards, which model."""
 
     shards: list[str] = Field([], description="shard URLs, split folders or index.json files (local or http); "
                                               "empty: every split under shards/")
@@ -49,8 +50,10 @@ def curated_corpus(
     from critic.curation_report import write_report
     from nima_train.data import ShardURLRefused
 
-    settings = config.settings()
-    critic, found = warehouse.critic_for(storage.home_path, config.model, "curation", batch_size=config.batch_size)
+    settings, chosen = config.settings(), config.settings_of(BackendSettings)
+    critic, found = warehouse.critic_for(storage.home_path, config.model, "curation", batch_size=config.batch_size,
+                                         backend=chosen.backend, threads=chosen.resolved_threads(config.workers),
+                                         report=context.log.warning)
     out = storage.home_path / "curation"
     started = time.monotonic()
     try:
@@ -76,6 +79,7 @@ def curated_corpus(
         "shards_scored": len(result.scored),
         "shards_skipped": len(result.skipped),
         "samples_per_s": round(n / max(seconds, 1e-9), 1),
+        "backend": f"{critic.backend.name}, {critic.backend.threads} threads",
         "score_histogram": dg.MetadataValue.json({"counts": report.score_histogram[0],
                                                   "edges": report.score_histogram[1]}),
         "histogram": markdown_image(report.histogram, "score histogram"),

@@ -86,9 +86,12 @@ class WarehouseResource(dg.ConfigurableResource):
         model (critic/models.py); a dg.Failure that says what to do when there is no warehouse or no such model."""
         if not Path(self.path).exists():
             raise dg.Failure(description=f"no warehouse at {self.path}: nothing has been trained yet")
-        from critic.models import load_critic  # torch: in the step, never when the code location loads
+        from critic.backends import BackendUnavailable  # torch: in the step, never when the code location loads
+        from critic.models import load_critic
 
         try:
             return load_critic(lambda: self.connect(read_only=True), home, ref, **kwargs)
         except ModelNotFound as exc:
             raise dg.Failure(description=f"{who} has no model to run: {exc}") from exc
+        except BackendUnavailable as exc:
+            raise dg.Failure(description=f"{who} cannot score with the backend asked: {exc}") from exc

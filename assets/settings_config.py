@@ -32,9 +32,14 @@ class SettingsConfig(dg.Config):
 
     def settings(self, **supplied: Any) -> Any:
         """The stage's settings from this config's fields and what the step supplies (fields it excluded)."""
-        names = [f.name for f in dataclasses.fields(self.settings_class) if f.name in type(self).model_fields]
+        return self.settings_of(self.settings_class, **supplied)
+
+    def settings_of(self, settings: type, **supplied: Any) -> Any:
+        """Settings of class `settings` (the stage's, or one given to settings_config's `also`) from the fields of
+        this config that it has."""
+        names = [f.name for f in dataclasses.fields(settings) if f.name in type(self).model_fields]
         try:
-            return self.settings_class(**{n: getattr(self, n) for n in names}, **supplied)
+            return settings(**{n: getattr(self, n) for n in names}, **supplied)
         except ValueError as exc:  # a bad choice or template: one line, not a traceback
             raise dg.Failure(description=f"{self.failure_prefix}: {' '.join(str(exc).split())}") from None
 
@@ -62,11 +67,16 @@ def config_fields(settings: type, names: Iterable[str], **defaults: Any) -> dict
     return {n: (types[n], config_field(found[n], defaults.get(n, dataclasses.MISSING))) for n in names}
 
 
-def settings_config(settings: type, prefix: str, exclude: Iterable[str] = (), **defaults: Any) -> type[SettingsConfig]:
-    """The config class with every field of the settings dataclass but those excluded (the step supplies them);
-    defaults changes a default for this config only. prefix starts the Failure line of a bad value."""
+def settings_config(settings: type, prefix: str, exclude: Iterable[str] = (), also: Iterable[type] = (),
+                    **defaults: Any) -> type[SettingsConfig]:
+    """The config class with every field of the settings dataclass but those excluded (the step supplies them),
+    and every field of each class in `also` (settings of a part the stage uses, e.g. the scoring backend; built by
+    settings_of). defaults changes a default for this config only. prefix starts the Failure line of a bad value."""
     names = [f.name for f in dataclasses.fields(settings) if f.name not in set(exclude)]
+    fields = config_fields(settings, names, **defaults)
+    for part in also:
+        fields.update(config_fields(part, [f.name for f in dataclasses.fields(part)]))
     cls = create_model(f"{settings.__name__}Config", __base__=SettingsConfig, __module__=settings.__module__,
-                       **config_fields(settings, names, **defaults))
+                       **fields)
     cls.settings_class, cls.failure_prefix = settings, prefix
     return cls

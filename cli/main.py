@@ -25,7 +25,9 @@ from common.arguments import (
 )
 from common.bounds import flag, help_of, settings_from
 from critic.settings import (
+    BACKENDS,
     DEDUPE_METHODS,
+    EXPORTERS,
     MAX_HAMMING,
     MIN_SCORE,
     NEAR_DUPLICATE_HAMMING,
@@ -36,8 +38,10 @@ from critic.settings import (
     STUDIO_PORT,
     THRESHOLD_FIELDS,
     TOP_FRACTION,
+    BackendSettings,
     CurateSettings,
     EvolveSettings,
+    ExportSettings,
 )
 from nima_train.settings import FORWARD_BATCH
 
@@ -164,18 +168,13 @@ def _progress_bar(settings) -> Iterator:
         yield progress
 
 
-def _load_critic(model: str | None, **kwargs):
-    """The critic for --model: a checkpoint file, a version or alias in the warehouse, or 'production'."""
+def _load_critic(model: str | None, backend: str = "auto", threads: int | None = None, **kwargs):
+    """The critic for --model: a checkpoint file, an exported .onnx file, a version or alias in the warehouse, or
+    'production'; scored by the --backend asked (critic/backends.py)."""
     from pathlib import Path
 
-    from critic.scoring import Critic
-    from nima_train.checkpoint import NotACheckpoint
-
     if model and Path(model).is_file():
-        try:
-            return Critic.from_checkpoint(model, version=Path(model).parent.name or model, **kwargs)
-        except (NotACheckpoint, OSError) as exc:
-            raise SystemExit(f"aesthetic: --model: {exc}") from None
+        return _critic_of_file(Path(model), backend, threads, **kwargs)
 
     from critic.models import load_critic
     from ingest.paths import Paths
@@ -187,9 +186,35 @@ def _load_critic(model: str | None, **kwargs):
         raise SystemExit(f"aesthetic: no warehouse at {paths.warehouse}; set AESTHETIC_HOME, or pass --model "
                          "CHECKPOINT.pt")
     try:
-        return load_critic(lambda: connect(paths.warehouse, read_only=True), paths.home, model, **kwargs)[0]
+        return load_critic(lambda: connect(paths.warehouse, read_only=True), paths.home, model, backend=backend,
+                           threads=threads, **kwargs)[0]
     except (ModelNotFound, WarehouseUnreadable, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"aesthetic: {' '.join(str(exc).split())}") from None
+
+
+def _critic_of_file(path, backend: str, threads: int | None, **kwargs):
+    """A checkpoint file runs on torch; an exported .onnx file (with its sidecar) on onnxruntime."""
+    from critic.scoring import Critic
+    from nima_train.checkpoint import NotACheckpoint
+
+    if path.suffix.lower() == ".onnx":
+        from critic.onnx_export import ExportInvalid, open_export
+
+        if backend == "torch" or kwargs.get("device", "cpu") != "cpu":
+            raise SystemExit(f"aesthetic: --model {path} is an ONNX export: it runs on the CPU with --backend "
+                             "onnxruntime or auto")
+        try:
+            return open_export(path, threads=threads, batch_size=kwargs.get("batch_size", 32),
+                               image_size=kwargs.get("image_size"), resize=kwargs.get("resize"))
+        except ExportInvalid as exc:
+            raise SystemExit(f"aesthetic: --model: {exc}") from None
+    if backend == "onnxruntime":
+        raise SystemExit(f"aesthetic: --backend onnxruntime scores an ONNX export: pass its .onnx file or a model "
+                         f"version whose export is recorded, not the checkpoint {path}")
+    try:
+        return Critic.from_checkpoint(path, version=path.parent.name or str(path), threads=threads, **kwargs)
+    except (NotACheckpoint, OSError) as exc:
+        raise SystemExit(f"aesthetic: --model: {exc}") from None
 
 
 def model_ref(text: str) -> str:
@@ -217,8 +242,15 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
                    help="short side before the centre crop (default: the checkpoint's, or 256/224 of --image-size)")
 
 
-def _input_kwargs(args: argparse.Namespace) -> dict:
-    return {"image_size": args.image_size, "resize": args.resize}
+    p.add_argument("--backend", choices=BACKENDS, default=BackendSettings.backend,
+                   help=help_of(BackendSettings, "backend"))
+    p.add_argument("--threads", **flag(BackendSettings, "threads"))
+
+
+def _input_kwargs(args: argparse.Namespace, decode_workers: int = 0) -> dict:
+    """What --model's critic is loaded with: input size, backend and threads (critic/backends.py)."""
+    threads = BackendSettings(args.backend, args.threads).resolved_threads(decode_workers)
+    return {"image_size": args.image_size, "resize": args.resize, "backend": args.backend, "threads": threads}
 
 
 def _sources(patterns: Sequence[str]) -> list:
@@ -410,7 +442,8 @@ def _curate(args: argparse.Namespace) -> int:
     info = init_distributed(device_type, timeout_s=CURATE_BARRIER_S)
     try:
         device = f"cuda:{info.local_rank}" if device_type == "cuda" else "cpu"
-        critic = _load_critic(args.model, batch_size=args.batch_size, device=device, **_input_kwargs(args))
+        critic = _load_critic(args.model, batch_size=args.batch_size, device=device,
+                              **_input_kwargs(args, settings.workers))
         try:
             result = curate(critic, args.shards, args.out, settings, info)
         except (ShardURLRefused, OutputConflict) as exc:
@@ -500,7 +533,7 @@ def build_server(args: argparse.Namespace):
     from critic.service import make_server
 
     limits = _limits(args)
-    critic = _load_critic(args.model, **_input_kwargs(args))
+    critic = _load_critic(args.model, **_input_kwargs(args, limits.decode_workers))
     try:
         return make_server(critic, args.host, args.port, limits)
     except OSError as exc:
@@ -551,7 +584,7 @@ def build_studio(args: argparse.Namespace):
     from ingest.paths import Paths
 
     limits, paths = _limits(args), Paths.from_env()
-    critic = _load_critic(args.model, **_input_kwargs(args))
+    critic = _load_critic(args.model, **_input_kwargs(args, limits.decode_workers))
     if args.min_percentile is not None and critic.calibration is None:
         raise SystemExit(f"aesthetic studio: model {critic.version} has no calibration, so no percentiles: "
                          "use --min-score or --top-fraction")
@@ -591,6 +624,38 @@ def _studio_publish() -> int:
     for d in done:
         print(f"session {d['session']}: {d['ratings']} ratings -> {d['snapshot']}")
     print(f"{len(done)} snapshots published" if done else "nothing to publish", file=sys.stderr)
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=non_empty, metavar="MODEL_REF", help="model version or alias from the warehouse")
+    p.add_argument("--format", choices=("onnx",), required=True, help="onnx: scored by `--backend onnxruntime`")
+    p.add_argument("--out", required=True, help="the file to write (its sidecar goes beside it as FILE.json)")
+    p.add_argument("--opset", **flag(ExportSettings, "opset"))
+    p.add_argument("--exporter", choices=EXPORTERS, default=ExportSettings.exporter,
+                   help=help_of(ExportSettings, "exporter"))
+
+
+@verb("export", "export a model version to ONNX with its sidecar (identity, calibration, hash) and record it in "
+      "the warehouse's `exports`", _export_args)
+def _export(args: argparse.Namespace) -> int:
+    from critic.exports import export_version
+    from critic.onnx_export import ExportRefused
+    from ingest.paths import Paths
+    from warehouse.db import WarehouseUnreadable, connect
+    from warehouse.models_lookup import ModelNotFound
+
+    paths = Paths.from_env()
+    if not paths.warehouse.exists():
+        raise SystemExit(f"aesthetic export: no warehouse at {paths.warehouse}; set AESTHETIC_HOME")
+    try:
+        done = export_version(lambda read_only=False: connect(paths.warehouse, read_only=read_only), paths.home,
+                              args.model, args.out, args.opset, args.exporter)
+    except (ModelNotFound, WarehouseUnreadable, FileNotFoundError, ExportRefused, ValueError, RuntimeError) as exc:
+        raise SystemExit(f"aesthetic export: {' '.join(str(exc).split())}") from None
+    model = done.sidecar["model"]
+    print(f"exported model {model['version']} ({model['backbone']}, {model['image_size']} px) to {done.path} "
+          f"(sha256 {done.sha256[:12]}..., opset {done.opset}, {done.exporter} exporter), sidecar "
+          f"{done.path}.json; recorded in exports")
     return 0
 
 

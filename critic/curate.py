@@ -49,7 +49,7 @@ from critic.settings import CurateSettings
 from nima_train.data import ShardURLRefused, decode_image, refuse_pipe, resolve_shards
 from nima_train.distributed import DistInfo, all_gather_strings, barrier
 from nima_train.tarstream import DEFAULT_LIMITS, local_file, open_shard_stream, tar_samples
-from nima_train.transforms import center_crop, normalize
+from nima_train.transforms import center_crop
 
 FORMAT = 1
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -326,12 +326,8 @@ class _Rows:
 
 
 def forward_batch(critic: Critic, images: torch.Tensor):
-    """One batch through the critic: bf16 and channels_last on CUDA, float32 on the CPU."""
-    if critic.device.type == "cuda":
-        x = normalize(images.to(critic.device, non_blocking=True, memory_format=torch.channels_last))
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return critic.forward(x)
-    return critic.forward(normalize(images))
+    """One batch of uint8 images through the critic's backend (bf16 and channels_last on CUDA)."""
+    return critic.forward_uint8(images)
 
 
 def _add_batch(rows: _Rows, critic: Critic, msg: tuple) -> None:
@@ -374,7 +370,7 @@ def _cat(parts: list[np.ndarray], shape: tuple) -> np.ndarray:
 
 def _write_scores(path: Path, shard: InputShard, rows: _Rows, critic: Critic, identity: str) -> None:
     n, at = len(rows.keys), rows.scored
-    dim = rows.features[0].shape[1] if rows.features else int(getattr(critic.model, "feature_dim", 0) or 0)
+    dim = rows.features[0].shape[1] if rows.features else critic.backend.feature_dim
     columns = {
         "key": pa.array(rows.keys, pa.string()),
         "source_key": pa.array(rows.sources, pa.string()),
@@ -407,8 +403,6 @@ def score_shards(critic: Critic, shards: Sequence[InputShard], out_dir: str | Pa
     result = CurateResult(list(shards))
     if not jobs:
         return result
-    if critic.device.type == "cuda":
-        critic.model.to(memory_format=torch.channels_last)
     dataset = _ShardScoring(jobs, out_dir, critic.version or "unversioned", critic.image_size, critic.resize,
                             settings.batch_size)
     workers = min(settings.workers, len(jobs))

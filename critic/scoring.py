@@ -27,6 +27,7 @@ from PIL import Image
 
 from common.imaging import STORED_CROP, CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
 from common.regular_files import NotRegularFile, read_regular_file
+from critic.backends import ScoringBackend, TorchBackend
 from critic.neardup import perceptual_hash
 from nima_train.calibration import Calibration
 from nima_train.checkpoint import calibration_of, load_checkpoint, model_from_state
@@ -186,17 +187,19 @@ def expand_sources(args: Iterable[str]) -> list[Path]:
 
 
 class Critic:
-    """A NIMA in eval mode plus its preprocessing; thread-safe (one forward at a time)."""
+    """A NIMA's scoring backend (critic/backends.py: PyTorch or ONNX Runtime) plus its preprocessing and
+    calibration; thread-safe (one forward at a time)."""
 
-    def __init__(self, model: NIMA, image_size: int = INPUT_SIZE, batch_size: int = 32,
+    def __init__(self, model: NIMA | ScoringBackend, image_size: int = INPUT_SIZE, batch_size: int = 32,
                  device: str | torch.device = "cpu", version: str | None = None,
-                 resize: int | None = None, calibration: Calibration | None = None) -> None:
+                 resize: int | None = None, calibration: Calibration | None = None,
+                 threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if image_size < 1 or (resize is not None and resize < 1):
             raise ValueError(f"image_size and resize must be positive, got {image_size} and {resize}")
-        self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        self.backend = TorchBackend(model, device, threads) if isinstance(model, torch.nn.Module) else model
+        self.device = self.backend.device
         self.image_size = image_size
         # Without a trained resize, keep the stored-crop ratio (256 for a 224 input) at any input size.
         self.resize = resize or round(image_size * STORED_CROP / INPUT_SIZE)
@@ -206,6 +209,11 @@ class Critic:
         self.transform = eval_transform(image_size, resize=self.resize)
         # Concurrent CPU forwards only fight over the same cores; serialising them keeps latency flat.
         self._lock = threading.Lock()
+
+    @property
+    def model(self) -> NIMA | None:
+        """The PyTorch model under the torch backend; None under another."""
+        return getattr(self.backend, "model", None)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, expected_sha256: str | None = None,
@@ -238,20 +246,25 @@ class Critic:
         return torch.stack([self.transform(img if img.mode == "RGB" else img.convert("RGB")) for img in images])
 
     def forward(self, x: torch.Tensor) -> ScoredBatch:
-        with self._lock, torch.inference_mode():
-            x = x.to(self.device)
-            # NIMA.forward is softmax(head(embed(x))); split here so one pass also yields the features.
-            features = self.model.embed(x)
-            probs = torch.softmax(self.model.head(features), dim=-1)
-            mean, std = score_moments(probs)
-        mean = mean.float().cpu()
+        """Normalised (B, 3, S, S) float images scored."""
+        with self._lock:
+            probs, features = self.backend.run(x)
+        return self._scored(probs, features)
+
+    def forward_uint8(self, images: torch.Tensor) -> ScoredBatch:
+        """uint8 (B, 3, S, S) images scored (normalised where the backend computes: on the GPU under CUDA)."""
+        with self._lock:
+            probs, features = self.backend.run_uint8(images)
+        return self._scored(probs, features)
+
+    def _scored(self, probs: torch.Tensor, features: torch.Tensor) -> ScoredBatch:
+        mean, std = score_moments(probs)
         calibrated, percentile = mean, torch.full_like(mean, float("nan"))
         if self.calibration is not None:
             cm = self.calibration.apply(mean.double().numpy())
             calibrated = torch.from_numpy(cm).float()
             percentile = torch.from_numpy(self.calibration.percentile(mean.double().numpy())).float()
-        return ScoredBatch(probs.float().cpu(), mean, std.float().cpu(), features.float().cpu(), calibrated,
-                           percentile)
+        return ScoredBatch(probs, mean, std, features, calibrated, percentile)
 
     def score_images(self, images: Sequence[Image.Image]) -> ScoredBatch:
         """Score decoded images, batch_size at a time."""

@@ -66,6 +66,7 @@ def _minimal_args(verb: str) -> list[str]:
         "evolve": [verb, "--out", "runs"],
         "serve": [verb],
         "curate": [verb, "shards/", "--out", "curated"],
+        "export": [verb, "production", "--format", "onnx", "--out", "critic.onnx"],
     }.get(verb, [verb])
 
 

@@ -109,7 +109,7 @@ def test_browser_shows_the_asset_graph_and_the_evaluation_metrics(deployment, tm
         "kuler": ["kuler_download", "kuler_images"],
         "shards": ["ava_shards", "sac_shards", "kuler_shards"], "training": ["nima_ava", "nima_sac", "nima_color"],
         "evaluation": ["eval_nima_ava", "eval_nima_sac", "eval_nima_color", "production_model"],
-        "critic": ["critic_evolution"],
+        "critic": ["critic_evolution", "critic_onnx"],
     }
     driver = chromium(tmp_path)
     try:
