@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from assets.ava import AvaConfig
-from assets.critic import CriticEvolutionConfig
+from assets.critic import CriticEvolutionConfig, CriticOnnxConfig
 from assets.curation import CurationConfig
 from assets.downloads import DownloadConfig, DownloadFile
 from assets.evaluation import EvalConfig
@@ -24,7 +24,7 @@ from assets.shards import ShardsConfig
 from assets.train_config import TrainConfig
 from cli.main import build_parser, main
 from common.bounds import HELP, RANGE, Range, bounded, help_of, setting
-from critic.settings import CurateSettings, EvolveSettings
+from critic.settings import BackendSettings, CurateSettings, EvolveSettings, ExportSettings
 from ingest.ava import AvaSettings
 from ingest.download import DownloadError, DownloadSettings, DropFile
 from ingest.kuler import KulerSettings
@@ -35,26 +35,27 @@ from pipelines.definitions import defs
 from pipelines.resources import build_resources
 
 # (config, its settings, settings fields the step supplies itself, fields that are not the stage's, defaults the
-# config changes)
+# config changes, settings of parts whose fields the config also carries)
 STAGES = [
-    (AvaConfig, AvaSettings, {"val_fraction", "batch_size"}, set(), {}),
-    (KulerConfig, KulerSettings, set(), set(), {}),
-    (SacConfig, SacSettings, {"snapshots"}, set(), {}),
-    (ShardsConfig, ShardSettings, {"dataset"}, {"drop_cross_split_duplicates", "leak_model"}, {}),
-    (CurationConfig, CurateSettings, set(), {"shards", "model"}, {"workers": 2}),
+    (AvaConfig, AvaSettings, {"val_fraction", "batch_size"}, set(), {}, ()),
+    (KulerConfig, KulerSettings, set(), set(), {}, ()),
+    (SacConfig, SacSettings, {"snapshots"}, set(), {}, ()),
+    (ShardsConfig, ShardSettings, {"dataset"}, {"drop_cross_split_duplicates", "leak_model"}, {}, ()),
+    (CurationConfig, CurateSettings, set(), {"shards", "model"}, {"workers": 2}, (BackendSettings,)),
     (CriticEvolutionConfig, EvolveSettings, {"size", "rate", "strength"}, {"model", "shape"},
-     {"rounds": 4, "batch": 8}),
-    (EvalConfig, EvalSettings, set(), {"device", "allow_pipe"}, {}),
-    (DownloadConfig, DownloadSettings, {"dest_dir", "backoff_s", "reserve_bytes"}, {"files"}, {"url": ""}),
-    (DownloadFile, DropFile, set(), set(), {}),
-    (TrainConfig, TrainSettings, set(), {"nproc", "device", "allow_pipe", "launch"}, {}),
+     {"rounds": 4, "batch": 8}, (BackendSettings,)),
+    (CriticOnnxConfig, ExportSettings, set(), {"model"}, {}, ()),
+    (EvalConfig, EvalSettings, set(), {"device", "allow_pipe"}, {}, ()),
+    (DownloadConfig, DownloadSettings, {"dest_dir", "backoff_s", "reserve_bytes"}, {"files"}, {"url": ""}, ()),
+    (DownloadFile, DropFile, set(), set(), {}, ()),
+    (TrainConfig, TrainSettings, set(), {"nproc", "device", "allow_pipe", "launch"}, {}, ()),
 ]
 
 
-@pytest.mark.parametrize(("config", "settings", "supplied", "own", "changed"), STAGES,
-                         ids=[s[0].__name__ for s in STAGES])
-def test_each_config_field_is_its_settings_field(config, settings, supplied, own, changed):
-    spec = {f.name: f for f in dataclasses.fields(settings) if f.name not in supplied}
+@pytest.mark.parametrize(("config", "settings", "supplied", "own", "changed", "parts"),
+                         STAGES, ids=[s[0].__name__ for s in STAGES])
+def test_each_config_field_is_its_settings_field(config, settings, supplied, own, changed, parts):
+    spec = {f.name: f for cls in (settings, *parts) for f in dataclasses.fields(cls) if f.name not in supplied}
     fields = config.model_fields
     assert set(fields) - set(spec) == own  # nothing of the stage's declared on the config by hand
     for name, f in spec.items():
