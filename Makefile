@@ -37,9 +37,10 @@ browser:
 	fi
 
 # The two-host test runs Dagster's storage on a PostgreSQL cluster of its own (pipelines/postgres.py): Debian's
-# postgresql, installed here when missing, as Chromium is above.
+# postgresql, installed here when missing, as Chromium is above (Debian keeps its server binaries off the PATH).
+PG_BIN_GLOB ?= /usr/lib/postgresql/*/bin
 postgres:
-	@set -- /usr/lib/postgresql/*/bin/initdb; \
+	@set -- $(PG_BIN_GLOB)/initdb; \
 	if [ ! -x "$$1" ] && ! command -v initdb >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian's postgresql for the two-host test"; \

@@ -86,7 +86,7 @@ def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage:
 def trained_where(context: dg.AssetExecutionContext, summary: dict[str, Any]) -> dict[str, str]:
     """Where the run trained, as the training process reported it (nima_train.devices.trained_on), and the code
     location whose run launched it ("" when materialised outside a code location, as tests do)."""
-    origin = context.dagster_run.remote_job_origin
+    origin = context.run.remote_job_origin
     reported = summary.get("trained_on") or {}
     where = {k: str(reported.get(k, "")) for k in TRAINED_ON_COLUMNS}
     return {**where, "code_location": origin.location_name if origin else ""}

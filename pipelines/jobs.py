@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets_index import CHAIN_GROUPS, DATA_GROUPS, GROUPS, ON_DEMAND_GROUPS, PARTITIONED_GROUPS, PREPARE_GROUPS
+from pipelines.assets_index import (
+    CHAIN_GROUPS,
+    DATA_GROUPS,
+    GROUPS,
+    ON_DEMAND_GROUPS,
+    PARTITIONED_GROUPS,
+    PREPARE_GROUPS,
+)
 
 # Partitioned assets run through their own backfill jobs: a job may not mix partitions definitions, and
 # full_pipeline must run without a partition key.

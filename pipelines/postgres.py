@@ -37,7 +37,7 @@ def pg_tool(name: str) -> str:
 
 
 def url(port: int) -> str:
-    return f"postgresql://{USER}@127.0.0.1:{port}/{DATABASE}"
+    return f"postgresql+psycopg2://{USER}@127.0.0.1:{port}/{DATABASE}"
 
 
 def _as_owner(args: list[str]) -> list[str]:

@@ -15,9 +15,10 @@ def build_resources(home: str | Path | None = None, raw: str | Path | None = Non
     env = Paths.from_env()
     home_path = Path(home) if home else env.home
     paths = Paths(home_path, Path(raw) if raw else (home_path / "raw" if home else env.raw))
+    ledger_path = str(ledger_folder(paths.home)) if ledger else ""
     return {
         "storage": StorageResource(home=str(paths.home), raw=str(paths.raw)),
-        "warehouse": WarehouseResource(path=str(paths.warehouse), ledger=str(ledger_folder(paths.home)) if ledger else ""),
+        "warehouse": WarehouseResource(path=str(paths.warehouse), ledger=ledger_path),
     }
 
 
