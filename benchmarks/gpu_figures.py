@@ -62,11 +62,13 @@ def training_rate(device, amp: bool, channels_last: bool, batch: int, steps: int
     args = get_args_parser().parse_args(["--data", "-", "--output-dir", "-", "--epochs-head", "0", "--no-progress",
                                          "--print-freq", "0", "--backbone", "mobilenet_v2"])
     args.amp, args.channels_last = amp, channels_last
+    args.lr_head, args.lr_full, args.head_lr_mult = 1e-3, 3e-5, 1  # as benchmarks/bench_train.py: rates only
     model = NIMA("mobilenet_v2", weights="none").to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, "full", args)
-    batches = [(torch.randn(batch, 3, 224, 224).pin_memory(), torch.softmax(torch.randn(batch, 10), -1).pin_memory())
+    pin = (lambda t: t.pin_memory()) if device.type == "cuda" else (lambda t: t)
+    batches = [(pin(torch.randn(batch, 3, 224, 224)), pin(torch.softmax(torch.randn(batch, 10), -1)))
                for _ in range(4)]
     plan = [batches[i % len(batches)] for i in range(steps)]
     train_one_epoch(model, emd_loss, optimizer, batches, device, 0, args, DistInfo(), len(batches),
