@@ -26,13 +26,15 @@ from pipelines.instance import prepare_instance
 from tests.helpers.dagster_services import code_server, dagster_services, free_port
 from tests.test_e2e_ui import _write_snapshot_with_new_ratings
 from warehouse.db import connect
-from warehouse.ledger import ledger_lock
+from warehouse.ledger import event_numbers, ledger_lock
 
 pytestmark = pytest.mark.slow
 
 REPOSITORY = "__repository__"
 TINY = {"weights": "none", "epochs_full": 1, "batch_size": 8, "crop": 32, "resize": 36, "workers": 0, "device": "cpu"}
 MODELS = ("nima_ava", "nima_sac", "nima_color")
+# One process per run (the run's own, started by its code server): no step subprocesses to start on 2 cores.
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 TERMINAL = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 DRY_RUN = """
 mutation($selector: ScheduleSelector!, $ts: Float) {
@@ -145,7 +147,7 @@ def _launch_nightly(split: dict, request: dict) -> dg.DagsterRun:
     """Launch a run request of the tick as the daemon would, with short training; while the model ledger is held
     the run cannot finish, so its process is alive when its ancestry is read."""
     keys = [a["path"][-1] for a in request["assetSelection"]]
-    config = {"ops": {k: {"config": TINY} for k in keys if k in MODELS}}
+    config = {"ops": {k: {"config": TINY} for k in keys if k in MODELS}, **IN_PROCESS}
     tags = {t["key"]: t["value"] for t in request["tags"]}
     instance = split["instance"]
     with ledger_lock(split["home"] / "ledger"):
@@ -159,8 +161,29 @@ def _launch_nightly(split: dict, request: dict) -> dg.DagsterRun:
 
 def _launch(split: dict, location: str, job: str, assets: list[str] | None = None) -> dg.DagsterRun:
     run_id = split["client"].submit_job_execution(job, repository_location_name=location, repository_name=REPOSITORY,
-                                                  asset_selection=[[a] for a in assets] if assets else None)
+                                                  asset_selection=[[a] for a in assets] if assets else None,
+                                                  run_config=IN_PROCESS)
     return _wait(split["instance"], run_id, split["logs"])
+
+
+def _recorded(split: dict, timeout_s: float = 240) -> dict[str, tuple]:
+    """The warehouse's model rows once every event of the model ledger is recorded, by the record_models runs
+    that model_ledger_sensor (running by default in the data location) asks for."""
+    events, deadline = event_numbers(split["home"] / "ledger"), time.monotonic() + timeout_s
+    while _ledger_events(split["home"]) != events:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ledger events {events} not recorded within {timeout_s}s:\n"
+                               f"{(split['logs'] / 'daemon.log').read_text()[-3000:]}")
+        time.sleep(2)
+    runs = split["instance"].get_runs(dg.RunsFilter(job_name="record_models"))
+    assert {_location(r) for r in runs} == {"data"}
+    assert {r.tags.get("dagster/sensor_name") for r in runs} == {"model_ledger_sensor"}
+    return _models(split["home"])
+
+
+def _ledger_events(home: Path) -> list[int]:
+    with connect(home / "warehouse.duckdb", read_only=True) as conn:
+        return [r[0] for r in conn.execute("SELECT seq FROM ledger_events ORDER BY seq").fetchall()]
 
 
 def _models(home: Path) -> dict[str, tuple]:
@@ -182,11 +205,8 @@ def test_the_nightly_tick_trains_every_model_on_the_training_host_and_the_data_h
     run = _launch_nightly(split, request)
     assert _location(run) == "training"
     assert json.loads(run.tags[".dagster/grpc_info"])["port"] == split["ports"]["training"]
-    assert not _models(split["home"]), "the training host wrote warehouse rows"
 
-    recorded = _launch(split, "data", "record_models")
-    assert _location(recorded) == "data"
-    models = _models(split["home"])
+    models = _recorded(split)
     assert sorted(name for name, *_ in models.values()) == sorted(MODELS)
     for name, worker, host, location, device, device_name, torch_version, cuda_version in models.values():
         assert (worker, location, device) == ("gpu-test", "training", "cpu"), name
@@ -215,8 +235,7 @@ def test_nothing_new_skips_and_a_new_sac_snapshot_retrains_only_sac_and_color(sp
     assert {a["path"][-1] for a in request["assetSelection"]} == {
         "nima_sac", "nima_color", "eval_nima_sac", "eval_nima_color", "production_model"}
     assert _location(_launch_nightly(split, request)) == "training"
-    _launch(split, "data", "record_models")
-    new = {v: row for v, row in _models(split["home"]).items() if v not in before}
+    new = {v: row for v, row in _recorded(split).items() if v not in before}
     assert sorted(row[0] for row in new.values()) == ["nima_color", "nima_sac"]
     assert all(row[1] == "gpu-test" for row in new.values())
 
