@@ -70,7 +70,7 @@ split: install postgres
 	export DAGSTER_PG_URL="$${DAGSTER_PG_URL:-$$($(BIN)/python -m pipelines.postgres start "$(AESTHETIC_HOME)/postgres" $(SPLIT_PG_PORT))}"; \
 	test -n "$$DAGSTER_PG_URL" || exit 1; \
 	$(BIN)/python -m pipelines.instance "$$DAGSTER_HOME" --postgres >/dev/null || exit 1; \
-	trap 'kill 0' EXIT; \
+	trap 'trap - EXIT INT TERM; kill 0' EXIT INT TERM; \
 	$(BIN)/dagster code-server start -m pipelines.data_location -h 127.0.0.1 -p 4000 & \
 	$(BIN)/dagster code-server start -m pipelines.training_location -h 127.0.0.1 -p 4001 & \
 	$(BIN)/dagster-daemon run -w workspace.split.yaml & \
