@@ -98,12 +98,11 @@ def test_the_ledger_refuses_a_deleted_row_another_table_or_a_second_writer_and_k
     with pytest.raises(LedgerError, match="wrote ava_tags"), ledger_connection(ledger) as conn:
         conn.execute("INSERT INTO ava_tags VALUES (1, 'portrait')")
     assert event_numbers(ledger) == [1]
-    shutil.copy(event_path(ledger, 1), event_path(ledger, 2))  # another host wrote event 2 meanwhile
-    with open(event_path(ledger, 2), "rb") as fh:
-        theirs = fh.read()
     with pytest.raises(LedgerError, match="another host writes this ledger"), ledger_connection(ledger) as conn:
         record_model(conn, _row("bbbbbbbbbbbb"))
-    assert event_path(ledger, 2).read_bytes() == theirs and event_numbers(ledger) == [1, 2]
+        shutil.copy(event_path(ledger, 1), event_path(ledger, 2))  # another host wrote event 2 meanwhile
+    assert event_path(ledger, 2).read_bytes() == event_path(ledger, 1).read_bytes()  # theirs, not overwritten
+    assert event_numbers(ledger) == [1, 2]
     with ledger_connection(ledger, read_only=True) as conn:
         assert [r[0] for r in conn.execute("SELECT version FROM models").fetchall()] == ["aaaaaaaaaaaa"]
 
