@@ -17,6 +17,7 @@ or CI (tests/test_gpu_figures.py runs only that exit).
 from __future__ import annotations
 
 import argparse
+import glob
 import io
 import json
 import os
@@ -193,13 +194,20 @@ def write_docs(block: str, docs: Path = DOCS) -> None:
     docs.write_text(pattern.sub(lambda _: block, text))
 
 
+NO_CUDA = ("gpu_figures: no CUDA device here (no /dev/nvidia* or torch.cuda.is_available() is False); run it on a "
+           "GPU machine")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # No NVIDIA device node: no CUDA, said before the seconds torch takes to import.
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        print(NO_CUDA, file=sys.stderr)
+        return 1
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu_figures: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine",
-              file=sys.stderr)
+        print(NO_CUDA, file=sys.stderr)
         return 1
     sys.path.insert(0, str(ROOT))
     figures = measure(args)

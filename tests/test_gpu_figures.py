@@ -18,6 +18,6 @@ def test_without_cuda_the_gpu_figures_script_exits_at_once_with_one_line():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_figures.py")], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.splitlines() == ["gpu_figures: no CUDA device here (torch.cuda.is_available() is False); "
-                                        "run it on a GPU machine"]
+    assert done.stderr.splitlines() == ["gpu_figures: no CUDA device here (no /dev/nvidia* or "
+                                        "torch.cuda.is_available() is False); run it on a GPU machine"]
     assert (ROOT / "docs" / "operating.md").read_bytes() == docs
