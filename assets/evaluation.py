@@ -105,7 +105,7 @@ def promotion_asset(model: ChainModel) -> dg.AssetsDefinition:
     """`<alias>_model` (production_model): points the alias (what the critic loads for 'production') at the version
     the row's evaluation evaluated, after its blocking check passed."""
 
-    @dg.asset(name=f"{model.promoted}_model", group_name="evaluation", deps=[model.eval_asset],
+    @dg.asset(name=model.promotion_asset, group_name="evaluation", deps=[model.eval_asset],
               description=f"points the alias {model.promoted!r} at the current {model.name}, evaluated by "
                           f"{model.eval_asset} and passed by its blocking check")
     def promotion(warehouse: WarehouseResource) -> dg.MaterializeResult:

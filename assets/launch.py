@@ -54,7 +54,10 @@ def k8s_pod_spec(config: LaunchConfig, command: list[str], aesthetic_home: str) 
         "image": config.k8s_image,
         # The local interpreter's path means nothing in the image: use the image's python.
         "command": ["python", *command[1:]] if Path(command[0]).name.startswith("python") else command,
-        "env": [{"name": "AESTHETIC_HOME", "value": aesthetic_home}],
+        # The worker name the operator gave the launching host, so the model card says which pool trained it.
+        "env": [{"name": "AESTHETIC_HOME", "value": aesthetic_home},
+                *([{"name": "AESTHETIC_WORKER", "value": os.environ["AESTHETIC_WORKER"]}]
+                  if os.environ.get("AESTHETIC_WORKER") else [])],
         "resources": {"limits": {"nvidia.com/gpu": str(config.k8s_gpus)}},
         "volumeMounts": [{"name": "aesthetic-home", "mountPath": aesthetic_home}],
     }

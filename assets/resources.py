@@ -12,6 +12,7 @@ import dagster as dg
 from common.bounds import Range, ranged_field
 from ingest.paths import NoSpaceLeft, Paths
 from warehouse.db import WarehouseUnreadable, connect
+from warehouse.ledger import ledger_connection
 from warehouse.models_lookup import ModelNotFound, ResolvedModel
 
 if TYPE_CHECKING:
@@ -66,15 +67,22 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse; every connection is short and waits out other writers' locks."""
+    """The DuckDB warehouse; every connection is short and waits out other writers' locks. With `ledger` set (the
+    training location of the two-host shape) connections open the model ledger instead (warehouse/ledger.py): the
+    model rows as that folder holds them, and what a step writes becomes a ledger event, never a warehouse row."""
 
     path: str
     lock_timeout_s: float = ranged_field(300.0, Range(0.0, 86400.0, "0 tries once; a lock held for a day is stuck"),
                                          "seconds a connection waits for another writer's lock")
+    ledger: str = ""
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short connection (warehouse/db.py); a damaged warehouse fails the step with db.py's one line."""
+        if self.ledger:
+            with ledger_connection(self.ledger, read_only=read_only, timeout_s=self.lock_timeout_s) as conn:
+                yield conn
+            return
         try:
             with connect(self.path, read_only=read_only, timeout_s=self.lock_timeout_s) as conn:
                 yield conn

@@ -19,7 +19,7 @@ from assets.train_config import TrainConfig, train_config_class
 from nima_train.chain import ChainModel
 from nima_train.runs import CODE_VERSION, TrainingRun, publish_model, run_key, train_command
 from warehouse.db import transaction
-from warehouse.models import ModelRow, record_model
+from warehouse.models import TRAINED_ON_COLUMNS, ModelRow, TrainedOn, record_model
 from warehouse.models_lookup import current_model, make_current
 
 
@@ -55,9 +55,10 @@ def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage:
     summary = launch(context, config.launch, command, str(storage.home_path))
     if not summary:  # Pipes messages are the fast path; the file is what the run always leaves
         summary = json.loads((run_dir / "summary.json").read_text())
-    published = publish_model(run, hp, run_dir, summary, storage.models_dir(), storage.to_stored)
+    where = trained_where(context, summary)
+    published = publish_model(run, hp, run_dir, summary, storage.models_dir(), storage.to_stored, where)
     row = ModelRow(published.version, name, run.parent_version, storage.to_stored(published.checkpoint),
-                   published.sha256, published.card)
+                   published.sha256, published.card, TrainedOn.from_mapping(where))
     with warehouse.connect() as conn, transaction(conn):
         record_model(conn, row)
         make_current(conn, row)
@@ -77,8 +78,18 @@ def train_asset(context: dg.AssetExecutionContext, config: TrainConfig, storage:
             **_calibration_metadata(summary.get("calibration")),
             "seconds": round(sum(h.get("seconds", 0.0) for h in summary.get("history", [])), 1),
             "run_dir": dg.MetadataValue.path(str(run_dir)),
+            **where,
         },
     )
+
+
+def trained_where(context: dg.AssetExecutionContext, summary: dict[str, Any]) -> dict[str, str]:
+    """Where the run trained, as the training process reported it (nima_train.devices.trained_on), and the code
+    location whose run launched it ("" when materialised outside a code location, as tests do)."""
+    origin = context.run.remote_job_origin
+    reported = summary.get("trained_on") or {}
+    where = {k: str(reported.get(k, "")) for k in TRAINED_ON_COLUMNS}
+    return {**where, "code_location": origin.location_name if origin else ""}
 
 
 def _calibration_metadata(fitted: dict[str, Any] | None) -> dict[str, Any]:

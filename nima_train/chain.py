@@ -30,6 +30,11 @@ class ChainModel:
     def eval_asset(self) -> str:
         return f"eval_{self.name}"
 
+    @property
+    def promotion_asset(self) -> str | None:
+        """`<alias>_model`, which points the alias at the evaluated version; None for a row not promoted."""
+        return f"{self.promoted}_model" if self.promoted else None
+
 
 CHAIN: tuple[ChainModel, ...] = (
     ChainModel("nima_ava", "ava", "ava_shards", None, None, lr_scale=1.0, epochs=12, negatives=0.0,

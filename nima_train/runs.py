@@ -103,10 +103,11 @@ def git_commit() -> str | None:
 
 
 def publish_model(run: TrainingRun, hp: dict[str, Any], run_dir: Path, summary: dict[str, Any],
-                  models_dir: Path, stored: Any) -> PublishedModel:
+                  models_dir: Path, stored: Any, trained_on: dict[str, str] | None = None) -> PublishedModel:
     """Copy run_dir/model.pt to models_dir/<name>/<sha256[:12]>/ beside its model card.
 
-    `stored` turns a path into the form the warehouse keeps (relative to AESTHETIC_HOME when inside it).
+    `stored` turns a path into the form the warehouse keeps (relative to AESTHETIC_HOME when inside it);
+    `trained_on` (worker, host, code location, device, versions) goes on the card only: the version is model.pt's.
     """
     payload = (run_dir / "model.pt").read_bytes()
     sha = hashlib.sha256(payload).hexdigest()
@@ -125,6 +126,7 @@ def publish_model(run: TrainingRun, hp: dict[str, Any], run_dir: Path, summary: 
         "n_train": summary.get("n_train"), "history": summary.get("history", []),
         # The calibration model.pt holds (map), the split and size it was fitted on, and its effect there.
         "calibration": summary.get("calibration"),
+        "trained_on": trained_on if trained_on is not None else summary.get("trained_on"),
     }
     write_atomic(dest / "model_card.json", json.dumps(card, indent=2, sort_keys=True, default=str).encode())
     return PublishedModel(version, sha, dest / "model.pt", card)

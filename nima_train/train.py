@@ -53,7 +53,7 @@ from common.remote import RemoteError
 from nima_train import data
 from nima_train.calibration import MIN_CALIBRATION, Calibration, fit_calibration
 from nima_train.checkpoint import load_checkpoint, save_checkpoint
-from nima_train.devices import torch_device
+from nima_train.devices import torch_device, trained_on
 from nima_train.distributed import (
     DistInfo,
     all_gather_strings,
@@ -450,7 +450,7 @@ def finish(run: Run, last_val: tuple[torch.Tensor, torch.Tensor] | None, args: a
                "train_indexes": run.train_set.index_sha256, "val_indexes": run.val_set.index_sha256,
                "args": _plain_args(args), "spec": run.spec,
                "world_size": info.world_size, "final": run.history[-1] if run.history else {},
-               "calibration": calibration_effect}
+               "calibration": calibration_effect, "trained_on": trained_on(str(device))}
     if info.is_main:
         save_checkpoint(run.out / "model.pt", final_state)
         write_atomic(run.out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
@@ -479,8 +479,10 @@ def state_digest(model: nn.Module) -> str:
 
 
 def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Args as plain JSON-able values, so checkpoints load with weights_only=True."""
-    return {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | list | type(None))}
+    """Args as plain JSON-able values, so checkpoints load with weights_only=True; without the device, which says
+    where the run went, not what it computed (model.pt's bytes are the model version)."""
+    return {k: v for k, v in vars(args).items()
+            if k != "device" and isinstance(v, str | int | float | bool | list | type(None))}
 
 
 def _epoch_line(stats: dict[str, Any], total_epochs: int) -> str:

@@ -6,11 +6,20 @@ from pathlib import Path
 
 # SQLite storage under DAGSTER_HOME; pools of one for the GPU (one training per worker) and the
 # DuckDB writer. Move storage to Postgres by replacing the storage block (README, "Operating it").
-DAGSTER_YAML = """\
+SQLITE_STORAGE = """\
 storage:
   sqlite:
     base_dir: {home}
-
+"""
+# The two-host shape: run storage both hosts reach (a run process opens the instance of the side that launched
+# it). The URL comes from the environment of each process: webserver, daemon and both code servers.
+POSTGRES_STORAGE = """\
+storage:
+  postgres:
+    postgres_url: {{env: DAGSTER_PG_URL}}
+"""
+DAGSTER_YAML = """\
+{storage}
 concurrency:
   pools:
     default_limit: 1
@@ -26,17 +35,19 @@ telemetry:
 """
 
 
-def ensure_dagster_home(path: str | Path) -> Path:
-    """Create DAGSTER_HOME with its dagster.yaml if missing; an existing dagster.yaml is left alone."""
+def ensure_dagster_home(path: str | Path, postgres: bool = False) -> Path:
+    """Create DAGSTER_HOME with its dagster.yaml if missing (SQLite storage, or Postgres at $DAGSTER_PG_URL); an
+    existing dagster.yaml is left alone."""
     home = Path(path).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML.format(home=home))
+        storage = POSTGRES_STORAGE.format() if postgres else SQLITE_STORAGE.format(home=home)
+        config.write_text(DAGSTER_YAML.format(storage=storage))
     return home
 
 
-def prepare_instance(path: str | Path) -> Path:
+def prepare_instance(path: str | Path, postgres: bool = False) -> Path:
     """ensure_dagster_home, then create the instance's storage once, in this process.
 
     Run it before starting the webserver and the daemon on a new DAGSTER_HOME: each of them would
@@ -46,7 +57,7 @@ def prepare_instance(path: str | Path) -> Path:
     """
     import dagster as dg
 
-    home = ensure_dagster_home(path)
+    home = ensure_dagster_home(path, postgres)
     with dg.DagsterInstance.from_config(str(home)):
         pass  # opening the instance creates and stamps runs.db, the event log index and schedules.db
     return home
@@ -56,4 +67,5 @@ if __name__ == "__main__":
     import os
     import sys
 
-    print(prepare_instance(sys.argv[1] if len(sys.argv) > 1 else os.environ["DAGSTER_HOME"]))
+    args = [a for a in sys.argv[1:] if a != "--postgres"]
+    print(prepare_instance(args[0] if args else os.environ["DAGSTER_HOME"], postgres="--postgres" in sys.argv))

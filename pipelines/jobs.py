@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets_index import GROUPS, ON_DEMAND_GROUPS, PARTITIONED_GROUPS
+from pipelines.assets_index import (
+    CHAIN_GROUPS,
+    DATA_GROUPS,
+    GROUPS,
+    ON_DEMAND_GROUPS,
+    PARTITIONED_GROUPS,
+    PREPARE_GROUPS,
+)
 
 # Partitioned assets run through their own backfill jobs: a job may not mix partitions definitions, and
 # full_pipeline must run without a partition key.
@@ -24,3 +31,20 @@ def group_job(group: str) -> dg.UnresolvedAssetJobDefinition:
 
 def all_jobs() -> list:
     return [full_pipeline_job, sac_backfill_job, *(group_job(g) for g in GROUPS)]
+
+
+# The data location's "everything the models train on": full_pipeline there would include the critic, which needs
+# a model the training location promotes.
+data_pipeline_job = dg.define_asset_job(
+    "data_pipeline", selection=dg.AssetSelection.groups(*PREPARE_GROUPS),
+    description="ingest and shards: what the training location's nightly schedule trains on")
+
+
+def data_jobs() -> list:
+    """The data location's jobs (two-host shape)."""
+    return [data_pipeline_job, sac_backfill_job, *(group_job(g) for g in DATA_GROUPS)]
+
+
+def chain_jobs() -> list:
+    """The training location's jobs besides nightly_retrain, which its schedule brings."""
+    return [group_job(g) for g in CHAIN_GROUPS]

@@ -10,10 +10,19 @@ import dagster as dg
 from assets.versions import input_data_versions, latest_data_version
 from nima_train.chain import CHAIN, ChainModel
 
-nightly_retrain_job = dg.define_asset_job(
-    "nightly_retrain", selection=dg.AssetSelection.groups("training", "evaluation"),
-    description="retrain and evaluate the NIMA chain (the 02:00 UTC schedule runs it when shards changed)",
-)
+NIGHTLY_JOB = "nightly_retrain"
+
+
+def retrain_keys(chain: Sequence[ChainModel], stale: Sequence[str]) -> list[str]:
+    """What retraining the `stale` models rebuilds, read from the chain table: their training, evaluation and
+    promotion assets, and those of every row that starts from one of them (nima_sac starts from nima_ava), in
+    chain order. No group names: in the training location's Definitions the shards are stubs without a group."""
+    affected = set(stale)
+    for model in chain:  # parents come first (check_chain), so one pass reaches every descendant
+        if model.parent in affected:
+            affected.add(model.name)
+    return [key for model in chain if model.name in affected
+            for key in (model.name, model.eval_asset, model.promotion_asset) if key]
 
 
 def model_inputs(chain: Sequence[ChainModel] = CHAIN) -> dict[str, str]:
@@ -41,19 +50,18 @@ def retrain_schedule(chain: Sequence[ChainModel] = CHAIN) -> dg.ScheduleDefiniti
 @cache
 def _retrain_schedule(chain: tuple[ChainModel, ...]) -> dg.ScheduleDefinition:
     inputs = model_inputs(chain)
+    job = dg.define_asset_job(
+        NIGHTLY_JOB, selection=dg.AssetSelection.assets(*retrain_keys(chain, [m.name for m in chain])),
+        description="retrain and evaluate the NIMA chain (the 02:00 UTC schedule runs it when shards changed)")
 
-    @dg.schedule(name="nightly_retrain", job=nightly_retrain_job, cron_schedule="0 2 * * *",
-                 execution_timezone="UTC")
+    @dg.schedule(name="nightly_retrain", job=job, cron_schedule="0 2 * * *", execution_timezone="UTC")
     def nightly_retrain(context: dg.ScheduleEvaluationContext):
         """02:00 UTC: retrain (and re-evaluate) only when some model's shards changed since it was trained."""
         stale = stale_models(context.instance, inputs)
         if not stale:
             return dg.SkipReason("no shards changed since the last models were trained")
         # A retrained model makes everything downstream of it stale too (nima_sac starts from nima_ava).
-        graph = context.repository_def.asset_graph
-        selection = dg.AssetSelection.assets(*stale).downstream() & dg.AssetSelection.groups("training",
-                                                                                            "evaluation")
-        keys = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
+        keys = [dg.AssetKey(k) for k in sorted(retrain_keys(chain, stale))]
         versions = ",".join(f"{m}:{latest_data_version(context.instance, inputs[m])}" for m in stale)
         return dg.RunRequest(run_key=f"retrain:{versions}", asset_selection=keys,
                              tags={"stale_models": ",".join(stale)})

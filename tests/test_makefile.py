@@ -45,3 +45,28 @@ def test_browser_step_does_nothing_when_chromium_and_its_driver_are_there(tmp_pa
 def test_make_test_runs_the_browser_step_before_pytest():
     plan = subprocess.run([MAKE, "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert plan.index("chromium-driver") < plan.index("pytest")
+
+
+def _make_postgres(bin_dir: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    env["PATH"] = str(bin_dir)
+    return subprocess.run([MAKE, "-s", "postgres", f"PG_BIN_GLOB={bin_dir}/none/*"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_postgres_step_stops_with_one_line_when_it_cannot_install(tmp_path):
+    done = _make_postgres(_bin_dir(tmp_path, uid=1000, tools=()))  # not root, no apt-get, no PostgreSQL
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and "apt-get install postgresql" in lines[0], done.stderr
+    assert lines[1].startswith("make: ***")
+
+
+def test_postgres_step_does_nothing_when_the_server_is_there(tmp_path):
+    done = _make_postgres(_bin_dir(tmp_path, uid=1000, tools=("initdb",)))
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
+def test_make_test_installs_postgresql_before_pytest():
+    plan = subprocess.run([MAKE, "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert plan.index("apt-get install -y -qq postgresql") < plan.index("pytest")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from warehouse.db import transaction
@@ -20,6 +20,28 @@ REPORT_COLUMNS = METRIC_COLUMNS + CALIBRATED_COLUMNS
 
 
 @dataclass(frozen=True)
+class TrainedOn:
+    """Where a model trained (migration 070): none of it is part of the run key, the checkpoint or the version.
+    None: recorded before this was kept."""
+
+    worker: str | None = None  # AESTHETIC_WORKER on the training host ("" when unset)
+    host: str | None = None
+    code_location: str | None = None  # the Dagster code location whose run trained it ("" outside one)
+    device: str | None = None  # cuda:0 or cpu
+    device_name: str | None = None
+    torch_version: str | None = None
+    cuda_version: str | None = None  # "" for a build without CUDA
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> TrainedOn:
+        return cls(**{f.name: values.get(f.name) for f in fields(cls)})
+
+
+TRAINED_ON_COLUMNS = tuple(f.name for f in fields(TrainedOn))
+_MODEL_COLUMNS = ("version", "name", "parent_version", "checkpoint_path", "sha256", "config", *TRAINED_ON_COLUMNS)
+
+
+@dataclass(frozen=True)
 class ModelRow:
     version: str
     name: str
@@ -27,25 +49,24 @@ class ModelRow:
     checkpoint_path: str
     sha256: str
     config: dict[str, Any]
+    trained_on: TrainedOn = field(default_factory=TrainedOn)
 
 
 def record_model(conn: duckdb.DuckDBPyConnection, row: ModelRow) -> None:
     """Insert or refresh a model version (the same checkpoint bytes give the same version)."""
     conn.execute(
-        "INSERT OR REPLACE INTO models (version, name, parent_version, checkpoint_path, sha256, config)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [row.version, row.name, row.parent_version, row.checkpoint_path, row.sha256, json.dumps(row.config)],
+        f"INSERT OR REPLACE INTO models ({', '.join(_MODEL_COLUMNS)}) VALUES ({', '.join('?' * len(_MODEL_COLUMNS))})",
+        [row.version, row.name, row.parent_version, row.checkpoint_path, row.sha256, json.dumps(row.config),
+         *asdict(row.trained_on).values()],
     )
 
 
 def get_model(conn: duckdb.DuckDBPyConnection, version: str) -> ModelRow | None:
-    got = conn.execute(
-        "SELECT version, name, parent_version, checkpoint_path, sha256, config FROM models WHERE version = ?",
-        [version],
-    ).fetchone()
+    got = conn.execute(f"SELECT {', '.join(_MODEL_COLUMNS)} FROM models WHERE version = ?", [version]).fetchone()
     if got is None:
         return None
-    return ModelRow(*got[:5], config=json.loads(got[5]) if got[5] else {})
+    trained_on = TrainedOn(*got[6:])
+    return ModelRow(*got[:5], config=json.loads(got[5]) if got[5] else {}, trained_on=trained_on)
 
 
 def latest_model(conn: duckdb.DuckDBPyConnection, name: str) -> ModelRow | None:

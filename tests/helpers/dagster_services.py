@@ -26,9 +26,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def _process(args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc
     finally:
@@ -66,8 +66,10 @@ def wait_for_http(url: str, timeout_s: float, proc: subprocess.Popen, log: Path)
 
 
 @contextmanager
-def dagster_services(env: dict[str, str], logs: Path, daemon: bool = True) -> Iterator[int]:
-    """Webserver (+ daemon) over workspace.yaml with the given environment; yields the webserver port.
+def dagster_services(env: dict[str, str], logs: Path, daemon: bool = True,
+                    workspace: str = "workspace.yaml") -> Iterator[int]:
+    """Webserver (+ daemon) over a workspace file of the repository with the given environment; yields the
+    webserver port.
 
     The instance storage is created here first, so the two processes never race to create it.
     """
@@ -78,12 +80,12 @@ def dagster_services(env: dict[str, str], logs: Path, daemon: bool = True) -> It
         web_log = logs / "webserver.log"
         web = stack.enter_context(
             _process(
-                [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)],
                 env, web_log,
             )
         )
         if daemon:
-            stack.enter_context(_process([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env,
+            stack.enter_context(_process([str(BIN / "dagster-daemon"), "run", "-w", workspace], env,
                                          logs / "daemon.log"))
         wait_for_http(f"http://127.0.0.1:{port}/server_info", 180, web, web_log)
         yield port
@@ -105,4 +107,27 @@ def dagster_daemon(env: dict[str, str], logs: Path) -> Iterator[subprocess.Popen
     prepare_instance(env["DAGSTER_HOME"])
     logs.mkdir(parents=True, exist_ok=True)
     with _process([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, logs / "daemon.log") as proc:
+        yield proc
+
+
+@contextmanager
+def code_server(module: str, port: int, env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
+    """`dagster code-server start -m module` on 127.0.0.1:port, started in its own folder; yields the process once
+    it answers gRPC health checks."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    args = [str(BIN / "dagster"), "code-server", "start", "-m", module, "-h", "127.0.0.1", "-p", str(port)]
+    with _process(args, env, log, cwd=cwd) as proc:
+        client, deadline = DagsterGrpcClient(port=port, host="127.0.0.1"), time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"code server {module} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if client.health_check_query() == "SERVING":
+                    break
+            except Exception:  # not listening yet
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"code server {module} did not serve within 180s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
         yield proc
