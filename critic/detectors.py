@@ -46,7 +46,7 @@ def measure(rgb: np.ndarray, width: int, height: int) -> dict[str, float | int |
         "laplacian_var": float(lap.var()),
         "luma_p5": int(np.searchsorted(cdf, 0.05)),
         "luma_p95": int(np.searchsorted(cdf, 0.95)),
-        "grey_entropy": float(-(p * np.log2(p)).sum()),
+        "grey_entropy": max(0.0, float(-(p * np.log2(p)).sum())),  # max: a flat image gives -0.0
         "chroma": float((small.max(axis=2) - small.min(axis=2)).mean()),
         "width": int(width),
         "height": int(height),
