@@ -8,7 +8,10 @@ batch, on the CPU (or --device cuda: bf16 + channels_last for both):
   reading (mapped), decode, perceptual hash, crop, forward, and one Parquet file per shard;
 - bare: the same JPEG bytes, already in memory, decoded (nima_train.data.decode_image), centre-cropped and
   forwarded; nothing else.
-Runs alternate, so both see the same machine load; the best of --reps each is compared. Target: curate >= 0.85x
+- curate without detectors: the same as curate with critic.detectors.measure replaced by a constant row (what
+  curate did before the quality detectors), so curate / that is the detectors' cost (target: >= 0.909, i.e. the
+  detectors add at most 10%).
+Runs alternate, so all see the same machine load; the best of --reps each is compared. Target: curate >= 0.85x
 bare. Also images/s per core. The model is a mobilenet_v2 NIMA (weights 'none', BatchNorm statistics measured
 on the pictures, as in bench_score.py) at --image-size, or --checkpoint.
 """
@@ -75,10 +78,22 @@ def bare(critic: Critic, blobs: list[bytes], batch: int, workers: int) -> float:
     return time.perf_counter() - started
 
 
-def curate_scoring(critic: Critic, folder: Path, out: Path, batch: int, workers: int) -> float:
+_OFF_ROW = {"laplacian_var": 0.0, "luma_p5": 0, "luma_p95": 0, "grey_entropy": 0.0, "chroma": 0.0, "width": 0,
+            "height": 0, "pixel_hash": "off"}
+
+
+def curate_scoring(critic: Critic, folder: Path, out: Path, batch: int, workers: int, detect: bool = True) -> float:
+    import critic.detectors as detectors
+
     shards = input_shards([str(p) for p in sorted(folder.glob("*.tar"))])
+    measure = detectors.measure
+    if not detect:  # set before the DataLoader forks its workers, so they inherit it
+        detectors.measure = lambda *_: _OFF_ROW
     started = time.perf_counter()
-    result = score_shards(critic, shards, out, CurateSettings(batch_size=batch, workers=workers))
+    try:
+        result = score_shards(critic, shards, out, CurateSettings(batch_size=batch, workers=workers))
+    finally:
+        detectors.measure = measure
     assert len(result.scored) == len(shards) and not result.failed
     return time.perf_counter() - started
 
@@ -109,19 +124,23 @@ def main() -> None:
             critic = Critic(model, image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                             version="bench")
         n = len(blobs)
-        times: dict[str, list[float]] = {"curate": [], "bare": []}
+        times: dict[str, list[float]] = {"curate": [], "bare": [], "no_detect": []}
         for rep in range(args.reps):
             times["bare"].append(bare(critic, blobs, args.batch_size, args.workers))
             times["curate"].append(curate_scoring(critic, folder, Path(tmp) / f"out{rep}", args.batch_size,
                                                   args.workers))
+            times["no_detect"].append(curate_scoring(critic, folder, Path(tmp) / f"off{rep}", args.batch_size,
+                                                     args.workers, detect=False))
         best = {k: min(v) for k, v in times.items()}
         print(f"{n} samples of 256 px JPEG in {args.shards} shards, {critic.image_size} px model input, batch "
               f"{args.batch_size}, {args.workers} workers, device {args.device}")
-        for name in ("bare", "curate"):
+        for name in ("bare", "curate", "no_detect"):
             rate = n / best[name]
             print(f"  {name:7s} best {best[name]:6.2f} s  ({', '.join(f'{t:.2f}' for t in times[name])})  "
                   f"{rate:7.1f} images/s  {rate / cores:6.1f} images/s per core")
         print(f"  ratio curate / bare throughput: {best['bare'] / best['curate']:.3f} (target >= 0.85)")
+        print(f"  ratio curate / curate without detectors: {best['no_detect'] / best['curate']:.3f} (target >= "
+              f"0.909: the detectors add at most 10%)")
     print(f"load average after: {os.getloadavg()}")
 
 

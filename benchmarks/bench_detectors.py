@@ -239,11 +239,11 @@ def main() -> None:
 def _print(domain: str, r: dict) -> None:
     print(f"\n{domain}: {r['images']} images ({r['clean']} clean, {r['per_fault']} per fault), "
           f"decode+measure {r['decode_and_measure_ms']} ms/image")
-    print(f"  {'detector':16s} {'threshold':>9s} {'precision':>9s} {'clean flagged':>13s}  recall per planted fault")
+    print("  thresholds: " + ", ".join(f"{k} {v:g}" for k, v in r["thresholds"].items()))
+    print(f"  {'detector':16s} {'precision':>9s} {'clean flagged':>13s}  recall per planted fault")
     for d, a in r["detectors"].items():
-        t = r["thresholds"].get(d, "")
         prec = "-" if a["precision"] is None else f"{a['precision']:.4f}"
-        print(f"  {d:16s} {t!s:>9s} {prec:>9s} {a['clean_flagged']:13.4f}  "
+        print(f"  {d:16s} {prec:>9s} {a['clean_flagged']:13.4f}  "
               + ", ".join(f"{f} {v:.4f}" for f, v in a["recall"].items()))
     for d, a in r.get("cleanvision", {}).items():
         print(f"  cleanvision {d:16s} agreement {a['agreement']:.4f} (ours {a['ours']}, cleanvision "

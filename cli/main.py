@@ -26,7 +26,7 @@ from common.arguments import (
 from common.bounds import flag, help_of, settings_from
 from critic.settings import (
     DEDUPE_METHODS,
-    DETECTOR_THRESHOLD,
+    DETECTOR_THRESHOLDS,
     DOMAIN_CHOICES,
     MAX_HAMMING,
     MIN_SCORE,
@@ -233,7 +233,7 @@ def _detector_args(p: argparse.ArgumentParser, settings: type) -> None:
     """--detect, --domain and each detector's threshold flag (--blur-threshold ...), from the settings' fields."""
     p.add_argument("--detect", type=_detect_names, default=settings.detect, help=help_of(settings, "detect"))
     p.add_argument("--domain", choices=DOMAIN_CHOICES, default=settings.domain, help=help_of(settings, "domain"))
-    for name in DETECTOR_THRESHOLD.values():
+    for name in DETECTOR_THRESHOLDS:
         p.add_argument(f"--{name.replace('_', '-')}", **flag(settings, name))
 
 

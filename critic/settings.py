@@ -41,15 +41,13 @@ DOMAINS = ("photo", "design")
 DOMAIN_CHOICES = (*DOMAINS, "auto")
 DESIGN_DATASETS = ("sac", "kuler")
 DOMAIN_DEFAULTS: dict[str, dict[str, float]] = {
-    "photo": {"blur_threshold": 60.0, "dark_threshold": 40.0, "light_threshold": 215.0, "entropy_threshold": 3.0,
-              "gray_threshold": 2.0, "min_side": 64, "max_aspect": 3.0},
-    "design": {"blur_threshold": 8.0, "dark_threshold": 40.0, "light_threshold": 215.0, "entropy_threshold": 0.5,
-               "gray_threshold": 2.0, "min_side": 64, "max_aspect": 3.0},
+    "photo": {"blur_threshold": 60.0, "edge_ratio_threshold": 1.0, "dark_threshold": 40.0, "light_threshold": 215.0,
+              "entropy_threshold": 3.0, "gray_threshold": 2.0, "min_side": 64, "max_aspect": 3.0},
+    "design": {"blur_threshold": 8.0, "edge_ratio_threshold": 1.0, "dark_threshold": 40.0, "light_threshold": 215.0,
+               "entropy_threshold": 0.5, "gray_threshold": 2.0, "min_side": 64, "max_aspect": 3.0},
 }
-# Which threshold each detector compares, and which way: a detector fires below (or above) its threshold.
-DETECTOR_THRESHOLD = {"blurry": "blur_threshold", "dark": "dark_threshold", "light": "light_threshold",
-                      "low_information": "entropy_threshold", "grayscale": "gray_threshold",
-                      "odd_size": "min_side", "odd_aspect": "max_aspect"}
+# The detectors' thresholds (DetectorSettings fields, each a flag: --blur-threshold ...); blurry has two.
+DETECTOR_THRESHOLDS = tuple(DOMAIN_DEFAULTS["photo"])
 LEVEL = Range(0.0, 255.0, "a grey level of 8-bit luminance")
 
 
@@ -78,6 +76,10 @@ class DetectorSettings:
     blur_threshold: float | None = bounded(None, Range(0.0, 1e6, "a variance of 8-bit grey levels"),
                                            "blurry below this variance of the Laplacian of the 128 px grey "
                                            "thumbnail; unset: the domain's default")
+    edge_ratio_threshold: float | None = bounded(None, Range(0.0, 16.0, "Laplacian energy over gradient energy"),
+                                                 "blurry also below this ratio of the thumbnail's Laplacian "
+                                                 "variance to its mean squared gradient (contrast-free); unset: "
+                                                 "the domain's default")
     dark_threshold: float | None = bounded(None, LEVEL, "dark when the 95th percentile of luminance is below "
                                                         "this; unset: the domain's default")
     light_threshold: float | None = bounded(None, LEVEL, "light when the 5th percentile of luminance is above "
@@ -105,9 +107,10 @@ class DetectorSettings:
         return parse_detect(self.detect)
 
     def thresholds(self, domain: str) -> dict[str, float]:
-        """Each detector's threshold for a domain ("photo" or "design"): the one set here, else the default."""
-        return {d: getattr(self, t) if getattr(self, t) is not None else DOMAIN_DEFAULTS[domain][t]
-                for d, t in DETECTOR_THRESHOLD.items()}
+        """Each threshold (field name -> value) for a domain ("photo" or "design"): the one set here, else the
+        domain's default."""
+        return {t: getattr(self, t) if getattr(self, t) is not None else DOMAIN_DEFAULTS[domain][t]
+                for t in DETECTOR_THRESHOLDS}
 
     def domain_of(self, source: str) -> str:
         """The domain a shard (its URL or path) or a folder's image is judged as."""

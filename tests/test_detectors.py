@@ -92,7 +92,7 @@ def test_pixel_hash_is_equal_for_a_byte_copy_and_a_comment_copy_but_not_a_reenco
 
 
 def test_fired_names_the_value_and_the_threshold_and_settings_override_a_domain_default() -> None:
-    m = {"laplacian_var": 12.5, "luma_p5": 10, "luma_p95": 200, "grey_entropy": 6.0, "chroma": 30.0,
+    m = {"laplacian_var": 12.5, "edge_ratio": 3.0, "luma_p5": 10, "luma_p95": 200, "grey_entropy": 6.0, "chroma": 30.0,
          "width": 320, "height": 240}
     assert detectors.fired(m, DetectorSettings().thresholds("photo")) == \
         [("blurry", "blurry: Laplacian variance 12.5 below 60")]
