@@ -78,8 +78,6 @@ def bare(critic: Critic, blobs: list[bytes], batch: int, workers: int) -> float:
     return time.perf_counter() - started
 
 
-_OFF_ROW = {"laplacian_var": 0.0, "luma_p5": 0, "luma_p95": 0, "grey_entropy": 0.0, "chroma": 0.0, "width": 0,
-            "height": 0, "pixel_hash": "off"}
 
 
 def curate_scoring(critic: Critic, folder: Path, out: Path, batch: int, workers: int, detect: bool = True) -> float:
@@ -88,7 +86,8 @@ def curate_scoring(critic: Critic, folder: Path, out: Path, batch: int, workers:
     shards = input_shards([str(p) for p in sorted(folder.glob("*.tar"))])
     measure = detectors.measure
     if not detect:  # set before the DataLoader forks its workers, so they inherit it
-        detectors.measure = lambda *_: _OFF_ROW
+        off = {**dict.fromkeys(detectors.COLUMNS, 0), "pixel_hash": "off"}
+        detectors.measure = lambda *_: off
     started = time.perf_counter()
     try:
         result = score_shards(critic, shards, out, CurateSettings(batch_size=batch, workers=workers))
