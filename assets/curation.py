@@ -86,6 +86,8 @@ def curated_corpus(
         "top": markdown_image(report.top, "top samples"),
         "bottom": markdown_image(report.bottom, "bottom samples"),
         "duplicates": markdown_image(report.duplicates, "duplicate clusters", empty="no duplicate clusters"),
+        "detected": dg.MetadataValue.json(report.detected),
+        **{f"detector_{d}": markdown_image(path, f"{d} samples") for d, path in report.detectors.items()},
         "manifest": dg.MetadataValue.path(str(outcome.manifest)),
         "kept_shards": dg.MetadataValue.path(str(outcome.shards_dir)),
         "report": dg.MetadataValue.path(str(report.folder)),

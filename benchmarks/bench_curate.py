@@ -11,11 +11,13 @@ batch, on the CPU (or --device cuda: bf16 + channels_last for both, torch only),
   reading (mapped), decode, perceptual hash, crop, forward, and one Parquet file per shard;
 - bare: the same JPEG bytes, already in memory, decoded (nima_train.data.decode_image), centre-cropped and
   forwarded; nothing else.
-Each round runs the four (bare and curate, per backend) one after another, so all see the same machine load;
-medians of the rounds are compared. Targets: curate on onnxruntime >= 2x curate on torch, and >= 0.85x bare on
-onnxruntime. Also images/s per core, and (--memory, default on) each backend's curate in a fresh process for its
-peak RSS. The model is a mobilenet_v2 NIMA (weights 'none', BatchNorm statistics measured on the pictures, as in
-bench_score.py) at --image-size, exported to ONNX for the onnxruntime side.
+- curate without detectors: curate with critic.detectors.measure replaced by a constant row (what curate did
+  before the quality detectors), so curate / that is the detectors' cost (target >= 0.909: they add at most 10%).
+Each round runs the six (bare, curate and curate without detectors, per backend) one after another, so all see
+the same machine load; medians of the rounds are compared. Targets: curate on onnxruntime >= 2x curate on torch,
+and >= 0.85x bare on onnxruntime. Also images/s per core, and (--memory, default on) each backend's curate in a
+fresh process for its peak RSS. The model is a mobilenet_v2 NIMA (weights 'none', BatchNorm statistics measured
+on the pictures, as in bench_score.py) at --image-size, exported to ONNX for the onnxruntime side.
 """
 
 from __future__ import annotations
@@ -86,10 +88,19 @@ def bare(critic: Critic, blobs: list[bytes], batch: int, workers: int) -> float:
     return time.perf_counter() - started
 
 
-def curate_scoring(critic: Critic, folder: Path, out: Path, batch: int, workers: int) -> float:
+def curate_scoring(critic: Critic, folder: Path, out: Path, batch: int, workers: int, detect: bool = True) -> float:
+    import critic.detectors as detectors
+
     shards = input_shards([str(p) for p in sorted(folder.glob("*.tar"))])
+    measure = detectors.measure
+    if not detect:  # set before the DataLoader forks its workers, so they inherit it
+        off = {**dict.fromkeys(detectors.COLUMNS, 0), "pixel_hash": "off"}
+        detectors.measure = lambda *_: off
     started = time.perf_counter()
-    result = score_shards(critic, shards, out, CurateSettings(batch_size=batch, workers=workers))
+    try:
+        result = score_shards(critic, shards, out, CurateSettings(batch_size=batch, workers=workers))
+    finally:
+        detectors.measure = measure
     assert len(result.scored) == len(shards) and not result.failed
     return time.perf_counter() - started
 
@@ -155,12 +166,14 @@ def main() -> None:
             profile(critics, folder, Path(tmp), args)
             return
         n = len(blobs)
-        times: dict[str, list[float]] = {f"{k} {b}": [] for b in critics for k in ("bare", "curate")}
+        times: dict[str, list[float]] = {f"{k} {b}": [] for b in critics for k in ("bare", "curate", "no-detect")}
         for rep in range(args.reps):
             for b, critic in critics.items():
                 times[f"bare {b}"].append(bare(critic, blobs, args.batch_size, args.workers))
                 times[f"curate {b}"].append(curate_scoring(critic, folder, Path(tmp) / f"out-{b}-{rep}",
                                                            args.batch_size, args.workers))
+                times[f"no-detect {b}"].append(curate_scoring(critic, folder, Path(tmp) / f"off-{b}-{rep}",
+                                                              args.batch_size, args.workers, detect=False))
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"{n} samples of 256 px JPEG in {args.shards} shards, {args.image_size} px model input, batch "
               f"{args.batch_size}, {args.workers} workers, {args.threads} forward threads, device {args.device}, "
@@ -172,6 +185,9 @@ def main() -> None:
         print(f"  curate onnxruntime / curate torch: {med['curate torch'] / med['curate onnxruntime']:.2f}x "
               f"(target >= 2); curate / bare on onnxruntime: {med['bare onnxruntime'] / med['curate onnxruntime']:.3f}"
               f" (target >= 0.85); on torch: {med['bare torch'] / med['curate torch']:.3f}")
+        for b in critics:
+            print(f"  curate / curate without detectors on {b}: {med[f'no-detect {b}'] / med[f'curate {b}']:.3f} "
+                  "(target >= 0.909: the detectors add at most 10%)")
         if args.memory:
             memory(args, Path(tmp) / "bench.onnx")
     print(f"load average after: {os.getloadavg()}")

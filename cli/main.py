@@ -27,6 +27,8 @@ from common.bounds import flag, help_of, settings_from
 from critic.settings import (
     BACKENDS,
     DEDUPE_METHODS,
+DETECTOR_THRESHOLDS,
+    DOMAIN_CHOICES,
     EXPORTERS,
     MAX_HAMMING,
     MIN_SCORE,
@@ -40,8 +42,10 @@ from critic.settings import (
     TOP_FRACTION,
     BackendSettings,
     CurateSettings,
+    DetectorSettings,
     EvolveSettings,
     ExportSettings,
+    parse_detect,
 )
 from nima_train.settings import FORWARD_BATCH
 
@@ -240,11 +244,26 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
                    help="model input (centre crop) size, 32..4096 (default: the checkpoint's training crop)")
     p.add_argument("--resize", type=image_side, default=None,
                    help="short side before the centre crop (default: the checkpoint's, or 256/224 of --image-size)")
-
-
     p.add_argument("--backend", choices=BACKENDS, default=BackendSettings.backend,
                    help=help_of(BackendSettings, "backend"))
     p.add_argument("--threads", **flag(BackendSettings, "threads"))
+
+
+def _detect_names(text: str) -> str:
+    """--detect's type: the text when every name is a detector (one line from argparse otherwise)."""
+    try:
+        parse_detect(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _detector_args(p: argparse.ArgumentParser, settings: type) -> None:
+    """--detect, --domain and each detector's threshold flag (--blur-threshold ...), from the settings' fields."""
+    p.add_argument("--detect", type=_detect_names, default=settings.detect, help=help_of(settings, "detect"))
+    p.add_argument("--domain", choices=DOMAIN_CHOICES, default=settings.domain, help=help_of(settings, "domain"))
+    for name in DETECTOR_THRESHOLDS:
+        p.add_argument(f"--{name.replace('_', '-')}", **flag(settings, name))
 
 
 def _input_kwargs(args: argparse.Namespace, decode_workers: int = 0) -> dict:
@@ -264,13 +283,15 @@ def _sources(patterns: Sequence[str]) -> list:
     return sources
 
 
-def _score_many(critic, paths, with_features: bool = False, with_hash: bool = False) -> list:
+def _score_many(critic, paths, with_features: bool = False, with_hash: bool = False,
+                with_detectors: bool = False) -> list:
     """Every path scored or skipped (reported on stderr), with a progress bar when there are many."""
     from tqdm import tqdm
 
     many = len(paths) >= 2 * critic.batch_size
     with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None if many else True) as bar:
-        items = list(critic.score_sources(paths, with_features, with_hash, on_progress=bar.update))
+        items = list(critic.score_sources(paths, with_features, with_hash, on_progress=bar.update,
+                                          with_detectors=with_detectors))
     for item in items:
         if item.error:
             print(f"skipped {item.source}: {item.error}", file=sys.stderr)
@@ -357,6 +378,7 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-hamming", type=MAX_HAMMING.flag(), default=NEAR_DUPLICATE_HAMMING,
                    help="dHash bits that may differ in a duplicate (0..64)")
     p.add_argument("--json", action="store_true")
+    _detector_args(p, DetectorSettings)
     _model_arg(p)
     p.add_argument("--batch-size", type=batch_count, default=32, help="images per forward pass, 1..1024")
 
@@ -378,8 +400,8 @@ def _filter(args: argparse.Namespace) -> int:
     settings = FilterSettings(
         min_score=args.min_score, threshold_on=args.threshold_on, min_percentile=args.min_percentile,
         top_fraction=args.top_fraction, dedupe=args.dedupe, dedupe_by=args.dedupe_by, similarity=args.similarity,
-        max_hamming=args.max_hamming)
-    items = list(_score_many(critic, sources, args.dedupe, args.dedupe))
+        max_hamming=args.max_hamming, detectors=settings_from(DetectorSettings, vars(args)))
+    items = list(_score_many(critic, sources, args.dedupe, args.dedupe, with_detectors=True))
     result = decide(items, settings)
     decisions, kept = result.decisions, result.kept
     copied = copy_kept(kept, Path(args.copy_to)) if args.copy_to else {}
@@ -389,7 +411,8 @@ def _filter(args: argparse.Namespace) -> int:
             "min_score": args.min_score, "threshold_on": args.threshold_on,
             "min_percentile": args.min_percentile, "top_fraction": args.top_fraction,
             "items": [{"path": i.source, "decision": decisions[i.source][0], "why": decisions[i.source][1],
-                       **_score_fields(i.score), "copied_to": copied.get(i.source)}
+                       **_score_fields(i.score), "copied_to": copied.get(i.source),
+                       "detectors": i.measures}
                       for i in items],
         }, indent=2))
     else:
@@ -414,6 +437,7 @@ def _curate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-pipe", action="store_true", help=help_of(CurateSettings, "allow_pipe"))
     p.add_argument("--batch-size", **flag(CurateSettings, "batch_size"))
     p.add_argument("--workers", **flag(CurateSettings, "workers"))
+    _detector_args(p, CurateSettings)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     _model_arg(p)
 
@@ -454,7 +478,7 @@ def _curate(args: argparse.Namespace) -> int:
         print(f"{len(result.shards)} shards: {len(result.scored)} scored, {len(result.skipped)} already scored by "
               f"model {critic.version}, {len(result.failed)} failed", file=sys.stderr)
         if result.outcome:
-            counts = ", ".join(f"{n} {d}" for d, n in result.outcome.counts.items())
+            counts = ", ".join(f"{n} {d}" for d, n in result.outcome.counts.items() if n or d == "kept")
             print(f"{sum(result.outcome.counts.values())} samples: {counts}; manifest {result.outcome.manifest}, "
                   f"kept shards in {result.outcome.shards_dir}")
     if result.failed:

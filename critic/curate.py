@@ -41,19 +41,20 @@ from common.imaging import MAX_PIXELS, STORED_CROP, sha256_file
 from common.remote import ReadLimits
 from common.shard_format import INDEX_NAME
 from common.tarwrite import HashingWriter, escape_key, tar_member_info
+from critic import detectors
 from critic.curate_output import MANIFEST_NAME, SHARDS_DIR, exclusive_output, owned_files, refuse_unowned
 from critic.neardup import near_duplicate_pairs, perceptual_hash
 from critic.scoring import Critic, UnreadableImage, probe_image
-from critic.scoring import decode_image as decode_crop
-from critic.settings import CurateSettings
+from critic.scoring import decode_image_sized as decode_crop_sized
+from critic.settings import DETECTORS, DOMAINS, CurateSettings
 from nima_train.data import ShardURLRefused, decode_image, refuse_pipe, resolve_shards
 from nima_train.distributed import DistInfo, all_gather_strings, barrier
 from nima_train.tarstream import DEFAULT_LIMITS, local_file, open_shard_stream, tar_samples
 from nima_train.transforms import center_crop
 
-FORMAT = 1
+FORMAT = 2  # 2: the quality detectors' columns
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-DECISIONS = ("kept", "low_score", "duplicate", "unreadable")
+DECISIONS = ("kept", "low_score", "duplicate", "exact_duplicate", *DETECTORS, "unreadable")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class FilterOutcome:
     n_pairs: int
     clusters: list[list[str]]  # manifest keys of each duplicate cluster, its kept sample first
     kept_shards: list[str] = field(default_factory=list)
+    detected: dict[str, int] = field(default_factory=dict)  # detector -> samples it fires on, asked for or not
 
 
 @dataclass
@@ -217,7 +219,13 @@ def _image_member(sample: dict) -> bytes | memoryview | None:
 
 
 def stored_crop(data: bytes | memoryview) -> torch.Tensor:
-    """The centred square of an image at 256 px as a uint8 (3, 256, 256) tensor; UnreadableImage with the reason.
+    """stored_crop_sized's crop."""
+    return stored_crop_sized(data)[0]
+
+
+def stored_crop_sized(data: bytes | memoryview) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The centred square of an image at 256 px as a uint8 (3, 256, 256) tensor, and the header's size (which
+    the odd_size and odd_aspect detectors read); UnreadableImage with the reason.
 
     A 256 x 256 image (what the dataset stages store) is decoded as training decodes it (libjpeg-turbo for
     JPEG); any other goes through critic.scoring.decode_image, as `aesthetic score` crops it (verified, EXIF
@@ -230,9 +238,9 @@ def stored_crop(data: bytes | memoryview) -> torch.Tensor:
         except Exception as exc:  # noqa: BLE001 - Pillow and libjpeg raise many kinds; each is this sample's fault
             raise UnreadableImage(f"corrupt: {_first_line(exc)}") from exc
         if tuple(img.shape[-2:]) == (STORED_CROP, STORED_CROP):
-            return img
-    crop = decode_crop(bytes(data), "image")
-    return torch.from_numpy(np.array(crop)).permute(2, 0, 1).contiguous()
+            return img, (probe.width, probe.height)
+    crop, size = decode_crop_sized(bytes(data), "image")
+    return torch.from_numpy(np.array(crop)).permute(2, 0, 1).contiguous(), size
 
 
 def _first_line(exc: BaseException) -> str:
@@ -242,7 +250,8 @@ def _first_line(exc: BaseException) -> str:
 
 class _ShardScoring(IterableDataset):
     """Messages per shard, from whichever DataLoader worker owns it (shards[worker::workers]):
-    ("skip", pos), ("batch", pos, keys, source keys, errors, hashes, images) ..., ("done", pos, identity, error).
+    ("skip", pos), ("batch", pos, keys, source keys, errors, hashes, images, detector measures) ...,
+    ("done", pos, identity, error).
     A shard that fails part-way still sends its batches; its "done" carries the error and they are dropped."""
 
     def __init__(self, jobs: list[tuple[int, InputShard]], out_dir: Path, version: str, image_size: int,
@@ -284,26 +293,27 @@ class _ShardScoring(IterableDataset):
         source = printable(sample["__key__"])
         bad_name = _non_utf8_member(sample)
         if bad_name is not None:
-            return key, source, f"member name is not UTF-8: {bad_name!r}", None
+            return key, source, f"member name is not UTF-8: {bad_name!r}", None, None
         if "__skipped__" in sample:  # a member over the reader's max_member_bytes: that sample is unreadable
-            return key, source, "; ".join(sample["__skipped__"]), None
+            return key, source, "; ".join(sample["__skipped__"]), None, None
         data = _image_member(sample)
         if data is None:
             members = ", ".join(sorted(k for k in sample if not k.startswith("__"))) or "nothing"
-            return key, source, f"no image: none of {', '.join(IMAGE_EXTENSIONS)} (has {members})", None
+            return key, source, f"no image: none of {', '.join(IMAGE_EXTENSIONS)} (has {members})", None, None
         try:
-            crop = stored_crop(data)
+            crop, size = stored_crop_sized(data)
         except UnreadableImage as exc:
-            return key, source, str(exc), None
-        phash = perceptual_hash(Image.fromarray(crop.permute(1, 2, 0).numpy()))
+            return key, source, str(exc), None, None
+        pixels = crop.permute(1, 2, 0).numpy()
+        phash = perceptual_hash(Image.fromarray(pixels))
         images.append(center_crop(crop, self.image_size, self.resize).contiguous())
-        return key, source, None, phash
+        return key, source, None, phash, detectors.measure(pixels, *size)
 
     def _batch(self, pos: int, pending: list[tuple], images: list[torch.Tensor]) -> tuple:
-        keys, sources, errors, hashes = (list(c) for c in zip(*pending, strict=True))
+        keys, sources, errors, hashes, measures = (list(c) for c in zip(*pending, strict=True))
         stacked = torch.stack(images) if images else torch.zeros((0, 3, self.image_size, self.image_size),
                                                                  dtype=torch.uint8)
-        return ("batch", pos, keys, sources, errors, hashes, stacked)
+        return ("batch", pos, keys, sources, errors, hashes, stacked, measures)
 
 
 def _identity_collate(x):
@@ -323,6 +333,7 @@ class _Rows:
     features: list[np.ndarray] = field(default_factory=list)
     calibrated: list[np.ndarray] = field(default_factory=list)
     percentile: list[np.ndarray] = field(default_factory=list)
+    measures: list[dict | None] = field(default_factory=list)  # critic.detectors.measure, None when unreadable
 
 
 def forward_batch(critic: Critic, images: torch.Tensor):
@@ -331,7 +342,8 @@ def forward_batch(critic: Critic, images: torch.Tensor):
 
 
 def _add_batch(rows: _Rows, critic: Critic, msg: tuple) -> None:
-    _, _, keys, sources, errors, hashes, images = msg
+    _, _, keys, sources, errors, hashes, images = msg[:7]
+    rows.measures += msg[7]
     start = len(rows.keys)
     rows.keys += keys
     rows.sources += sources
@@ -383,6 +395,7 @@ def _write_scores(path: Path, shard: InputShard, rows: _Rows, critic: Critic, id
         "features": _fixed_list(_cat(rows.features, (0, dim)).astype(np.float16), n, at, dim, np.float16,
                                 pa.float16()),
     }
+    columns.update(detectors.arrow_columns(rows.measures))
     if critic.calibration is not None:
         columns["calibrated_mean"] = _column(_cat(rows.calibrated, (0,)), n, at)
         columns["percentile"] = _column(_cat(rows.percentile, (0,)), n, at)
@@ -501,14 +514,26 @@ class _Decided:
     duplicate_of: list[str | None]
     n_pairs: int
     groups: list[list[str]]  # near-duplicate groups by key, the kept one first
+    detected: list[list[tuple[str, str]]] = field(default_factory=list)  # per row: (detector, reason) that fire
+
+
+def _detected(tables: Sequence[pa.Table], shards: Sequence[InputShard],
+              settings: CurateSettings) -> list[list[tuple[str, str]]]:
+    """Per row, every detector that fires at its shard's domain's thresholds (whether or not --detect asks)."""
+    measures = detectors.rows_of(tables)
+    domains = [settings.domain_of(s.url) for s, t in zip(shards, tables, strict=True) for _ in range(t.num_rows)]
+    return [[] if m is None else detectors.fired(m, settings.thresholds(d)) for m, d in zip(measures, domains,
+                                                                                            strict=True)]
 
 
 def _decide_corpus(tables: Sequence[pa.Table], keys: list[str], values: np.ndarray, label: str,
-                   settings: CurateSettings) -> _Decided:
+                   settings: CurateSettings, detected: list[list[tuple[str, str]]]) -> _Decided:
     """Every sample's decision and reason, as critic/decision.py decides them on the readable samples."""
     from critic import decision as deciding
 
     errors = [e for t in tables for e in t.column("error").to_pylist()]
+    hashes = [e for t in tables for e in t.column("pixel_hash").to_pylist()]
+    enabled = settings.enabled
     readable = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
 
     def pairs_of(local: list[int]) -> np.ndarray:
@@ -516,13 +541,23 @@ def _decide_corpus(tables: Sequence[pa.Table], keys: list[str], values: np.ndarr
         return near_duplicate_pairs(_features(tables, rows), _numbers(tables, "phash", np.uint64, 0)[rows],
                                     settings.similarity, settings.max_hamming)
 
+    firing = {i: [(n, why) for n, why in detected[i] if n in enabled] for i in readable.tolist()}
     d = deciding.decide(values[readable], values[readable], deciding.Thresholds(settings.min_score),
-                        pairs_of=pairs_of if settings.dedupe else None)
+                        pairs_of=pairs_of if settings.dedupe else None,
+                        detected=[[n for n, _ in firing[i]] for i in readable.tolist()],
+                        pixel_hashes=[hashes[i] for i in readable.tolist()] if settings.dedupe else None)
     out = _Decided(["unreadable"] * len(keys), list(errors), [None] * len(keys), d.n_pairs,
-                   [[keys[readable[m]] for m in g] for g in d.groups])
+                   [[keys[readable[m]] for m in g] for g in d.groups], detected)
     for local, i in enumerate(readable.tolist()):
         w = int(readable[d.winner.get(local, local)])
-        if d.missed[local]:
+        if local in d.exact:
+            first = keys[int(readable[d.exact[local]])]
+            out.decision[i], out.duplicate_of[i] = "exact_duplicate", first
+            out.reason[i] = f"the same decoded pixels as {first}"
+        elif firing[i]:
+            out.decision[i] = firing[i][0][0]
+            out.reason[i] = "; ".join(why for _, why in firing[i])
+        elif d.missed[local]:
             out.decision[i], out.reason[i] = "low_score", f"{label} {values[i]:.2f} below {settings.min_score:g}"
         elif w != i:
             out.decision[i], out.duplicate_of[i] = "duplicate", keys[w]
@@ -534,14 +569,15 @@ def _decide_corpus(tables: Sequence[pa.Table], keys: list[str], values: np.ndarr
 
 def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_version: str, calibrated: bool,
                   settings: CurateSettings) -> FilterOutcome:
-    """Decide every sample (kept, low_score, duplicate, unreadable), write the manifest and the kept shards.
+    """Decide every sample (kept, low_score, duplicate, exact_duplicate, a detector's name, unreadable), write
+    the manifest and the kept shards.
     Thresholds and near-duplicate ranking use the calibrated mean when the model has a calibration."""
     out_dir = Path(out_dir)
     tables = _read_scores(out_dir, shards)
     keys = _corpus_keys(tables)
     score_col = "calibrated_mean" if calibrated else "mean"
     d = _decide_corpus(tables, keys, _numbers(tables, score_col, np.float64, np.nan),
-                       "calibrated mean" if calibrated else "mean", settings)
+                       "calibrated mean" if calibrated else "mean", settings, _detected(tables, shards, settings))
     table = pa.table({
         "key": pa.array(keys, pa.string()),
         "shard": pa.array([s.url for s, t in zip(shards, tables, strict=True) for _ in range(t.num_rows)],
@@ -550,13 +586,17 @@ def filter_corpus(out_dir: str | Path, shards: Sequence[InputShard], model_versi
         "duplicate_of": pa.array(d.duplicate_of, pa.string()),
         "reason": pa.array(d.reason, pa.string()),
         "source_key": pa.array([k for t in tables for k in t.column("source_key").to_pylist()], pa.string()),
+        "detected": pa.array([",".join(n for n, _ in f) or None for f in d.detected], pa.string()),
     })
     meta = {"format": FORMAT, "model": model_version, "min_score": settings.min_score, "score": score_col,
-            "dedupe": settings.dedupe, "similarity": settings.similarity, "max_hamming": settings.max_hamming}
+            "dedupe": settings.dedupe, "similarity": settings.similarity, "max_hamming": settings.max_hamming,
+            "detect": list(settings.enabled), "domain": settings.domain,
+            "thresholds": {dom: settings.thresholds(dom) for dom in DOMAINS}}
     kept_by_shard = _kept_by_shard(tables, d.decision, keys)
     manifest, written = _publish(out_dir, shards, table, meta, kept_by_shard, tables)
     counts = {k: d.decision.count(k) for k in DECISIONS}
-    return FilterOutcome(counts, manifest, out_dir / SHARDS_DIR, d.n_pairs, d.groups, written)
+    fires = {n: sum(any(f == n for f, _ in row) for row in d.detected) for n in DETECTORS}
+    return FilterOutcome(counts, manifest, out_dir / SHARDS_DIR, d.n_pairs, d.groups, written, fires)
 
 
 def _kept_by_shard(tables: Sequence[pa.Table], decision: list[str], keys: list[str]) -> dict[int, dict[str, str]]:

@@ -1,7 +1,9 @@
 """A curation run in pictures: the score histogram, the top and bottom samples, duplicate clusters side by side.
 
 Reads what `aesthetic curate` wrote (DIR/scores/*.parquet and DIR/manifest.parquet) and the input shards for the
-few images shown; writes histogram.png, top.png, bottom.png, duplicates.png and counts.json into a report folder.
+few images shown; writes histogram.png, top.png, bottom.png, duplicates.png, a contact sheet per quality detector
+that fired (detector-<name>.png: the samples it fires on, red when it dropped them) and counts.json (decisions,
+and how many samples each detector fires on, asked for or not) into a report folder.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from common.atomic import atomic_path, write_atomic
 from common.contact_sheet import Cell, contact_sheet
 from critic.curate import DECISIONS, FilterOutcome, InputShard, keyed_samples, score_histogram, scores_path
 from critic.scoring import UnreadableImage, decode_image
+from critic.settings import DETECTORS
 from nima_train.tarstream import tar_samples
 
 KEPT_FRAME = (0, 150, 0)
@@ -33,6 +36,8 @@ class CurationReport:
     bottom: Path
     duplicates: Path | None  # None when no cluster was found
     counts: dict[str, int]
+    detectors: dict[str, Path]  # detector -> its contact sheet, for each that fired on anything
+    detected: dict[str, int]  # detector -> samples it fires on
     score_histogram: tuple[list[int], list[float]]  # counts and bin edges over 1..10
 
 
@@ -100,7 +105,8 @@ def write_report(out_dir: str | Path, shards: Sequence[InputShard], outcome: Fil
     top = [r for r in scored if r["decision"] == "kept"][:n_show]
     bottom = scored[::-1][:n_show]
     groups = sorted(outcome.clusters, key=lambda g: (-len(g), g[0]))[:n_clusters]
-    shown = top + bottom + [by_key[k] for g in groups for k in g[:6]]
+    flagged = {d: [r for r in rows if d in (r.get("detected") or "").split(",")][:n_show] for d in DETECTORS}
+    shown = top + bottom + [by_key[k] for g in groups for k in g[:6]] + [r for f in flagged.values() for r in f]
     images = _images(shown)
 
     def cell(r: dict, frame=None) -> Cell:
@@ -121,10 +127,16 @@ def write_report(out_dir: str | Path, shards: Sequence[InputShard], outcome: Fil
             members = [cell(by_key[k], KEPT_FRAME if i == 0 else DROPPED_FRAME) for i, k in enumerate(g[:6])]
             cells += members + [Cell(Image.new("RGB", (8, 8), (255, 255, 255)), "")] * (width - len(members))
         dup_path = _save_png(contact_sheet(cells, width, 128), report_dir / "duplicates.png")
+    sheets = {d: _save_png(contact_sheet([cell(r, DROPPED_FRAME if r["decision"] == d else None) for r in f], 6,
+                                         128), report_dir / f"detector-{d}.png") for d, f in flagged.items() if f}
+    for stale in set(DETECTORS) - set(sheets):  # a sheet from an earlier run in this folder would mislead
+        (report_dir / f"detector-{stale}.png").unlink(missing_ok=True)
     counts = {d: outcome.counts.get(d, 0) for d in DECISIONS}
     hist = score_histogram(values)
     write_atomic(report_dir / "counts.json", (json.dumps(
-        {"counts": counts, "duplicate_pairs": outcome.n_pairs, "duplicate_clusters": len(outcome.clusters),
+        {"counts": counts, "detected": outcome.detected, "duplicate_pairs": outcome.n_pairs,
+         "duplicate_clusters": len(outcome.clusters),
          "score": label, "histogram": {"counts": hist[0], "edges": hist[1]}}, indent=1, sort_keys=True) + "\n"
     ).encode())
-    return CurationReport(report_dir, hist_path, top_path, bottom_path, dup_path, counts, hist)
+    return CurationReport(report_dir, hist_path, top_path, bottom_path, dup_path, counts, sheets, outcome.detected,
+                          hist)

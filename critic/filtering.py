@@ -3,7 +3,9 @@
 Three thresholds, each optional and all applied together: a score (`min_score`, on the calibrated mean by
 default, `threshold_on="mean"` for the model's raw mean), a percentile among the model's calibration split
 (`min_percentile`, which needs a calibrated model), and a share of the inputs being filtered
-(`top_fraction`: the best ceil(F * n) of the n scored inputs, ties broken by input order).
+(`top_fraction`: the best ceil(F * n) of the n scored inputs, ties broken by input order). The quality
+detectors named in `detectors.detect` drop what they fire on, and with `dedupe` an exact copy (the same decoded
+pixels, critic/detectors.py) of an earlier input is dropped before the near-duplicate search.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from critic.settings import (
     PERCENTILE,
     THRESHOLD_FIELDS,
     TOP_FRACTION,
+    DetectorSettings,
 )
 
 
@@ -34,6 +37,7 @@ class FilterSettings:
     dedupe_by: str = "both"  # "features", "phash" or "both" (duplicate_pairs below)
     similarity: float = NEAR_DUPLICATE_SIMILARITY  # cosine similarity of pooled features that makes a duplicate
     max_hamming: int = NEAR_DUPLICATE_HAMMING  # dHash bits (of 64) that may differ in a duplicate
+    detectors: DetectorSettings = field(default_factory=DetectorSettings)
 
     def __post_init__(self) -> None:
         if self.threshold_on not in THRESHOLD_FIELDS:
@@ -63,11 +67,13 @@ def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResul
     result = FilterResult({i.source: ("skipped", i.error) for i in items if i.error})
     scored = [i for i in items if i.score]
     values = [settings.value(i.score) for i in scored]
+    firing = [_firing(i, settings.detectors) for i in scored]
     d = decision.decide(values, [i.score.calibrated_mean for i in scored],
                         decision.Thresholds(settings.min_score, settings.min_percentile, settings.top_fraction),
                         [i.score.percentile for i in scored],
                         (lambda rows: duplicate_pairs([scored[k] for k in rows], settings)) if settings.dedupe
-                        else None)
+                        else None, [list(f) for f in firing],
+                        [i.measures and i.measures["pixel_hash"] for i in scored] if settings.dedupe else None)
     label = "" if settings.threshold_on == "calibrated_mean" else " (raw mean)"
     reasons = {"min_score": lambda k: f"score {values[k]:.2f}{label} below {settings.min_score}",
                "min_percentile": lambda k: f"percentile {scored[k].score.percentile:.1f} below "
@@ -76,7 +82,10 @@ def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResul
                                          f"{len(scored)})"}
     for k, missed in enumerate(d.missed):
         if missed:
-            result.decisions[scored[k].source] = ("dropped", "; ".join(reasons[m](k) for m in missed))
+            why = [firing[k][m] if m in firing[k] else reasons[m](k) for m in missed]
+            result.decisions[scored[k].source] = ("dropped", "; ".join(why))
+    for k, first in d.exact.items():
+        result.decisions[scored[k].source] = ("dropped", f"exact duplicate of {scored[first].source}")
     for k, winner in d.winner.items():
         if k != winner:
             result.decisions[scored[k].source] = ("dropped", f"near-duplicate of {scored[winner].source}")
@@ -84,6 +93,15 @@ def decide(items: Sequence[ScoredItem], settings: FilterSettings) -> FilterResul
     for i in result.kept:
         result.decisions[i.source] = ("kept", f"score {settings.value(i.score):.2f}")
     return result
+
+
+def _firing(item: ScoredItem, settings: DetectorSettings) -> dict[str, str]:
+    """The asked-for detectors that fire on a scored item: detector -> reason (critic.detectors.fired)."""
+    from critic.detectors import fired
+
+    if item.measures is None or not settings.enabled:
+        return {}
+    return dict(fired(item.measures, settings.thresholds(settings.domain_of(item.source)), settings.enabled))
 
 
 def duplicate_pairs(items: Sequence[ScoredItem], settings: FilterSettings):

@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from common.imaging import STORED_CROP, CropSpec, RejectedImage, crop_image, draft_for_crop, sha256_file
 from common.regular_files import NotRegularFile, read_regular_file
+from critic import detectors
 from critic.backends import ScoringBackend, TorchBackend
 from critic.neardup import perceptual_hash
 from nima_train.calibration import Calibration
@@ -93,6 +95,7 @@ class ScoredItem:
     features: torch.Tensor | None  # (D,), when asked for
     error: str | None  # why it was skipped
     phash: int | None = None  # perceptual hash (critic.neardup) of the decoded crop, when asked for
+    measures: dict | None = None  # the quality detectors' columns (critic.detectors.measure), when asked for
 
 
 @dataclass(frozen=True)
@@ -137,18 +140,28 @@ def decode_image(data: bytes, label: str = "image", max_pixels: int | None = Non
 
     A JPEG is decoded at draft size (common.imaging.draft_for_crop), as the dataset stages crop it.
     """
+    return decode_image_sized(data, label, max_pixels)[0]
+
+
+def decode_image_sized(data: bytes, label: str = "image",
+                       max_pixels: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """decode_image's crop and the source's (oriented) size, which the quality detectors read."""
     if max_pixels is not None:
         probe_image(data, label, max_pixels)
     try:
-        img, _ = crop_image(data, DECODE_SPEC, label)
+        return crop_image(data, DECODE_SPEC, label)
     except RejectedImage as exc:
         raise UnreadableImage(str(exc)) from exc
-    return img
 
 
 def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """The 256 square crop of an image file; UnreadableImage for anything but a readable regular file holding
     an image (a FIFO, socket, device or folder is refused without being read, so it never blocks)."""
+    return load_image_sized(path, max_pixels)[0]
+
+
+def load_image_sized(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """load_image's crop and the file's (oriented) image size."""
     path = Path(path)
     try:
         data = read_regular_file(path)
@@ -158,7 +171,7 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         raise UnreadableImage(str(exc)) from exc
     except OSError as exc:
         raise UnreadableImage(f"unreadable: {path}: {exc.strerror or exc}") from exc
-    return decode_image(data, str(path), max_pixels)
+    return decode_image_sized(data, str(path), max_pixels)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -283,23 +296,24 @@ class Critic:
         with_hash: bool = False,
         max_pixels: int | None = None,
         on_progress: Callable[[int], None] | None = None,
+        with_detectors: bool = False,
     ) -> Iterator[ScoredItem]:
         """Score files in input order; an unreadable one yields an item with `error` and the rest go on."""
         # Failed items wait in the queue too, so results come back in input order without breaking batches.
-        pending: list[tuple[str, Image.Image | None, str | None]] = []
+        pending: list[tuple[str, Image.Image | None, str | None, dict | None]] = []
 
         def flush() -> Iterator[ScoredItem]:
-            good = [img for _, img, _ in pending if img is not None]
+            good = [img for _, img, _, _ in pending if img is not None]
             batch = self.score_images(good) if good else None
             scores = iter(batch.scores() if batch else [])
             feats = iter(batch.features if batch else [])
-            for src, img, err in pending:
+            for src, img, err, measures in pending:
                 if img is None:
                     yield ScoredItem(src, None, None, err)
                 else:
                     feat = next(feats)
                     yield ScoredItem(src, next(scores), feat if with_features else None, None,
-                                     perceptual_hash(img) if with_hash else None)
+                                     perceptual_hash(img) if with_hash else None, measures)
             if on_progress:
                 on_progress(len(pending))
             pending.clear()
@@ -307,10 +321,12 @@ class Critic:
         n_good = 0
         for source in sources:
             try:
-                pending.append((str(source), load_image(source, max_pixels), None))
+                img, size = load_image_sized(source, max_pixels)
+                measures = detectors.measure(np.asarray(img), *size) if with_detectors else None
+                pending.append((str(source), img, None, measures))
                 n_good += 1
             except UnreadableImage as exc:
-                pending.append((str(source), None, str(exc)))
+                pending.append((str(source), None, str(exc), None))
             if n_good >= self.batch_size or len(pending) >= 4 * self.batch_size:
                 yield from flush()
                 n_good = 0

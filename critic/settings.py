@@ -43,9 +43,99 @@ EXPORTERS = ("dynamo", "torchscript")
 DESIGN_SIDE = Range(32, 4096, "rendered design side, px: past 4096 a render is gigabytes of pixels")
 
 
+# Quality detectors (critic/detectors.py): what each measures is a column of DIR/scores/*.parquet; a detector
+# drops a sample only when `detect` names it. Each threshold's default depends on the domain, because photos and
+# designs differ (grey entropy: photos 6-7 bits, Kuler swatches 2.7-3.0, rendered designs 1.7-2.6). The defaults
+# were chosen from benchmarks/bench_detectors.py (docs/critic.md, "Quality detectors").
+DETECTORS = ("blurry", "dark", "light", "low_information", "grayscale", "odd_size", "odd_aspect")
+DOMAINS = ("photo", "design")
+# "auto": per shard, by the dataset folder of our own shards (shards/<dataset>/<split>/): ava photos, sac and
+# kuler designs; any other shard or folder is a photo.
+DOMAIN_CHOICES = (*DOMAINS, "auto")
+DESIGN_DATASETS = ("sac", "kuler")
+DOMAIN_DEFAULTS: dict[str, dict[str, float]] = {
+    "photo": {"blur_threshold": 60.0, "edge_ratio_threshold": 1.0, "dark_threshold": 40.0, "light_threshold": 215.0,
+              "entropy_threshold": 3.0, "gray_threshold": 2.0, "min_side": 64, "max_aspect": 3.0},
+    "design": {"blur_threshold": 8.0, "edge_ratio_threshold": 1.0, "dark_threshold": 40.0, "light_threshold": 215.0,
+               "entropy_threshold": 0.5, "gray_threshold": 2.0, "min_side": 64, "max_aspect": 3.0},
+}
+# The detectors' thresholds (DetectorSettings fields, each a flag: --blur-threshold ...); blurry has two.
+DETECTOR_THRESHOLDS = tuple(DOMAIN_DEFAULTS["photo"])
+LEVEL = Range(0.0, 255.0, "a grey level of 8-bit luminance")
+
+
+def parse_detect(text: str) -> tuple[str, ...]:
+    """The detectors named in "blurry,dark" ("all": every one; ""/"none": none); ValueError naming the unknown."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names in (["all"],):
+        return DETECTORS
+    if names in ([], ["none"]):
+        return ()
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise ValueError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}, all or none")
+    return tuple(n for n in DETECTORS if n in names)
+
+
 @dataclass(frozen=True)
-class CurateSettings:
-    """`aesthetic curate` and the `curated_corpus` asset (critic/curate.py)."""
+class DetectorSettings:
+    """The quality detectors' decisions: which drop a sample, for which domain, and any threshold set by hand
+    (unset: the domain's default, DOMAIN_DEFAULTS)."""
+
+    detect: str = setting("", f"comma-separated detectors that drop a sample ({', '.join(DETECTORS)}; all; none); "
+                              "their columns are written either way")
+    domain: str = setting("auto", "photo or design: which defaults the thresholds take; auto: per shard, sac and "
+                                  "kuler shards are designs, the rest photos")
+    blur_threshold: float | None = bounded(None, Range(0.0, 1e6, "a variance of 8-bit grey levels"),
+                                           "blurry below this variance of the Laplacian of the 128 px grey "
+                                           "thumbnail; unset: the domain's default")
+    edge_ratio_threshold: float | None = bounded(None, Range(0.0, 16.0, "Laplacian energy over gradient energy"),
+                                                 "blurry also below this ratio of the thumbnail's Laplacian "
+                                                 "variance to its mean squared gradient (contrast-free); unset: "
+                                                 "the domain's default")
+    dark_threshold: float | None = bounded(None, LEVEL, "dark when the 95th percentile of luminance is below "
+                                                        "this; unset: the domain's default")
+    light_threshold: float | None = bounded(None, LEVEL, "light when the 5th percentile of luminance is above "
+                                                         "this; unset: the domain's default")
+    entropy_threshold: float | None = bounded(None, Range(0.0, 8.0, "bits of a 256-level histogram"),
+                                              "low_information below this grey-level entropy, bits; unset: the "
+                                              "domain's default")
+    gray_threshold: float | None = bounded(None, LEVEL, "grayscale when the mean spread of a pixel's channels is "
+                                                        "below this; unset: the domain's default")
+    min_side: int | None = bounded(None, Range(1, 65535, "pixels of an image side"),
+                                   "odd_size when the header's short side is below this, px; unset: the domain's "
+                                   "default")
+    max_aspect: float | None = bounded(None, Range(1.0, 1000.0, "long side over short side"),
+                                       "odd_aspect when long side / short side is above this; unset: the domain's "
+                                       "default")
+
+    def __post_init__(self) -> None:
+        parse_detect(self.detect)
+        if self.domain not in DOMAIN_CHOICES:
+            raise ValueError(f"domain must be one of {', '.join(DOMAIN_CHOICES)}, got {self.domain!r}")
+        check_ranges(self)
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        return parse_detect(self.detect)
+
+    def thresholds(self, domain: str) -> dict[str, float]:
+        """Each threshold (field name -> value) for a domain ("photo" or "design"): the one set here, else the
+        domain's default."""
+        return {t: getattr(self, t) if getattr(self, t) is not None else DOMAIN_DEFAULTS[domain][t]
+                for t in DETECTOR_THRESHOLDS}
+
+    def domain_of(self, source: str) -> str:
+        """The domain a shard (its URL or path) or a folder's image is judged as."""
+        if self.domain != "auto":
+            return self.domain
+        parts = source.replace("\\", "/").split("/")
+        return "design" if any(p in DESIGN_DATASETS for p in parts[:-1]) else "photo"
+
+
+@dataclass(frozen=True)
+class CurateSettings(DetectorSettings):
+    """`aesthetic curate` and the `curated_corpus` asset (critic/curate.py); the detectors' fields first."""
 
     min_score: float | None = bounded(None, MIN_SCORE, "keep samples scoring at least this (on the calibrated mean "
                                                        "when the model has a calibration, else the mean); unset: "
@@ -61,7 +151,7 @@ class CurateSettings:
     allow_pipe: bool = setting(False, "allow pipe: shard URLs (they run a shell command)")
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from assets.curation import curated_corpus, default_shards
+from critic.settings import DETECTORS
 from pipelines.resources import build_resources
 from tests.helpers.critic_models import register_model
 from tests.helpers.tiny_training import write_tiny_shards
@@ -55,9 +56,14 @@ def test_curation_asset_curates_our_own_shards_and_reports(home_with_shards: Pat
     for name in ("histogram", "top", "bottom", "duplicates"):
         assert meta[name].value.startswith("![")
     report = Path(meta["report"].value)
-    assert sorted(p.name for p in report.iterdir()) == ["bottom.png", "counts.json", "duplicates.png",
-                                                         "histogram.png", "top.png"]
-    assert json.loads((report / "counts.json").read_text())["counts"]["duplicate"] == 1
+    detected = meta["detected"].value  # detector -> samples it fires on (none asked to drop anything here)
+    assert set(detected) == set(DETECTORS) and all(meta[d].value == 0 for d in (*DETECTORS, "exact_duplicate"))
+    sheets = [f"detector-{d}.png" for d, n in detected.items() if n]
+    assert sorted(p.name for p in report.iterdir()) == sorted(["bottom.png", "counts.json", "duplicates.png",
+                                                                "histogram.png", "top.png", *sheets])
+    assert all(meta[f"detector_{d}"].value.startswith("![") for d, n in detected.items() if n)
+    doc = json.loads((report / "counts.json").read_text())
+    assert doc["counts"]["duplicate"] == 1 and doc["detected"] == detected
     again = _materialize(home, config)
     assert again.asset_materializations_for_node("curated_corpus")[0].metadata["shards_skipped"].value == 4
 
