@@ -648,6 +648,7 @@ def _studio_publish() -> int:
     for d in done:
         print(f"session {d['session']}: {d['ratings']} ratings -> {d['snapshot']}")
     print(f"{len(done)} snapshots published" if done else "nothing to publish", file=sys.stderr)
+    return 0
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
