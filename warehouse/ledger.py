@@ -26,11 +26,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from warehouse.db import migrate, transaction
+
+if TYPE_CHECKING:
+    import duckdb
 
 # Each table the ledger carries, and the columns that identify one of its rows.
 LEDGER_TABLES: dict[str, tuple[str, ...]] = {
@@ -98,6 +99,8 @@ def ledger_connection(folder: str | Path, read_only: bool = False,
     (LedgerError): the data host would never see it."""
     folder = Path(folder)
     with ledger_lock(folder, timeout_s):
+        import duckdb
+
         conn = duckdb.connect(":memory:")
         try:
             migrate(conn)
