@@ -13,16 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("assets", "pipelines", "cli", "ingest", "nima_train", "warehouse", "critic", "common", "benchmarks")
 
 
+def _one_target(call: ast.Call) -> bool:
+    """Called as Path.replace is: one positional argument, or the keyword `target` alone."""
+    if call.keywords:
+        return not call.args and [k.arg for k in call.keywords] == ["target"]
+    return len(call.args) == 1
+
+
 def _renames(tree: ast.AST) -> list[int]:
     """Lines calling os.replace / os.rename, x.rename(...), or x.replace(one argument): Path.replace takes one
-    argument where str.replace takes two, so string edits are not counted."""
+    argument (`target`) where str.replace takes two and datetime.replace only keywords such as tzinfo=, so
+    neither is counted."""
     lines = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         name, owner = node.func.attr, node.func.value
         if name == "rename" or (name == "replace" and (
-                (isinstance(owner, ast.Name) and owner.id == "os") or len(node.args) + len(node.keywords) == 1)):
+                (isinstance(owner, ast.Name) and owner.id == "os") or _one_target(node))):
             lines.append(node.lineno)
     return lines
 
