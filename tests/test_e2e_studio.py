@@ -57,6 +57,7 @@ def _sac_rows(home: Path) -> tuple[set[str], set[str]]:
 
 def _play(driver, base_url: str) -> dict:
     """Three rounds: rate two variants of round 1 with keys, pick by Enter, double-click and key; publish."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -67,8 +68,11 @@ def _play(driver, base_url: str) -> dict:
     def wait_for(cond, what: str, timeout_s: float = 120):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if cond():
-                return
+            try:
+                if cond():
+                    return
+            except StaleElementReferenceException:  # render() replaced the tiles between finding and reading one
+                pass
             time.sleep(0.2)
         raise AssertionError(f"{what} not on the page: {driver.find_element(By.TAG_NAME, 'body').text[:1500]}")
 
