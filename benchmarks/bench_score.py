@@ -98,6 +98,9 @@ def bench_forward(backbone: str, args: argparse.Namespace, folder: Path) -> None
         print(f"  {name:26s} {t * 1000:8.1f} ms  {rate:7.1f} img/s  {rate / cores:6.1f} img/s per core")
     print(f"  ratio onnxruntime / torch, bare forward: {med['bare torch'] / med['bare onnxruntime']:.2f}x; "
           f"score_images: {med['score_images torch'] / med['score_images onnxruntime']:.2f}x")
+    cost = {b: med[f"score_images {b}"] / med[f"bare {b}"] for b in ("torch", "onnxruntime")}
+    print(f"  score_images / bare forward (preprocessing's cost): torch {cost['torch']:.2f}x, onnxruntime "
+          f"{cost['onnxruntime']:.2f}x (target at most 1.2x)")
 
 
 def _multipart(payloads: list[bytes]) -> tuple[bytes, str]:
