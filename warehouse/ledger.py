@@ -133,12 +133,6 @@ def record_ledger(conn: duckdb.DuckDBPyConnection, folder: str | Path) -> list[i
     return recorded
 
 
-def pending_events(conn: duckdb.DuckDBPyConnection, folder: str | Path) -> int:
-    """How many events the ledger holds beyond those the warehouse recorded (up to the first gap)."""
-    done = conn.execute("SELECT coalesce(max(seq), 0) FROM ledger_events").fetchone()[0]
-    return len(read_events(Path(folder), after=done))
-
-
 def apply_event(conn: duckdb.DuckDBPyConnection, event: dict[str, Any]) -> None:
     """Insert or replace the event's rows (the caller holds the transaction)."""
     for table, rows in event["tables"].items():
