@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from common.allocator import keep_freed_memory
 from nima_train.model import NIMA
 from nima_train.transforms import normalize
 
@@ -58,9 +59,11 @@ class TorchBackend:
         self.threads = threads
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        elif threads:
-            # Process-wide in PyTorch: the process that loads a critic is the one that scores with it.
-            torch.set_num_threads(threads)
+        else:
+            keep_freed_memory()
+            if threads:
+                # Process-wide in PyTorch: the process that loads a critic is the one that scores with it.
+                torch.set_num_threads(threads)
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
@@ -91,6 +94,7 @@ class OrtBackend:
     def __init__(self, path: str | Path, feature_dim: int, threads: int | None = None) -> None:
         import onnxruntime as ort  # only when an export is scored
 
+        keep_freed_memory()  # the batch's input array is allocated by NumPy, outside ONNX Runtime's arena
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

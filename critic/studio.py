@@ -171,7 +171,8 @@ class Studio:
         base = ID_BASE + n * SESSION_SPAN + r * ROUND_SPAN
         for k, img in enumerate(images):
             with atomic_path(self._dir(n) / f"{base + k}.png") as tmp:
-                img.save(tmp, format="PNG")
+                # Fastest zlib level: the page waits for 32 of these each round; they stay on this disk.
+                img.save(tmp, format="PNG", compress_level=1)
         return [{"id": base + k, "rank": rank[k], "mean": scores[k].mean, "calibrated_mean": calibrated[k],
                  "percentile": scores[k].percentile, "cruft": bool(missed[k]), "genome": genomes[k].as_dict()}
                 for k in order]

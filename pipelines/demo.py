@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from ingest.paths import Paths
+from pipelines.definitions import defs
 from pipelines.instance import prepare_instance
 from warehouse.db import connect
 from warehouse.records import evaluation_summary, rejects_by_reason, shards_by_split, table_counts
@@ -28,13 +29,14 @@ def raw_is_empty(raw: Path) -> bool:
 
 
 def full_pipeline_job() -> dg.JobDefinition:
-    from pipelines.definitions import defs
-
     return defs.resolve_job_def("full_pipeline")
 
 
 def run_full_pipeline(instance: dg.DagsterInstance) -> dg.ExecutionResult:
-    with dg.execute_job(dg.reconstructable(full_pipeline_job), instance=instance) as result:
+    # Addressed by module, not as `__main__`: the steps' forkserver then preloads this module, and with it the
+    # code location (pipelines/executor.py).
+    job = dg.build_reconstructable_job("pipelines.demo", "full_pipeline_job")
+    with dg.execute_job(job, instance=instance) as result:
         return result
 
 

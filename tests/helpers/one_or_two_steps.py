@@ -10,14 +10,18 @@ from assets.downloads import LIGHT
 from pipelines.executor import one_step_in_process_executor
 
 
+def _where() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"pid": os.getpid(), "ppid": os.getppid()})
+
+
 @dg.asset
 def first() -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"pid": os.getpid()})
+    return _where()
 
 
 @dg.asset(deps=[first])
 def second() -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"pid": os.getpid()})
+    return _where()
 
 
 @dg.asset(op_tags=LIGHT)
