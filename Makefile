@@ -8,6 +8,8 @@ export AESTHETIC_RAW ?= $(AESTHETIC_HOME)/raw
 export DAGSTER_HOME ?= $(AESTHETIC_HOME)/dagster
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers; a module's tests stay in one worker (its module-scoped services are started once).
+TEST_WORKERS ?= 2
 
 .PHONY: install browser postgres demo test ui split lint clean
 
@@ -53,7 +55,7 @@ postgres:
 	fi
 
 test: install browser postgres
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ui: install
 	$(BIN)/python -m pipelines.instance "$(DAGSTER_HOME)"

@@ -30,14 +30,16 @@ def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     from benchmarks.bench_score import designs
     from common.allocator import keep_freed_memory
-    from critic.scoring import Critic
     from nima_train.model import NIMA, recalibrate_batchnorm
+    from nima_train.transforms import eval_transform
 
     if args.child == "keep":
         assert keep_freed_memory()
     torch.manual_seed(0)
     model = NIMA(args.backbone, weights="none").eval()
-    x = Critic(model, image_size=args.image_size).preprocess(designs(args.batch))
+    # Not through critic.scoring.Critic: its backend would set the allocator on the default side too.
+    transform = eval_transform(args.image_size, resize=round(args.image_size * 256 / 224))
+    x = torch.stack([transform(img) for img in designs(args.batch)])
     recalibrate_batchnorm(model, x[:16])
     times, faults = [], []
     with torch.inference_mode():

@@ -100,6 +100,9 @@ class OrtBackend:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1  # one graph at a time: parallelism is inside each operator
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle intra-op threads sleep rather than spin: the cores are shared with decode workers and the
+        # service's threads (spinning made one-image requests 3x slower at p95, docs/critic.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.feature_dim, self.threads = feature_dim, threads
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from ingest.sample_data import SampleReport, write_sample_data
+
+# `make test` runs the suite in several pytest-xdist workers: each gets its own folder under the homes the
+# environment names (CI exports one AESTHETIC_HOME), so two tests at once never share a warehouse or an instance.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    for _var in ("AESTHETIC_HOME", "AESTHETIC_RAW", "DAGSTER_HOME"):
+        if os.environ.get(_var):
+            os.environ[_var] = str(Path(os.environ[_var]) / _WORKER)
 
 
 @pytest.fixture(scope="session")
