@@ -55,7 +55,7 @@ postgres:
 	fi
 
 test: install browser postgres
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 ui: install
 	$(BIN)/python -m pipelines.instance "$(DAGSTER_HOME)"
