@@ -34,13 +34,6 @@ def home(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow end-to-end modules first, the longest first (`slow(minutes=N)`: about what a module takes on two
-    busy cores); the order is otherwise kept. Under `make test`'s workers the two longest then run on different
-    workers from the start and the quick modules fill in beside them, instead of one of them running alone at
-    the end."""
-
-    def minutes(item: pytest.Item) -> float:
-        marker = item.get_closest_marker("slow")
-        return marker.kwargs.get("minutes", 1) if marker else 0
-
-    items.sort(key=lambda item: -minutes(item))
+    """The slow end-to-end modules first (the order is otherwise kept): under `make test`'s workers they start at
+    once and the quick modules fill in beside them, instead of one of them running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers.dagster_services import ROOT
 from warehouse.db import connect
 
-pytestmark = pytest.mark.slow(minutes=3)
+pytestmark = pytest.mark.slow
 
 
 def test_make_demo_writes_sample_data_runs_the_graph_and_prints_the_summary(tmp_path):

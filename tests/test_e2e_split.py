@@ -28,7 +28,7 @@ from tests.test_e2e_ui import _write_snapshot_with_new_ratings
 from warehouse.db import connect
 from warehouse.ledger import event_numbers, ledger_lock
 
-pytestmark = pytest.mark.slow(minutes=5)
+pytestmark = pytest.mark.slow
 
 REPOSITORY = "__repository__"
 TINY = {"weights": "none", "epochs_full": 1, "batch_size": 8, "crop": 32, "resize": 36, "workers": 0, "device": "cpu"}

@@ -28,7 +28,7 @@ from tests.helpers.critic_models import save_test_checkpoint
 from tests.helpers.dagster_services import dagster_daemon, start_sensor
 from warehouse.db import connect
 
-pytestmark = pytest.mark.slow(minutes=1)
+pytestmark = pytest.mark.slow
 
 RATED = {2: "7", 10: "0"}  # tile index (the critic's order) -> key pressed: 7, and 0 for 10
 PICKED_RANKS = [30, 25, 1]  # two variants the critic ranked low, then its own choice

@@ -21,7 +21,7 @@ from tests.helpers.browser import SCREENSHOTS, chromium, wait_for_text
 from tests.helpers.dagster_services import dagster_services
 from warehouse.db import connect
 
-pytestmark = pytest.mark.slow(minutes=6)
+pytestmark = pytest.mark.slow
 
 LOCATION = "aesthetics"
 REPOSITORY = "__repository__"
