@@ -11,7 +11,7 @@ from pipelines.executor import one_step_in_process_executor
 from tests.helpers import one_or_two_steps
 
 
-def _step_pids(result: dg.ExecutionResult, key: str = "pid") -> dict[str, int]:
+def _step_metadata(result: dg.ExecutionResult, key: str = "pid") -> dict[str, int]:
     return {
         event.step_key: event.event_specific_data.materialization.metadata[key].value
         for event in result.all_events if event.event_type_value == "ASSET_MATERIALIZATION"
@@ -27,7 +27,7 @@ def _execute(tmp_path, job_fn, run_config: dict | None = None) -> dg.ExecutionRe
 
 def _run(tmp_path, job_fn, run_config: dict | None = None) -> tuple[dict[str, int], list[str]]:
     result = _execute(tmp_path, job_fn, run_config)
-    return _step_pids(result), [e.event_type_value for e in result.all_events]
+    return _step_metadata(result), [e.event_type_value for e in result.all_events]
 
 
 def test_a_run_of_one_step_executes_it_in_the_run_process(tmp_path):
@@ -44,14 +44,14 @@ def test_a_run_of_several_steps_gives_each_its_own_process(tmp_path):
 
 
 def test_step_processes_fork_from_one_forkserver_instead_of_each_starting_an_interpreter(tmp_path):
-    parents = _step_pids(_execute(tmp_path, one_or_two_steps.two_step_job), "ppid")
+    parents = _step_metadata(_execute(tmp_path, one_or_two_steps.two_step_job), "ppid")
     # Spawned steps are children of the run's process; forked ones are children of the forkserver it started.
     assert len(set(parents.values())) == 1 and os.getpid() not in parents.values()
 
 
 def test_a_start_method_in_the_run_config_is_kept(tmp_path):
     config = {"execution": {"config": {"multiprocess": {"start_method": {"spawn": {}}}}}}
-    parents = _step_pids(_execute(tmp_path, one_or_two_steps.two_step_job, config), "ppid")
+    parents = _step_metadata(_execute(tmp_path, one_or_two_steps.two_step_job, config), "ppid")
     assert set(parents.values()) == {os.getpid()}
 
 
